@@ -1,0 +1,1 @@
+"""The `modan-pacs` command-line application (installed as ``modan_pacs.cli``)."""

@@ -1,0 +1,92 @@
+"""One-channel torchvision ResNet-18 encoders (paper and authors' stems).
+
+The encoder maps ``(B, 1, H, W)`` images to ``(B, 512)`` penultimate features (``fc`` is an
+``nn.Identity``). Its state dict uses torchvision's key names, so an exported encoder loads into
+``torchvision.models.resnet18()`` once ``conv1`` is replaced by a 1-channel convolution of the same
+shape (and, for the paper stem, ``maxpool`` by ``nn.Identity``) with ``strict=False`` for ``fc``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import resnet18
+
+from modan_pacs.errors import InputError
+
+#: stem name -> (kernel, stride, padding, keep maxpool)
+STEMS: dict[str, tuple[int, int, int, bool]] = {
+    "paper": (3, 1, 1, False),  # paper: 3x3 conv, stride 1, no max-pool
+    "authors": (7, 2, 3, True),  # authors' code: torchvision's 7x7 stride-2 stem with max-pool
+}
+
+
+def build_encoder(stem: str = "paper") -> nn.Module:
+    """A randomly initialised 1-channel ResNet-18 returning ``(B, 512)`` features.
+
+    Args:
+        stem: ``"paper"`` (3x3 conv, stride 1, no max-pool) or ``"authors"`` (7x7, stride 2, max-pool).
+
+    Raises:
+        ValueError: unknown stem name.
+    """
+    if stem not in STEMS:
+        raise ValueError(f"unknown stem {stem!r}; choose one of {sorted(STEMS)}")
+    kernel, stride, padding, keep_maxpool = STEMS[stem]
+    model = resnet18(weights=None)
+    model.conv1 = nn.Conv2d(1, 64, kernel_size=kernel, stride=stride, padding=padding, bias=False)
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    if not keep_maxpool:
+        model.maxpool = nn.Identity()
+    model.fc = nn.Identity()
+    model.stem = stem  # type: ignore[attr-defined]  # plain attribute, not in the state dict
+    return model
+
+
+def encoder_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The plain, torchvision-keyed state dict of an encoder (no ``fc``, tensors on CPU)."""
+    model = getattr(model, "module", model)  # unwrap DDP
+    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not k.startswith("fc.")}
+
+
+def stem_of_state_dict(state: dict[str, torch.Tensor]) -> str:
+    """Infer the stem from ``conv1.weight``'s kernel size (3 -> paper, 7 -> authors)."""
+    weight = state.get("conv1.weight")
+    if weight is None:
+        raise InputError("state dict has no 'conv1.weight': not a ResNet-18 encoder")
+    if weight.shape[1] != 1:
+        raise InputError(f"conv1.weight has {weight.shape[1]} input channels; a 1-channel encoder is expected")
+    for name, (kernel, *_rest) in STEMS.items():
+        if weight.shape[-1] == kernel:
+            return name
+    raise InputError(f"conv1.weight has kernel {tuple(weight.shape[-2:])}; expected 3x3 (paper) or 7x7 (authors)")
+
+
+def load_encoder(path: str | Path) -> nn.Module:
+    """Load an encoder exported by ``modan-pacs pretrain`` (``encoder.pt``), stem inferred.
+
+    Raises:
+        InputError: the file is missing, is not a plain state dict, or is not a 1-channel ResNet-18.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: encoder file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, truncated files
+        raise InputError(f"{path}: not a loadable state dict ({exc.__class__.__name__}: {exc})") from exc
+    if isinstance(state, dict) and "encoder" in state and isinstance(state["encoder"], dict):
+        state = state["encoder"]  # a training checkpoint: take its encoder
+    if not isinstance(state, dict):
+        raise InputError(f"{path}: expected a state dict, got {type(state).__name__}")
+    model = build_encoder(stem_of_state_dict(state))
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise InputError(
+            f"{path}: not a ResNet-18 encoder state dict (missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
+        )
+    return model
