@@ -20,7 +20,7 @@ demo: $(STAMP)
 
 ## make test: the whole test suite (every tier that can run on this machine)
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadgroup --timeout 900 $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadgroup --timeout 900 $(PYTEST_ARGS)
 
 clean:
 	rm -rf demo_out .pytest_cache
