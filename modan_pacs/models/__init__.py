@@ -1,5 +1,15 @@
 """Encoders: torchvision ResNet-18 with one input channel, and projection heads."""
 
 from .encoder import STEMS, build_encoder, encoder_state_dict, load_encoder
+from .heads import FEATURE_DIM, HEADS, EncoderWithHead, build_head
 
-__all__ = ["STEMS", "build_encoder", "encoder_state_dict", "load_encoder"]
+__all__ = [
+    "FEATURE_DIM",
+    "HEADS",
+    "STEMS",
+    "EncoderWithHead",
+    "build_encoder",
+    "build_head",
+    "encoder_state_dict",
+    "load_encoder",
+]
