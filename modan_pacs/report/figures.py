@@ -1,0 +1,202 @@
+"""Figures of the report: ROC curves per initialisation, repeat AUCs, UMAP of embeddings (PNG).
+
+matplotlib runs with the non-interactive Agg backend, so figures are written without a display.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from modan_pacs.errors import InputError
+
+from .stats import ProtocolTables, read_fold_predictions
+from .tables import DATASET_TITLES, REGIME_TITLES
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def mean_roc(paths: list[str], grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vertically averaged ROC over folds: each fold's TPR interpolated on ``grid`` (FPR), then
+    mean and standard deviation over folds (curves of separately trained models are not pooled)."""
+    from sklearn.metrics import roc_curve
+
+    curves = []
+    for path in paths:
+        frame = read_fold_predictions(path)
+        fpr, tpr, _ = roc_curve(frame["labels"], frame["preds"])
+        curve = np.interp(grid, fpr, tpr)
+        curve[0] = 0.0
+        curves.append(curve)
+    stack = np.stack(curves)
+    mean = stack.mean(axis=0)
+    mean[-1] = 1.0
+    return mean, stack.std(axis=0)
+
+
+def plot_roc_curves(tables: ProtocolTables, out_dir: Path) -> list[Path]:
+    """One PNG per (dataset, regime), ``roc_<dataset>_<regime>.png``: a mean ROC curve per method."""
+    plt = _pyplot()
+    grid = np.linspace(0.0, 1.0, 201)
+    written = []
+    complete = tables.repeats[["dataset", "regime", "method", "repeat"]]
+    folds = tables.folds.merge(complete, on=["dataset", "regime", "method", "repeat"])
+    for (dataset, regime), block in folds.groupby(["dataset", "regime"], sort=True):
+        fig, ax = plt.subplots(figsize=(5.2, 5.0))
+        rows = tables.rows[(tables.rows["dataset"] == dataset) & (tables.rows["regime"] == regime)]
+        for method in rows["method"]:
+            paths = block[block["method"] == method]["path"].tolist()
+            mean, std = mean_roc(paths, grid)
+            auc = float(rows[rows["method"] == method]["mean_auc"].iloc[0])
+            width = 2.4 if method == tables.reference else 1.4
+            (line,) = ax.plot(grid, mean, lw=width, label=f"{method} (AUC {auc:.3f}, {len(paths)} folds)")
+            ax.fill_between(grid, np.clip(mean - std, 0, 1), np.clip(mean + std, 0, 1), color=line.get_color(), alpha=0.08)
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+        ax.set(
+            xlabel="false positive rate",
+            ylabel="true positive rate",
+            xlim=(0, 1),
+            ylim=(0, 1.01),
+            title=f"{DATASET_TITLES.get(dataset, dataset)}: {REGIME_TITLES.get(regime, regime).split(' (')[0]}",
+        )
+        ax.legend(loc="lower right", fontsize=7)
+        fig.tight_layout()
+        path = out_dir / f"roc_{_safe(dataset)}_{_safe(regime)}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def plot_repeat_aucs(tables: ProtocolTables, out_dir: Path) -> Path:
+    """``repeat_auc.png``: per (regime, dataset) panel, every repeat's summary AUC per method,
+    paired repeats joined by thin lines, the mean marked."""
+    plt = _pyplot()
+    regimes = sorted(tables.rows["regime"].unique())
+    datasets = sorted(tables.rows["dataset"].unique())
+    fig, axes = plt.subplots(
+        len(regimes), len(datasets), figsize=(3.6 * len(datasets), 3.4 * len(regimes)), squeeze=False
+    )
+    for i, regime in enumerate(regimes):
+        for j, dataset in enumerate(datasets):
+            ax = axes[i][j]
+            rows = tables.rows[(tables.rows["dataset"] == dataset) & (tables.rows["regime"] == regime)]
+            methods = rows["method"].tolist()
+            block = tables.repeats[(tables.repeats["dataset"] == dataset) & (tables.repeats["regime"] == regime)]
+            wide = block.pivot(index="repeat", columns="method", values="auc").reindex(columns=methods)
+            xs = np.arange(len(methods))
+            for _, values in wide.iterrows():
+                ax.plot(xs, values.to_numpy(), color="grey", lw=0.5, alpha=0.5)
+            for x, method in zip(xs, methods):
+                values = wide[method].dropna().to_numpy()
+                ax.scatter(np.full(len(values), x), values, s=14, zorder=3)
+                ax.hlines(values.mean(), x - 0.3, x + 0.3, color="black", lw=1.5, zorder=4)
+            ax.set_xticks(xs)
+            ax.set_xticklabels(methods, rotation=35, ha="right", fontsize=7)
+            ax.set_title(f"{DATASET_TITLES.get(dataset, dataset)} / {regime}", fontsize=9)
+            ax.set_ylabel("repeat AUC (mean of folds)", fontsize=8)
+    fig.tight_layout()
+    path = out_dir / "repeat_auc.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def embed_images(encoder, images: np.ndarray, *, batch_size: int = 64, device: str | None = None) -> np.ndarray:
+    """Penultimate features ``(N, 512)`` of ``(N, S, S) uint8`` images, encoder in eval mode."""
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    encoder = encoder.to(device).eval()
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.asarray(images[start : start + batch_size], dtype=np.float32) / 255.0)
+            chunks.append(encoder(batch[:, None].to(device)).float().cpu().numpy())
+    return np.concatenate(chunks)
+
+
+def plot_umap(
+    features: np.ndarray, groups: list[str], *, title: str, path: Path, seed: int = 0, n_neighbors: int = 15
+) -> Path:
+    """UMAP (umap-learn) of ``features`` in 2-D, points coloured by ``groups`` (modality/anatomy).
+
+    Raises:
+        InputError: fewer than 4 points (UMAP needs neighbours).
+    """
+    if len(features) < 4:
+        raise InputError(f"UMAP of {title!r} needs at least 4 images; the cache has {len(features)}")
+    import umap
+
+    reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(features) - 1), random_state=seed, n_jobs=1)
+    coords = reducer.fit_transform(features)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 5.0))
+    labels = pd.Series(groups)
+    cmap = plt.get_cmap("tab20")
+    for k, group in enumerate(sorted(labels.unique())):
+        mask = (labels == group).to_numpy()
+        ax.scatter(coords[mask, 0], coords[mask, 1], s=6, color=cmap(k % 20), label=f"{group} ({mask.sum()})")
+    ax.set(title=title, xticks=[], yticks=[])
+    ax.legend(fontsize=7, markerscale=2, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def cache_groups(manifest: pd.DataFrame) -> list[str]:
+    """``modality/anatomy`` of every cache row (``unknown`` for an empty group)."""
+
+    def clean(value) -> str:
+        return "unknown" if value is None or (isinstance(value, float) and np.isnan(value)) or value == "" else str(value)
+
+    return [f"{clean(m)}/{clean(a)}" for m, a in zip(manifest["modality_label"], manifest["anatomy_label"])]
+
+
+def plot_embeddings(
+    cache_dir: str | Path,
+    encoders: dict,
+    out_dir: Path,
+    *,
+    max_images: int = 2000,
+    seed: int = 0,
+    device: str | None = None,
+) -> list[Path]:
+    """``umap_<name>.png`` for each encoder: UMAP of its features of (up to ``max_images``, sampled
+    with ``seed``) images of an image cache, coloured by modality+anatomy.
+
+    Args:
+        cache_dir: a cache written by ``modan-pacs cache`` (``modan_pacs.pixels.load_cache``).
+        encoders: name -> encoder file (``encoder.pt``) or an ``nn.Module`` mapping ``(B,1,H,W)->(B,512)``.
+    """
+    from modan_pacs.models import load_encoder
+    from modan_pacs.pixels import load_cache
+
+    cache = load_cache(cache_dir)
+    rows = np.arange(len(cache))
+    if len(rows) > max_images:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_images, replace=False))
+    images = np.asarray(cache.images[rows])
+    groups = cache_groups(cache.manifest.iloc[rows])
+    written = []
+    for name, encoder in encoders.items():
+        model = load_encoder(encoder) if isinstance(encoder, (str, Path)) else encoder
+        features = embed_images(model, images, device=device)
+        path = out_dir / f"umap_{_safe(name)}.png"
+        written.append(plot_umap(features, groups, title=f"{name}: {len(rows)} cache images", path=path, seed=seed))
+    return written

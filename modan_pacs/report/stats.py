@@ -1,0 +1,229 @@
+"""Statistics of the paper's downstream protocol (Tables 4 and 5).
+
+From a prediction tree ``<dataset>/<regime>/<method>/repeat_NN/fold_K.csv`` (header ``preds,labels``):
+
+- fold AUC = :func:`sklearn.metrics.roc_auc_score` of that fold's ``preds`` against ``labels``;
+- summary AUC of a repeat = mean of its fold AUCs;
+- the table's AUC = mean of the repeat summaries (``std_auc``: their sample standard deviation, ddof 1);
+- p-values = :func:`scipy.stats.wilcoxon` (``method="exact"``) on the repeat summaries of the
+  reference method and another method, paired by repeat number; one-sided (alternative "reference
+  greater", what the paper printed) and two-sided (what the paper said it computed).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from modan_pacs.errors import InputError
+
+#: columns of ``tables.csv``, in order
+TABLE_COLUMNS = ["dataset", "regime", "method", "mean_auc", "std_auc", "n_repeats", "p_one_sided", "p_two_sided"]
+
+_REPEAT_RE = re.compile(r"^repeat_(\d+)$")
+_FOLD_RE = re.compile(r"^fold_(\d+)\.csv$")
+
+
+def read_fold_predictions(path: str | Path) -> pd.DataFrame:
+    """Read one ``preds,labels`` CSV, checking its columns and that labels are 0/1.
+
+    Raises:
+        InputError: unreadable file, missing column, labels other than 0/1, or NaN predictions.
+    """
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path)
+    except Exception as exc:  # empty or malformed CSV
+        raise InputError(f"{path}: not a readable preds,labels CSV ({exc.__class__.__name__}: {exc})") from exc
+    missing = [c for c in ("preds", "labels") if c not in frame.columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {missing}; expected header 'preds,labels'")
+    labels = pd.to_numeric(frame["labels"], errors="coerce")
+    if labels.isna().any() or not set(labels.unique()) <= {0, 1}:
+        raise InputError(f"{path}: column 'labels' must hold only 0 and 1")
+    preds = pd.to_numeric(frame["preds"], errors="coerce")
+    if preds.isna().any():
+        raise InputError(f"{path}: column 'preds' has missing or non-numeric values")
+    return pd.DataFrame({"preds": preds.astype(float), "labels": labels.astype(int)})
+
+
+def fold_auc(preds: np.ndarray, labels: np.ndarray, *, source: str = "fold") -> float:
+    """ROC AUC of one fold (scikit-learn).
+
+    Raises:
+        InputError: the fold holds only one class, so its AUC is undefined.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels)
+    if len(np.unique(labels)) < 2:
+        raise InputError(f"{source}: all labels are {labels[0] if len(labels) else 'absent'}; AUC needs both classes")
+    return float(roc_auc_score(labels, np.asarray(preds, dtype=float)))
+
+
+def scan_prediction_tree(tree: str | Path) -> pd.DataFrame:
+    """Every prediction file of a tree: columns ``dataset, regime, method, repeat, fold, path``.
+
+    Raises:
+        InputError: ``tree`` is not a folder or holds no ``<d>/<r>/<m>/repeat_NN/fold_K.csv`` file.
+    """
+    tree = Path(tree)
+    if not tree.is_dir():
+        raise InputError(f"{tree}: prediction tree not found (expected a folder)")
+    rows = []
+    for path in sorted(tree.glob("*/*/*/repeat_*/fold_*.csv")):
+        repeat = _REPEAT_RE.match(path.parent.name)
+        fold = _FOLD_RE.match(path.name)
+        if repeat is None or fold is None:
+            continue
+        method_dir = path.parent.parent
+        rows.append(
+            {
+                "dataset": method_dir.parent.parent.name,
+                "regime": method_dir.parent.name,
+                "method": method_dir.name,
+                "repeat": int(repeat.group(1)),
+                "fold": int(fold.group(1)),
+                "path": str(path),
+            }
+        )
+    if not rows:
+        raise InputError(f"{tree}: no prediction files laid out as <dataset>/<regime>/<method>/repeat_NN/fold_K.csv")
+    return pd.DataFrame(rows)
+
+
+def fold_auc_table(files: pd.DataFrame) -> pd.DataFrame:
+    """Add an ``auc`` column (fold AUC) and ``n`` (test images) to :func:`scan_prediction_tree`'s table."""
+    aucs, sizes = [], []
+    for path in files["path"]:
+        frame = read_fold_predictions(path)
+        aucs.append(fold_auc(frame["preds"].to_numpy(), frame["labels"].to_numpy(), source=str(path)))
+        sizes.append(len(frame))
+    out = files.copy()
+    out["auc"] = aucs
+    out["n"] = sizes
+    return out
+
+
+def repeat_summaries(folds: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Mean fold AUC per repeat, keeping only complete repeats.
+
+    A repeat is complete when it has as many folds as the most complete repeat of the same
+    (dataset, regime, method). Incomplete repeats (an interrupted run) are left out and named in
+    the returned notes.
+
+    Returns:
+        (frame with columns ``dataset, regime, method, repeat, auc, n_folds``, notes)
+    """
+    keys = ["dataset", "regime", "method", "repeat"]
+    summary = folds.groupby(keys, sort=True).agg(auc=("auc", "mean"), n_folds=("fold", "nunique")).reset_index()
+    expected = summary.groupby(["dataset", "regime", "method"])["n_folds"].transform("max")
+    incomplete = summary[summary["n_folds"] < expected]
+    notes = [
+        f"{r.dataset}/{r.regime}/{r.method}/repeat_{r.repeat:02d}: only {r.n_folds} of {e} folds; left out"
+        for r, e in zip(incomplete.itertuples(), expected[incomplete.index])
+    ]
+    return summary[summary["n_folds"] == expected].reset_index(drop=True), notes
+
+
+def paired_wilcoxon(reference: np.ndarray, other: np.ndarray) -> tuple[float, float]:
+    """Exact Wilcoxon signed-rank p-values of paired samples: (one-sided "reference greater", two-sided).
+
+    Returns NaN for both when every paired difference is zero (the test is undefined).
+
+    Raises:
+        InputError: the samples differ in length or are empty.
+    """
+    from scipy.stats import wilcoxon
+
+    reference = np.asarray(reference, dtype=float)
+    other = np.asarray(other, dtype=float)
+    if reference.shape != other.shape or reference.size == 0:
+        raise InputError(f"paired Wilcoxon needs two samples of equal, non-zero length (got {reference.size} and {other.size})")
+    if np.all(reference - other == 0):
+        return math.nan, math.nan
+    one = wilcoxon(reference, other, alternative="greater", method="exact").pvalue
+    two = wilcoxon(reference, other, alternative="two-sided", method="exact").pvalue
+    return float(one), float(two)
+
+
+def method_order(methods: list[str], reference: str, preferred: list[str] | None = None) -> list[str]:
+    """Table order: the reference first, then ``preferred`` (e.g. the run's inits), then the rest
+    sorted by name with ``imagenet`` and ``scratch`` last (the paper's order for its five methods)."""
+    baselines = {"imagenet": 1, "scratch": 2}
+    ordered = [reference] if reference in methods else []
+    for name in preferred or []:
+        if name in methods and name not in ordered:
+            ordered.append(name)
+    rest = sorted((m for m in methods if m not in ordered), key=lambda m: (baselines.get(m, 0), m))
+    return ordered + rest
+
+
+@dataclass
+class ProtocolTables:
+    """Everything the report shows: the table rows, per-repeat and per-fold AUCs, and notes."""
+
+    rows: pd.DataFrame  # TABLE_COLUMNS
+    repeats: pd.DataFrame  # dataset, regime, method, repeat, auc, n_folds
+    folds: pd.DataFrame  # dataset, regime, method, repeat, fold, path, auc, n
+    reference: str
+    notes: list[str] = field(default_factory=list)
+
+
+def compute_tables(tree: str | Path, *, reference: str, order: list[str] | None = None) -> ProtocolTables:
+    """Tables 4/5 statistics of a prediction tree against a reference method.
+
+    Args:
+        tree: folder holding ``<dataset>/<regime>/<method>/repeat_NN/fold_K.csv``.
+        reference: the method every other one is compared with (e.g. ``modan-mulsupcon``).
+        order: preferred method order after the reference (default: by name, imagenet/scratch last).
+
+    Raises:
+        InputError: no prediction file, a malformed file, or a (dataset, regime) without the reference.
+    """
+    folds = fold_auc_table(scan_prediction_tree(tree))
+    repeats, notes = repeat_summaries(folds)
+    rows = []
+    for (dataset, regime), block in repeats.groupby(["dataset", "regime"], sort=True):
+        methods = list(block["method"].unique())
+        if reference not in methods:
+            raise InputError(
+                f"{tree}: reference method {reference!r} has no complete repeat in {dataset}/{regime}; "
+                f"methods there: {', '.join(sorted(methods))}"
+            )
+        ref = block[block["method"] == reference].set_index("repeat")["auc"]
+        for method in method_order(methods, reference, order):
+            values = block[block["method"] == method].set_index("repeat")["auc"]
+            p_one = p_two = math.nan
+            if method != reference:
+                common = ref.index.intersection(values.index)
+                if len(common) < len(values) or len(common) < len(ref):
+                    notes.append(
+                        f"{dataset}/{regime}/{method}: paired on the {len(common)} repeat(s) it shares with {reference}"
+                    )
+                if len(common) == 0:
+                    notes.append(f"{dataset}/{regime}/{method}: no repeat shared with {reference}; no p-value")
+                else:
+                    p_one, p_two = paired_wilcoxon(ref[common].to_numpy(), values[common].to_numpy())
+                    if math.isnan(p_one):
+                        notes.append(f"{dataset}/{regime}/{method}: identical to {reference} in every repeat; no p-value")
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "regime": regime,
+                    "method": method,
+                    "mean_auc": float(values.mean()),
+                    "std_auc": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
+                    "n_repeats": int(len(values)),
+                    "p_one_sided": p_one,
+                    "p_two_sided": p_two,
+                }
+            )
+    return ProtocolTables(
+        rows=pd.DataFrame(rows, columns=TABLE_COLUMNS), repeats=repeats, folds=folds, reference=reference, notes=notes
+    )
