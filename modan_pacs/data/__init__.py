@@ -1,0 +1,38 @@
+"""Stage 5: MONAI transforms (the paper's two-view augmentation, downstream resize), datasets over
+cache records, the pretraining DataLoader, and other image sources (miniRIN, generic CSV/folder).
+
+Importing this package imports torch and MONAI.
+"""
+
+from modan_pacs.data.datasets import CacheRecordDataset, PretrainLoader, build_pretrain_loader, sample_seed
+from modan_pacs.data.transforms import (
+    LoadGrayImage,
+    LoadGrayImaged,
+    RandIntensityJitter,
+    RandIntensityJitterd,
+    RandResizedCrop,
+    RandResizedCropd,
+    ResizeImage,
+    ResizeImaged,
+    TwoViewd,
+    downstream_transform,
+    two_view_transform,
+)
+
+__all__ = [
+    "CacheRecordDataset",
+    "LoadGrayImage",
+    "LoadGrayImaged",
+    "PretrainLoader",
+    "RandIntensityJitter",
+    "RandIntensityJitterd",
+    "RandResizedCrop",
+    "RandResizedCropd",
+    "ResizeImage",
+    "ResizeImaged",
+    "TwoViewd",
+    "build_pretrain_loader",
+    "downstream_transform",
+    "sample_seed",
+    "two_view_transform",
+]

@@ -1,0 +1,459 @@
+"""MONAI transforms for pretraining (two augmented views) and downstream inputs.
+
+Images are channel-first single-channel arrays ``(1, H, W)`` float32 in ``[0, 1]``.
+
+Pretraining (paper, Sec. "Implementation"; SimCLR-style ``TwoCropTransform``): each image gives
+two views, each drawn independently from
+
+1. random resized crop, scale ``[0.2, 1.0]`` (paper; the authors' code used torchvision's default
+   0.08), aspect ratio ``[3/4, 4/3]``, resized to ``size`` x ``size`` (bilinear, antialiased);
+2. horizontal flip with probability 0.5;
+3. intensity jitter with probability 0.8: brightness and contrast factors in ``[0.6, 1.4]``
+   applied in random order (torchvision ``ColorJitter(0.4, 0.4, 0.4, 0.1)`` as in the SupCon
+   reference code; saturation and hue are no-ops on one channel, and so is ``RandomGrayscale``).
+
+Every random choice is drawn in ``randomize()`` from the transform's own ``self.R``
+(``numpy.random.RandomState``), so ``set_random_state(seed)`` makes a whole pipeline repeatable.
+Each custom transform exists as an array version and a ``d``-suffixed dictionary version.
+
+Example::
+
+    >>> t = two_view_transform(96)
+    >>> t.set_random_state(seed=0)  # doctest: +ELLIPSIS
+    <...>
+    >>> out = t({"image": np.random.rand(1, 128, 128).astype("float32")})
+    >>> out["view1"].shape, out["view2"].shape
+    (torch.Size([1, 96, 96]), torch.Size([1, 96, 96]))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.config import KeysCollection
+from monai.transforms import (
+    Compose,
+    EnsureTyped,
+    MapTransform,
+    RandFlipd,
+    Randomizable,
+    RandomizableTransform,
+    Transform,
+)
+
+from modan_pacs.errors import InputError, ModanPacsError
+
+__all__ = [
+    "LoadGrayImage",
+    "LoadGrayImaged",
+    "RandIntensityJitter",
+    "RandIntensityJitterd",
+    "RandResizedCrop",
+    "RandResizedCropd",
+    "ResizeImage",
+    "ResizeImaged",
+    "TwoViewd",
+    "downstream_transform",
+    "two_view_transform",
+]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def _as_chw_tensor(img: Any, name: str = "image") -> torch.Tensor:
+    """``img`` as a float32 torch tensor ``(C, H, W)``; raises InputError on another rank."""
+    t = img if isinstance(img, torch.Tensor) else torch.as_tensor(np.asarray(img))
+    t = t.as_tensor() if hasattr(t, "as_tensor") else t  # MetaTensor -> plain tensor
+    if t.ndim != 3:
+        raise InputError(f"{name} must be channel-first (C, H, W); got shape {tuple(t.shape)}")
+    return t.to(torch.float32)
+
+
+def _resize(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear, antialiased resize of ``(C, H, W)`` to ``(C, *size)``."""
+    if tuple(t.shape[-2:]) == tuple(size):
+        return t.clone()
+    return F.interpolate(t[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+class RandResizedCrop(Randomizable, Transform):
+    """Random crop of random area and aspect ratio, resized to ``size`` (torchvision's algorithm).
+
+    The crop area is ``scale[0]..scale[1]`` of the image area and its aspect ratio is
+    log-uniform in ``ratio``; after 10 failed attempts the largest centred crop within ``ratio``
+    is used (as ``torchvision.transforms.RandomResizedCrop.get_params``).
+
+    Args:
+        size: output side (int) or ``(height, width)``.
+        scale: bounds of the crop's fraction of the image area, ``0 < lo <= hi <= 1``.
+        ratio: bounds of the crop's width / height.
+
+    Input ``(C, H, W)``; output ``(C, size, size)`` float32 torch tensor.
+
+    Raises:
+        ValueError: bad ``size``, ``scale`` or ``ratio``.
+    """
+
+    def __init__(
+        self,
+        size: int | Sequence[int],
+        scale: tuple[float, float] = (0.2, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    ) -> None:
+        self.size = (int(size), int(size)) if isinstance(size, (int, np.integer)) else tuple(int(s) for s in size)
+        if len(self.size) != 2 or min(self.size) < 1:
+            raise ValueError(f"size must be a positive int or (height, width); got {size!r}")
+        if not (0 < scale[0] <= scale[1] <= 1):
+            raise ValueError(f"scale must satisfy 0 < lo <= hi <= 1; got {scale!r}")
+        if not (0 < ratio[0] <= ratio[1]):
+            raise ValueError(f"ratio must satisfy 0 < lo <= hi; got {ratio!r}")
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.ratio = (float(ratio[0]), float(ratio[1]))
+        self._box: tuple[int, int, int, int] = (0, 0, 1, 1)
+
+    def randomize(self, spatial: tuple[int, int]) -> None:
+        """Draw the crop box ``(top, left, height, width)`` for an image of ``spatial = (H, W)``."""
+        height, width = spatial
+        area = height * width
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            target_area = area * self.R.uniform(self.scale[0], self.scale[1])
+            aspect = math.exp(self.R.uniform(log_ratio[0], log_ratio[1]))
+            w = int(round(math.sqrt(target_area * aspect)))
+            h = int(round(math.sqrt(target_area / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                top = int(self.R.randint(0, height - h + 1))
+                left = int(self.R.randint(0, width - w + 1))
+                self._box = (top, left, h, w)
+                return
+        in_ratio = width / height
+        if in_ratio < self.ratio[0]:
+            w, h = width, int(round(width / self.ratio[0]))
+        elif in_ratio > self.ratio[1]:
+            h, w = height, int(round(height * self.ratio[1]))
+        else:
+            w, h = width, height
+        self._box = ((height - h) // 2, (width - w) // 2, h, w)
+
+    def __call__(self, img: Any, randomize: bool = True) -> torch.Tensor:
+        t = _as_chw_tensor(img)
+        if randomize:
+            self.randomize((int(t.shape[-2]), int(t.shape[-1])))
+        top, left, h, w = self._box
+        return _resize(t[:, top : top + h, left : left + w], self.size)
+
+
+class RandResizedCropd(Randomizable, MapTransform):
+    """Dictionary version of :class:`RandResizedCrop`; one box is drawn and used for all ``keys``."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        size: int | Sequence[int],
+        scale: tuple[float, float] = (0.2, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self.cropper = RandResizedCrop(size, scale, ratio)
+        self.cropper.set_random_state(state=self.R)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandResizedCropd:
+        super().set_random_state(seed, state)
+        self.cropper.set_random_state(state=self.R)
+        return self
+
+    def randomize(self, spatial: tuple[int, int]) -> None:
+        self.cropper.randomize(spatial)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        first = True
+        for key in self.key_iterator(d):
+            t = _as_chw_tensor(d[key], str(key))
+            if first:
+                self.randomize((int(t.shape[-2]), int(t.shape[-1])))
+                first = False
+            d[key] = self.cropper(t, randomize=False)
+        return d
+
+
+class RandIntensityJitter(RandomizableTransform):
+    """With probability ``prob``, scale brightness and contrast by random factors, in random order.
+
+    Brightness: ``x * b``; contrast: ``c * x + (1 - c) * mean(x)``; ``b`` uniform in
+    ``[1 - brightness, 1 + brightness]``, ``c`` in ``[1 - contrast, 1 + contrast]``; the result is
+    clipped to ``[0, 1]`` after each step (torchvision ``ColorJitter`` on a grey image).
+
+    Raises:
+        ValueError: ``prob`` outside [0, 1] or a negative strength.
+    """
+
+    def __init__(self, prob: float = 0.8, brightness: float = 0.4, contrast: float = 0.4) -> None:
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"prob must be in [0, 1]; got {prob}")
+        if brightness < 0 or contrast < 0:
+            raise ValueError(f"brightness and contrast must be >= 0; got {brightness}, {contrast}")
+        RandomizableTransform.__init__(self, prob)
+        self.brightness = float(brightness)
+        self.contrast = float(contrast)
+        self._factors = (1.0, 1.0)
+        self._order = (0, 1)
+
+    def randomize(self, data: Any = None) -> None:
+        super().randomize(None)  # draws self._do_transform with probability prob
+        if not self._do_transform:
+            return
+        b = self.R.uniform(1 - self.brightness, 1 + self.brightness)
+        c = self.R.uniform(1 - self.contrast, 1 + self.contrast)
+        self._factors = (float(b), float(c))
+        self._order = tuple(int(i) for i in self.R.permutation(2))
+
+    def __call__(self, img: Any, randomize: bool = True) -> torch.Tensor:
+        t = _as_chw_tensor(img)
+        if randomize:
+            self.randomize()
+        if not self._do_transform:
+            return t.clone()
+        b, c = self._factors
+        for op in self._order:
+            if op == 0:
+                t = (t * b).clamp_(0.0, 1.0)
+            else:
+                t = (c * t + (1.0 - c) * t.mean()).clamp_(0.0, 1.0)
+        return t
+
+
+class RandIntensityJitterd(RandomizableTransform, MapTransform):
+    """Dictionary version of :class:`RandIntensityJitter`; the same draw is used for all ``keys``."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        prob: float = 0.8,
+        brightness: float = 0.4,
+        contrast: float = 0.4,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, 1.0)
+        self.jitter = RandIntensityJitter(prob, brightness, contrast)
+        self.jitter.set_random_state(state=self.R)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandIntensityJitterd:
+        super().set_random_state(seed, state)
+        self.jitter.set_random_state(state=self.R)
+        return self
+
+    def randomize(self, data: Any = None) -> None:
+        self.jitter.randomize()
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize()
+        for key in self.key_iterator(d):
+            d[key] = self.jitter(d[key], randomize=False)
+        return d
+
+
+class TwoViewd(Randomizable, MapTransform):
+    """Apply a random view transform twice to ``keys`` (one key), storing the views in ``view_keys``.
+
+    Args:
+        keys: the source image key (default ``"image"``), ``(1, S, S)`` float32 in ``[0, 1]``.
+        view_transform: a dictionary transform acting on ``{"image": ...}``; it is called twice,
+            so its random draws differ between the two views.
+        view_keys: names of the two outputs.
+        drop_source: remove the source key from the output (saves memory in a DataLoader).
+
+    ``set_random_state`` seeds the view transform too, so both views are reproducible.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        view_transform: Any = None,
+        view_keys: tuple[str, str] = ("view1", "view2"),
+        drop_source: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"TwoViewd takes one source key; got {self.keys}")
+        if view_transform is None:
+            raise ValueError("TwoViewd needs a view_transform (see two_view_transform)")
+        if len(view_keys) != 2:
+            raise ValueError(f"view_keys must name two outputs; got {view_keys!r}")
+        self.view_transform = view_transform
+        self.view_keys = tuple(view_keys)
+        self.drop_source = drop_source
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> TwoViewd:
+        super().set_random_state(seed, state)
+        if isinstance(self.view_transform, Randomizable):
+            self.view_transform.set_random_state(seed=int(self.R.randint(0, 2**31 - 1)))
+        return self
+
+    def randomize(self, data: Any = None) -> None:
+        """The views' randomness is drawn by the view transform's own ``randomize()``."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        (key,) = self.keys
+        if key not in d:
+            raise InputError(f"TwoViewd: record has no {key!r} key (keys: {sorted(map(str, d))})")
+        for view_key in self.view_keys:
+            d[view_key] = self.view_transform({"image": d[key]})["image"]
+        if self.drop_source:
+            del d[key]
+        return d
+
+
+class _Compose(Compose):
+    """``Compose`` that re-raises our own errors (``InputError`` ...) instead of MONAI's RuntimeError wrapper."""
+
+    def __call__(self, input_: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        try:
+            return super().__call__(input_, *args, **kwargs)
+        except RuntimeError as exc:
+            cause = exc.__cause__
+            while cause is not None and not isinstance(cause, ModanPacsError):
+                cause = cause.__cause__
+            if cause is not None:
+                raise cause from None
+            raise
+
+
+def _view_pipeline(size: int, scale: tuple[float, float], flip_prob: float, jitter_prob: float) -> Compose:
+    return _Compose(
+        [
+            RandResizedCropd("image", size=size, scale=scale),
+            RandFlipd("image", prob=flip_prob, spatial_axis=1),  # axis 1 of (H, W) = horizontal
+            RandIntensityJitterd("image", prob=jitter_prob),
+            EnsureTyped("image", data_type="tensor", dtype=torch.float32, track_meta=False),
+        ]
+    )
+
+
+def two_view_transform(
+    size: int,
+    scale: tuple[float, float] = (0.2, 1.0),
+    flip_prob: float = 0.5,
+    jitter_prob: float = 0.8,
+    *,
+    drop_source: bool = False,
+) -> TwoViewd:
+    """The paper's pretraining augmentation as a MONAI dictionary transform.
+
+    ``{"image": (1, S, S) float32 in [0, 1]}`` -> adds ``"view1"``, ``"view2"``: ``(1, size, size)``
+    float32 torch tensors in ``[0, 1]``, each from an independent random resized crop (``scale``),
+    horizontal flip (``flip_prob``) and intensity jitter (``jitter_prob``). Call
+    ``set_random_state(seed=...)`` for repeatable draws.
+
+    Raises:
+        ValueError: ``size`` < 1, bad ``scale`` or probabilities outside [0, 1].
+    """
+    if not 0.0 <= flip_prob <= 1.0:
+        raise ValueError(f"flip_prob must be in [0, 1]; got {flip_prob}")
+    return TwoViewd("image", _view_pipeline(size, scale, flip_prob, jitter_prob), drop_source=drop_source)
+
+
+def _read_gray(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("L"), dtype=np.float32)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read image {path}: {exc}") from exc
+    return arr[None] / 255.0
+
+
+class LoadGrayImage(Transform):
+    """Read a PNG/JPG/... file as ``(1, H, W)`` float32 in ``[0, 1]`` (colour -> luminance, PIL ``L``).
+
+    Rows stay rows (no MONAI reader transposition). Raises InputError for a missing/unreadable file.
+    """
+
+    def __call__(self, path: str | Path) -> np.ndarray:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"image file not found: {path}")
+        return _read_gray(path)
+
+
+class LoadGrayImaged(MapTransform):
+    """Dictionary version of :class:`LoadGrayImage`: replaces a path under ``keys`` with its pixels.
+
+    Values that are already arrays/tensors are passed through unchanged.
+    """
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.loader = LoadGrayImage()
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            if isinstance(d[key], (str, Path)):
+                d[key] = self.loader(d[key])
+        return d
+
+
+class ResizeImage(Transform):
+    """Resize ``(C, H, W)`` to ``(C, size, size)`` (bilinear, antialiased), float32 torch tensor."""
+
+    def __init__(self, size: int) -> None:
+        if int(size) < 1:
+            raise ValueError(f"size must be >= 1; got {size}")
+        self.size = (int(size), int(size))
+
+    def __call__(self, img: Any) -> torch.Tensor:
+        return _resize(_as_chw_tensor(img), self.size)
+
+
+class ResizeImaged(MapTransform):
+    """Dictionary version of :class:`ResizeImage`."""
+
+    def __init__(self, keys: KeysCollection, size: int, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.resizer = ResizeImage(size)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.resizer(d[key])
+        return d
+
+
+class _DownstreamTransform(_Compose):
+    """Compose that also accepts a bare path (str/Path) and wraps it as ``{"image": path}``."""
+
+    def __call__(self, input_: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if isinstance(input_, (str, Path)):
+            input_ = {"image": input_}
+        return super().__call__(input_, *args, **kwargs)
+
+
+def downstream_transform(size: int = 224) -> Compose:
+    """Downstream input transform (paper: inputs resized to 224): deterministic, no augmentation.
+
+    Accepts ``{"image": (1, H, W) float32 in [0, 1]}``, ``{"image": "path/to/file.png"}`` or a bare
+    path of a PNG/JPG; returns the dictionary with ``"image"`` as a ``(1, size, size)`` float32
+    torch tensor.
+
+    Raises:
+        InputError: a path that does not exist or cannot be decoded.
+    """
+    return _DownstreamTransform(
+        [
+            LoadGrayImaged("image"),
+            ResizeImaged("image", size=size),
+            EnsureTyped("image", data_type="tensor", dtype=torch.float32, track_meta=False),
+        ]
+    )

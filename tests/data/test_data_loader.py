@@ -1,0 +1,90 @@
+"""The pretraining DataLoader: batch layout, DDP sharding, reproducibility from seed + epoch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from modan_pacs.data import build_pretrain_loader
+from modan_pacs.errors import InputError
+from modan_pacs.labels import Vocabulary
+from modan_pacs.pixels import load_cache, write_cache
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    vocab = Vocabulary.load()
+    n, k = 32, len(vocab.label_names)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, 40, 40), dtype=np.uint8)
+    labels = np.zeros((n, k), np.float32)
+    labels[np.arange(n), rng.integers(0, k, n)] = 1
+    manifest = pd.DataFrame(
+        {"cache_row": np.arange(n), "source": [f"img{i}" for i in range(n)], "slice_index": 0, "modality_label": "CT", "anatomy_label": None}
+    )
+    out = tmp_path_factory.mktemp("cache")
+    write_cache(out, images, labels, manifest, vocab)
+    return load_cache(out)
+
+
+def _collect(loader):
+    return [{k: v.clone() for k, v in batch.items()} for batch in loader]
+
+
+def test_batch_layout(cache):
+    loader = build_pretrain_loader(cache, batch_size=5, size=24, workers=0, seed=1)
+    batches = _collect(loader)
+    assert len(batches) == 32 // 5  # drop_last
+    b = batches[0]
+    assert set(b) == {"view1", "view2", "labels", "index"}
+    assert b["view1"].shape == (5, 1, 24, 24) and b["view2"].shape == (5, 1, 24, 24)
+    assert b["view1"].dtype == torch.float32 and b["labels"].dtype == torch.float32
+    assert b["index"].shape == (5,) and b["index"].dtype == torch.int64
+    torch.testing.assert_close(b["labels"], torch.from_numpy(cache.labels[b["index"].numpy()]))
+
+
+def test_fake_two_rank_sampler_is_disjoint_and_complete(cache):
+    seen = []
+    for rank in (0, 1):
+        loader = build_pretrain_loader(cache, batch_size=4, size=16, seed=7, distributed=True, num_replicas=2, rank=rank)
+        seen.append(torch.cat([b["index"] for b in loader]).tolist())
+    assert len(seen[0]) == len(seen[1]) == 16
+    assert not set(seen[0]) & set(seen[1])
+    assert set(seen[0]) | set(seen[1]) == set(range(32))
+
+
+def test_reproducible_from_seed_and_epoch_and_independent_of_workers(cache):
+    a = _collect(build_pretrain_loader(cache, batch_size=8, size=16, seed=3, workers=0))
+    b = _collect(build_pretrain_loader(cache, batch_size=8, size=16, seed=3, workers=2))
+    for x, y in zip(a, b, strict=True):
+        for key in x:
+            assert torch.equal(x[key], y[key]), key
+    loader = build_pretrain_loader(cache, batch_size=8, size=16, seed=3)
+    loader.set_epoch(1)
+    epoch1 = _collect(loader)
+    resumed = _collect(build_pretrain_loader(cache, batch_size=8, size=16, seed=3, epoch_seed=1))
+    assert not torch.equal(epoch1[0]["index"], a[0]["index"])  # reshuffled
+    for x, y in zip(epoch1, resumed, strict=True):
+        assert torch.equal(x["index"], y["index"]) and torch.equal(x["view1"], y["view1"])
+    other = _collect(build_pretrain_loader(cache, batch_size=8, size=16, seed=4))
+    assert not torch.equal(other[0]["view1"], a[0]["view1"])
+
+
+def test_views_of_a_sample_do_not_depend_on_rank(cache):
+    single = {}
+    for batch in build_pretrain_loader(cache, batch_size=4, size=16, seed=2, drop_last=False):
+        for i, idx in enumerate(batch["index"].tolist()):
+            single[idx] = batch["view1"][i]
+    loader = build_pretrain_loader(cache, batch_size=4, size=16, seed=2, distributed=True, num_replicas=2, rank=1)
+    for batch in loader:
+        for i, idx in enumerate(batch["index"].tolist()):
+            assert torch.equal(batch["view1"][i], single[idx])
+
+
+def test_errors(cache):
+    with pytest.raises(InputError):
+        build_pretrain_loader(cache, batch_size=0, size=16)
+    with pytest.raises(InputError):
+        build_pretrain_loader(cache, batch_size=4, size=16, distributed=True)  # no process group

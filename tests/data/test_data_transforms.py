@@ -1,0 +1,129 @@
+"""Two-view and downstream transforms: shapes, ranges, determinism, and each step vs torch/torchvision."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+from PIL import Image
+
+from modan_pacs.data import (
+    RandIntensityJitter,
+    RandResizedCrop,
+    downstream_transform,
+    two_view_transform,
+)
+from modan_pacs.errors import InputError
+
+
+def _image(h: int = 80, w: int = 80, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((1, h, w), dtype=np.float32)
+
+
+def test_two_views_shapes_ranges_and_difference():
+    t = two_view_transform(48)
+    t.set_random_state(seed=5)
+    out = t({"image": _image(), "labels": np.ones(3)})
+    for key in ("view1", "view2"):
+        view = out[key]
+        assert isinstance(view, torch.Tensor) and type(view) is torch.Tensor  # plain tensor, no MetaTensor
+        assert view.shape == (1, 48, 48) and view.dtype == torch.float32
+        assert float(view.min()) >= 0.0 and float(view.max()) <= 1.0
+    assert not torch.equal(out["view1"], out["view2"])
+    assert out["image"].shape == (1, 80, 80) and "labels" in out
+
+
+def test_two_views_deterministic_under_seed():
+    img = _image(seed=1)
+    a, b, c = (two_view_transform(32) for _ in range(3))
+    a.set_random_state(seed=11)
+    b.set_random_state(seed=11)
+    c.set_random_state(seed=12)
+    oa, ob, oc = a({"image": img}), b({"image": img}), c({"image": img})
+    assert torch.equal(oa["view1"], ob["view1"]) and torch.equal(oa["view2"], ob["view2"])
+    assert not torch.equal(oa["view1"], oc["view1"])
+
+
+def test_full_crop_with_flip_equals_torch_flip_of_resize():
+    img = _image(64, 64, seed=2)
+    t = two_view_transform(32, scale=(1.0, 1.0), flip_prob=1.0, jitter_prob=0.0)
+    t.set_random_state(seed=0)
+    out = t({"image": img})
+    expected = F.interpolate(torch.from_numpy(img)[None], size=(32, 32), mode="bilinear", antialias=True)[0]
+    torch.testing.assert_close(out["view1"], torch.flip(expected, dims=[-1]))
+    torch.testing.assert_close(out["view2"], torch.flip(expected, dims=[-1]))
+
+
+def test_crop_box_area_and_ratio_within_bounds():
+    crop = RandResizedCrop(16, scale=(0.2, 1.0))
+    crop.set_random_state(seed=3)
+    areas, ratios = [], []
+    for _ in range(300):
+        crop.randomize((100, 120))
+        top, left, h, w = crop._box
+        assert 0 <= top and top + h <= 100 and 0 <= left and left + w <= 120
+        areas.append(h * w / (100 * 120))
+        ratios.append(w / h)
+    assert min(areas) >= 0.19 and max(areas) <= 1.0
+    assert min(ratios) >= 0.74 and max(ratios) <= 1.35
+    assert np.std(areas) > 0.1  # really random
+
+
+def test_crop_output_matches_torch_crop_and_resize():
+    img = _image(50, 70, seed=4)
+    crop = RandResizedCrop(24)
+    crop.set_random_state(seed=9)
+    out = crop(img)
+    top, left, h, w = crop._box
+    ref = F.interpolate(torch.from_numpy(img[:, top : top + h, left : left + w])[None], size=(24, 24), mode="bilinear", antialias=True)[0]
+    torch.testing.assert_close(out, ref)
+
+
+def test_jitter_matches_torchvision_functional():
+    img = torch.from_numpy(_image(40, 40, seed=6))
+    jitter = RandIntensityJitter(prob=1.0, brightness=0.4, contrast=0.4)
+    jitter.set_random_state(seed=21)
+    out = jitter(img)
+    b, c = jitter._factors
+    assert 0.6 <= b <= 1.4 and 0.6 <= c <= 1.4
+    ref = img.clone()
+    for op in jitter._order:
+        ref = TF.adjust_brightness(ref, b) if op == 0 else TF.adjust_contrast(ref, c)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+def test_jitter_probability_zero_is_identity_and_rate_matches():
+    img = torch.from_numpy(_image(8, 8))
+    assert torch.equal(RandIntensityJitter(prob=0.0)(img), img)
+    jitter = RandIntensityJitter(prob=0.8)
+    jitter.set_random_state(seed=0)
+    applied = sum(not torch.equal(jitter(img), img) for _ in range(1000))
+    assert 760 <= applied <= 840
+
+
+def test_bad_parameters_raise():
+    with pytest.raises(ValueError):
+        RandResizedCrop(16, scale=(0.0, 1.0))
+    with pytest.raises(ValueError):
+        two_view_transform(16, flip_prob=2.0)
+    with pytest.raises(InputError):
+        two_view_transform(16)({"image": np.zeros((8, 8), np.float32)})
+
+
+def test_downstream_from_array_and_from_png(tmp_path):
+    arr = (np.arange(60 * 90, dtype=np.float64).reshape(60, 90) % 256).astype(np.uint8)
+    png = tmp_path / "x.png"
+    Image.fromarray(arr).save(png)
+    t = downstream_transform(32)
+    from_path = t(str(png))["image"]
+    from_dict = t({"image": str(png)})["image"]
+    from_array = t({"image": arr[None].astype(np.float32) / 255.0})["image"]
+    assert from_path.shape == (1, 32, 32) and from_path.dtype == torch.float32
+    torch.testing.assert_close(from_path, from_dict)
+    torch.testing.assert_close(from_path, from_array)
+    ref = F.interpolate(torch.from_numpy(arr[None, None].astype(np.float32) / 255.0), size=(32, 32), mode="bilinear", antialias=True)[0]
+    torch.testing.assert_close(from_array, ref)
+    with pytest.raises(InputError):
+        t(str(tmp_path / "missing.png"))
