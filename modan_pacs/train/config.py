@@ -1,0 +1,231 @@
+"""The pretraining config: one typed schema, validated once.
+
+Precedence: ``key=value`` overrides (CLI) > the YAML file > the defaults below. Unknown or
+misspelt keys are errors with a "did you mean" suggestion; each component gets only its own
+section (``build_loss(**cfg.loss)``, ``build_head(cfg.model.head)``).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from modan_pacs.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Section):
+    stem: Literal["paper", "authors"] = "paper"
+    """``paper``: 3x3 stride-1 first conv, no max-pool; ``authors``: 7x7 stride 2 with max-pool."""
+    head: Literal["none", "linear", "mlp"] = "none"
+    """Projection head for contrastive losses (``linear`` 512->1000 as the authors, ``mlp`` 512->2048->128)."""
+    sync_batchnorm: bool = False
+    """Under DDP, convert BatchNorm to SyncBatchNorm (global-batch statistics)."""
+
+
+class LossConfig(BaseModel):
+    """``name`` plus that loss's own parameters (checked against the loss, e.g. ``temperature``)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "mulsupcon"
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _buildable(self) -> LossConfig:
+        from modan_pacs.losses import build_loss
+
+        build_loss(self.name, **self.params)  # ConfigError names the bad key
+        return self
+
+
+class SupervisedConfig(_Section):
+    label_group: str | None = None
+    """Cross-entropy target: the class is the argmax of this label group's columns (e.g. ``anatomy``)."""
+    column: str | None = None
+    """Alternative target: a column of the cache manifest (e.g. ``target`` for miniRIN165)."""
+
+    @model_validator(mode="after")
+    def _one_target(self) -> SupervisedConfig:
+        if self.label_group is not None and self.column is not None:
+            raise ValueError("give supervised.label_group or supervised.column, not both")
+        return self
+
+
+class OptimizerConfig(_Section):
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class ScheduleConfig(_Section):
+    name: Literal["step", "cosine", "constant"] = "step"
+    warmup_epochs: float = Field(3, ge=0)
+    """Linear warm-up length in epochs (may be fractional); updated every iteration."""
+    warmup_start_lr: float = Field(0.01, ge=0)
+    milestones: list[int] = [700, 800, 900]
+    """Epochs after which the step schedule multiplies the rate by ``gamma``."""
+    gamma: float = Field(0.1, gt=0, le=1)
+    min_lr: float = Field(0.0, ge=0)
+    """Final rate of the cosine schedule."""
+
+
+class DataConfig(_Section):
+    size: int = Field(224, ge=8)
+    """Side of the square augmented views."""
+    workers: int = Field(0, ge=0)
+    """DataLoader worker processes (0 = in the main process)."""
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(1000, ge=1)
+    batch_size: int = Field(256, ge=2)
+    """GLOBAL batch (images); under DDP each of W processes loads ``batch_size / W``."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    """Mixed precision on CUDA: ``auto`` = bf16 where supported else fp16 with a GradScaler; ignored on CPU."""
+    channels_last: bool = True
+    """channels-last memory format on CUDA."""
+    compile: bool = False
+    """Wrap the model in ``torch.compile``."""
+    grad_clip: float | None = Field(None, gt=0)
+    """Clip the gradient norm to this value (None = no clipping)."""
+    log_every: int = Field(10, ge=1)
+    """Steps between TensorBoard scalar writes."""
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
+
+
+class PretrainConfig(_Section):
+    """Everything a pretraining run needs; written back as ``config.yaml`` in the run folder."""
+
+    seed: int = 0
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    supervised: SupervisedConfig = SupervisedConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PretrainConfig:
+        from modan_pacs.losses import CONTRASTIVE
+
+        has_target = self.supervised.label_group is not None or self.supervised.column is not None
+        if self.loss.name in CONTRASTIVE and has_target:
+            raise ValueError(f"supervised.* is only used with loss 'cross_entropy', not {self.loss.name!r}")
+        if self.loss.name not in CONTRASTIVE and not has_target:
+            raise ValueError("loss 'cross_entropy' needs a target: set supervised.label_group (e.g. anatomy) or supervised.column")
+        if self.loss.name not in CONTRASTIVE and self.model.head != "none":
+            raise ValueError("loss 'cross_entropy' uses a classifier head; leave model.head at 'none'")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        data["loss"] = {"name": self.loss.name, **self.loss.params}
+        return data
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the section at ``loc`` (for suggestions)."""
+    model: type[BaseModel] = PretrainConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            break
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def _format_error(exc: ValidationError, source: str) -> ConfigError:
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    key = ".".join(str(p) for p in loc) or "(root)"
+    if err["type"] == "extra_forbidden":
+        choices = _fields_at(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), choices, n=1)
+        hint = f"did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else f"known keys here: {choices}"
+        return ConfigError(f"{source}: unknown config key {key!r}; {hint}")
+    message = str(err["msg"]).removeprefix("Value error, ")
+    ctx_error = err.get("ctx", {}).get("error")
+    if isinstance(ctx_error, ConfigError):
+        message = str(ctx_error)
+    where = f"{key}: " if loc else ""
+    return ConfigError(f"{source}: {where}{message}")
+
+
+def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
+    """``["train.epochs=2", "loss.temperature=0.1"]`` -> nested dict (values parsed as YAML scalars)."""
+    nested: dict[str, Any] = {}
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. train.epochs=10)")
+        value = yaml.safe_load(raw) if raw.strip() else None
+        parts = key.strip().split(".")
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with another override of {part!r}")
+        node[parts[-1]] = value
+    return nested
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_config(data: dict[str, Any] | None = None, overrides: list[str] | None = None, source: str = "config") -> PretrainConfig:
+    """Validate ``data`` (a YAML mapping) with ``overrides`` applied on top."""
+    merged = _merge(data or {}, parse_overrides(overrides))
+    try:
+        return PretrainConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise _format_error(exc, source) from None
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PretrainConfig:
+    """Read a pretraining YAML (``None`` = shipped ``configs/pretrain_modan.yaml``) and apply overrides.
+
+    Raises:
+        ConfigError: unreadable YAML, unknown keys (with a suggestion), bad values.
+    """
+    from modan_pacs.paths import config_path
+
+    if path is None:
+        path = config_path("pretrain_modan.yaml")
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
+    return resolve_config(data, overrides, source=str(path))
