@@ -32,6 +32,7 @@ from modan_pacs.ingest.walk import dicomdir_missing_files, iter_files
 from modan_pacs.labels import Vocabulary
 
 STATE_DIR = ".ingest"
+_MIN_FILES_FOR_POOL = 200
 _RETRY_REASONS = {"permission_denied", "unreadable"}  # re-read even when unchanged (access may be fixed)
 
 ProgressCallback = Callable[[int, int], None]
@@ -157,7 +158,7 @@ def build_index(
     done = 0
     if progress:
         progress(0, len(todo))
-    if workers == 1 or len(chunks) <= 1:
+    if workers == 1 or len(chunks) <= 1 or len(todo) < _MIN_FILES_FOR_POOL:  # a pool costs ~1 s to start
         for chunk, name in zip(chunks, part_names):
             done += read_chunk(chunk, name, salt)
             if progress:
