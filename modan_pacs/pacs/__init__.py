@@ -1,0 +1,37 @@
+"""Live PACS access: C-ECHO, C-FIND indexing, C-GET / C-MOVE / DICOMweb retrieval into a STORE.
+
+pynetdicom and dicomweb-client are imported only inside this subpackage, and only when used.
+
+Public API:
+    make_settings(host=, port=, called_aet=, calling_aet=, ...) -> PacsSettings;  echo(settings)
+    query_pacs(settings, level=, modality=, date_from=, date_to=) -> raw index DataFrame
+    build_pacs_index(host=, port=, called_aet=, calling_aet=, level=, modality=, date_from=,
+                     date_to=, out_dir=, vocabulary=, salt_file=) -> IndexTables
+    pull(index_dir=, out=, pacs=, method=, workers=, select=, ...) -> PullSummary
+    Store(root);  safe_uid_name(uid);  send_files(settings, paths);  OrthancServer(...)
+"""
+
+from modan_pacs.pacs.association import PacsSettings, echo, make_settings, open_association, parse_address
+from modan_pacs.pacs.orthanc import OrthancServer
+from modan_pacs.pacs.pull import pull
+from modan_pacs.pacs.query import build_pacs_index, query_pacs
+from modan_pacs.pacs.retrieve import PullSummary, RetrievalUnit
+from modan_pacs.pacs.send import send_files
+from modan_pacs.pacs.store import Store, safe_uid_name
+
+__all__ = [
+    "OrthancServer",
+    "PacsSettings",
+    "PullSummary",
+    "RetrievalUnit",
+    "Store",
+    "build_pacs_index",
+    "echo",
+    "make_settings",
+    "open_association",
+    "parse_address",
+    "pull",
+    "query_pacs",
+    "safe_uid_name",
+    "send_files",
+]

@@ -1,0 +1,222 @@
+"""DICOMweb alternative to DIMSE: QIDO-RS search and WADO-RS retrieval (dicomweb-client).
+
+Credentials never come from the command line: ``MODAN_PACS_DICOMWEB_USER`` and
+``MODAN_PACS_DICOMWEB_PASSWORD`` in the environment, or a file whose first line is
+``user:password`` (``--dicomweb-credentials FILE``). With neither, requests are anonymous.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from modan_pacs.errors import InputError, PacsError
+from modan_pacs.pacs.retrieve import RetrievalUnit
+from modan_pacs.pacs.store import Store
+
+USER_ENV = "MODAN_PACS_DICOMWEB_USER"
+PASSWORD_ENV = "MODAN_PACS_DICOMWEB_PASSWORD"
+
+
+def read_credentials(credentials_file: str | Path | None = None) -> tuple[str, str] | None:
+    """``(user, password)`` from ``credentials_file`` (first line ``user:password``) or the environment.
+
+    Raises:
+        InputError: the file is missing or its first line has no ``:``.
+    """
+    if credentials_file is not None:
+        path = Path(credentials_file).expanduser()
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as exc:
+            raise InputError(f"--dicomweb-credentials {path}: {exc.strerror}") from None
+        user, sep, password = (lines[0].strip() if lines else "").partition(":")
+        if not sep or not user:
+            raise InputError(f"--dicomweb-credentials {path}: the first line must be user:password")
+        return user, password
+    user = os.environ.get(USER_ENV)
+    if user:
+        return user, os.environ.get(PASSWORD_ENV, "")
+    return None
+
+
+def make_client(url: str, credentials_file: str | Path | None = None):
+    """A ``DICOMwebClient`` for ``url`` with HTTP Basic credentials (see module doc)."""
+    from dicomweb_client.api import DICOMwebClient
+    from dicomweb_client.session_utils import create_session, create_session_from_user_pass
+
+    if not url.startswith(("http://", "https://")):
+        raise InputError(f"--dicomweb {url!r}: expected an http:// or https:// URL")
+    creds = read_credentials(credentials_file)
+    session = create_session_from_user_pass(*creds) if creds else create_session()
+    return DICOMwebClient(url=url.rstrip("/"), session=session)
+
+
+def _http_problem(exc: Exception, url: str, what: str) -> PacsError:
+    import requests
+
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        code = exc.response.status_code
+        hint = " (set MODAN_PACS_DICOMWEB_USER/PASSWORD or --dicomweb-credentials)" if code in (401, 403) else ""
+        return PacsError(f"DICOMweb {what} at {url}: HTTP {code}{hint}")
+    if isinstance(exc, requests.ConnectionError):
+        return PacsError(f"DICOMweb {what} at {url}: cannot connect (is the server up, is the URL right?)")
+    return PacsError(f"DICOMweb {what} at {url}: {type(exc).__name__}: {exc}")
+
+
+def _dataset(item: dict) -> Any:
+    from pydicom import Dataset
+
+    return Dataset.from_json(item)
+
+
+def query_dicomweb(
+    url: str,
+    *,
+    level: str = "image",
+    modality: str | Sequence[str] | None = None,
+    date_from: str | dt.date | None = None,
+    date_to: str | dt.date | None = None,
+    slice_days: int = 30,
+    credentials_file: str | Path | None = None,
+    hash_patient_id: Callable[[str], str | None] | None = None,
+):
+    """QIDO-RS walk (studies -> series -> instances) returning raw index rows like :func:`query_pacs`.
+
+    ``location`` is ``pacs://dicomweb@<url host>/STUDY/SERIES/SOP``-style: the DICOMweb URL is
+    recorded as ``dicomweb+<url>/STUDY/SERIES/SOP``.
+    """
+    import pandas as pd
+
+    from modan_pacs.pacs.query import INDEX_COLUMNS, LEVELS, date_slices, parse_date
+
+    if level not in LEVELS:
+        raise InputError(f"level {level!r} must be one of {', '.join(LEVELS)}")
+    client = make_client(url, credentials_file)
+    modalities = [m.strip().upper() for m in (modality.split(",") if isinstance(modality, str) else (modality or [])) if m.strip()]
+    slices = date_slices(parse_date(date_from, "date_from"), parse_date(date_to, "date_to"), slice_days)
+    rows: list[dict[str, Any]] = []
+    try:
+        seen: set[str] = set()
+        for study_date in slices:
+            for mod in modalities or [None]:
+                filters = {}
+                if study_date:
+                    filters["StudyDate"] = study_date
+                if mod:
+                    filters["ModalitiesInStudy"] = mod
+                studies = client.search_for_studies(
+                    search_filters=filters,
+                    fields=["PatientID", "StudyDescription", "ModalitiesInStudy", "StudyDate"],
+                    get_remaining=True,
+                )
+                for study_json in studies:
+                    study = _dataset(study_json)
+                    study_uid = str(study.StudyInstanceUID)
+                    pid = str(study.get("PatientID") or "") or None
+                    phash = hash_patient_id(pid) if hash_patient_id and pid else None
+                    series_filters = {"Modality": mod} if mod else {}
+                    for series_json in client.search_for_series(
+                        study_uid,
+                        search_filters=series_filters,
+                        fields=["BodyPartExamined", "SeriesDescription", "ProtocolName", "Manufacturer", "Laterality"],
+                        get_remaining=True,
+                    ):
+                        series = _dataset(series_json)
+                        image_fields = ["SOPClassUID", "Rows", "Columns", "NumberOfFrames", "BitsStored",
+                                        "PhotometricInterpretation", "ViewPosition", "ImageLaterality"]
+                        for image_json in client.search_for_instances(
+                            study_uid, str(series.SeriesInstanceUID), fields=image_fields, get_remaining=True
+                        ):
+                            image = _dataset(image_json)
+                            sop = str(image.get("SOPInstanceUID") or "")
+                            if not sop or sop in seen:
+                                continue
+                            seen.add(sop)
+                            rows.append(_dicomweb_row(url, phash, study, series, image, level))
+    except PacsError:
+        raise
+    except Exception as exc:
+        raise _http_problem(exc, url, "search") from None
+    frame = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
+    for column in ("rows", "columns", "number_of_frames", "bits_stored", "size"):
+        frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+def _dicomweb_row(url: str, phash: str | None, study: Any, series: Any, image: Any, level: str) -> dict[str, Any]:
+    from modan_pacs.pacs.association import make_settings
+    from modan_pacs.pacs.query import _row
+
+    row = _row(make_settings(host="dicomweb", port=1), phash, study, series, image, level)
+    row["location"] = f"dicomweb+{url.rstrip('/')}/studies/{row['study_instance_uid']}/series/{row['series_instance_uid']}/instances/{row['sop_instance_uid']}"
+    return row
+
+
+def _encode(ds: Any) -> bytes:
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def retrieve_dicomweb(
+    url: str,
+    units: Sequence[RetrievalUnit],
+    store: Store,
+    *,
+    workers: int = 1,
+    credentials_file: str | Path | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[int, int, list[str]]:
+    """WADO-RS retrieval of each instance of ``units`` into ``store`` on ``workers`` threads.
+
+    Returns ``(arrived, bytes, problems)``.
+    """
+    read_credentials(credentials_file)  # fail early on a bad file
+    local = threading.local()
+    lock = threading.Lock()
+    totals = {"arrived": 0, "bytes": 0}
+    stop = threading.Event()
+
+    def client():
+        if not hasattr(local, "client"):
+            local.client = make_client(url, credentials_file)
+        return local.client
+
+    def fetch(unit: RetrievalUnit, sop: str) -> str | None:
+        if stop.is_set():
+            return None
+        try:
+            ds = client().retrieve_instance(unit.study_uid, unit.series_uid, sop)
+        except Exception as exc:
+            problem = _http_problem(exc, url, f"retrieve of {sop}")
+            store.record(status="failed", sop_instance_uid=sop, series_instance_uid=unit.series_uid, reason=str(problem))
+            import requests
+
+            if isinstance(exc, requests.ConnectionError):
+                stop.set()
+            return str(problem)
+        data = _encode(ds)
+        _, new = store.write(ds.get("StudyInstanceUID") or unit.study_uid, ds.get("SeriesInstanceUID") or unit.series_uid, sop, data)
+        if new:
+            with lock:
+                totals["arrived"] += 1
+                totals["bytes"] += len(data)
+            if on_progress is not None:
+                on_progress(1, len(data))
+        return None
+
+    problems: list[str] = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(fetch, unit, sop) for unit in units for sop in unit.sop_uids]
+        for future in as_completed(futures):
+            problem = future.result()
+            if problem:
+                problems.append(problem)
+    return totals["arrived"], totals["bytes"], problems

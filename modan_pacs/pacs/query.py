@@ -1,0 +1,518 @@
+"""C-FIND indexing of a live PACS: the same index schema as a folder index, with ``location``.
+
+The archive is walked top-down so that no single C-FIND response is unbounded: studies are found
+in date slices (``slice_days`` wide, when a date range is given) times modality slices (one query
+per requested modality), then the series of each study, then the instances of each series. Study
+Root is used when the PACS accepts it; otherwise Patient Root (patients first, then their studies).
+
+The index contract has one row per image instance, so instances are always enumerated. ``level``
+chooses the deepest level whose *attributes* are requested (and so feed the labels):
+
+- ``image``: study, series and image attributes (rows, columns, view, photometric, SOP class...);
+- ``series``: study and series attributes; the image query asks only for SOP Instance/Class UIDs
+  (much cheaper on servers that read files to answer image-level keys);
+- ``study``: study attributes only (modality from ModalitiesInStudy, anatomy from StudyDescription).
+
+PatientID is hashed with the folder index's salted hash (:func:`modan_pacs.ingest.patient_hash`)
+at once and never stored. ``path`` is None and ``location`` is ``pacs://AET@host:port/STUDY/SERIES/SOP``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from modan_pacs.errors import InputError, PacsError
+from modan_pacs.pacs.association import PacsSettings, make_settings, open_association
+
+LOGGER = logging.getLogger(__name__)
+
+LEVELS = ("study", "series", "image")
+QUERY_MODELS = ("auto", "study", "patient")
+
+# pynetdicom's names for the Q/R information models
+_STUDY_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+_PATIENT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+_IMPLICIT_LE = "1.2.840.10008.1.2"
+_EXPLICIT_LE = "1.2.840.10008.1.2.1"
+
+STUDY_KEYS = ("PatientID", "StudyInstanceUID", "StudyDate", "StudyDescription", "ModalitiesInStudy")
+SERIES_KEYS = (
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "Modality",
+    "BodyPartExamined",
+    "SeriesDescription",
+    "ProtocolName",
+    "Manufacturer",
+    "Laterality",
+    "NumberOfSeriesRelatedInstances",
+)
+IMAGE_KEYS = (
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "SOPClassUID",
+    "ViewPosition",
+    "ImageLaterality",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "BitsStored",
+    "PhotometricInterpretation",
+)
+
+# raw header columns of the index contract, in order (labels are added by modan_pacs.ingest.write_index)
+INDEX_COLUMNS = (
+    "sop_instance_uid",
+    "series_instance_uid",
+    "study_instance_uid",
+    "patient_hash",
+    "modality",
+    "body_part_examined",
+    "study_description",
+    "series_description",
+    "protocol_name",
+    "anatomic_region_code",
+    "anatomic_region_meaning",
+    "manufacturer",
+    "view_position",
+    "laterality",
+    "rows",
+    "columns",
+    "number_of_frames",
+    "bits_stored",
+    "transfer_syntax_uid",
+    "photometric_interpretation",
+    "sop_class_uid",
+    "path",
+    "location",
+    "size",
+    "mtime",
+)
+
+
+def parse_date(value: str | dt.date | None, name: str) -> dt.date | None:
+    """``YYYYMMDD`` or ``YYYY-MM-DD`` (or a date) -> date; None stays None.
+
+    Raises:
+        InputError: the text is not a valid date.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, dt.date):
+        return value
+    text = str(value).strip().replace("-", "")
+    try:
+        return dt.datetime.strptime(text, "%Y%m%d").date()
+    except ValueError:
+        raise InputError(f"{name} {value!r}: expected a date as YYYYMMDD or YYYY-MM-DD") from None
+
+
+def date_slices(date_from: dt.date | None, date_to: dt.date | None, slice_days: int) -> list[str]:
+    """DICOM StudyDate range matching values covering [date_from, date_to] in ``slice_days`` windows.
+
+    With no bound, one universal-match slice (``""``); with one bound, one open range
+    (``"YYYYMMDD-"`` / ``"-YYYYMMDD"``); with both, consecutive closed windows.
+
+    Raises:
+        InputError: date_from is after date_to, or slice_days < 0.
+    """
+    if slice_days < 0:
+        raise InputError(f"slice_days {slice_days} must be >= 0 (0 = one query for the whole range)")
+    if date_from is None and date_to is None:
+        return [""]
+    if date_to is None:
+        return [f"{date_from:%Y%m%d}-"]
+    if date_from is None:
+        return [f"-{date_to:%Y%m%d}"]
+    if date_from > date_to:
+        raise InputError(f"date_from {date_from:%Y%m%d} is after date_to {date_to:%Y%m%d}")
+    if slice_days == 0:
+        return [f"{date_from:%Y%m%d}-{date_to:%Y%m%d}"]
+    slices = []
+    start = date_from
+    while start <= date_to:
+        end = min(start + dt.timedelta(days=slice_days - 1), date_to)
+        slices.append(f"{start:%Y%m%d}-{end:%Y%m%d}")
+        start = end + dt.timedelta(days=1)
+    return slices
+
+
+def _text(ds: Any, keyword: str) -> str | None:
+    """A header value as text, None when absent or empty."""
+    value = ds.get(keyword) if ds is not None else None
+    if value is None:
+        return None
+    if not isinstance(value, str) and hasattr(value, "__iter__") and not hasattr(value, "original_string"):
+        value = "\\".join(str(v) for v in value)
+    text = str(value).strip()
+    return text or None
+
+
+def _int(ds: Any, keyword: str) -> int | None:
+    value = ds.get(keyword) if ds is not None else None
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class FindSession:
+    """One association used for many C-FIND requests (reopened after an abort).
+
+    ``model`` is ``"study"``, ``"patient"`` or ``"auto"`` (Study Root if accepted, else Patient Root).
+    """
+
+    def __init__(self, settings: PacsSettings, model: str = "auto") -> None:
+        if model not in QUERY_MODELS:
+            raise InputError(f"query model {model!r} must be one of {', '.join(QUERY_MODELS)}")
+        self.settings = settings
+        self.requested = model
+        self.assoc = None
+        self.model = ""
+
+    def _open(self) -> None:
+        wanted = {"auto": (_STUDY_FIND, _PATIENT_FIND), "study": (_STUDY_FIND,), "patient": (_PATIENT_FIND,)}[self.requested]
+        self.assoc = open_association(
+            self.settings, [(uid, [_EXPLICIT_LE, _IMPLICIT_LE]) for uid in wanted], purpose="C-FIND"
+        )
+        accepted = {cx.abstract_syntax for cx in self.assoc.accepted_contexts}
+        if _STUDY_FIND in accepted and self.requested in ("auto", "study"):
+            self.model = "study"
+        elif _PATIENT_FIND in accepted:
+            self.model = "patient"
+            LOGGER.info("%s does not accept Study Root C-FIND; using Patient Root", self.settings.label)
+        else:
+            self.close()
+            raise PacsError(f"C-FIND: {self.settings.label} accepted neither Study Root nor Patient Root queries")
+
+    def __enter__(self) -> FindSession:
+        self._open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.assoc is not None and self.assoc.is_established:
+            self.assoc.release()
+        self.assoc = None
+
+    def find(self, level: str, keys: Sequence[str], match: dict[str, str]) -> list[Any]:
+        """One C-FIND at ``level`` (PATIENT/STUDY/SERIES/IMAGE) returning the identifiers.
+
+        ``keys`` are return keys (sent empty); ``match`` maps keywords to matching values.
+
+        Raises:
+            PacsError: a failure status, or no final status (abort / DIMSE timeout).
+        """
+        from pydicom.dataset import Dataset
+
+        if self.assoc is None or not self.assoc.is_established:
+            self._open()
+        query = Dataset()
+        query.QueryRetrieveLevel = level
+        for keyword in keys:
+            if keyword == "AnatomicRegionSequence":
+                query.AnatomicRegionSequence = []
+            else:
+                setattr(query, keyword, None)
+        for keyword, value in match.items():
+            setattr(query, keyword, value)
+        model = _STUDY_FIND if self.model == "study" else _PATIENT_FIND
+        results = []
+        final = None
+        for status, identifier in self.assoc.send_c_find(query, model):
+            code = getattr(status, "Status", None)
+            if code in (0xFF00, 0xFF01):
+                if identifier is not None:
+                    results.append(identifier)
+                continue
+            final = code
+        if final is None:
+            self.close()
+            raise PacsError(
+                f"C-FIND {level} on {self.settings.label}: no final response (association aborted or "
+                f"DIMSE timeout {self.settings.dimse_timeout:g} s; is calling AE {self.settings.calling_aet} "
+                "allowed to query?)"
+            )
+        if final != 0x0000:
+            raise PacsError(f"C-FIND {level} on {self.settings.label} with {match}: status 0x{final:04X}")
+        return results
+
+    # -- hierarchy walk -------------------------------------------------------------------------
+    def studies(self, study_date: str, modality: str | None) -> list[Any]:
+        """Studies matching a StudyDate range value and (optionally) one modality."""
+        match = {}
+        if study_date:
+            match["StudyDate"] = study_date
+        if modality:
+            match["ModalitiesInStudy"] = modality
+        keys = [k for k in STUDY_KEYS if k not in match]
+        if self.model == "study":
+            return self.find("STUDY", keys, match)
+        found = []
+        anonymous = False
+        for patient in self.find("PATIENT", ["PatientID"], {}):
+            pid = _text(patient, "PatientID")
+            if pid is None:  # an empty PatientID cannot be matched by value: take those studies below
+                anonymous = True
+                continue
+            found.extend(self.find("STUDY", [k for k in keys if k != "PatientID"], {**match, "PatientID": pid}))
+        if anonymous:
+            found.extend(s for s in self.find("STUDY", keys, match) if _text(s, "PatientID") is None)
+        return found
+
+    def _upper(self, study: Any) -> dict[str, str]:
+        match = {"StudyInstanceUID": str(study.StudyInstanceUID)}
+        if self.model == "patient":
+            match["PatientID"] = _text(study, "PatientID") or ""
+        return match
+
+    def series(self, study: Any, modality: str | None, *, attributes: bool = True) -> list[Any]:
+        """Series of a study; with ``attributes=False`` only UIDs and Modality are asked for."""
+        match = self._upper(study)
+        if modality:
+            match["Modality"] = modality
+        keys = SERIES_KEYS if attributes else ("SeriesInstanceUID", "Modality")
+        return self.find("SERIES", [k for k in keys if k not in match], match)
+
+    def images(self, study: Any, series: Any, *, attributes: bool = True) -> list[Any]:
+        """Instances of a series; with ``attributes=False`` only SOP Instance/Class UIDs are asked for."""
+        match = {**self._upper(study), "SeriesInstanceUID": str(series.SeriesInstanceUID)}
+        keys = [*IMAGE_KEYS, "AnatomicRegionSequence"] if attributes else ["SOPInstanceUID", "SOPClassUID"]
+        return self.find("IMAGE", [k for k in keys if k not in match], match)
+
+
+def _anatomic_region(ds: Any) -> tuple[str | None, str | None]:
+    seq = ds.get("AnatomicRegionSequence") if ds is not None else None
+    if not seq:
+        return None, None
+    item = seq[0]
+    return _text(item, "CodeValue"), _text(item, "CodeMeaning")
+
+
+def _row(
+    settings: PacsSettings,
+    patient_hash: str | None,
+    study: Any,
+    series: Any,
+    image: Any,
+    level: str,
+) -> dict[str, Any]:
+    """One index row; attributes below ``level`` are left empty (UIDs always come from the identifiers)."""
+    study_uid = str(study.StudyInstanceUID)
+    series_uid = _text(series, "SeriesInstanceUID")
+    sop_uid = _text(image, "SOPInstanceUID")
+    series_attrs = series if level in ("series", "image") else None
+    image_attrs = image if level == "image" else None
+    if series_attrs is not None:
+        modality = _text(series_attrs, "Modality")
+    else:
+        modality = _text(study, "ModalitiesInStudy") or _text(series, "Modality")
+    code, meaning = _anatomic_region(image_attrs)
+    return {
+        "sop_instance_uid": sop_uid,
+        "series_instance_uid": series_uid,
+        "study_instance_uid": study_uid,
+        "patient_hash": patient_hash,
+        "modality": modality,
+        "body_part_examined": _text(series_attrs, "BodyPartExamined"),
+        "study_description": _text(study, "StudyDescription"),
+        "series_description": _text(series_attrs, "SeriesDescription"),
+        "protocol_name": _text(series_attrs, "ProtocolName"),
+        "anatomic_region_code": code,
+        "anatomic_region_meaning": meaning,
+        "manufacturer": _text(series_attrs, "Manufacturer"),
+        "view_position": _text(image_attrs, "ViewPosition"),
+        "laterality": _text(image_attrs, "ImageLaterality") or _text(series_attrs, "Laterality"),
+        "rows": _int(image_attrs, "Rows"),
+        "columns": _int(image_attrs, "Columns"),
+        "number_of_frames": _int(image_attrs, "NumberOfFrames") or (1 if image_attrs is not None else None),
+        "bits_stored": _int(image_attrs, "BitsStored"),
+        "transfer_syntax_uid": None,
+        "photometric_interpretation": _text(image_attrs, "PhotometricInterpretation"),
+        "sop_class_uid": _text(image, "SOPClassUID"),
+        "path": None,
+        "location": f"pacs://{settings.label}/{study_uid}/{series_uid}/{sop_uid}",
+        "size": None,
+        "mtime": None,
+    }
+
+
+def query_pacs(
+    settings: PacsSettings,
+    *,
+    level: str = "image",
+    modality: str | Sequence[str] | None = None,
+    date_from: str | dt.date | None = None,
+    date_to: str | dt.date | None = None,
+    slice_days: int = 30,
+    query_model: str = "auto",
+    hash_patient_id=None,
+    show_progress: bool = False,
+):
+    """Walk the PACS and return a DataFrame of raw index rows (columns ``INDEX_COLUMNS``).
+
+    Args:
+        level: deepest level whose attributes are requested (``study``, ``series``, ``image``);
+            rows are always one per instance.
+        modality: one modality code, a comma-separated list, or a list; one query slice each.
+        date_from, date_to: StudyDate bounds (inclusive), sliced into ``slice_days`` windows.
+        hash_patient_id: ``PatientID -> hash`` (the folder index's salted hash); None leaves the hash empty.
+
+    Raises:
+        InputError: bad level, dates or model. PacsError: the PACS failed or refused a request.
+    """
+    import pandas as pd
+    from rich.progress import Progress
+
+    if level not in LEVELS:
+        raise InputError(f"level {level!r} must be one of {', '.join(LEVELS)}")
+    if isinstance(modality, str):
+        modalities = [m.strip().upper() for m in modality.split(",") if m.strip()]
+    else:
+        modalities = [m.strip().upper() for m in (modality or []) if m.strip()]
+    slices = date_slices(parse_date(date_from, "date_from"), parse_date(date_to, "date_to"), slice_days)
+    rows: list[dict[str, Any]] = []
+    seen_studies: set[tuple[str, str | None]] = set()
+    with FindSession(settings, query_model) as session, Progress(transient=True, disable=not show_progress) as bar:
+        task = bar.add_task(f"C-FIND {settings.label}", total=len(slices) * max(1, len(modalities)))
+        for study_date in slices:
+            for mod in modalities or [None]:
+                for study in session.studies(study_date, mod):
+                    study_uid = _text(study, "StudyInstanceUID")
+                    if study_uid is None or (study_uid, mod) in seen_studies:
+                        continue
+                    seen_studies.add((study_uid, mod))
+                    pid = _text(study, "PatientID")
+                    patient_hash = hash_patient_id(pid) if (hash_patient_id is not None and pid) else None
+                    for series in session.series(study, mod, attributes=level != "study"):
+                        for image in session.images(study, series, attributes=level == "image"):
+                            rows.append(_row(settings, patient_hash, study, series, image, level))
+                bar.advance(task)
+    frame = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
+    frame = frame[frame["sop_instance_uid"].notna()]
+    frame = frame.drop_duplicates(subset=["sop_instance_uid"], keep="first").reset_index(drop=True)
+    for column in INDEX_COLUMNS:
+        if column in ("rows", "columns", "number_of_frames", "bits_stored", "size"):
+            frame[column] = frame[column].astype("Int64")
+        else:
+            frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    return frame
+
+
+def split_non_images(frame):
+    """Move rows whose SOP class is not an image class and that report no Rows to an errors table.
+
+    Mirrors the folder index's ``not_an_image`` rule (SR, presentation states, RT plans...);
+    returns ``(images, errors)`` with errors as ``path`` (the location), ``reason``, ``detail``.
+    """
+    import pandas as pd
+    from pydicom.uid import UID
+
+    def is_non_image(sop_class: Any, rows: Any) -> bool:
+        if sop_class is None or not (rows is None or rows is pd.NA):
+            return False
+        return "Image" not in UID(str(sop_class)).name
+
+    mask = pd.Series([is_non_image(c, r) for c, r in zip(frame["sop_class_uid"], frame["rows"])], index=frame.index, dtype=bool)
+    errors = pd.DataFrame(
+        {
+            "path": frame.loc[mask, "location"].to_numpy(dtype=object),
+            "reason": "not_an_image",
+            "detail": [f"no pixel data: {UID(str(c)).name}" for c in frame.loc[mask, "sop_class_uid"]],
+        }
+    )
+    return frame.loc[~mask].reset_index(drop=True), errors
+
+
+def _patient_hasher(salt_file: str | Path | None, out_dir: str | Path):
+    """The folder index's salted PatientID hash, bound to the salt in ``salt_file`` (kept outside ``out_dir``)."""
+    from modan_pacs.ingest import load_or_create_salt, patient_hash
+
+    salt = load_or_create_salt(salt_file, forbidden_dir=out_dir)
+    return lambda patient_id: patient_hash(patient_id, salt)
+
+
+def build_pacs_index(
+    *,
+    host: str,
+    port: int,
+    called_aet: str,
+    calling_aet: str,
+    level: str = "image",
+    modality: str | Sequence[str] | None = None,
+    date_from: str | dt.date | None = None,
+    date_to: str | dt.date | None = None,
+    out_dir: str | Path,
+    vocabulary: Any = None,
+    salt_file: str | Path | None = None,
+    slice_days: int = 30,
+    query_model: str = "auto",
+    dimse_timeout: float = 30.0,
+    retries: int = 2,
+    show_progress: bool = True,
+):
+    """Index a live PACS by C-FIND into ``out_dir`` with the folder index's schema and labels.
+
+    Writes what :func:`modan_pacs.ingest.write_index` writes (``index.parquet`` with ``location``
+    and ``path=None``, ``labels.npy``, ``vocabulary.yaml``, ...). ``vocabulary`` is a Vocabulary, a
+    path to one, or None for the shipped default. Returns what ``write_index`` returns.
+
+    Raises:
+        InputError: bad level/dates/AE titles. PacsError: the PACS could not be reached or refused us.
+    """
+    from modan_pacs import ingest
+    from modan_pacs.labels import Vocabulary
+
+    settings = make_settings(
+        host=host,
+        port=port,
+        called_aet=called_aet,
+        calling_aet=calling_aet,
+        dimse_timeout=dimse_timeout,
+        retries=retries,
+    )
+    vocab = vocabulary if isinstance(vocabulary, Vocabulary) else Vocabulary.load(vocabulary)
+    frame = query_pacs(
+        settings,
+        level=level,
+        modality=modality,
+        date_from=date_from,
+        date_to=date_to,
+        slice_days=slice_days,
+        query_model=query_model,
+        hash_patient_id=_patient_hasher(salt_file, out_dir),
+        show_progress=show_progress,
+    )
+    frame, errors = split_non_images(frame)
+    return ingest.write_index(frame, Path(out_dir), vocab, errors=errors)
+
+
+def iter_instances_of_series(
+    settings: PacsSettings, study_uid: str, series_uid: str, session: FindSession | None = None
+) -> Iterator[tuple[str, str | None]]:
+    """``(SOPInstanceUID, SOPClassUID)`` of every instance of one series (an IMAGE-level C-FIND)."""
+    own = session is None
+    session = session or FindSession(settings).__enter__()
+    try:
+        from pydicom.dataset import Dataset
+
+        study = Dataset()
+        study.StudyInstanceUID = study_uid
+        series = Dataset()
+        series.SeriesInstanceUID = series_uid
+        for image in session.images(study, series, attributes=False):
+            uid = _text(image, "SOPInstanceUID")
+            if uid:
+                yield uid, _text(image, "SOPClassUID")
+    finally:
+        if own:
+            session.close()

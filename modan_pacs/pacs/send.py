@@ -1,0 +1,69 @@
+"""C-STORE files to a PACS (used to load test servers and benchmarks, and to push a STORE back).
+
+pynetdicom never transcodes, so each dataset needs a presentation context whose transfer syntax is
+exactly the file's; we propose one context per (SOP class, transfer syntax) pair found in the files
+and split the files over several associations when more than 128 pairs are needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modan_pacs.errors import PacsError
+from modan_pacs.pacs.association import PacsSettings, open_association
+
+
+@dataclass
+class SendReport:
+    """Outcome of :func:`send_files`: paths stored, and ``(path, reason)`` for the others."""
+
+    stored: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def send_files(settings: PacsSettings, paths: Iterable[str | Path]) -> SendReport:
+    """C-STORE each file; unreadable files and non-success statuses are reported, not raised.
+
+    Raises:
+        PacsError: the association could not be opened, or it dropped mid-way.
+    """
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    report = SendReport()
+    groups: dict[tuple[str, str], list[tuple[Path, object]]] = {}
+    for raw in paths:
+        path = Path(raw)
+        try:
+            ds = dcmread(path)
+            key = (str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID))
+        except (InvalidDicomError, AttributeError, OSError, ValueError) as exc:
+            report.failed.append((path, f"not sendable: {type(exc).__name__}: {exc}"))
+            continue
+        groups.setdefault(key, []).append((path, ds))
+
+    keys = sorted(groups)
+    for start in range(0, len(keys), 128):
+        chunk = keys[start : start + 128]
+        assoc = open_association(settings, [(sop, [ts]) for sop, ts in chunk], purpose="C-STORE")
+        try:
+            for key in chunk:
+                for path, ds in groups[key]:
+                    if not assoc.is_established:
+                        raise PacsError(f"C-STORE to {settings.label}: association dropped while sending {path}")
+                    status = assoc.send_c_store(ds)
+                    code = getattr(status, "Status", None)
+                    if code is None:
+                        report.failed.append((path, "no response (timeout or abort)"))
+                        assoc.abort()
+                        assoc = open_association(settings, [(s, [t]) for s, t in chunk], purpose="C-STORE")
+                    elif code in (0x0000, 0xB000, 0xB007, 0xB006):
+                        report.stored.append(path)
+                    else:
+                        report.failed.append((path, f"status 0x{code:04X}"))
+        finally:
+            if assoc.is_established:
+                assoc.release()
+    return report

@@ -1,0 +1,134 @@
+"""The local STORE that pulls write into: UID-named folders, atomic writes, and a pull log.
+
+Layout: ``STORE/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``. A UID is used as a
+name only when it is a well-formed DICOM UID (digits and dots, at most 64 characters, no empty
+component); anything else (``/``, ``..``, spaces, NUL, a leading dot, ...) becomes
+``x_<sanitised>-<sha256 prefix>``, which holds no separator and no dot, so no UID can name a path
+outside STORE. Every final path is also checked to lie inside STORE before writing.
+
+Writes go to a hidden temporary file in the target folder and are renamed into place
+(``os.replace``), so a crash never leaves a partial ``.dcm``. ``STORE/pull_log.jsonl`` records each
+arrival or failure (UIDs, relative path, bytes, reason, time); it holds no patient data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from modan_pacs.errors import InputError, PacsError
+
+LOG_NAME = "pull_log.jsonl"
+_VALID_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+_UNSAFE = re.compile(r"[^0-9A-Za-z]+")
+
+
+def safe_uid_name(uid: Any) -> str:
+    """A file-system-safe name for a UID: the UID itself when well-formed, else a hashed form."""
+    text = "" if uid is None else str(uid)
+    stripped = text.strip("\x00 ")
+    if stripped and len(stripped) <= 64 and _VALID_UID.match(stripped):
+        return stripped
+    digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    readable = _UNSAFE.sub("_", text)[:40].strip("_")
+    return f"x_{readable}-{digest}" if readable else f"x-{digest}"
+
+
+class Store:
+    """A STORE folder: where instances go, which have arrived, and the pull log.
+
+    Thread-safe: several retrieval threads and the storage SCP's threads write concurrently.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"--out {root}: cannot create the store folder ({exc.strerror})") from None
+        self.log_path = self.root / LOG_NAME
+        self._lock = threading.Lock()
+        self._arrived: dict[str, str] = {}
+        self._read_log()
+        self._remove_stale_temporaries()
+
+    def _read_log(self) -> None:
+        if not self.log_path.is_file():
+            return
+        for number, line in enumerate(self.log_path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash mid-append; the file check below still holds
+            if record.get("status") == "arrived" and (self.root / record.get("path", "")).is_file():
+                self._arrived[record["sop_instance_uid"]] = record["path"]
+
+    def _remove_stale_temporaries(self) -> None:
+        for tmp in self.root.glob("*/*/.*.part"):
+            tmp.unlink(missing_ok=True)
+
+    def path_for(self, study_uid: Any, series_uid: Any, sop_uid: Any) -> Path:
+        """Final path of one instance; raises if it would not lie inside STORE."""
+        path = self.root / safe_uid_name(study_uid) / safe_uid_name(series_uid) / f"{safe_uid_name(sop_uid)}.dcm"
+        resolved = path.resolve()
+        if self.root not in resolved.parents:
+            raise PacsError(f"refusing to write {resolved}: outside the store {self.root}")
+        return resolved
+
+    def has(self, sop_uid: str) -> bool:
+        """Whether this instance already arrived (in the log and on disk)."""
+        with self._lock:
+            return sop_uid in self._arrived
+
+    @property
+    def arrived(self) -> set[str]:
+        with self._lock:
+            return set(self._arrived)
+
+    def write(self, study_uid: Any, series_uid: Any, sop_uid: Any, data: bytes) -> tuple[Path, bool]:
+        """Write one encoded DICOM file atomically; returns ``(path, new)`` (``new`` False if it was already there)."""
+        path = self.path_for(study_uid, series_uid, sop_uid)
+        key = str(sop_uid)
+        with self._lock:
+            if key in self._arrived and path.is_file():
+                return path, False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.stem}.{os.getpid()}.{threading.get_ident()}.part"
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+        self.record(
+            status="arrived",
+            sop_instance_uid=key,
+            series_instance_uid=str(series_uid),
+            study_instance_uid=str(study_uid),
+            path=str(path.relative_to(self.root)),
+            bytes=len(data),
+        )
+        return path, True
+
+    def record(self, *, status: str, sop_instance_uid: str | None, **fields: Any) -> None:
+        """Append one record (``arrived`` or ``failed``) to the pull log."""
+        entry = {"status": status, "sop_instance_uid": sop_instance_uid, **fields, "time": time.time()}
+        line = json.dumps(entry, default=str) + "\n"
+        with self._lock:
+            with open(self.log_path, "a") as handle:
+                handle.write(line)
+            if status == "arrived" and sop_instance_uid is not None:
+                self._arrived[sop_instance_uid] = fields["path"]
+
+    def read_log(self):
+        """The pull log as a DataFrame (one row per record)."""
+        import pandas as pd
+
+        if not self.log_path.is_file():
+            return pd.DataFrame(columns=["status", "sop_instance_uid", "path", "bytes", "reason", "time"])
+        return pd.read_json(self.log_path, lines=True, dtype=False)
