@@ -1,0 +1,55 @@
+"""`modan-pacs pretrain`: an image cache -> a pretrained 1-channel ResNet-18 (``OUT/encoder.pt``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pretrain")(pretrain)
+
+
+def pretrain(
+    overrides: Annotated[
+        Optional[list[str]],
+        typer.Argument(help="Config overrides KEY=VALUE, e.g. train.epochs=200 loss.threshold=0.5 (win over the YAML)."),
+    ] = None,
+    config: Annotated[
+        Optional[Path],
+        typer.Option("--config", "-c", help="Pretraining YAML (default: shipped configs/pretrain_modan.yaml; "
+                     "with --resume: the run's own config.yaml)."),
+    ] = None,
+    data: Annotated[Path, typer.Option("--data", "-d", help="Image cache folder (from `modan-pacs cache`).")] = Path("cache"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: encoder.pt, checkpoints/, metrics.csv, tb/, config.yaml, seeds.json.")] = Path("runs/modan"),
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUT from checkpoints/last.pt.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Pretrain with MulSupCon (paper), SupCon, SimCLR (NT-Xent) or cross-entropy; multi-GPU under torchrun."""
+    import logging
+    import os
+
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    from modan_pacs.train import load_config, pretrain as run_pretrain
+
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(show_path=False, show_time=True)],
+        force=True,
+    )
+    resolved = None
+    if config is not None or overrides or not resume:
+        if resume and config is None and (out / "config.yaml").is_file():
+            config = out / "config.yaml"
+        resolved = load_config(config, overrides)
+    result = run_pretrain(resolved, data, out, resume=resume, progress=progress)
+    if rank == 0:
+        last = result.history[-1] if result.history else None
+        summary = f"final loss {last['loss']:.4f}, " if last else "nothing to do (already at train.epochs), "
+        Console().print(f"[green]done[/]: {summary}encoder -> {result.encoder_path}")
