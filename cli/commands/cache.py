@@ -1,0 +1,85 @@
+"""`modan-pacs cache`: decode images once (an index, a CSV or a folder) into a memory-mappable cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("cache")(cache)
+
+
+def progress_bar(description: str):
+    """A rich progress bar and a ``(done, total)`` callback that drives it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    task = bar.add_task(description, total=None)
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return bar, update
+
+
+def cache(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Cache folder to write (re-running an interrupted build resumes it).")],
+    index: Annotated[Optional[Path], typer.Option("--index", help="Index folder from `modan-pacs index` (index.parquet, labels.npy, vocabulary.yaml).")] = None,
+    csv: Annotated[Optional[Path], typer.Option("--csv", help="CSV with columns path, modality, anatomy (paths relative to the CSV's folder).")] = None,
+    folder: Annotated[Optional[Path], typer.Option("--folder", help="Image folder laid out <modality>/<anatomy>/**/<image>.")] = None,
+    root: Annotated[Optional[Path], typer.Option("--root", help="With --csv: folder the CSV's relative paths start from.")] = None,
+    vocab: Annotated[Optional[Path], typer.Option("--vocab", help="Vocabulary YAML for --csv / --folder (default: shipped). --index uses the index's.")] = None,
+    size: Annotated[int, typer.Option("--size", help="Side of the square cached images (pixels).")] = 224,
+    workers: Annotated[Optional[int], typer.Option("--workers", "-w", help="Decoding processes (default: CPU count).")] = None,
+    slices: Annotated[str, typer.Option("--slices", help="Multi-frame files and series volumes: middle, even:N or all.")] = "middle",
+    resize: Annotated[str, typer.Option("--resize", help="pad (keep aspect, black borders) or stretch.")] = "pad",
+    ct_window_by_anatomy: Annotated[
+        bool, typer.Option("--ct-window-by-anatomy/--ct-window-from-header", help="CT: window per anatomy (table) or the header's VOI.")
+    ] = True,
+    window_config: Annotated[Optional[Path], typer.Option("--window-config", help="YAML {anatomy: [center, width], default: [c, w]} overriding the CT windows.")] = None,
+    series_volumes: Annotated[
+        bool, typer.Option("--series-volumes/--no-series-volumes", help="Treat single-frame CT/MR/PT/NM series as volumes (slices by --slices).")
+    ] = True,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard an existing cache or unfinished build in OUT.")] = False,
+) -> None:
+    """Decode each image once (pydicom + plugins, SimpleITK) into OUT: images.npy, labels.npy, manifest.parquet, errors.parquet."""
+    from rich.console import Console
+
+    from modan_pacs.errors import InputError
+    from modan_pacs.pixels.build import build_cache_from_index, default_workers
+
+    given = [name for name, value in (("--index", index), ("--csv", csv), ("--folder", folder)) if value is not None]
+    if len(given) != 1:
+        raise InputError("give exactly one of --index, --csv, --folder" + (f" (got {', '.join(given)})" if given else ""))
+    options = dict(
+        size=size,
+        slices=slices,
+        workers=workers or default_workers(),
+        resize=resize,
+        ct_window="anatomy" if ct_window_by_anatomy else "header",
+        window_config=window_config,
+        overwrite=overwrite,
+    )
+    console = Console()
+    bar, update = progress_bar("decoding")
+    if index is not None:
+        with bar:
+            result = build_cache_from_index(index, out, series_volumes=series_volumes, progress=update, **options)
+    else:
+        from modan_pacs.data.sources import build_cache_from_records, read_image_csv, read_image_folder, unmapped_values
+        from modan_pacs.labels import Vocabulary
+
+        vocabulary = Vocabulary.load(vocab)
+        records = read_image_csv(csv, vocabulary, root=root) if csv is not None else read_image_folder(folder, vocabulary)
+        extra = tuple(c for c in ("label", "target", "split") if c in records.columns)
+        with bar:
+            result = build_cache_from_records(records, vocabulary, out, extra_columns=extra, progress=update, **options)
+        unmapped = unmapped_values(records)
+        if len(unmapped):
+            console.print(f"[yellow]unmapped values (label group left empty):[/] "
+                          + ", ".join(f"{r.group}={r.raw_value!r} x{r.count}" for r in unmapped.itertuples()))
+    resumed = f", {result.n_resumed} units resumed" if result.n_resumed else ""
+    console.print(f"[green]cache[/] {result.path}: {result.n_rows} images from {result.n_units} units, {result.n_errors} errors{resumed}")
