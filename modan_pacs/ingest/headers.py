@@ -214,6 +214,11 @@ def read_header(path: str, salt: bytes) -> dict[str, Any]:
             return _error(rec, "dicomdir", "DICOMDIR (media directory), not an image")
         if end > size:
             return _error(rec, "truncated", f"header runs past the end of the file ({size} bytes)")
+        for tag in ds.keys():  # a wanted value cut short by the end of the file
+            raw = ds.get_item(tag)
+            tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
+            if tell is not None and length not in (None, 0xFFFFFFFF) and tell + length > size:
+                return _error(rec, "truncated", f"element {tag} needs {tell + length} bytes, file has {size}")
         try:
             for keyword, column in _STRING_FIELDS.items():
                 rec[column] = _text(ds.get(keyword))

@@ -34,7 +34,7 @@ def label_frame(frame: pd.DataFrame, vocabulary: Vocabulary) -> pd.DataFrame:
     out = frame.copy()
     cols = {c: (out[c].map(_clean) if c in out.columns else pd.Series([None] * len(out), index=out.index, dtype=object))
             for c in RAW_LABEL_INPUTS}
-    out["modality_label"] = [vocabulary.map_modality(m) for m in cols["modality"]]
+    out["modality_label"] = pd.Series([vocabulary.map_modality(m) for m in cols["modality"]], index=out.index, dtype=object)
     memo: dict[tuple, tuple[str | None, str]] = {}
     anatomy, source = [], []
     for key in zip(cols["body_part_examined"], cols["anatomic_region_code"], cols["anatomic_region_meaning"],
@@ -53,5 +53,4 @@ def label_frame(frame: pd.DataFrame, vocabulary: Vocabulary) -> pd.DataFrame:
         column = vocabulary.extra_column(group)
         raw = out[column].map(_clean) if column in out.columns else [None] * len(out)
         out[f"{group}_label"] = pd.Series([vocabulary.map_extra(group, v) for v in raw], index=out.index, dtype=object)
-    out["modality_label"] = out["modality_label"].astype(object)
     return out
