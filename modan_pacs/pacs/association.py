@@ -97,6 +97,31 @@ def set_tcp_nodelay(event: Any) -> None:
             pass
 
 
+def guard_reactor_race(assoc: Any) -> None:
+    """Keep pynetdicom's reactor thread from swallowing a response meant for a ``send_c_*`` call.
+
+    pynetdicom 3.0 pauses its reactor before each request, but right after an operation ends the
+    reactor can still report itself as paused (``_is_paused`` is reset only after its wait
+    returns). A request sent in that window whose first response arrives at once (loopback with
+    TCP_NODELAY: well under a millisecond) is taken off the queue by the reactor, logged as
+    "Received unexpected C-FIND service message" and dropped, so a C-FIND silently loses one
+    result. Here such a response is put back at the head of the DIMSE queue for the waiting
+    ``send_c_*`` generator; real requests (e.g. C-STORE during C-GET) still go to pynetdicom.
+    """
+    serve = assoc._serve_request
+    messages = assoc.dimse.msg_queue
+
+    def serve_or_requeue(msg: Any, context_id: int) -> None:
+        if msg is not None and not msg.is_valid_request and getattr(msg, "is_valid_response", False):
+            with messages.mutex:
+                messages.queue.appendleft((context_id, msg))
+                messages.not_empty.notify()
+            return
+        serve(msg, context_id)
+
+    assoc._serve_request = serve_or_requeue
+
+
 def _probe_connect(host: str, port: int, timeout: float) -> str:
     """Why a plain TCP connect to host:port fails (for the error message), or '' if it succeeds."""
     try:
@@ -160,6 +185,7 @@ def open_association(
             evt_handlers=handlers,
         )
         if assoc.is_established:
+            guard_reactor_race(assoc)
             return assoc
         if assoc.is_rejected:
             raise PacsError(
