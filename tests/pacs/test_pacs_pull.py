@@ -1,0 +1,182 @@
+"""C-GET, C-MOVE and DICOMweb retrieval from a real Orthanc into a STORE; resume; re-indexing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom import dcmread
+
+pytestmark = [pytest.mark.pacs, pytest.mark.xdist_group("pacs")]
+
+
+@pytest.fixture(scope="module")
+def pacs_index(loaded_pacs, tmp_path_factory) -> Path:
+    """An image-level index of the session PACS, built by C-FIND."""
+    from modan_pacs.pacs import build_pacs_index
+
+    out = tmp_path_factory.mktemp("pacs_index")
+    s = loaded_pacs.settings
+    build_pacs_index(
+        host=s.host, port=s.port, called_aet=s.called_aet, calling_aet=s.calling_aet, level="image",
+        modality=None, date_from=None, date_to=None, out_dir=out, vocabulary=None,
+        salt_file=tmp_path_factory.mktemp("salt") / "salt", show_progress=False,
+    )
+    return out
+
+
+def _one_series_index(pacs_index: Path, tmp_path: Path, series_uid: str) -> Path:
+    """A copy of the index holding only one series (a query-style selection)."""
+    import pandas as pd
+
+    frame = pd.read_parquet(pacs_index / "index.parquet")
+    sub = tmp_path / "sub_index"
+    sub.mkdir()
+    frame[frame["series_instance_uid"] == series_uid].to_parquet(sub / "index.parquet")
+    return sub
+
+
+def _series_uid_of(loaded_pacs, name_part: str) -> str:
+    path = next(p for p in loaded_pacs.files.values() if name_part in str(p))
+    return str(dcmread(path, stop_before_pixels=True).SeriesInstanceUID)
+
+
+def _assert_pixels_equal_sources(loaded_pacs, store: Path, expected_uids: set[str]) -> None:
+    stored = sorted(store.rglob("*.dcm"))
+    got = {}
+    for path in stored:
+        ds = dcmread(path)
+        got[str(ds.SOPInstanceUID)] = ds
+        assert path.resolve().parent.parent.parent == store.resolve()
+        assert path.name == f"{ds.SOPInstanceUID}.dcm"
+        assert path.parent.name == str(ds.SeriesInstanceUID)
+    assert set(got) == expected_uids
+    for uid, ds in got.items():
+        source = dcmread(loaded_pacs.files[uid])
+        assert np.array_equal(ds.pixel_array, source.pixel_array), uid
+
+
+@pytest.mark.parametrize("method", ["get", "move"])
+def test_series_pull_gives_the_source_pixels(loaded_pacs, pacs_index, tmp_path, method):
+    from modan_pacs.pacs import pull
+
+    series_uid = _series_uid_of(loaded_pacs, "98892001/CT5N")
+    index = _one_series_index(pacs_index, tmp_path, series_uid)
+    s = loaded_pacs.settings
+    summary = pull(
+        index_dir=index, out=tmp_path / "store", pacs=f"{s.host}:{s.port}", called_aet=s.called_aet,
+        calling_aet=s.calling_aet, method=method, move_port=loaded_pacs.move_port, dimse_timeout=8, retries=0,
+    )
+    expected = {u for u, p in loaded_pacs.files.items() if "98892001/CT5N" in str(p)}
+    assert len(expected) == 5
+    assert summary.complete and summary.arrived == 5 and summary.failed == 0
+    _assert_pixels_equal_sources(loaded_pacs, tmp_path / "store", expected)
+    log = [line for line in (tmp_path / "store" / "pull_log.jsonl").read_text().splitlines() if line]
+    assert len(log) == 5 and all('"arrived"' in line for line in log)
+
+
+def test_parallel_pull_of_everything_then_resume_skips_all(loaded_pacs, pacs_index, tmp_path):
+    from modan_pacs.pacs import pull
+
+    store = tmp_path / "store"
+    first = pull(index_dir=pacs_index, out=store, calling_aet=loaded_pacs.settings.calling_aet, workers=3, chunk=7,
+                 dimse_timeout=8, retries=0)  # PACS address and AE title from the index's location column
+    n_index = len(__import__("pandas").read_parquet(pacs_index / "index.parquet"))
+    assert first.complete and first.arrived == n_index
+    files_before = sorted(store.rglob("*.dcm"))
+    assert len(files_before) == n_index
+    second = pull(index_dir=pacs_index, out=store, calling_aet=loaded_pacs.settings.calling_aet, dimse_timeout=8, retries=0)
+    assert second.arrived == 0 and second.skipped == n_index and second.complete
+    assert sorted(store.rglob("*.dcm")) == files_before
+
+
+def test_store_is_indexable_with_the_folder_index(loaded_pacs, pacs_index, tmp_path):
+    from modan_pacs.ingest import build_index, load_index
+    from modan_pacs.pacs import pull
+
+    store = tmp_path / "store"
+    summary = pull(index_dir=pacs_index, out=store, calling_aet="MODANPACS", select="per-label 1", workers=2,
+                   dimse_timeout=8, retries=0)
+    assert summary.complete and summary.arrived > 0
+    build_index(store, tmp_path / "store_index", workers=1, salt_file=tmp_path / "salt")
+    store_index = load_index(tmp_path / "store_index")
+    pacs = load_index(pacs_index)
+    labels = dict(zip(pacs.frame["sop_instance_uid"], map(tuple, pacs.labels)))
+    assert len(store_index.frame) == summary.arrived
+    for uid, row in zip(store_index.frame["sop_instance_uid"], store_index.labels):
+        assert tuple(row) == labels[uid]
+    # the only non-DICOM file in the STORE is the pull log itself
+    assert set(store_index.errors["path"].map(lambda p: Path(p).name)) <= {"pull_log.jsonl"}
+
+
+def test_per_label_selection_keeps_at_most_n_series_per_label(pacs_index):
+    import pandas as pd
+
+    from modan_pacs.pacs.pull import select_rows
+
+    frame = pd.read_parquet(pacs_index / "index.parquet")
+    chosen = select_rows(frame, per_label=1)
+    keys = ["modality_label", "anatomy_label"]
+
+    def labelled(rows):
+        return rows[[*keys, "series_instance_uid"]].astype(object).fillna("-")
+
+    per_label = labelled(chosen).groupby(keys)["series_instance_uid"].nunique()
+    assert (per_label == 1).all()
+    assert len(per_label) == len(labelled(frame).groupby(keys))
+    assert chosen.equals(select_rows(frame, per_label=1))  # seeded: the same draw twice
+    ct = select_rows(frame, modality=["CT"])
+    assert set(ct["modality_label"]) == {"CT"} and len(ct) == (frame["modality_label"] == "CT").sum()
+
+
+def test_cli_pull_prints_a_summary_and_exits_zero(loaded_pacs, pacs_index, tmp_path, capsys):
+    from modan_pacs.cli.main import main
+
+    series_uid = _series_uid_of(loaded_pacs, "77654033/CT2")
+    index = _one_series_index(pacs_index, tmp_path, series_uid)
+    s = loaded_pacs.settings
+    rc = main(["pull", "--index", str(index), "--out", str(tmp_path / "store"), "--pacs", f"{s.host}:{s.port}",
+               "--called-aet", s.called_aet, "--workers", "2", "--timeout", "8"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "4 arrived" in out and "instances/s" in out
+    assert len(list((tmp_path / "store").rglob("*.dcm"))) == 4
+
+
+def test_dicomweb_search_and_retrieval(loaded_pacs, pacs_index, tmp_path, monkeypatch):
+    from modan_pacs.pacs import pull, query_pacs
+    from modan_pacs.pacs.dicomweb import PASSWORD_ENV, USER_ENV, query_dicomweb
+
+    server = loaded_pacs.server
+    monkeypatch.setenv(USER_ENV, server.user)
+    monkeypatch.setenv(PASSWORD_ENV, server.password)
+    web = query_dicomweb(server.dicomweb_url, level="image")
+    dimse = query_pacs(loaded_pacs.settings, level="image")
+    assert sorted(web["sop_instance_uid"]) == sorted(dimse["sop_instance_uid"])
+    merged = web.set_index("sop_instance_uid").loc[dimse["sop_instance_uid"]]
+    assert merged["modality"].fillna("-").tolist() == dimse["modality"].fillna("-").tolist()
+    assert merged["series_instance_uid"].tolist() == dimse["series_instance_uid"].tolist()
+
+    series_uid = _series_uid_of(loaded_pacs, "98892003/MR700")
+    index = _one_series_index(pacs_index, tmp_path, series_uid)
+    summary = pull(index_dir=index, out=tmp_path / "store", dicomweb=server.dicomweb_url, workers=2)
+    expected = {u for u, p in loaded_pacs.files.items() if "98892003/MR700" in str(p)}
+    assert summary.complete and summary.arrived == len(expected) == 7
+    _assert_pixels_equal_sources(loaded_pacs, tmp_path / "store", expected)
+
+    creds = tmp_path / "creds"
+    creds.write_text(f"{server.user}:{server.password}\n")
+    monkeypatch.delenv(USER_ENV)
+    again = pull(index_dir=index, out=tmp_path / "store2", dicomweb=server.dicomweb_url, dicomweb_credentials=creds)
+    assert again.complete and again.arrived == 7
+
+
+def test_dicomweb_without_credentials_is_a_one_line_error(loaded_pacs, monkeypatch):
+    from modan_pacs.errors import PacsError
+    from modan_pacs.pacs.dicomweb import USER_ENV, query_dicomweb
+
+    monkeypatch.delenv(USER_ENV, raising=False)
+    with pytest.raises(PacsError, match="HTTP 401") as err:
+        query_dicomweb(loaded_pacs.server.dicomweb_url)
+    assert "\n" not in str(err.value)
