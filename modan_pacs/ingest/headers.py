@@ -220,13 +220,14 @@ def read_header(path: str, salt: bytes) -> dict[str, Any]:
             if tell is not None and length not in (None, 0xFFFFFFFF) and tell + length > size:
                 return _error(rec, "truncated", f"element {tag} needs {tell + length} bytes, file has {size}")
         try:
+            implicit, little = ds.original_encoding
+            encoding = _text_encoding(ds)
             for keyword, column in _STRING_FIELDS.items():
-                rec[column] = _text(ds.get(keyword))
+                rec[column] = _raw_text(ds, keyword, encoding)
             for keyword, column in _INT_FIELDS.items():
-                value = ds.get(keyword)
-                rec[column] = int(value) if value not in (None, "") else None
-            rec["patient_hash"] = patient_hash(ds.get("PatientID"), salt)
-            rec["laterality"] = _text(ds.get("ImageLaterality")) or _text(ds.get("Laterality"))
+                rec[column] = _raw_int(ds, keyword, little)
+            rec["patient_hash"] = patient_hash(_raw_text(ds, "PatientID", encoding), salt)
+            rec["laterality"] = _raw_text(ds, "ImageLaterality", encoding) or _raw_text(ds, "Laterality", encoding)
             regions = ds.get("AnatomicRegionSequence")
             if regions:
                 item = regions[0]
@@ -238,7 +239,6 @@ def read_header(path: str, salt: bytes) -> dict[str, Any]:
             if rec["sop_class_uid"] is None and media_class:
                 rec["sop_class_uid"] = media_class
             tsyntax = _text(meta.get("TransferSyntaxUID")) if meta is not None else None
-            implicit, little = ds.original_encoding
             if tsyntax is None:
                 tsyntax = "1.2.840.10008.1.2" if implicit else ("1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2")
             rec["transfer_syntax_uid"] = tsyntax
@@ -260,6 +260,63 @@ def read_header(path: str, salt: bytes) -> dict[str, Any]:
     if rec["number_of_frames"] is None:
         rec["number_of_frames"] = 1
     return rec
+
+
+_TAG_OF = {}
+_US_VRS = {"US", "SS", "UL", "SL"}
+
+
+def _tag(keyword: str) -> int:
+    tag = _TAG_OF.get(keyword)
+    if tag is None:
+        from pydicom.datadict import tag_for_keyword
+
+        tag = _TAG_OF[keyword] = tag_for_keyword(keyword)
+    return tag
+
+
+def _text_encoding(ds) -> str | None:
+    """Python codec for raw text values, or None when pydicom must decode (multi-byte charsets)."""
+    raw = ds.get_item(0x00080005)
+    if raw is None:
+        return "latin-1"
+    value = raw.value if not isinstance(raw.value, (bytes, bytearray)) else raw.value.decode("ascii", "replace")
+    terms = [str(v).strip() for v in (value if isinstance(value, (list, tuple)) else str(value).split("\\"))]
+    terms = [t for t in terms if t]
+    if not terms or terms == ["ISO_IR 6"] or terms == ["ISO_IR 100"]:
+        return "latin-1"
+    if terms == ["ISO_IR 192"]:
+        return "utf-8"
+    return None
+
+
+def _raw_text(ds, keyword: str, encoding: str | None) -> str | None:
+    """A text value from the raw bytes (pydicom's full value conversion is the slow part of a read)."""
+    raw = ds.get_item(_tag(keyword))
+    if raw is None:
+        return None
+    value = raw.value
+    if isinstance(value, (bytes, bytearray)) and encoding is not None:
+        return _text(value.decode(encoding, "replace"))
+    return _text(ds[_tag(keyword)].value)
+
+
+def _raw_int(ds, keyword: str, little: bool) -> int | None:
+    raw = ds.get_item(_tag(keyword))
+    if raw is None:
+        return None
+    value = raw.value
+    if isinstance(value, (bytes, bytearray)):
+        if not value:
+            return None
+        if getattr(raw, "VR", None) in _US_VRS or (getattr(raw, "VR", None) is None and len(value) in (2, 4)
+                                                   and keyword in ("Rows", "Columns", "BitsStored")):
+            fmt = ("<" if little else ">") + ("H" if len(value) == 2 else "I")
+            return struct.unpack(fmt, value[:struct.calcsize(fmt)])[0]
+        text = value.decode("ascii", "replace").strip("\x00 ").strip()
+        return int(float(text)) if text else None
+    converted = ds[_tag(keyword)].value
+    return int(converted) if converted not in (None, "") else None
 
 
 def _sop_class_name(uid: str | None) -> str:
