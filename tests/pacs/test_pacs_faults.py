@@ -1,0 +1,211 @@
+"""Faults: wrong port, unknown AE titles, a crafted UID, and the server killed in the middle of a pull."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+
+pytestmark = [pytest.mark.pacs, pytest.mark.xdist_group("pacs")]
+
+
+def _settings(loaded_pacs, **changes):
+    return loaded_pacs.settings.model_copy(update=changes)
+
+
+def test_wrong_port_is_a_one_line_error_and_exit_code(loaded_pacs, tmp_path, capsys):
+    from modan_pacs.cli.main import main
+    from modan_pacs.errors import PacsError
+    from modan_pacs.pacs import echo
+    from modan_pacs.pacs.orthanc import free_port
+
+    port = free_port()
+    with pytest.raises(PacsError, match=f"cannot connect to 127.0.0.1:{port}: Connection refused") as err:
+        echo(_settings(loaded_pacs, port=port))
+    assert "\n" not in str(err.value)
+
+    rc = main(["index", "--pacs", f"127.0.0.1:{port}", "--called-aet", "ORTHANC", "--out", str(tmp_path / "idx"),
+               "--salt-file", str(tmp_path / "salt")])
+    message = capsys.readouterr().err.strip()
+    assert rc == PacsError.exit_code != 0
+    assert "Connection refused" in message and len(message.splitlines()) == 1
+
+
+def test_retries_back_off_before_giving_up(loaded_pacs):
+    from modan_pacs.errors import PacsError
+    from modan_pacs.pacs import echo
+    from modan_pacs.pacs.orthanc import free_port
+
+    start = time.perf_counter()
+    with pytest.raises(PacsError, match="after 3 attempts"):
+        echo(_settings(loaded_pacs, port=free_port(), retries=2, backoff=0.2))
+    assert time.perf_counter() - start >= 0.2 + 0.4  # backoff 0.2 s then 0.4 s
+
+
+def test_unknown_called_ae_is_rejected(loaded_pacs):
+    from modan_pacs.errors import PacsError
+    from modan_pacs.pacs import echo
+
+    with pytest.raises(PacsError, match="rejected: Called AE title not recognised") as err:
+        echo(_settings(loaded_pacs, called_aet="NOT_ORTHANC"))
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_calling_ae_cannot_query(loaded_pacs):
+    from modan_pacs.errors import PacsError
+    from modan_pacs.pacs import echo, query_pacs
+
+    stranger = _settings(loaded_pacs, calling_aet="STRANGER")
+    echo(stranger)  # Orthanc lets anyone echo ...
+    with pytest.raises(PacsError, match="no final response.*calling AE STRANGER"):
+        query_pacs(stranger, level="study")  # ... but only known AEs query
+
+
+def test_bad_addresses_and_ae_titles_are_input_errors():
+    from modan_pacs.errors import InputError
+    from modan_pacs.pacs import make_settings, parse_address
+
+    assert parse_address("pacs.example.org:104") == ("pacs.example.org", 104)
+    for bad in ("localhost", "host:0", "host:70000", ":104", "host:abc"):
+        with pytest.raises(InputError, match="HOST:PORT"):
+            parse_address(bad)
+    with pytest.raises(InputError, match="called_aet"):
+        make_settings(host="h", port=104, called_aet="A" * 17)
+    with pytest.raises(InputError, match="calling_aet"):
+        make_settings(host="h", port=104, calling_aet="BACK\\SLASH")
+
+
+@pytest.mark.parametrize(
+    "uid",
+    ["../../../../tmp/escape", "/etc/passwd", "..", ".", "", "1.2/../../3", "1.2.3\x00/..", "C:\\evil", "1." + "9" * 70],
+)
+def test_crafted_uid_names_stay_inside_the_store(tmp_path, uid):
+    from modan_pacs.pacs import Store, safe_uid_name
+
+    store = Store(tmp_path / "store")
+    name = safe_uid_name(uid)
+    assert "/" not in name and "\\" not in name and "." not in name and name not in ("", ".", "..")
+    path, new = store.write(uid, uid, uid, b"DICM")
+    assert new and store.root in path.parents and path.read_bytes() == b"DICM"
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file() and "store" not in p.parts) == []
+
+
+def test_valid_uids_are_kept_as_names(tmp_path):
+    from modan_pacs.pacs import Store, safe_uid_name
+
+    uid = "1.2.840.113619.2.55.3.604688119.969.1268071029.320"
+    assert safe_uid_name(uid) == uid
+    assert safe_uid_name("1.2.3\x00") == "1.2.3"  # DICOM's NUL padding is not part of the UID
+    path, _ = Store(tmp_path).write("1.2", "1.2.3", uid, b"x")
+    assert path == (tmp_path / "1.2" / "1.2.3" / f"{uid}.dcm").resolve()
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
+def test_storage_scp_files_a_crafted_uid_inside_the_store_and_refuses_strangers(tmp_path, pydicom_data_dir):
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage, Verification
+
+    from modan_pacs.pacs.orthanc import free_port
+    from modan_pacs.pacs.retrieve import MoveDestination, _Counter
+    from modan_pacs.pacs.store import Store
+
+    ds = dcmread(pydicom_data_dir / "CT_small.dcm")
+    ds.SeriesInstanceUID = "../../../../escaped"
+    ds.StudyInstanceUID = "/tmp"
+    store = Store(tmp_path / "store")
+    port = free_port()
+    with MoveDestination(aet="MODANPACS", port=port, peer_aet="ORTHANC", store=store, counter=_Counter(), bind="127.0.0.1"):
+        peer = AE(ae_title="ORTHANC")
+        peer.add_requested_context(CTImageStorage, ds.file_meta.TransferSyntaxUID)
+        peer.add_requested_context(Verification)
+        assoc = peer.associate("127.0.0.1", port, ae_title="MODANPACS")
+        assert assoc.is_established
+        accepted = {cx.abstract_syntax for cx in assoc.accepted_contexts}
+        assert accepted == {CTImageStorage}  # storage only: no Verification
+        assert assoc.send_c_store(ds).Status == 0x0000
+        assoc.release()
+
+        stranger = AE(ae_title="STRANGER")
+        stranger.add_requested_context(CTImageStorage, ds.file_meta.TransferSyntaxUID)
+        refused = stranger.associate("127.0.0.1", port, ae_title="MODANPACS")
+        assert refused.is_rejected
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert all(store.root in p.resolve().parents for p in files)
+    stored = [p for p in files if p.suffix == ".dcm"]
+    assert len(stored) == 1 and dcmread(stored[0]).SOPInstanceUID == ds.SOPInstanceUID
+    assert not (tmp_path / "escaped").exists()
+
+
+def _synthetic_series(pydicom_data_dir: Path, out: Path, n: int, per_series: int) -> list[Path]:
+    """``n`` real CT_small instances re-identified into several series (new UIDs, same pixels)."""
+    out.mkdir()
+    source = dcmread(pydicom_data_dir / "CT_small.dcm")
+    study = generate_uid()
+    paths = []
+    series = None
+    for i in range(n):
+        if i % per_series == 0:
+            series = generate_uid()
+        source.StudyInstanceUID, source.SeriesInstanceUID = study, series
+        source.SOPInstanceUID = source.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        source.PatientID = "KILLTEST01"
+        source.InstanceNumber = i + 1
+        path = out / f"{i:04d}.dcm"
+        source.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def test_server_killed_mid_pull_then_rerun_completes_without_duplicates(tmp_path, pydicom_data_dir, request):
+    from conftest import require_orthanc  # tests/pacs/conftest.py, imported by pytest as "conftest" here
+
+    require_orthanc(request)
+    from modan_pacs.errors import PacsError
+    from modan_pacs.pacs import OrthancServer, build_pacs_index, make_settings, pull, send_files
+    from modan_pacs.pacs.pull import raise_if_incomplete
+
+    server = OrthancServer(aet="KILLME", modalities={"MODANPACS": ("127.0.0.1", 1)}, workdir=tmp_path / "orthanc")
+    server.start()
+    try:
+        settings = make_settings(host="127.0.0.1", port=server.dicom_port, called_aet="KILLME", dimse_timeout=5, retries=0)
+        paths = _synthetic_series(pydicom_data_dir, tmp_path / "src", n=120, per_series=30)
+        assert len(send_files(settings, paths).stored) == 120
+        build_pacs_index(host="127.0.0.1", port=server.dicom_port, called_aet="KILLME", calling_aet="MODANPACS",
+                         level="image", modality=None, date_from=None, date_to=None, out_dir=tmp_path / "idx",
+                         vocabulary=None, salt_file=tmp_path / "salt", show_progress=False)
+
+        arrivals = {"n": 0}
+
+        def kill_after_ten(n: int, nbytes: int) -> None:
+            arrivals["n"] += n
+            if arrivals["n"] == 10:
+                server.kill()  # SIGKILL while Orthanc is sending the first chunk
+
+        store = tmp_path / "store"
+        summary = pull(index_dir=tmp_path / "idx", out=store, chunk=20, dimse_timeout=5, retries=0,
+                       on_progress=kill_after_ten)
+        assert not summary.complete and 10 <= summary.arrived < 120 and summary.interrupted
+        with pytest.raises(PacsError, match="pull incomplete") as err:
+            raise_if_incomplete(summary, store)
+        assert "\n" not in str(err.value) and "re-run" in str(err.value)
+        assert not list(store.rglob("*.part"))  # no half-written file survives
+
+        server.start()  # same ports and storage: the PACS comes back
+        again = pull(index_dir=tmp_path / "idx", out=store, chunk=20, dimse_timeout=5, retries=1)
+        assert again.complete and again.skipped == summary.arrived
+        assert summary.arrived + again.arrived == 120  # nothing was received twice
+    finally:
+        server.stop(remove=True)
+    files = sorted(store.rglob("*.dcm"))
+    uids = [str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files]
+    assert len(files) == 120 and len(set(uids)) == 120
+    expected = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in paths}
+    assert set(uids) == expected
+    log = [json.loads(line) for line in (store / "pull_log.jsonl").read_text().splitlines()]
+    arrived = [r["sop_instance_uid"] for r in log if r["status"] == "arrived"]
+    assert sorted(arrived) == sorted(expected)  # one arrival record per instance
+    assert any(r["status"] == "failed" for r in log)  # the interrupted ones were recorded
