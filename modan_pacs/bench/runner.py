@@ -1,0 +1,268 @@
+"""``run_benchmark``: R repeats x k folds x regimes x initialisations, then the report.
+
+Run folder (``out_dir``)::
+
+    folds.csv, inner_val.csv                        the fixed partition (reused)
+    <dataset>/config.yaml                           resolved settings (a resumed run must agree)
+    <dataset>/<regime>/<init>/repeat_NN/fold_K.csv  preds,labels (K = 1..k, the paper's format)
+    <dataset>/<regime>/<init>/repeat_NN/fold_K.json epochs: train/val loss, epoch kept
+    report/                                         tables.csv/md/json and figures
+
+A fold whose CSV exists is skipped, so re-running the same command resumes an interrupted run.
+Seeds: the training randomness of (repeat r, fold k) -- starting weights of random parts, head
+initialisation, batch order -- is drawn from ``SeedSequence([seed, r, k])``; it is the same for
+every initialisation and regime, so comparisons are paired.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from modan_pacs.errors import InputError
+
+from .config import RESULT_FIELDS, BenchmarkConfig, load_benchmark_config
+from .datasets import DownstreamDataset, load_dataset, preprocess
+from .inits import InitSpec, build_initial_encoder, is_deterministic, parse_inits
+from .splits import load_or_make_folds, load_or_make_inner
+from .train import FitSettings, finetune, frozen_features, linear_probe_epochwise, linear_probe_on_features, make_head
+
+
+def fold_seeds(seed: int, repeat: int, fold: int) -> tuple[int, int, int]:
+    """(encoder init seed, head init seed, batch-order seed) of one repeat and fold."""
+    a, b, c = np.random.SeedSequence([seed, repeat, fold]).generate_state(3)
+    return int(a), int(b), int(c)
+
+
+def fold_path(out_dir: Path, dataset: str, regime: str, init: str, repeat: int, fold: int) -> Path:
+    """``<out>/<dataset>/<regime>/<init>/repeat_NN/fold_K.csv``."""
+    return out_dir / dataset / regime / init / f"repeat_{repeat:02d}" / f"fold_{fold}.csv"
+
+
+def write_predictions(path: Path, preds: np.ndarray, labels: np.ndarray) -> None:
+    """Write a ``preds,labels`` CSV atomically (a killed run never leaves a half-written fold)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".csv.tmp")
+    pd.DataFrame({"preds": preds, "labels": labels.astype(int)}).to_csv(tmp, index=False, float_format="%.8g")
+    os.replace(tmp, path)
+
+
+def _check_config(path: Path, cfg: BenchmarkConfig) -> None:
+    """Write ``config.yaml``, or check that a resumed run uses the same result-relevant settings."""
+    current = cfg.model_dump(mode="json")
+    if path.is_file():
+        saved = yaml.safe_load(path.read_text()) or {}
+        diffs = [f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in RESULT_FIELDS if saved.get(k) != current[k]]
+        if diffs:
+            raise InputError(f"{path}: this run folder was made with other settings ({'; '.join(diffs)}); use another --out")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(current, sort_keys=False))
+
+
+def _device(device: str | None):
+    import torch
+
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} requested but CUDA is not available")
+    return torch.device(device)
+
+
+class _FeatureStore:
+    """Frozen-encoder features of every image, per initialisation whose encoder does not depend on
+    the seed (checkpoints, ImageNet with summed conv1): computed once and shared by every fold and
+    repeat. Seed-dependent encoders (scratch, random conv1) get theirs once per fold."""
+
+    def __init__(self) -> None:
+        self._features: dict[str, object] = {}
+
+    def get(self, name: str, make):
+        if name not in self._features:
+            self._features[name] = make()
+        return self._features[name]
+
+
+def _progress(console=None):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), console=console, transient=False,
+    )  # fmt: skip
+
+
+def run_benchmark(
+    *,
+    dataset: str,
+    data_dir: str | Path | None = None,
+    inits: dict[str, str | Path | None] | list[str],
+    out_dir: str | Path,
+    repeats: int | None = None,
+    folds: int | None = None,
+    regimes: tuple[str, ...] | list[str] | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    image_size: int | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+    imagenet_weights: str | Path | None = None,
+    config: str | Path | None = None,
+    options: dict | None = None,
+    reference: str | None = None,
+    report: bool = True,
+    embed_cache: str | Path | None = None,
+    console=None,
+) -> Path:
+    """Run the paper's downstream protocol and write its report; returns ``out_dir``.
+
+    Args:
+        dataset: ``thyroid``, ``breast``, ``acl`` or ``csv``.
+        data_dir: the dataset's folder (CSV file for ``csv``); None = ``$MODAN_PACS_DATA/<name>``.
+        inits: ``{name: encoder.pt path}`` with ``None`` for ``scratch`` / ``imagenet`` (or
+            ``{"imagenet": weights file}``), or a list of ``NAME=PATH`` / ``imagenet`` / ``scratch``.
+        out_dir: the run folder (created; an existing one is resumed).
+        repeats, folds, regimes, epochs, batch_size, image_size, seed: override the config
+            (defaults 10, 5, (finetune, linear), 10, 32, 224, 0).
+        device: ``cpu``, ``cuda``, ``cuda:N``; None = CUDA when available.
+        imagenet_weights: local torchvision ResNet-18 weights for ``imagenet``.
+        config: a benchmark YAML (path or shipped name such as ``benchmark_authors.yaml``).
+        options: other :class:`~modan_pacs.bench.config.BenchmarkConfig` fields (``lr``, ``head``, ...).
+        reference: the method compared with the others in the report (default: the first
+            checkpoint, else the first initialisation).
+        report: write ``out_dir/report`` at the end.
+        embed_cache: an image cache; with it the report adds a UMAP per pretrained encoder.
+
+    Raises:
+        InputError, ConfigError, DataNotFoundError: bad settings, files or data.
+    """
+    import torch
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    overrides = dict(options or {})
+    overrides.update(repeats=repeats, folds=folds, regimes=list(regimes) if regimes else None, epochs=epochs,
+                     batch_size=batch_size, image_size=image_size, seed=seed)  # fmt: skip
+    cfg = load_benchmark_config(config, **overrides)
+    specs = parse_inits(inits, imagenet_weights=imagenet_weights)
+    names = [s.name for s in specs]
+    if reference is not None and reference not in names:
+        raise InputError(f"reference {reference!r} is not among the initialisations ({', '.join(names)})")
+    reference = reference or next((s.name for s in specs if s.kind == "checkpoint"), names[0])
+    dev = _device(device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    data = load_dataset(dataset, data_dir, cfg)
+    _check_config(out / data.name / "config.yaml", cfg)
+    partition = load_or_make_folds(out, data, cfg.folds, cfg.seed)
+    inner = load_or_make_inner(out, data.name, partition, cfg.val_fraction, cfg.seed)
+    for note in data.notes:
+        console.print(f"[dim]{data.name}: {note}[/]")
+    counts = partition["label"].value_counts().to_dict()
+    console.print(
+        f"{data.name}: {len(partition)} images ({counts.get(0, 0)} class 0 / {counts.get(1, 0)} class 1), "
+        f"{partition['group'].nunique()} groups, {cfg.folds} folds; device {dev}"
+    )
+
+    tasks = [
+        (spec, regime, r, k)
+        for spec in specs
+        for regime in cfg.regimes
+        for r in range(1, cfg.repeats + 1)
+        for k in range(1, cfg.folds + 1)
+    ]
+    todo = [t for t in tasks if not fold_path(out, data.name, t[1], t[0].name, t[2], t[3]).is_file()]
+    if len(todo) < len(tasks):
+        console.print(f"resuming: {len(tasks) - len(todo)} of {len(tasks)} folds already done")
+    if todo:
+        with _progress(console) as progress:
+            images = preprocess(data, cfg.image_size, progress=progress)
+            labels = torch.tensor(partition["label"].to_numpy(dtype=np.int64), dtype=torch.long)
+            fold_of = partition["fold"].to_numpy()
+            store = _FeatureStore()
+            task = progress.add_task("folds", total=len(todo))
+            for spec, regime, r, k in todo:
+                progress.update(task, description=f"{data.name} {regime} {spec.name} repeat {r} fold {k}")
+                test = fold_of == k
+                val = inner[k]
+                train = ~test & ~val
+                preds, result = _run_fold(spec, regime, cfg, images, labels, train, val, test, (r, k), store, dev)
+                path = fold_path(out, data.name, regime, spec.name, r, k)
+                write_predictions(path, preds, labels[test].numpy())
+                record = {"kept_epoch": result.kept_epoch, "n_train": int(train.sum()), "n_val": int(val.sum()),
+                          "n_test": int(test.sum()), "history": result.history}  # fmt: skip
+                path.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+                progress.advance(task)
+    if report:
+        from modan_pacs.report import build_report
+
+        pretrained = {s.name: s.path for s in specs if s.kind == "checkpoint"}
+        if embed_cache is not None:
+            for spec in specs:
+                if spec.kind == "imagenet":
+                    pretrained[spec.name] = build_initial_encoder(spec, imagenet_conv1=cfg.imagenet_conv1)
+        build_report(
+            out, reference=reference, out_dir=out / "report", embed_cache=embed_cache,
+            encoders=pretrained if embed_cache is not None else None, order=names, seed=cfg.seed,
+            device=str(dev),
+        )  # fmt: skip
+        console.print(f"report: {out / 'report' / 'tables.md'}")
+    return out
+
+
+def _run_fold(
+    spec: InitSpec,
+    regime: str,
+    cfg: BenchmarkConfig,
+    images,
+    labels,
+    train: np.ndarray,
+    val: np.ndarray,
+    test: np.ndarray,
+    repeat_fold: tuple[int, int],
+    store: _FeatureStore,
+    device,
+):
+    """Train and predict one fold of one (init, regime, repeat)."""
+    import torch
+
+    encoder_seed, head_seed, order_seed = fold_seeds(cfg.seed, *repeat_fold)
+    generator = torch.Generator().manual_seed(order_seed)
+
+    def fresh_encoder():
+        torch.manual_seed(encoder_seed)
+        return build_initial_encoder(spec, imagenet_conv1=cfg.imagenet_conv1, scratch_stem=cfg.scratch_stem)
+
+    if regime == "finetune":
+        settings = FitSettings(lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, step_size=cfg.step_size,
+                               gamma=cfg.gamma, best_epoch=cfg.best_epoch, eval_batch_size=cfg.feature_batch_size)  # fmt: skip
+        encoder = fresh_encoder()
+        torch.manual_seed(head_seed)
+        head = make_head(cfg.head)
+        return finetune(
+            encoder, head, x_train=images[train], y_train=labels[train], x_val=images[val], y_val=labels[val],
+            x_test=images[test], settings=settings, generator=generator, device=device,
+        )  # fmt: skip
+    settings = FitSettings(lr=cfg.probe_lr, epochs=cfg.epochs, batch_size=cfg.batch_size, step_size=cfg.step_size,
+                           gamma=cfg.gamma, best_epoch=cfg.best_epoch, eval_batch_size=cfg.feature_batch_size)  # fmt: skip
+    if cfg.probe_path == "features":
+        if is_deterministic(spec, cfg.imagenet_conv1):
+            features = store.get(spec.name, lambda: frozen_features(fresh_encoder(), images, device, cfg.feature_batch_size))
+        else:
+            features = frozen_features(fresh_encoder(), images, device, cfg.feature_batch_size)
+        torch.manual_seed(head_seed)
+        return linear_probe_on_features(
+            features, train=train, val=val, test=test, labels=labels, settings=settings, generator=generator, device=device
+        )
+    encoder = fresh_encoder()
+    torch.manual_seed(head_seed)
+    return linear_probe_epochwise(
+        encoder, x_train=images[train], y_train=labels[train], x_val=images[val], y_val=labels[val],
+        x_test=images[test], settings=settings, generator=generator, device=device, bn_mode=cfg.probe_bn,
+    )  # fmt: skip
