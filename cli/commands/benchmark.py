@@ -1,0 +1,111 @@
+"""`modan-pacs benchmark`: the paper's downstream protocol (Tables 4 and 5) for any initialisations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("benchmark")(benchmark)
+
+
+def benchmark(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="thyroid (DDTI), breast (BUSI), acl (MRNet layout) or csv.")],
+    init: Annotated[
+        list[str],
+        typer.Option("--init", "-i", help="Initialisation, repeatable: NAME=PATH (encoder.pt), imagenet[=WEIGHTS], scratch."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (created; an existing one is resumed).")] = Path("bench"),
+    data_dir: Annotated[
+        Optional[Path],
+        typer.Option("--data-dir", help="Dataset folder (a CSV file for csv). Default: $MODAN_PACS_DATA/<ddti|busi|mrnet>."),
+    ] = None,
+    imagenet_weights: Annotated[
+        Optional[Path], typer.Option("--imagenet-weights", help="Local torchvision ResNet-18 weights file for 'imagenet'.")
+    ] = None,
+    config: Annotated[
+        Optional[Path],
+        typer.Option("--config", help="Benchmark YAML (or a shipped name: benchmark_authors.yaml); CLI options win."),
+    ] = None,
+    repeats: Annotated[Optional[int], typer.Option("--repeats", help="Repeats of the whole k-fold run (default 10).")] = None,
+    folds: Annotated[Optional[int], typer.Option("--folds", help="Folds of the fixed partition (default 5).")] = None,
+    regime: Annotated[
+        Optional[list[str]], typer.Option("--regime", help="finetune and/or linear, repeatable (default both).")
+    ] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs per fold (default 10).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Batch size (default 32).")] = None,
+    image_size: Annotated[Optional[int], typer.Option("--image-size", help="Input side after resizing (default 224).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Adam learning rate (default 1e-4).")] = None,
+    linear_lr: Annotated[
+        Optional[float], typer.Option("--linear-lr", help="Learning rate of linear probing (default = --lr; authors 1e-3).")
+    ] = None,
+    head: Annotated[
+        Optional[str], typer.Option("--head", help="Fine-tuning head: linear (default) or identity (authors' bug 1).")
+    ] = None,
+    best_epoch: Annotated[
+        Optional[str], typer.Option("--best-epoch", help="deep-copy (best val loss, default) or last (authors' bug 2).")
+    ] = None,
+    probe_bn: Annotated[
+        Optional[str], typer.Option("--probe-bn", help="Frozen encoder BatchNorm: eval (default) or train (authors' bug 3).")
+    ] = None,
+    probe_path: Annotated[
+        Optional[str],
+        typer.Option("--probe-path", help="features (computed once, default) or epochwise (frozen forward every epoch)."),
+    ] = None,
+    imagenet_conv1: Annotated[
+        Optional[str], typer.Option("--imagenet-conv1", help="sum (RGB kernels summed, default) or random (authors' bug 4).")
+    ] = None,
+    scratch_stem: Annotated[
+        Optional[str], typer.Option("--scratch-stem", help="Stem of 'scratch': paper (3x3, default) or authors (7x7).")
+    ] = None,
+    val_fraction: Annotated[
+        Optional[float], typer.Option("--val-fraction", help="Inner validation share of each training part (default 0.2).")
+    ] = None,
+    tirads_cutoff: Annotated[
+        Optional[str], typer.Option("--tirads-cutoff", help="thyroid: TI-RADS at or above which a nodule is malignant (default 4a).")
+    ] = None,
+    ddti_crop: Annotated[
+        Optional[bool], typer.Option("--ddti-crop/--no-ddti-crop", help="thyroid, original layout: crop to the nodule outline.")
+    ] = None,
+    plane: Annotated[Optional[str], typer.Option("--plane", help="acl: axial, coronal or sagittal (default).")] = None,
+    slice_policy: Annotated[
+        Optional[str], typer.Option("--slice-policy", help="acl: middle (default), center:K or all slices of each exam.")
+    ] = None,
+    positive_label: Annotated[
+        Optional[str], typer.Option("--positive-label", help="csv: label value of class 1 when labels are not 0/1.")
+    ] = None,
+    subsample: Annotated[
+        Optional[int], typer.Option("--subsample", help="Use a stratified random subset of N images (quick trials).")
+    ] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the partition and the training (default 0).")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda or cuda:N (default: CUDA when available).")] = None,
+    reference: Annotated[
+        Optional[str], typer.Option("--reference", help="Initialisation compared with the others (default: first checkpoint).")
+    ] = None,
+    embed_cache: Annotated[
+        Optional[Path], typer.Option("--embed-cache", help="Image cache whose UMAP per pretrained encoder goes in the report.")
+    ] = None,
+) -> None:
+    """Fine-tune and linear-probe every initialisation on a fixed k-fold partition, R times; write
+    OUT/<dataset>/<regime>/<init>/repeat_NN/fold_K.csv and the report in OUT/report."""
+    from rich.console import Console
+
+    from modan_pacs.bench import run_benchmark
+
+    options = {
+        "lr": lr, "linear_lr": linear_lr, "head": head, "best_epoch": best_epoch, "probe_bn": probe_bn,
+        "probe_path": probe_path, "imagenet_conv1": imagenet_conv1, "scratch_stem": scratch_stem,
+        "val_fraction": val_fraction, "tirads_cutoff": tirads_cutoff, "ddti_crop": ddti_crop, "plane": plane,
+        "slice_policy": slice_policy, "positive_label": positive_label, "subsample": subsample,
+    }  # fmt: skip
+    console = Console()
+    run = run_benchmark(
+        dataset=dataset, data_dir=data_dir, inits=list(init), out_dir=out, repeats=repeats, folds=folds,
+        regimes=regime or None, epochs=epochs, batch_size=batch_size, image_size=image_size, seed=seed, device=device,
+        imagenet_weights=imagenet_weights, config=config, options={k: v for k, v in options.items() if v is not None},
+        reference=reference, embed_cache=embed_cache, console=console,
+    )  # fmt: skip
+    console.print(f"[green]done[/]: predictions in {run}, report in {run / 'report'}")
