@@ -267,32 +267,38 @@ class MoveDestination:
         self.server = None
 
     def __enter__(self) -> MoveDestination:
-        from pydicom.uid import AllTransferSyntaxes
+        from pydicom.uid import ExplicitVRBigEndian
         from pynetdicom import AE, evt
-        from pynetdicom.presentation import AllStoragePresentationContexts
+        from pynetdicom.presentation import AllStoragePresentationContexts, build_context
+        from pynetdicom.transport import ThreadedAssociationServer
 
         ae = AE(ae_title=self.aet)
         ae.require_calling_aet = [self.peer_aet]
-        syntaxes = list(dict.fromkeys([*UNCOMPRESSED, *COMPRESSED, *AllTransferSyntaxes]))
-        for cx in AllStoragePresentationContexts:
-            ae.add_supported_context(cx.abstract_syntax, syntaxes)
+        # uncompressed (incl. big endian) and the compressed syntaxes pydicom decodes; contexts are
+        # built directly because add_supported_context() is quadratic (1.5 s for 170 x 40 here)
+        syntaxes = [*UNCOMPRESSED, ExplicitVRBigEndian, *COMPRESSED]
+        ae.supported_contexts = [build_context(cx.abstract_syntax, syntaxes) for cx in AllStoragePresentationContexts]
         ae.maximum_pdu_size = 0
         try:
-            self.server = ae.start_server(
+            # like ae.start_server(block=False), but polling for shutdown every 50 ms instead of 500 ms
+            self.server = ae.make_server(
                 (self.bind, self.port),
-                block=False,
                 evt_handlers=[
                     (evt.EVT_CONN_OPEN, set_tcp_nodelay),
                     (evt.EVT_C_STORE, make_store_handler(self.store, self.counter)),
                 ],
+                server_class=ThreadedAssociationServer,
             )
         except OSError as exc:
             raise PacsError(f"C-MOVE destination {self.aet} cannot listen on port {self.port}: {exc.strerror}") from None
+        ae._servers.append(self.server)  # AssociationServer.shutdown() removes itself from this list
+        thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.server is not None:
-            self.server.shutdown()
+            self.server.shutdown()  # stops serving and closes the listening socket
             self.server = None
 
 
