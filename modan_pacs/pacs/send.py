@@ -67,3 +67,33 @@ def send_files(settings: PacsSettings, paths: Iterable[str | Path]) -> SendRepor
             if assoc.is_established:
                 assoc.release()
     return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m modan_pacs.pacs.send --host H --port P --called-aet AET FILE_OR_DIR...``: C-STORE files."""
+    import argparse
+
+    from modan_pacs.pacs.association import make_settings
+
+    parser = argparse.ArgumentParser(description="C-STORE DICOM files (or every file under folders) to a PACS.")
+    parser.add_argument("paths", nargs="+", type=Path)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=4242)
+    parser.add_argument("--called-aet", default="ORTHANC")
+    parser.add_argument("--calling-aet", default="MODANPACS")
+    parser.add_argument("--retries", type=int, default=2, help="connection retries (exponential backoff from 1 s)")
+    args = parser.parse_args(argv)
+    files = [p for root in args.paths for p in (sorted(root.rglob("*")) if root.is_dir() else [root]) if p.is_file()]
+    settings = make_settings(host=args.host, port=args.port, called_aet=args.called_aet,
+                             calling_aet=args.calling_aet, retries=args.retries, backoff=1.0, dimse_timeout=10)
+    try:
+        report = send_files(settings, files)
+    except PacsError as exc:
+        print(f"error: {exc}")
+        return exc.exit_code
+    print(f"stored {len(report.stored)} of {len(files)} files on {settings.label}; {len(report.failed)} not sent")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
