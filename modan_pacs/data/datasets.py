@@ -45,7 +45,8 @@ class CacheRecordDataset(Dataset):
     """
 
     def __init__(self, cache: ImageCache, transform: Callable | None = None, seed: int | None = None, epoch: int = 0) -> None:
-        super().__init__(data=cache_records(cache), transform=transform)
+        super().__init__(data=cache_records(cache), transform=None)
+        self.transform = transform  # kept as given (MONAI would wrap it in a Compose, re-deriving seeds)
         self.cache = cache
         self.seed = seed
         self.epoch = int(epoch)

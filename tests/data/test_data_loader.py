@@ -88,3 +88,14 @@ def test_errors(cache):
         build_pretrain_loader(cache, batch_size=0, size=16)
     with pytest.raises(InputError):
         build_pretrain_loader(cache, batch_size=4, size=16, distributed=True)  # no process group
+
+
+def test_sample_views_equal_the_transform_seeded_by_sample_seed(cache):
+    from modan_pacs.data import sample_seed, two_view_transform
+
+    loader = build_pretrain_loader(cache, batch_size=4, size=16, seed=5, epoch_seed=2)
+    t = two_view_transform(16, drop_source=True)
+    t.set_random_state(seed=sample_seed(5, 2, 3))
+    expected = t({"image": torch.from_numpy(cache.images[3].astype(np.float32)[None] / 255.0)})
+    got = loader.dataset[3]
+    assert torch.equal(got["view1"], expected["view1"]) and torch.equal(got["view2"], expected["view2"])

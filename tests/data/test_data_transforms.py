@@ -127,3 +127,14 @@ def test_downstream_from_array_and_from_png(tmp_path):
     torch.testing.assert_close(from_array, ref)
     with pytest.raises(InputError):
         t(str(tmp_path / "missing.png"))
+
+
+def test_horizontal_flip_matches_monai_randflip():
+    from monai.transforms import Flip
+
+    from modan_pacs.data import RandHorizontalFlip
+
+    img = torch.from_numpy(_image(10, 14, seed=8))
+    flipped = RandHorizontalFlip(prob=1.0)(img)
+    torch.testing.assert_close(flipped, torch.as_tensor(Flip(spatial_axis=1)(img)).as_subclass(torch.Tensor))
+    assert torch.equal(RandHorizontalFlip(prob=0.0)(img), img)

@@ -1,0 +1,175 @@
+"""Training input speed: two-view batches/s from the cache vs decoding DICOM on the fly.
+
+Both loaders use the same two-view transform (paper augmentation), the same batch size, the same
+number of DataLoader workers and the same per-sample seeding; the only difference is where the
+``(1, S, S)`` image comes from: a row of the memory-mapped cache, or pydicom decode + modality LUT
++ window + resize of the DICOM file, every epoch.
+
+The DICOM files are generated: real images (../shared/data pool PNGs when present, else pydicom's
+CT_small / MR_small) upsampled to 512 x 512, stored as 16-bit CT with rescale slope/intercept,
+stored as ``--codecs`` in turn (default: a third each uncompressed, RLE Lossless and JPEG 2000
+Lossless, a typical PACS export mix).
+
+    .venv/bin/python benchmarks/data_bench.py --files 300 --workers 2 --batch-size 32 --epochs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from modan_pacs.data import build_pretrain_loader, sample_seed, two_view_transform
+from modan_pacs.labels import Vocabulary
+from modan_pacs.paths import shared_data_dir
+from modan_pacs.pixels import load_cache
+from modan_pacs.pixels.build import build_cache_from_index
+from modan_pacs.pixels.decode import display_frames, fit_square, read_dicom_frames, to_uint8
+
+
+def source_images(n: int) -> list[np.ndarray]:
+    from PIL import Image
+
+    data = shared_data_dir()
+    if data is not None:
+        paths = sorted((data / "pool_mr_brain_figshare").glob("*.png"))[:n]
+        return [np.asarray(Image.open(p).convert("L").resize((512, 512)), dtype=np.float64) for p in paths]
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    base = pydicom.dcmread(get_testdata_file("CT_small.dcm")).pixel_array.astype(np.float64)
+    base = np.asarray(Image.fromarray(base.astype(np.float32), mode="F").resize((512, 512)))
+    return [np.roll(base, i, axis=1) for i in range(min(n, 50))]
+
+
+CODECS = {"native": None, "rle": "1.2.840.10008.1.2.5", "j2k": "1.2.840.10008.1.2.4.90"}
+
+
+def write_dicom_set(folder: Path, n_files: int, codecs: tuple[str, ...] = ("native", "rle", "j2k")) -> pd.DataFrame:
+    """``n_files`` CT DICOM files (codecs in turn) and an index frame in the contract's columns."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    sources = source_images(n_files)
+    rows = []
+    folder.mkdir(parents=True, exist_ok=True)
+    series = generate_uid()
+    for i in range(n_files):
+        img = sources[i % len(sources)]
+        stored = np.clip(img / 255.0 * 1400.0, 0, 4095).astype(np.uint16)  # HU = stored - 1024
+        ds = pydicom.Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+        ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), series
+        ds.Modality, ds.BodyPartExamined = "CT", "HEAD"
+        ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 512, 512, 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        ds.PixelData = stored.tobytes()
+        codec = CODECS[codecs[i % len(codecs)]]
+        if codec is not None:
+            ds.compress(codec)
+        path = folder / f"img{i:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        rows.append(
+            {"sop_instance_uid": ds.SOPInstanceUID, "series_instance_uid": f"{series}.{i}", "modality": "CT", "number_of_frames": 1,
+             "path": str(path), "location": None, "modality_label": "CT", "anatomy_label": "brain"}
+        )
+    return pd.DataFrame(rows)
+
+
+class OnTheFlyDataset(Dataset):
+    """Decode the DICOM file of each sample every time (what the cache avoids)."""
+
+    def __init__(self, paths: list[str], labels: np.ndarray, size: int, view_size: int, seed: int, window: tuple[float, float]):
+        self.paths, self.labels, self.size, self.seed, self.window = paths, labels, size, seed, window
+        self.transform = two_view_transform(view_size, drop_source=True)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict:
+        decoded, raw = read_dicom_frames(self.paths[i], "middle")
+        image = fit_square(display_frames(decoded, window=self.window, raw=raw)[0], self.size)
+        image = to_uint8(image).astype(np.float32)[None] / 255.0  # same quantisation as the cache
+        self.transform.set_random_state(seed=sample_seed(self.seed, self.epoch, i))
+        record = {"image": torch.from_numpy(image), "labels": torch.from_numpy(self.labels[i]), "index": i}
+        return self.transform(record)
+
+
+def time_loader(loader, epochs: int) -> tuple[float, int]:
+    n = 0
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        loader.sampler.set_epoch(epoch)
+        if hasattr(loader.dataset, "set_epoch"):
+            loader.dataset.set_epoch(epoch)
+        else:
+            loader.dataset.epoch = epoch
+        for _ in loader:
+            n += 1
+    return time.perf_counter() - start, n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=300)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--size", type=int, default=224, help="cache side")
+    parser.add_argument("--view-size", type=int, default=224)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--codecs", default="native,rle,j2k", help="comma list of: " + ", ".join(CODECS))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        codecs = tuple(c.strip() for c in args.codecs.split(","))
+        frame = write_dicom_set(tmp / "dicom", args.files, codecs)
+        vocab = Vocabulary.load()
+        (tmp / "index").mkdir()
+        frame.to_parquet(tmp / "index" / "index.parquet", index=False)
+        np.save(tmp / "index" / "labels.npy", vocab.encode_frame(frame))
+        vocab.save(tmp / "index" / "vocabulary.yaml")
+        print(f"generated {args.files} DICOM files (512x512 CT, codecs {args.codecs}) in {time.perf_counter() - t0:.1f} s")
+
+        t0 = time.perf_counter()
+        build_cache_from_index(tmp / "index", tmp / "cache", size=args.size, workers=args.workers, series_volumes=False)
+        build_s = time.perf_counter() - t0
+        cache = load_cache(tmp / "cache")
+        print(f"cache build: {len(cache)} images in {build_s:.1f} s ({len(cache) / build_s:.0f} images/s, {args.workers} workers)")
+
+        cached = build_pretrain_loader(cache, batch_size=args.batch_size, size=args.view_size, workers=args.workers, seed=0)
+        fly_ds = OnTheFlyDataset(list(frame["path"]), cache.labels, args.size, args.view_size, seed=0, window=(40.0, 80.0))
+        sampler = DistributedSampler(fly_ds, num_replicas=1, rank=0, shuffle=True, seed=0, drop_last=True)
+        on_the_fly = DataLoader(fly_ds, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers, drop_last=True)
+
+        # same images either way (cache rows are the on-the-fly images, quantised identically)
+        first = fly_ds[0]
+        ref = cached.dataset[0]
+        same = torch.equal(first["view1"], ref["view1"])
+
+        cache_s, cache_batches = time_loader(cached, args.epochs)
+        fly_s, fly_batches = time_loader(on_the_fly, args.epochs)
+        cache_rate, fly_rate = cache_batches / cache_s, fly_batches / fly_s
+        print(f"identical views from both paths for sample 0: {same}")
+        print(f"from cache : {cache_batches} batches in {cache_s:.2f} s = {cache_rate:.2f} batches/s ({cache_rate * args.batch_size:.0f} images/s)")
+        print(f"on the fly : {fly_batches} batches in {fly_s:.2f} s = {fly_rate:.2f} batches/s ({fly_rate * args.batch_size:.0f} images/s)")
+        print(f"speed-up   : {cache_rate / fly_rate:.1f}x (batch {args.batch_size}, views {args.view_size}, {args.workers} workers, {args.epochs} epochs)")
+
+
+if __name__ == "__main__":
+    main()
