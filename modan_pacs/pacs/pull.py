@@ -189,6 +189,7 @@ def pull(
             retries=retries,
             backoff=backoff,
         )
+        _fill_sop_classes(settings, units)
         arrived, nbytes, problems = retrieve_dimse(
             settings, split_units(units, chunk), store, method=method, workers=workers, move_port=move_port, on_progress=on_progress
         )
@@ -202,6 +203,25 @@ def pull(
         store.record(status="failed", sop_instance_uid=uid, reason="not received" + (f": {problems[0]}" if problems else ""))
     summary.failed = len(missing)
     return summary
+
+
+def _fill_sop_classes(settings, units: list[RetrievalUnit]) -> None:
+    """Ask the PACS (IMAGE-level C-FIND) for the SOP classes of units whose index rows lack them.
+
+    C-GET needs a storage context per SOP class; an index built elsewhere may not carry them.
+    """
+    missing = [unit for unit in units if not unit.sop_classes]
+    if not missing:
+        return
+    from modan_pacs.pacs.query import FindSession, iter_instances_of_series
+
+    with FindSession(settings) as session:
+        for unit in missing:
+            wanted = set(unit.sop_uids)
+            unit.sop_classes = {
+                cls for uid, cls in iter_instances_of_series(settings, unit.study_uid, unit.series_uid, session)
+                if cls and uid in wanted
+            }
 
 
 def summary_line(summary: PullSummary, store: str | Path) -> str:

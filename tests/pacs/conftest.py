@@ -31,6 +31,12 @@ def require_orthanc(request) -> None:
         root.skip_or_fail(f"{DICOMWEB_PLUGIN} not found (apt-get install orthanc-dicomweb)")
 
 
+@pytest.fixture
+def orthanc_available(request) -> None:
+    """For tests that start their own Orthanc: skip (or fail in CI) when it is not installed."""
+    require_orthanc(request)
+
+
 PYDICOM_FILES = ("CT_small.dcm", "MR_small.dcm")
 PYDICOM_DATA_FILES = (
     "693_UNCR.dcm",

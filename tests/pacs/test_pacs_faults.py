@@ -160,10 +160,7 @@ def _synthetic_series(pydicom_data_dir: Path, out: Path, n: int, per_series: int
     return paths
 
 
-def test_server_killed_mid_pull_then_rerun_completes_without_duplicates(tmp_path, pydicom_data_dir, request):
-    from conftest import require_orthanc  # tests/pacs/conftest.py, imported by pytest as "conftest" here
-
-    require_orthanc(request)
+def test_server_killed_mid_pull_then_rerun_completes_without_duplicates(tmp_path, pydicom_data_dir, orthanc_available):
     from modan_pacs.errors import PacsError
     from modan_pacs.pacs import OrthancServer, build_pacs_index, make_settings, pull, send_files
     from modan_pacs.pacs.pull import raise_if_incomplete

@@ -1,0 +1,113 @@
+"""Pure parts of the PACS code (no server): query slicing, selection, work units, the STORE log."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pandas as pd
+import pytest
+
+from modan_pacs.errors import InputError
+
+
+def test_date_slices_cover_the_range_without_gaps_or_overlap():
+    from modan_pacs.pacs.query import date_slices
+
+    slices = date_slices(dt.date(2020, 1, 1), dt.date(2020, 3, 15), 30)
+    assert slices == ["20200101-20200130", "20200131-20200229", "20200301-20200315"]
+    days = set()
+    for s in slices:
+        lo, hi = (dt.datetime.strptime(x, "%Y%m%d").date() for x in s.split("-"))
+        span = {lo + dt.timedelta(d) for d in range((hi - lo).days + 1)}
+        assert not days & span
+        days |= span
+    assert days == {dt.date(2020, 1, 1) + dt.timedelta(d) for d in range(75)}
+    assert date_slices(None, None, 30) == [""]
+    assert date_slices(dt.date(2020, 1, 1), None, 30) == ["20200101-"]
+    assert date_slices(None, dt.date(2020, 1, 1), 30) == ["-20200101"]
+    assert date_slices(dt.date(2020, 1, 1), dt.date(2020, 12, 31), 0) == ["20200101-20201231"]
+    with pytest.raises(InputError, match="after"):
+        date_slices(dt.date(2021, 1, 1), dt.date(2020, 1, 1), 30)
+
+
+def test_parse_date_and_select():
+    from modan_pacs.pacs.pull import parse_select
+    from modan_pacs.pacs.query import parse_date
+
+    assert parse_date("2020-02-29", "d") == parse_date("20200229", "d") == dt.date(2020, 2, 29)
+    with pytest.raises(InputError, match="date_to '2020-02-30'"):
+        parse_date("2020-02-30", "date_to")
+    assert parse_select("per-label 100") == 100 and parse_select(None) is None
+    for bad in ("per-label", "per-label 0", "100", "per-series 3"):
+        with pytest.raises(InputError, match="per-label N"):
+            parse_select(bad)
+
+
+def test_units_skip_received_instances_and_split_into_chunks():
+    from modan_pacs.pacs.pull import units_from_rows
+    from modan_pacs.pacs.retrieve import split_units
+
+    rows = pd.DataFrame({
+        "study_instance_uid": ["1"] * 5 + ["1"] * 2,
+        "series_instance_uid": ["1.1"] * 5 + ["1.2"] * 2,
+        "sop_instance_uid": [f"1.1.{i}" for i in range(5)] + ["1.2.0", "1.2.1"],
+        "sop_class_uid": ["1.2.840.10008.5.1.4.1.1.2"] * 5 + ["1.2.840.10008.5.1.4.1.1.4"] * 2,
+    })
+    units, skipped = units_from_rows(rows, skip={"1.1.0", "1.2.0", "1.2.1"})
+    assert skipped == 3 and len(units) == 1 and units[0].sop_uids == ["1.1.1", "1.1.2", "1.1.3", "1.1.4"]
+    chunks = split_units(units, 3)
+    assert [c.sop_uids for c in chunks] == [["1.1.1", "1.1.2", "1.1.3"], ["1.1.4"]]
+
+
+def test_contexts_never_exceed_128_per_association():
+    from modan_pacs.pacs.retrieve import RetrievalUnit, group_by_contexts, storage_contexts
+
+    units = [RetrievalUnit("1", f"1.{i}", ["x"], {f"1.2.3.{i}", f"1.2.4.{i}"}) for i in range(100)]
+    groups = group_by_contexts(units)
+    assert sum(len(g) for g in groups) == 100
+    for group in groups:
+        classes = set().union(*(u.sop_classes for u in group))
+        assert 1 + len(storage_contexts(classes)) <= 128
+
+
+def test_store_resumes_from_its_log_and_drops_stale_temporaries(tmp_path):
+    from modan_pacs.pacs import Store
+
+    store = Store(tmp_path)
+    path, new = store.write("1.2", "1.2.3", "1.2.3.4", b"first")
+    assert new and store.has("1.2.3.4")
+    stale = path.parent / ".1.2.3.5.99.1.part"
+    stale.write_bytes(b"half")
+    reopened = Store(tmp_path)
+    assert reopened.arrived == {"1.2.3.4"} and not stale.exists()
+    _, again = reopened.write("1.2", "1.2.3", "1.2.3.4", b"second")
+    assert not again and path.read_bytes() == b"first"
+    path.unlink()  # a file deleted by hand is fetched again
+    assert Store(tmp_path).arrived == set()
+    records = [json.loads(line) for line in (tmp_path / "pull_log.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in records] == ["arrived"] and records[0]["path"] == "1.2/1.2.3/1.2.3.4.dcm"
+
+
+def test_pacs_location_is_read_back_from_the_index():
+    from modan_pacs.pacs.pull import pacs_from_index
+
+    frame = pd.DataFrame({"location": ["pacs://ORTHANC@10.0.0.5:4242/1/2/3"]})
+    assert pacs_from_index(frame) == ("10.0.0.5", 4242, "ORTHANC")
+    assert pacs_from_index(pd.DataFrame({"location": [None]})) is None
+
+
+def test_dicomweb_credentials_from_file_or_environment(tmp_path, monkeypatch):
+    from modan_pacs.pacs.dicomweb import PASSWORD_ENV, USER_ENV, read_credentials
+
+    monkeypatch.delenv(USER_ENV, raising=False)
+    assert read_credentials(None) is None
+    monkeypatch.setenv(USER_ENV, "alice")
+    monkeypatch.setenv(PASSWORD_ENV, "s3:cret")
+    assert read_credentials(None) == ("alice", "s3:cret")
+    creds = tmp_path / "creds"
+    creds.write_text("bob:pa:ss\n")
+    assert read_credentials(creds) == ("bob", "pa:ss")
+    creds.write_text("no-colon\n")
+    with pytest.raises(InputError, match="user:password"):
+        read_credentials(creds)
