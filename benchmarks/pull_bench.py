@@ -78,8 +78,8 @@ def main() -> None:
         print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; Orthanc on loopback; "
               f"{args.instances} instances of CT_small ({paths[0].stat().st_size / 1e3:.0f} kB) in series of {args.per_series}")
         print(f"C-STORE load: {args.instances / load_s:.0f} instances/s; C-FIND image-level index: {index_s:.2f} s")
-        print(f"| method | workers | instances | seconds | instances/s | MB/s | speed-up vs 1 worker |")
-        print(f"| --- | --- | --- | --- | --- | --- | --- |")
+        print("| method | workers | instances | seconds | instances/s | MB/s | speed-up vs 1 worker |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
         for method in args.methods:
             base = None
             for workers in args.workers:

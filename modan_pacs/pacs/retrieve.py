@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -153,7 +152,7 @@ def _queue(units: Iterable[RetrievalUnit]) -> queue.SimpleQueue:
     return shared
 
 
-def _identifier(unit: RetrievalUnit, settings: PacsSettings):
+def _identifier(unit: RetrievalUnit):
     from pydicom.dataset import Dataset
 
     ds = Dataset()
@@ -207,7 +206,8 @@ def _failed_uids(final: Any) -> list[str]:
     value = final.get("FailedSOPInstanceUIDList") if final is not None else None
     if not value:
         return []
-    return [str(v) for v in (value if isinstance(value, (list, tuple)) or hasattr(value, "__iter__") and not isinstance(value, str) else [value])]
+    values = [value] if isinstance(value, str) else list(value)  # one UID, or a MultiValue of them
+    return [str(v) for v in values]
 
 
 def _c_get_worker(
@@ -232,7 +232,7 @@ def _c_get_worker(
                     settings, contexts, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)], purpose="C-GET"
                 )
             final = None
-            for status, _ in assoc.send_c_get(_identifier(unit, settings), STUDY_GET):
+            for status, _ in assoc.send_c_get(_identifier(unit), STUDY_GET):
                 if getattr(status, "Status", None) in _PENDING:
                     continue
                 final = status
@@ -316,7 +316,7 @@ def _c_move_worker(
             if assoc is None or not assoc.is_established:
                 assoc = open_association(settings, [(STUDY_MOVE, UNCOMPRESSED)], purpose="C-MOVE")
             final = None
-            for status, _ in assoc.send_c_move(_identifier(unit, settings), destination, STUDY_MOVE):
+            for status, _ in assoc.send_c_move(_identifier(unit), destination, STUDY_MOVE):
                 if getattr(status, "Status", None) in _PENDING:
                     continue
                 final = status
