@@ -1,0 +1,39 @@
+"""``modan-pacs proxy-study``: the paper's comparison on the real images of shared/data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def proxy_study(
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="shared/data (pool_*, busi, ddti); default ../shared/data or $MODAN_PACS_SHARED/data.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Study folder (re-running resumes).")] = Path("runs/proxy_study"),
+    quick: Annotated[bool, typer.Option("--quick", help="Reduced budget (what CI runs): 1 epoch, 1 repeat, breast only.")] = False,
+    epochs: Annotated[int | None, typer.Option(help="Pretraining epochs (each method).")] = None,
+    repeats: Annotated[int | None, typer.Option(help="Repeats of the 5-fold run.")] = None,
+    bench_epochs: Annotated[int | None, typer.Option("--bench-epochs", help="Downstream epochs per fold.")] = None,
+    size: Annotated[int | None, typer.Option(help="Image side in pixels.")] = None,
+    stem: Annotated[str | None, typer.Option(help="Encoder stem: authors (fast) or paper.")] = None,
+    imagenet_weights: Annotated[Path | None, typer.Option("--imagenet-weights", help="Local torchvision resnet18 weights: adds the ImageNet baseline.")] = None,
+) -> None:
+    """Pretrain ModAn-MulSupCon, SimCLR and supervised-anatomy encoders on the real pool, benchmark breast and thyroid."""
+    from modan_pacs.demo.proxy import ProxySettings, run_proxy_study
+    from modan_pacs.errors import DataNotFoundError
+    from modan_pacs.paths import shared_data_dir
+
+    data_dir = data_dir or shared_data_dir()
+    if data_dir is None:
+        raise DataNotFoundError("no shared/data folder found: pass --data-dir (it holds pool_*/, busi/ and ddti/ with metadata.csv)")
+    settings = ProxySettings.quick() if quick else ProxySettings()
+    for name, value in {"pretrain_epochs": epochs, "repeats": repeats, "bench_epochs": bench_epochs, "image_size": size, "stem": stem}.items():
+        if value is not None:
+            setattr(settings, name, value)
+    settings.imagenet_weights = str(imagenet_weights) if imagenet_weights else None
+    run_proxy_study(data_dir, out, settings=settings)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("proxy-study")(proxy_study)
