@@ -49,12 +49,12 @@ _REGION_CODES: dict[str, tuple[str, str, str]] = {
 class ProxySettings:
     """Compute budget of the proxy study (identical for every pretraining method)."""
 
-    image_size: int = 64
+    image_size: int = 48
     stem: str = "authors"
-    pretrain_epochs: int = 30
+    pretrain_epochs: int = 15
     pretrain_batch: int = 64
     repeats: int = 5
-    bench_epochs: int = 10
+    bench_epochs: int = 4
     bench_batch: int = 32
     datasets: tuple[str, ...] = ("breast", "thyroid")
     regimes: tuple[str, ...] = ("finetune", "linear")

@@ -16,8 +16,10 @@ def test_wrapped_pool_keeps_labels_through_messy_headers(shared_data, tmp_path):
     truth = wrap_pool_as_export(shared_data, tmp_path / "export", seed=0)
     assert len(truth) == sum(len(pd.read_csv(p)) for p in shared_data.glob("pool_*/metadata.csv"))
     report = build_index(tmp_path / "export", tmp_path / "index", workers=1, salt_file=tmp_path / "salt")
-    found = truth.join(report.tables.frame.set_index("path")[["modality", "modality_label", "anatomy_label", "anatomy_source"]], on="path")
-    assert found["modality"].notna().all(), "a wrapped pool image is missing from the index"
+    indexed = report.tables.frame.set_index("path")[["modality", "modality_label", "anatomy_label", "anatomy_source"]]
+    found = truth.join(indexed.rename(columns={"modality": "header_modality"}), on="path")
+    assert found["header_modality"].notna().all(), "a wrapped pool image is missing from the index"
+    assert (found["header_modality"] == found["modality"]).all()
     expected_modality = found["modality"].map({"MR": "MR", "US": "US", "DX": "radiograph", "CR": "radiograph"})
     assert (found["modality_label"] == expected_modality).all()
     assert (found["anatomy_label"] == found["anatomy"]).all(), found.loc[found["anatomy_label"] != found["anatomy"]].head()
