@@ -130,7 +130,9 @@ def wrap_pool_as_export(data_dir: str | Path, out_dir: str | Path, *, seed: int 
                     patient_id=patient,
                     study_description=str(rng.choice(["", "OUTPATIENT", "ROUTINE", "Imaging"])) or None,
                     sop_instance_uid=generate_uid(entropy_srcs=[pool, str(i)]),
-                    series_instance_uid=generate_uid(entropy_srcs=[pool, str(i // 4), "series"]),
+                    # one series per image: the pool's MR images are single slices of different
+                    # patients, which the cache would otherwise stack into one volume
+                    series_instance_uid=generate_uid(entropy_srcs=[pool, str(i), "series"]),
                     study_instance_uid=generate_uid(entropy_srcs=[pool, str(i // 4), "study"]),
                     instance_number=i % 4 + 1,
                     **header,
