@@ -12,6 +12,8 @@ exponential backoff; rejections are not (they are permanent).
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import re
 import socket
@@ -91,10 +93,8 @@ def set_tcp_nodelay(event: Any) -> None:
     """``EVT_CONN_OPEN`` handler: disable Nagle's algorithm on the association's socket."""
     sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):  # a socket already closed by the peer: nothing to tune
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:  # a socket already closed by the peer: nothing to tune
-            pass
 
 
 def guard_reactor_race(assoc: Any) -> None:

@@ -160,10 +160,10 @@ class OrthancServer:
                 )
             try:
                 reply = requests.get(f"{self.http_url}/system", auth=(self.user, self.password), timeout=1.0)
-                if reply.status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
+            except requests.RequestException:  # not listening yet: poll again
+                reply = None
+            if reply is not None and reply.status_code == 200:
+                return
             time.sleep(0.05)
         self.stop()
         raise PacsError(f"Orthanc on port {self.http_port} was not ready after {self.ready_timeout:.0f} s")
