@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from modan_pacs.data import build_pretrain_loader, sample_seed, two_view_transform
+from modan_pacs.data.datasets import EpochSampler
 from modan_pacs.labels import Vocabulary
 from modan_pacs.paths import shared_data_dir
 from modan_pacs.pixels import load_cache
@@ -99,12 +100,13 @@ class OnTheFlyDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        epoch, i = index if isinstance(index, tuple) else (self.epoch, index)  # EpochSampler yields (epoch, i)
         decoded, raw = read_dicom_frames(self.paths[i], "middle")
         image = fit_square(display_frames(decoded, window=self.window, raw=raw)[0], self.size)
-        image = to_uint8(image).astype(np.float32)[None] / 255.0  # same quantisation as the cache
-        self.transform.set_random_state(seed=sample_seed(self.seed, self.epoch, i))
-        record = {"image": torch.from_numpy(image), "labels": torch.from_numpy(self.labels[i]), "index": i}
+        image = to_uint8(image)[None]  # same quantisation as the cache; the transform reads uint8 as x / 255
+        self.transform.set_random_state(seed=sample_seed(self.seed, epoch, i))
+        record = {"image": torch.from_numpy(image), "labels": torch.from_numpy(np.array(self.labels[i])), "index": i}
         return self.transform(record)
 
 
@@ -154,18 +156,22 @@ def main() -> None:
 
         cached = build_pretrain_loader(cache, batch_size=args.batch_size, size=args.view_size, workers=args.workers, seed=0)
         fly_ds = OnTheFlyDataset(list(frame["path"]), cache.labels, args.size, args.view_size, seed=0, window=(40.0, 80.0))
-        sampler = DistributedSampler(fly_ds, num_replicas=1, rank=0, shuffle=True, seed=0, drop_last=True)
-        on_the_fly = DataLoader(fly_ds, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers, drop_last=True)
+        # the loader settings of build_pretrain_loader: same sampler (epoch with each index), persistent workers
+        sampler = EpochSampler(fly_ds, num_replicas=1, rank=0, shuffle=True, seed=0, drop_last=True)
+        on_the_fly = DataLoader(
+            fly_ds, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers, drop_last=True,
+            persistent_workers=cached.persistent_workers, pin_memory=cached.pin_memory,
+        )
 
         # same images either way (cache rows are the on-the-fly images, quantised identically)
-        first = fly_ds[0]
-        ref = cached.dataset[0]
-        same = torch.equal(first["view1"], ref["view1"])
+        same = all(
+            torch.equal(fly_ds[(e, i)][key], cached.dataset[(e, i)][key]) for e in (0, 1) for i in (0, 1, 2) for key in ("view1", "view2")
+        )
 
         cache_s, cache_batches = time_loader(cached, args.epochs)
         fly_s, fly_batches = time_loader(on_the_fly, args.epochs)
         cache_rate, fly_rate = cache_batches / cache_s, fly_batches / fly_s
-        print(f"identical views from both paths for sample 0: {same}")
+        print(f"identical views from both paths (samples 0-2, epochs 0-1): {same}")
         print(f"from cache : {cache_batches} batches in {cache_s:.2f} s = {cache_rate:.2f} batches/s ({cache_rate * args.batch_size:.0f} images/s)")
         print(f"on the fly : {fly_batches} batches in {fly_s:.2f} s = {fly_rate:.2f} batches/s ({fly_rate * args.batch_size:.0f} images/s)")
         print(f"speed-up   : {cache_rate / fly_rate:.1f}x (batch {args.batch_size}, views {args.view_size}, {args.workers} workers, {args.epochs} epochs)")

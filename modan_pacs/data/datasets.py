@@ -6,6 +6,11 @@ on those three numbers, not on the number of workers, the rank, or the order of 
 shuffling is a ``DistributedSampler`` seeded with ``seed`` and reshuffled by ``set_epoch``; with
 ``distributed=False`` it is the same sampler with one replica. Call :meth:`PretrainLoader.set_epoch`
 before each epoch (it sets both the sampler's and the dataset's epoch).
+
+Speed: the sampler yields ``(epoch, cache_row)`` pairs, so DataLoader workers learn the epoch from
+the indices they are given and can stay alive across epochs (``persistent_workers=True``: no
+re-forking per epoch). Cached rows stay ``uint8`` until the crop: only the cropped pixels are
+converted to float (see :class:`~modan_pacs.data.transforms.RandResizedCrop`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from modan_pacs.data.transforms import two_view_transform
 from modan_pacs.errors import InputError
 from modan_pacs.pixels.cache import ImageCache, load_cache
 
-__all__ = ["CacheRecordDataset", "PretrainLoader", "build_pretrain_loader", "cache_records", "sample_seed"]
+__all__ = ["CacheRecordDataset", "EpochSampler", "PretrainLoader", "build_pretrain_loader", "cache_records", "sample_seed"]
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -40,13 +45,20 @@ class CacheRecordDataset(Dataset):
     """MONAI ``Dataset`` over cache rows: record ``i`` -> ``{"image", "labels", "index"}`` -> transform.
 
     ``image`` is ``(1, S, S)`` float32 in ``[0, 1]`` (cached uint8 / 255), ``labels`` ``(K,)`` float32,
-    ``index`` the cache row. When ``seed`` is given, a randomizable ``transform`` is re-seeded per
-    sample with :func:`sample_seed` ``(seed, epoch, index)``.
+    ``index`` the cache row. With ``uint8_input=True`` (and a transform) ``image`` is handed to the
+    transform as the cached ``uint8`` row instead; the transform must read uint8 as ``x / 255``, as
+    :func:`~modan_pacs.data.transforms.two_view_transform` does (same views, less conversion work).
+    When ``seed`` is given, a randomizable ``transform`` is re-seeded per sample with
+    :func:`sample_seed` ``(seed, epoch, index)``; the epoch is :attr:`epoch`, or the one given with
+    the index as ``dataset[(epoch, index)]``.
     """
 
-    def __init__(self, cache: ImageCache, transform: Callable | None = None, seed: int | None = None, epoch: int = 0) -> None:
+    def __init__(
+        self, cache: ImageCache, transform: Callable | None = None, seed: int | None = None, epoch: int = 0, *, uint8_input: bool = False
+    ) -> None:
         super().__init__(data=cache_records(cache), transform=None)
         self.transform = transform  # kept as given (MONAI would wrap it in a Compose, re-deriving seeds)
+        self.uint8_input = bool(uint8_input)
         self.cache = cache
         self.seed = seed
         self.epoch = int(epoch)
@@ -54,17 +66,39 @@ class CacheRecordDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def _transform(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: Any) -> Any:
+        """``dataset[i]`` at the current epoch, or ``dataset[(epoch, i)]`` (what :class:`EpochSampler` yields)."""
+        if isinstance(index, tuple) and len(index) == 2:
+            epoch, row = index
+            return self._transform(int(row), int(epoch))
+        return super().__getitem__(index)
+
+    def _transform(self, index: int, epoch: int | None = None) -> dict[str, Any]:
+        image = torch.from_numpy(np.array(self.cache.images[index])[None])  # a writable copy of the uint8 row
+        if self.transform is None or not self.uint8_input:
+            image = image.to(torch.float32).div_(255.0)
         record = {
-            "image": torch.from_numpy(np.asarray(self.cache.images[index], dtype=np.float32)[None] / 255.0),
+            "image": image,  # (1, S, S): uint8 when the transform takes uint8 (scaled to [0, 1] after its crop)
             "labels": torch.from_numpy(np.asarray(self.cache.labels[index], dtype=np.float32)),
             "index": int(index),
         }
         if self.transform is None:
             return record
         if self.seed is not None and hasattr(self.transform, "set_random_state"):
-            self.transform.set_random_state(seed=sample_seed(self.seed, self.epoch, index))
+            self.transform.set_random_state(seed=sample_seed(self.seed, self.epoch if epoch is None else epoch, index))
         return self.transform(record)
+
+
+class EpochSampler(DistributedSampler):
+    """``DistributedSampler`` that yields ``(epoch, index)`` pairs instead of bare indices.
+
+    The epoch travels with each index to the DataLoader workers, so the augmentation seed
+    ``(seed, epoch, index)`` is right even in persistent workers that were forked epochs ago.
+    """
+
+    def __iter__(self):  # type: ignore[override]
+        epoch = self.epoch
+        return ((epoch, index) for index in super().__iter__())
 
 
 class PretrainLoader(DataLoader):
@@ -134,7 +168,7 @@ def build_pretrain_loader(
     if workers < 0:
         raise InputError(f"workers must be >= 0; got {workers}")
     transform = two_view_transform(size, tuple(scale), flip_prob, jitter_prob, drop_source=True)
-    dataset = CacheRecordDataset(cache, transform=transform, seed=seed, epoch=epoch_seed)
+    dataset = CacheRecordDataset(cache, transform=transform, seed=seed, epoch=epoch_seed, uint8_input=True)
     if distributed:
         if num_replicas is None or rank is None:
             if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
@@ -143,7 +177,7 @@ def build_pretrain_loader(
             rank = torch.distributed.get_rank() if rank is None else rank
     else:
         num_replicas, rank = 1, 0
-    sampler = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=drop_last)
+    sampler = EpochSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=drop_last)
     sampler.set_epoch(epoch_seed)
     generator = torch.Generator()
     generator.manual_seed(sample_seed(seed, epoch_seed, -1 & 0xFFFFFFFF))
@@ -158,5 +192,5 @@ def build_pretrain_loader(
         pin_memory=pin_memory,
         worker_init_fn=_seed_worker if workers > 0 else None,
         generator=generator,
-        persistent_workers=False,  # workers must see the epoch set by set_epoch
+        persistent_workers=workers > 0,  # the epoch reaches the workers with each index (EpochSampler)
     )

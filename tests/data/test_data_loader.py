@@ -99,3 +99,19 @@ def test_sample_views_equal_the_transform_seeded_by_sample_seed(cache):
     expected = t({"image": torch.from_numpy(cache.images[3].astype(np.float32)[None] / 255.0)})
     got = loader.dataset[3]
     assert torch.equal(got["view1"], expected["view1"]) and torch.equal(got["view2"], expected["view2"])
+
+
+def test_persistent_workers_follow_set_epoch(cache):
+    workers = build_pretrain_loader(cache, batch_size=8, size=16, seed=6, workers=2)
+    assert workers.persistent_workers
+    main = build_pretrain_loader(cache, batch_size=8, size=16, seed=6, workers=0)
+    for epoch in (0, 1, 2):
+        workers.set_epoch(epoch)
+        main.set_epoch(epoch)
+        for x, y in zip(_collect(workers), _collect(main), strict=True):
+            assert torch.equal(x["index"], y["index"]) and torch.equal(x["view1"], y["view1"]) and torch.equal(x["view2"], y["view2"])
+    # dataset[(epoch, row)] is the sample of that epoch whatever the dataset's own epoch
+    main.dataset.set_epoch(0)
+    direct = main.dataset[(2, 5)]
+    main.dataset.set_epoch(2)
+    assert torch.equal(direct["view1"], main.dataset[5]["view1"])

@@ -138,3 +138,31 @@ def test_horizontal_flip_matches_monai_randflip():
     flipped = RandHorizontalFlip(prob=1.0)(img)
     torch.testing.assert_close(flipped, torch.as_tensor(Flip(spatial_axis=1)(img)).as_subclass(torch.Tensor))
     assert torch.equal(RandHorizontalFlip(prob=0.0)(img), img)
+
+
+def test_reseeding_one_transform_equals_fresh_transforms_and_spares_a_callers_state():
+    img = _image(seed=3)
+    reused = two_view_transform(32)
+    for seed in (1, 2, 1, 2**40 + 5):  # re-seeded in place after the first call
+        fresh = two_view_transform(32)
+        fresh.set_random_state(seed=seed)
+        reused.set_random_state(seed=seed)
+        a, b = reused({"image": img}), fresh({"image": img})
+        assert torch.equal(a["view1"], b["view1"]) and torch.equal(a["view2"], b["view2"])
+    state = np.random.RandomState(5)
+    reused.set_random_state(state=state)
+    before = state.get_state()[1].copy()
+    reused.set_random_state(seed=7)  # must build its own generator, not re-seed the caller's
+    assert reused.R is not state and np.array_equal(state.get_state()[1], before)
+
+
+def test_uint8_input_gives_the_views_of_its_float_scaling():
+    img8 = np.random.default_rng(4).integers(0, 256, (1, 60, 50), dtype=np.uint8)
+    a, b = two_view_transform(40), two_view_transform(40)
+    for seed in range(5):
+        a.set_random_state(seed=seed)
+        b.set_random_state(seed=seed)
+        from_u8 = a({"image": torch.from_numpy(img8)})
+        from_float = b({"image": img8.astype(np.float32) / 255.0})
+        assert torch.equal(from_u8["view1"], from_float["view1"]) and torch.equal(from_u8["view2"], from_float["view2"])
+        assert from_u8["view1"].dtype == torch.float32 and float(from_u8["view1"].max()) <= 1.0
