@@ -5,24 +5,48 @@ Public API:
     write_index(frame, out_dir, vocabulary, errors=None) -> IndexTables   (any raw records, e.g. C-FIND)
     load_index(dir) -> IndexTables;  relabel(dir, vocab) -> IndexTables
     read_header(path, salt) -> dict;  patient_hash(patient_id, salt);  load_or_create_salt(path)
+
+The names are imported on first use (PEP 562), so a header-reading worker process that imports
+``modan_pacs.ingest.headers`` does not pay for pandas and the labelling code.
 """
 
-from modan_pacs.ingest.build import IndexReport, build_index
-from modan_pacs.ingest.headers import RAW_COLUMNS, patient_hash, read_header
-from modan_pacs.ingest.salt import default_salt_path, load_or_create_salt
-from modan_pacs.ingest.store import INDEX_COLUMNS, IndexTables, load_index, relabel, write_index
+from __future__ import annotations
 
-__all__ = [
-    "INDEX_COLUMNS",
-    "RAW_COLUMNS",
-    "IndexReport",
-    "IndexTables",
-    "build_index",
-    "default_salt_path",
-    "load_index",
-    "load_or_create_salt",
-    "patient_hash",
-    "read_header",
-    "relabel",
-    "write_index",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_WHERE = {
+    "IndexReport": "build",
+    "build_index": "build",
+    "RAW_COLUMNS": "headers",
+    "patient_hash": "headers",
+    "read_header": "headers",
+    "default_salt_path": "salt",
+    "load_or_create_salt": "salt",
+    "INDEX_COLUMNS": "store",
+    "IndexTables": "store",
+    "load_index": "store",
+    "relabel": "store",
+    "write_index": "store",
+}
+
+__all__ = sorted(_WHERE)
+
+if TYPE_CHECKING:
+    from modan_pacs.ingest.build import IndexReport, build_index
+    from modan_pacs.ingest.headers import RAW_COLUMNS, patient_hash, read_header
+    from modan_pacs.ingest.salt import default_salt_path, load_or_create_salt
+    from modan_pacs.ingest.store import INDEX_COLUMNS, IndexTables, load_index, relabel, write_index
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'modan_pacs.ingest' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"modan_pacs.ingest.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

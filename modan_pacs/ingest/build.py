@@ -1,20 +1,21 @@
 """Build or update an index from an export folder: walk, read headers in worker processes, write.
 
-Headers are read in chunks by worker processes; each chunk becomes one Parquet part file in
-``OUT/.ingest/`` written under a temporary name and renamed, so a part is either complete or
-absent. The parts are the resumable state: a re-run (or a run after SIGKILL) reads only files
-whose ``(path, size, mtime)`` is not in a part yet, then merges the parts keeping the newest row
-per path and dropping files that disappeared, compacts them into one part, and hands the merged
-records to :func:`modan_pacs.ingest.store.write_index`. Memory during reading holds only the list
-of paths and one chunk per worker, never the parsed datasets.
+Headers are read in chunks by worker processes (forked on Linux) that send the rows back; each
+chunk becomes one Parquet part file in ``OUT/.ingest/``, written by this process under a temporary
+name and renamed, so a part is either complete or absent. The parts are the resumable state: a
+re-run (or a run after SIGKILL) reads only files whose ``(path, size, mtime)`` is not in a part
+yet, then merges the parts keeping the newest row per path and dropping files that disappeared,
+compacts them into one part, and hands the merged records to
+:func:`modan_pacs.ingest.store.write_index`. Memory during reading holds only the list of paths
+and at most two chunks of rows per worker, never the parsed datasets.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 import time
-import warnings
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from modan_pacs.errors import InputError
-from modan_pacs.ingest.headers import PART_SCHEMA, RAW_COLUMNS, read_header
+from modan_pacs.ingest.headers import PART_SCHEMA, RAW_COLUMNS, quiet_worker, read_chunk, read_rows, write_part
 from modan_pacs.ingest.salt import load_or_create_salt
 from modan_pacs.ingest.store import IndexTables, write_index
 from modan_pacs.ingest.walk import dicomdir_missing_files, iter_files
@@ -50,21 +51,20 @@ class IndexReport:
     seconds: float
 
 
-def _quiet_worker() -> None:
-    warnings.simplefilter("ignore")
+def _worker_pool(n: int) -> ProcessPoolExecutor:
+    """Header-reading processes. On Linux they are forked after this process has imported pydicom:
+    no new interpreter, no re-import of the caller's ``__main__`` or of pydicom, which would cost
+    more than reading thousands of headers. Workers only read files and send rows back; this
+    process writes the parts, so a worker never touches pyarrow or rich state it inherited.
+    Elsewhere the workers are spawned.
+    """
+    import multiprocessing
 
+    import pydicom.filereader  # noqa: F401 - once here, inherited by the forked workers
 
-def read_chunk(paths: list[str], part_path: str, salt: bytes) -> int:
-    """Read the headers of ``paths`` and write them as one part file (atomic rename). Returns the count."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        records = [read_header(p, salt) for p in paths]
-    table = pa.Table.from_pylist(records, schema=PART_SCHEMA)
-    target = Path(part_path)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, target)
-    return len(paths)
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    return ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context(method),
+                               initializer=quiet_worker)
 
 
 def _part_files(state: Path) -> list[Path]:
@@ -164,22 +164,17 @@ def build_index(
             if progress:
                 progress(done, len(todo))
     else:
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["modan_pacs.ingest.headers", "pydicom", "pyarrow.parquet"])
-        with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx,
-                                 initializer=_quiet_worker) as pool:
-            pending = set()
+        with _worker_pool(min(workers, len(chunks))) as pool:
+            pending: dict = {}  # future -> its part file
             queue = list(zip(chunks, part_names))
             queue.reverse()
             while queue or pending:
                 while queue and len(pending) < 2 * workers:  # bounded: chunk lists are not all in flight
                     chunk, name = queue.pop()
-                    pending.add(pool.submit(read_chunk, chunk, name, salt))
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    pending[pool.submit(read_rows, chunk, salt)] = name
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    done += fut.result()
+                    done += write_part(fut.result(), pending.pop(fut))
                 if progress:
                     progress(done, len(todo))
 

@@ -1,11 +1,14 @@
 """Read one DICOM file's header (never its pixel data) into a flat, PHI-free record.
 
-This is the function the worker processes run. It opens the file once, lets pydicom parse only
-the tags the index needs (``specific_tags``, ``stop_before_pixels``), then checks from the file
-itself that the pixel data element is present and complete (a file cut inside its pixel data
-parses fine as a header, so the length of the element is compared with the file size, walking
-the fragment items of encapsulated data). Anything that is not an indexable image becomes a
-record with ``error`` set to a reason code and ``error_detail`` a one-line explanation.
+This is what the worker processes run, so it is the hot path of ``modan-pacs index``. It reads the
+first few kB of the file once and walks them in memory with pydicom's ``data_element_generator``,
+keeping the raw bytes of the few tags the index needs and stopping at the pixel data element;
+it then checks that the pixel data element is present and complete (a file cut inside its pixel
+data parses fine as a header, so the element length is compared with the file size, walking the
+fragment items of encapsulated data). Files that walk does not cover (no preamble, big endian,
+deflated, odd file meta) are read with ``pydicom.dcmread`` instead; both give the same record.
+Anything that is not an indexable image becomes a record with ``error`` set to a reason code and
+``error_detail`` a one-line explanation.
 
 Reason codes: ``empty_file``, ``not_dicom``, ``truncated``, ``dicomdir``, ``not_an_image``,
 ``no_pixel_data``, ``missing_uid``, ``permission_denied``, ``unreadable`` (here), plus
@@ -14,9 +17,11 @@ Reason codes: ``empty_file``, ``not_dicom``, ``truncated``, ``dicomdir``, ``not_
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import struct
+from io import BytesIO
 from typing import Any
 
 import pyarrow as pa
@@ -123,11 +128,13 @@ def _looks_like_bare_dataset(head: bytes) -> bool:
     return group_le in (0x0002, 0x0008) or group_be in (0x0002, 0x0008)
 
 
-def _pixel_extent_ok(fh, size: int, implicit: bool, little: bool) -> tuple[bool, str]:
-    """Is the pixel data element at the current position complete? ``(ok, detail)``."""
-    start = fh.tell()
+def _pixel_extent_ok(read_at, start: int, size: int, implicit: bool, little: bool) -> tuple[bool, str]:
+    """Is the pixel data element at byte ``start`` complete? ``(ok, detail)``.
+
+    ``read_at(pos, n)`` returns up to ``n`` bytes of the file from ``pos``.
+    """
     endian = "<" if little else ">"
-    head = fh.read(12)
+    head = read_at(start, 12)
     if len(head) < 8:
         return False, f"pixel data element header cut at byte {start}"
     if not implicit and not (65 <= head[4] <= 90 and 65 <= head[5] <= 90):
@@ -148,8 +155,7 @@ def _pixel_extent_ok(fh, size: int, implicit: bool, little: bool) -> tuple[bool,
     # Encapsulated: items (FFFE,E000) until the sequence delimiter (FFFE,E0DD).
     pos = value_start
     for _ in range(1_000_000):
-        fh.seek(pos)
-        item = fh.read(8)
+        item = read_at(pos, 8)
         if len(item) < 8:
             return False, f"encapsulated pixel data ends without a sequence delimiter (file has {size} bytes)"
         g, e, ilen = struct.unpack(endian + "HHI", item)
@@ -163,89 +169,74 @@ def _pixel_extent_ok(fh, size: int, implicit: bool, little: bool) -> tuple[bool,
     return False, "too many pixel data fragments"
 
 
-def read_header(path: str, salt: bytes) -> dict[str, Any]:
+def read_header(path: str, salt: bytes, *, dcmread_only: bool = False) -> dict[str, Any]:
     """The raw index record of one file (see :data:`PART_SCHEMA`); never raises for a bad file.
+
+    Standard Part-10 files (``DICM`` prefix, implicit or explicit VR little endian, including every
+    encapsulated syntax) are read by :func:`_scan_part10`, which walks the elements with pydicom's
+    ``data_element_generator`` and keeps only the raw values of :data:`HEADER_TAGS`; any other file
+    (no preamble, big endian, deflated, a file meta pydicom must re-read as implicit VR, a command
+    set, or an element the walk cannot parse) is read by ``pydicom.dcmread`` (:func:`_read_with_dcmread`).
+    Both produce the same record (``tests/ingest/test_ingest_headers.py`` checks this on every real
+    pydicom file).
 
     Args:
         path: file to read.
         salt: secret bytes prepended to PatientID before hashing (:func:`patient_hash`).
+        dcmread_only: read every file with ``pydicom.dcmread`` (slower; the reference the fast
+            walk is tested against).
     """
-    from pydicom import dcmread
-    from pydicom.errors import InvalidDicomError
-
     rec = empty_record(path)
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed below
+        fh = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below
     except PermissionError:
         return _error(rec, "permission_denied", f"permission denied reading {path}")
     except OSError as exc:
         return _error(rec, "unreadable", f"{type(exc).__name__}: {exc.strerror or exc}")
     with fh:
-        st = os.fstat(fh.fileno())
-        size = st.st_size
-        rec["size"], rec["mtime"] = size, st.st_mtime
-        if size == 0:
-            return _error(rec, "empty_file", "zero-byte file")
         try:
-            head = fh.read(132)
+            st = os.fstat(fh.fileno())
+            size = st.st_size
+            rec["size"], rec["mtime"] = size, st.st_mtime
+            if size == 0:
+                return _error(rec, "empty_file", "zero-byte file")
+            block = fh.read(_BLOCK)
         except OSError as exc:
             return _error(rec, "unreadable", f"{type(exc).__name__}: {exc}")
+        head = block[:132]
         for sig, what in _SIGNATURES.items():
             if head.startswith(sig):
                 return _error(rec, "not_dicom", f"file is {what}, not DICOM")
-        force = False
-        if len(head) < 132 or head[128:132] != b"DICM":
-            if not _looks_like_bare_dataset(head):
-                return _error(rec, "not_dicom", "no DICM prefix and no DICOM element at byte 0")
-            force = True
-        fh.seek(0)
-        try:
-            ds = dcmread(fh, stop_before_pixels=True, specific_tags=HEADER_TAGS, force=force)
-        except InvalidDicomError as exc:
-            return _error(rec, "not_dicom", str(exc))
-        except (EOFError, struct.error) as exc:
-            return _error(rec, "truncated", f"{type(exc).__name__}: {exc}")
-        except Exception as exc:  # pydicom raises many types on corrupt input
-            return _error(rec, "not_dicom", f"pydicom could not parse it: {type(exc).__name__}: {exc}")
-        end = fh.tell()
-        meta = getattr(ds, "file_meta", None)
-        media_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
-        if media_class == _DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
+        part10 = len(head) == 132 and head[128:132] == b"DICM"
+        if not part10 and not _looks_like_bare_dataset(head):
+            return _error(rec, "not_dicom", "no DICM prefix and no DICOM element at byte 0")
+        scanned = None
+        if part10 and not dcmread_only:
+            try:
+                scanned = _scan_part10(fh, block, size)
+            except Exception:  # an element the walk cannot parse: pydicom's full reader decides
+                scanned = None
+        if scanned is None:
+            fh.seek(0)
+            scanned = _read_with_dcmread(fh, size, force=not part10)
+        if isinstance(scanned, tuple) and len(scanned) == 2:
+            return _error(rec, *scanned)
+        meta, elems, implicit, little, end = scanned
+        if meta.get("media_class") == _DICOMDIR_SOP_CLASS or end == _DIRECTORY_RECORDS:
             return _error(rec, "dicomdir", "DICOMDIR (media directory), not an image")
         if end > size:
             return _error(rec, "truncated", f"header runs past the end of the file ({size} bytes)")
-        for tag in ds.keys():  # a wanted value cut short by the end of the file
-            raw = ds.get_item(tag)
+        for tag, raw in elems.items():  # a wanted value cut short by the end of the file
             tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
             if tell is not None and length not in (None, 0xFFFFFFFF) and tell + length > size:
-                return _error(rec, "truncated", f"element {tag} needs {tell + length} bytes, file has {size}")
+                return _error(rec, "truncated", f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) needs "
+                                                f"{tell + length} bytes, file has {size}")
         try:
-            implicit, little = ds.original_encoding
-            encoding = _text_encoding(ds)
-            for keyword, column in _STRING_FIELDS.items():
-                rec[column] = _raw_text(ds, keyword, encoding)
-            for keyword, column in _INT_FIELDS.items():
-                rec[column] = _raw_int(ds, keyword, little)
-            rec["patient_hash"] = patient_hash(_raw_text(ds, "PatientID", encoding), salt)
-            rec["laterality"] = _raw_text(ds, "ImageLaterality", encoding) or _raw_text(ds, "Laterality", encoding)
-            regions = ds.get("AnatomicRegionSequence")
-            if regions:
-                item = regions[0]
-                value = _text(item.get("CodeValue")) or _text(item.get("LongCodeValue"))
-                scheme = _text(item.get("CodingSchemeDesignator"))
-                if value:
-                    rec["anatomic_region_code"] = f"{scheme}:{value}" if scheme else value
-                rec["anatomic_region_meaning"] = _text(item.get("CodeMeaning"))
-            if rec["sop_class_uid"] is None and media_class:
-                rec["sop_class_uid"] = media_class
-            tsyntax = _text(meta.get("TransferSyntaxUID")) if meta is not None else None
-            if tsyntax is None:
-                tsyntax = "1.2.840.10008.1.2" if implicit else ("1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2")
-            rec["transfer_syntax_uid"] = tsyntax
+            _fill(rec, elems, meta, implicit, little, salt)
         except Exception as exc:  # a value pydicom cannot convert: the header is corrupt
             return _error(rec, "not_dicom", f"bad header value: {type(exc).__name__}: {exc}")
         if rec["sop_instance_uid"] is None:
-            sop = _text(meta.get("MediaStorageSOPInstanceUID")) if meta is not None else None
+            sop = meta.get("media_instance")
             if sop is None:
                 return _error(rec, "missing_uid", "no SOPInstanceUID")
             rec["sop_instance_uid"] = sop
@@ -254,7 +245,13 @@ def read_header(path: str, salt: bytes) -> dict[str, Any]:
             if rec["rows"] is None and "Image" not in name:
                 return _error(rec, "not_an_image", f"no pixel data: {name}")
             return _error(rec, "no_pixel_data", f"no pixel data element ({name})")
-        ok, detail = _pixel_extent_ok(fh, size, bool(implicit), bool(little))
+        def read_at(pos: int, n: int) -> bytes:
+            if pos + n <= len(block):
+                return block[pos : pos + n]
+            fh.seek(pos)
+            return fh.read(n)
+
+        ok, detail = _pixel_extent_ok(read_at, end, size, bool(implicit), bool(little))
         if not ok:
             return _error(rec, "truncated", detail)
     if rec["number_of_frames"] is None:
@@ -262,7 +259,214 @@ def read_header(path: str, salt: bytes) -> dict[str, Any]:
     return rec
 
 
-_TAG_OF = {}
+_BLOCK = 8192  # read first and walked from memory; grown 8x at a time for longer headers
+_DIRECTORY_RECORDS = -1  # "end" marker: the walk met DirectoryRecordSequence (a DICOMDIR)
+_IMPLICIT_LE = "1.2.840.10008.1.2"
+_EXPLICIT_BE = "1.2.840.10008.1.2.2"
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+_META_TAGS = {0x00020002: "media_class", 0x00020003: "media_instance", 0x00020010: "transfer_syntax"}
+_STOP_TAGS = _PIXEL_TAGS | {0x00041220}
+
+
+def _not_meta(tag, vr, length) -> bool:
+    return tag >> 16 != 2
+
+
+def _at_pixels(tag, vr, length) -> bool:
+    return tag in _STOP_TAGS
+
+
+def _meta_text(value: bytes | None) -> str | None:
+    if not value:
+        return None
+    return value.decode("ascii", "replace").strip("\x00 ") or None
+
+
+def _scan_part10(fh, block: bytes, size: int):
+    """Walk a Part-10 file from byte 132 keeping the raw values of :data:`HEADER_TAGS`.
+
+    ``block`` (the first :data:`_BLOCK` bytes) is walked from memory (pydicom's generator makes one
+    small read per element, which costs far more on a file object); when the walk reaches the end
+    of the block before the pixel data, the block is grown and walked again.
+
+    Returns ``(meta, elements, implicit, little, end)`` where ``end`` is the offset of the pixel
+    data element (or where the walk ended), or None when the file needs pydicom's full reader.
+    """
+    while len(block) < size:
+        scanned = _walk(BytesIO(block), size, len(block))
+        if scanned is not _BLOCK_TOO_SHORT:
+            return scanned
+        fh.seek(len(block))
+        more = fh.read(7 * len(block))
+        if not more:  # the file shrank while being read: pydicom decides
+            return None
+        block += more
+    return _walk(BytesIO(block), size, size)
+
+
+_BLOCK_TOO_SHORT = object()
+
+
+def _walk(src, size: int, available: int):
+    """:func:`_scan_part10` on ``src`` holding the first ``available`` bytes of a ``size``-byte file."""
+    from pydicom.filereader import data_element_generator
+
+    partial = available < size
+    src.seek(132)
+    meta: dict[str, str | None] = {}
+    try:
+        for raw in data_element_generator(src, False, True, stop_when=_not_meta):
+            vr = raw.VR
+            if raw.value_tell + raw.length > available:
+                return _BLOCK_TOO_SHORT if partial else None  # cut inside the meta: pydicom decides
+            if vr is None or len(vr) != 2 or not vr.isupper():
+                return None  # implicit VR file meta: pydicom re-reads it
+            key = _META_TAGS.get(raw.tag)
+            if key is not None:
+                meta[key] = _meta_text(raw.value)
+        syntax = meta.get("transfer_syntax")
+        if syntax is None or syntax in (_EXPLICIT_BE, _DEFLATED) or syntax in _private_syntaxes():
+            return None
+        implicit = syntax == _IMPLICIT_LE
+        start = src.tell()
+        if src.read(2) == b"\x00\x00":  # a command set (group 0000) before the dataset
+            return None
+        src.seek(start)
+        stopped: list[int] = []
+
+        def stop_when(tag, vr, length) -> bool:
+            if tag in _STOP_TAGS:
+                stopped.append(tag)
+                return True
+            return False
+
+        elems = {}
+        for raw in data_element_generator(src, implicit, True, stop_when=stop_when, specific_tags=_tables()[2]):
+            length = raw.length
+            if partial and length != 0xFFFFFFFF and raw.value_tell + length > available:
+                return _BLOCK_TOO_SHORT
+            elems[int(raw.tag)] = raw
+        end = src.tell()
+    except Exception:
+        if partial:
+            return _BLOCK_TOO_SHORT
+        raise
+    if not stopped:
+        if partial:
+            return _BLOCK_TOO_SHORT
+    elif stopped[0] == 0x00041220:
+        end = _DIRECTORY_RECORDS
+    return meta, elems, implicit, True, end
+
+
+def _private_syntaxes() -> list:
+    from pydicom.uid import PrivateTransferSyntaxes
+
+    return PrivateTransferSyntaxes
+
+
+def _read_with_dcmread(fh, size: int, force: bool):
+    """pydicom's full reader (``specific_tags``, ``stop_before_pixels``) for the unusual files.
+
+    Returns what :func:`_scan_part10` returns, or ``(reason, detail)`` when pydicom refuses the file.
+    """
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = dcmread(fh, stop_before_pixels=True, specific_tags=HEADER_TAGS, force=force)
+    except InvalidDicomError as exc:
+        return "not_dicom", str(exc)
+    except (EOFError, struct.error) as exc:
+        return "truncated", f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # pydicom raises many types on corrupt input
+        return "not_dicom", f"pydicom could not parse it: {type(exc).__name__}: {exc}"
+    end = fh.tell()
+    file_meta = getattr(ds, "file_meta", None)
+    meta: dict[str, str | None] = {}
+    if file_meta is not None:
+        meta["media_class"] = _text(file_meta.get("MediaStorageSOPClassUID"))
+        meta["media_instance"] = _text(file_meta.get("MediaStorageSOPInstanceUID"))
+        meta["transfer_syntax"] = _text(file_meta.get("TransferSyntaxUID"))
+    if "DirectoryRecordSequence" in ds:
+        end = _DIRECTORY_RECORDS
+    implicit, little = ds.original_encoding
+    elems = {int(tag): ds.get_item(tag) for tag in ds.keys()}
+    return meta, elems, implicit, little, end
+
+
+def _fill(rec: dict[str, Any], elems: dict, meta: dict, implicit: bool, little: bool, salt: bytes) -> None:
+    """Decode the wanted raw values into ``rec`` (raw bytes directly; pydicom for anything else)."""
+    reader = _Values(elems, implicit, little)
+    strings, ints, _, _ = _tables()
+    for tag, column in strings.items():
+        rec[column] = reader.text(tag)
+    for tag, column in ints.items():
+        rec[column] = reader.integer(tag)
+    rec["patient_hash"] = patient_hash(reader.text(_tag("PatientID")), salt)
+    rec["laterality"] = reader.text(_tag("ImageLaterality")) or reader.text(_tag("Laterality"))
+    if _tag("AnatomicRegionSequence") in elems:
+        regions = reader.dataset().get("AnatomicRegionSequence")
+        if regions:
+            item = regions[0]
+            value = _text(item.get("CodeValue")) or _text(item.get("LongCodeValue"))
+            scheme = _text(item.get("CodingSchemeDesignator"))
+            if value:
+                rec["anatomic_region_code"] = f"{scheme}:{value}" if scheme else value
+            rec["anatomic_region_meaning"] = _text(item.get("CodeMeaning"))
+    if rec["sop_class_uid"] is None and meta.get("media_class"):
+        rec["sop_class_uid"] = meta["media_class"]
+    tsyntax = meta.get("transfer_syntax")
+    if tsyntax is None:
+        tsyntax = _IMPLICIT_LE if implicit else ("1.2.840.10008.1.2.1" if little else _EXPLICIT_BE)
+    rec["transfer_syntax_uid"] = tsyntax
+
+
+class _Values:
+    """Raw element values -> Python values; pydicom converts what raw decoding cannot (charsets, SQ)."""
+
+    def __init__(self, elems: dict, implicit: bool, little: bool) -> None:
+        self.elems, self.implicit, self.little = elems, implicit, little
+        self.encoding = _text_encoding(elems.get(0x00080005))
+        self._ds = None
+
+    def dataset(self):
+        if self._ds is None:
+            from pydicom.dataset import Dataset
+
+            ds = Dataset(dict(self.elems))
+            ds.set_original_encoding(self.implicit, self.little, None)
+            self._ds = ds
+        return self._ds
+
+    def text(self, tag: int) -> str | None:
+        raw = self.elems.get(tag)
+        if raw is None:
+            return None
+        value = raw.value
+        if isinstance(value, (bytes, bytearray)) and self.encoding is not None:
+            return _text(value.decode(self.encoding, "replace"))
+        return _text(self.dataset()[tag].value)
+
+    def integer(self, tag: int) -> int | None:
+        raw = self.elems.get(tag)
+        if raw is None:
+            return None
+        value = raw.value
+        if isinstance(value, (bytes, bytearray)):
+            if not value:
+                return None
+            vr = getattr(raw, "VR", None)
+            if vr in _US_VRS or (vr is None and len(value) in (2, 4) and tag in _tables()[3]):
+                fmt = ("<" if self.little else ">") + ("H" if len(value) == 2 else "I")
+                return struct.unpack(fmt, value[:struct.calcsize(fmt)])[0]
+            text = value.decode("ascii", "replace").strip("\x00 ").strip()
+            return int(float(text)) if text else None
+        converted = self.dataset()[tag].value
+        return int(converted) if converted not in (None, "") else None
+
+
+_TAG_OF: dict[str, int] = {}
 _US_VRS = {"US", "SS", "UL", "SL"}
 
 
@@ -275,9 +479,8 @@ def _tag(keyword: str) -> int:
     return tag
 
 
-def _text_encoding(ds) -> str | None:
+def _text_encoding(raw) -> str | None:
     """Python codec for raw text values, or None when pydicom must decode (multi-byte charsets)."""
-    raw = ds.get_item(0x00080005)
     if raw is None:
         return "latin-1"
     value = raw.value if not isinstance(raw.value, (bytes, bytearray)) else raw.value.decode("ascii", "replace")
@@ -290,33 +493,14 @@ def _text_encoding(ds) -> str | None:
     return None
 
 
-def _raw_text(ds, keyword: str, encoding: str | None) -> str | None:
-    """A text value from the raw bytes (pydicom's full value conversion is the slow part of a read)."""
-    raw = ds.get_item(_tag(keyword))
-    if raw is None:
-        return None
-    value = raw.value
-    if isinstance(value, (bytes, bytearray)) and encoding is not None:
-        return _text(value.decode(encoding, "replace"))
-    return _text(ds[_tag(keyword)].value)
-
-
-def _raw_int(ds, keyword: str, little: bool) -> int | None:
-    raw = ds.get_item(_tag(keyword))
-    if raw is None:
-        return None
-    value = raw.value
-    if isinstance(value, (bytes, bytearray)):
-        if not value:
-            return None
-        if getattr(raw, "VR", None) in _US_VRS or (getattr(raw, "VR", None) is None and len(value) in (2, 4)
-                                                   and keyword in ("Rows", "Columns", "BitsStored")):
-            fmt = ("<" if little else ">") + ("H" if len(value) == 2 else "I")
-            return struct.unpack(fmt, value[:struct.calcsize(fmt)])[0]
-        text = value.decode("ascii", "replace").strip("\x00 ").strip()
-        return int(float(text)) if text else None
-    converted = ds[_tag(keyword)].value
-    return int(converted) if converted not in (None, "") else None
+@functools.cache
+def _tables() -> tuple[dict[int, str], dict[int, str], list[int], frozenset[int]]:
+    """Tag-keyed versions of the field tables (pydicom's dictionary is imported on first use)."""
+    strings = {_tag(k): v for k, v in _STRING_FIELDS.items()}
+    ints = {_tag(k): v for k, v in _INT_FIELDS.items()}
+    wanted = sorted(_tag(k) for k in HEADER_TAGS)
+    binary = frozenset(_tag(k) for k in ("Rows", "Columns", "BitsStored"))
+    return strings, ints, wanted, binary
 
 
 def _sop_class_name(uid: str | None) -> str:
@@ -326,3 +510,40 @@ def _sop_class_name(uid: str | None) -> str:
 
     name = UID(uid).name
     return name if name != uid else f"SOP class {uid}"
+
+
+def quiet_worker() -> None:
+    """Worker-process initializer: pydicom's warnings about odd files are not the user's business
+    (every problem a file has ends up as an error reason)."""
+    import warnings
+
+    warnings.simplefilter("ignore")
+
+
+def read_rows(paths: list[str], salt: bytes) -> list[tuple]:
+    """:func:`read_header` of each path as a tuple in :data:`PART_SCHEMA` column order (what a worker
+    process sends back: tuples pickle smaller than dicts)."""
+    import warnings
+
+    names = PART_SCHEMA.names
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [tuple(rec[c] for c in names) for rec in map(read_header, paths, [salt] * len(paths))]
+
+
+def write_part(rows: list[tuple], part_path: str) -> int:
+    """Write rows from :func:`read_rows` as one Parquet part file, atomically (temporary name, rename)."""
+    import pyarrow.parquet as pq
+
+    columns = list(zip(*rows)) if rows else [()] * len(PART_SCHEMA)
+    table = pa.Table.from_arrays([pa.array(col, type=f.type) for col, f in zip(columns, PART_SCHEMA)],
+                                 schema=PART_SCHEMA)
+    tmp = f"{os.path.dirname(part_path)}/.{os.path.basename(part_path)}.tmp-{os.getpid()}"
+    pq.write_table(table, tmp)
+    os.replace(tmp, part_path)
+    return len(rows)
+
+
+def read_chunk(paths: list[str], part_path: str, salt: bytes) -> int:
+    """Read the headers of ``paths`` and write them as one part file. Returns the count."""
+    return write_part(read_rows(paths, salt), part_path)

@@ -98,3 +98,37 @@ def test_salt_file_created_private_and_outside_index(tmp_path):
     with pytest.raises(InputError, match="inside the index"):
         load_or_create_salt(tmp_path / "idx" / "salt", forbidden_dir=tmp_path / "idx")
     assert patient_hash("123", salt) != patient_hash("123", b"other") and patient_hash(" ", salt) is None
+
+
+def _long_header_ct(path: Path, pydicom_data_dir: Path) -> Path:
+    """CT_small with a 100 kB private element before the pixels (header longer than the first read)."""
+    ds = pydicom.dcmread(pydicom_data_dir / "CT_small.dcm")
+    block = ds.private_block(0x0029, "MODAN TEST", create=True)
+    block.add_new(0x10, "OB", bytes(range(256)) * 400)
+    ds.save_as(path)
+    return path
+
+
+def test_fast_walk_matches_dcmread(tmp_path, pydicom_data_dir, pydicom_extra_data_dir):
+    """The in-memory element walk gives exactly the record pydicom.dcmread gives, good file or broken."""
+    from modan_pacs.demo import generate_export
+
+    files = [p for root in (pydicom_data_dir, pydicom_extra_data_dir) for p in root.rglob("*") if p.is_file()]
+    files += [p for p in generate_export(tmp_path / "export", n_patients=2, seed=3).rglob("*") if p.is_file()]
+    long_ct = _long_header_ct(tmp_path / "long_header.dcm", pydicom_data_dir)
+    files.append(long_ct)
+    for src in (pydicom_data_dir / "CT_small.dcm", long_ct, pydicom_extra_data_dir / "emri_small_jpeg_2k_lossless.dcm"):
+        data = src.read_bytes()
+        for cut in [*range(0, len(data), max(1, len(data) // 60)), len(data) - 1]:
+            p = tmp_path / f"{src.stem}_cut{cut}.dcm"
+            p.write_bytes(data[:cut])
+            files.append(p)
+    reasons = set()
+    for path in files:
+        fast = read_header(str(path), SALT)
+        reference = read_header(str(path), SALT, dcmread_only=True)
+        fast.pop("error_detail"), reference.pop("error_detail")
+        assert fast == reference, path
+        reasons.add(fast["error"])
+    assert {None, "truncated", "no_pixel_data", "not_dicom", "dicomdir", "not_an_image"} <= reasons
+    assert read_header(str(long_ct), SALT)["error"] is None
