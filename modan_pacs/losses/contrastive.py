@@ -54,27 +54,31 @@ def weighted_contrastive_loss(
     """
     n_images, n_views, _ = features.shape
     n = n_images * n_views
-    # views are laid out image-major: view row r belongs to image r // V
+    # views are laid out image-major: view row r = (image r // V, view r % V)
     z = F.normalize(features.float().reshape(n, -1), dim=1)
-    image_of_view = torch.arange(n_images, device=features.device).repeat_interleave(n_views)
 
+    # image-level (N, N) positive weights; the anchor's own image is a positive with weight 1. They are
+    # never expanded to (M, M): the per-view sums below are reduced over views first, then weighted.
     same_image = torch.eye(n_images, dtype=torch.bool, device=features.device)
-    weights = torch.where(same_image, torch.ones_like(pair_weights, dtype=torch.float32), pair_weights.float())
     positives = positive_mask.to(torch.bool) | same_image
-    # expand image-level (N, N) matrices to view-level (M, M); a = anchor row, p = candidate column
-    weights = weights[image_of_view][:, image_of_view]
-    self_pair = torch.eye(n, dtype=torch.bool, device=features.device)
-    positives = positives[image_of_view][:, image_of_view] & ~self_pair
+    weights = torch.where(positives, pair_weights.float(), torch.zeros((), device=features.device))
+    weights = weights.masked_fill(same_image, 1.0)
 
-    logits = z @ z.T / temperature  # (M, M) similarities z_a.z_k / T
-    # log of the denominator sum_{k != a} exp(.), stable by log-sum-exp; the anchor itself is excluded
-    log_denominator = torch.logsumexp(logits.masked_fill(self_pair, float("-inf")), dim=1, keepdim=True)
-    log_prob = logits - log_denominator  # finite everywhere, including the (unused) diagonal
+    logits = (z @ z.T).div_(temperature)  # (M, M) similarities z_a.z_k / T: the one big product
+    # the anchor itself is in neither sum: its diagonal entry is -inf for the stable log-sum-exp of the
+    # denominator sum_{k != a} exp(.) (in place, no (M, M) copy), and 0 in log_prob, out of the numerator
+    logits.diagonal().fill_(float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    log_prob.diagonal().fill_(0.0)
 
-    n_positives = positives.sum(dim=1)
-    weighted = torch.where(positives, weights * log_prob, torch.zeros_like(log_prob)).sum(dim=1)
+    # sum_p w_ap log_prob_ap over p in P(a): the V views of each image j summed, weighted by w_{i(a) j}
+    # (the views of the anchor's own image with weight 1)
+    per_image = log_prob.view(n_images, n_views, n_images, n_views).sum(dim=3)  # (N, V, N)
+    weighted = (per_image * weights[:, None, :]).sum(dim=2).reshape(n)
+    # |P(a)| = V * (number of positive images, own image included) - 1 (the anchor itself)
+    n_positives = (positives.sum(dim=1) * n_views - 1).repeat_interleave(n_views)
     per_anchor = -weighted / n_positives.clamp(min=1)
     has_positive = n_positives > 0
     if not bool(has_positive.any()):
-        return logits.sum() * 0.0
+        return z.sum() * 0.0  # (logits holds -inf on its diagonal)
     return per_anchor[has_positive].mean()
