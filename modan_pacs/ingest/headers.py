@@ -55,6 +55,7 @@ RAW_COLUMNS: dict[str, pa.DataType] = {
     "mtime": pa.float64(),
 }
 PART_SCHEMA = pa.schema([*RAW_COLUMNS.items(), ("error", pa.string()), ("error_detail", pa.string())])
+_PART_NAMES = tuple(PART_SCHEMA.names)  # Schema.names builds a new list on every access
 
 # Keyword -> record column for the plain string fields.
 _STRING_FIELDS = {
@@ -101,7 +102,7 @@ def patient_hash(patient_id: str | None, salt: bytes) -> str | None:
 
 
 def empty_record(path: str, size: int | None = None, mtime: float | None = None) -> dict[str, Any]:
-    rec: dict[str, Any] = dict.fromkeys(PART_SCHEMA.names)
+    rec: dict[str, Any] = dict.fromkeys(_PART_NAMES)
     rec["path"], rec["size"], rec["mtime"] = path, size, mtime
     return rec
 
@@ -525,7 +526,7 @@ def read_rows(paths: list[str], salt: bytes) -> list[tuple]:
     process sends back: tuples pickle smaller than dicts)."""
     import warnings
 
-    names = PART_SCHEMA.names
+    names = _PART_NAMES
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return [tuple(rec[c] for c in names) for rec in map(read_header, paths, [salt] * len(paths))]

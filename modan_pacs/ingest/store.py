@@ -85,11 +85,26 @@ def _normalise_raw(frame: pd.DataFrame) -> pd.DataFrame:
         elif pa.types.is_floating(dtype):
             out[column] = pd.array([None if _is_missing(v) else float(v) for v in values], dtype="Float64")
         else:
-            out[column] = pd.Series([None if _is_missing(v) or str(v).strip() == "" else str(v).strip()
-                                     for v in values], dtype=object)
+            out[column] = pd.Series(_clean_text(values), dtype=object)
     missing_uid = out["sop_instance_uid"].isna()
     if missing_uid.any():
         raise InputError(f"write_index: {int(missing_uid.sum())} rows have no sop_instance_uid (first row {int(missing_uid.idxmax())})")
+    return out
+
+
+def _clean_text(values) -> list:
+    """Stripped strings; None for missing or blank values (one pass, the common ``str`` case first)."""
+    out: list = []
+    append = out.append
+    for v in values:
+        if type(v) is str:
+            v = v.strip()
+            append(v or None)
+        elif _is_missing(v):
+            append(None)
+        else:
+            v = str(v).strip()
+            append(v or None)
     return out
 
 
