@@ -261,6 +261,7 @@ def read_header(path: str, salt: bytes, *, dcmread_only: bool = False) -> dict[s
 
 
 _BLOCK = 8192  # read first and walked from memory; grown 8x at a time for longer headers
+_MAX_BLOCK = 1 << 19  # beyond this the file object is walked (memory stays flat for huge headers)
 _DIRECTORY_RECORDS = -1  # "end" marker: the walk met DirectoryRecordSequence (a DICOMDIR)
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _EXPLICIT_BE = "1.2.840.10008.1.2.2"
@@ -288,7 +289,8 @@ def _scan_part10(fh, block: bytes, size: int):
 
     ``block`` (the first :data:`_BLOCK` bytes) is walked from memory (pydicom's generator makes one
     small read per element, which costs far more on a file object); when the walk reaches the end
-    of the block before the pixel data, the block is grown and walked again.
+    of the block before the pixel data, the block is grown and walked again, up to
+    :data:`_MAX_BLOCK`; past that the file object itself is walked.
 
     Returns ``(meta, elements, implicit, little, end)`` where ``end`` is the offset of the pixel
     data element (or where the walk ended), or None when the file needs pydicom's full reader.
@@ -297,6 +299,8 @@ def _scan_part10(fh, block: bytes, size: int):
         scanned = _walk(BytesIO(block), size, len(block))
         if scanned is not _BLOCK_TOO_SHORT:
             return scanned
+        if len(block) >= _MAX_BLOCK:  # huge non-pixel elements: walk the file, seeking past their values
+            return _walk(fh, size, size)
         fh.seek(len(block))
         more = fh.read(7 * len(block))
         if not more:  # the file shrank while being read: pydicom decides

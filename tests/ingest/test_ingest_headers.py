@@ -100,11 +100,11 @@ def test_salt_file_created_private_and_outside_index(tmp_path):
     assert patient_hash("123", salt) != patient_hash("123", b"other") and patient_hash(" ", salt) is None
 
 
-def _long_header_ct(path: Path, pydicom_data_dir: Path) -> Path:
-    """CT_small with a 100 kB private element before the pixels (header longer than the first read)."""
+def _long_header_ct(path: Path, pydicom_data_dir: Path, private_bytes: int = 102_400) -> Path:
+    """CT_small with a large private element before the pixels (header longer than the first read)."""
     ds = pydicom.dcmread(pydicom_data_dir / "CT_small.dcm")
     block = ds.private_block(0x0029, "MODAN TEST", create=True)
-    block.add_new(0x10, "OB", bytes(range(256)) * 400)
+    block.add_new(0x10, "OB", bytes(range(256)) * (private_bytes // 256))
     ds.save_as(path)
     return path
 
@@ -116,7 +116,9 @@ def test_fast_walk_matches_dcmread(tmp_path, pydicom_data_dir, pydicom_extra_dat
     files = [p for root in (pydicom_data_dir, pydicom_extra_data_dir) for p in root.rglob("*") if p.is_file()]
     files += [p for p in generate_export(tmp_path / "export", n_patients=2, seed=3).rglob("*") if p.is_file()]
     long_ct = _long_header_ct(tmp_path / "long_header.dcm", pydicom_data_dir)
-    files.append(long_ct)
+    huge_ct = _long_header_ct(tmp_path / "huge_header.dcm", pydicom_data_dir, private_bytes=3 << 20)
+    files += [long_ct, huge_ct, tmp_path / "huge_cut.dcm"]
+    (tmp_path / "huge_cut.dcm").write_bytes(huge_ct.read_bytes()[: 2 << 20])  # cut inside the private element
     for src in (pydicom_data_dir / "CT_small.dcm", long_ct, pydicom_extra_data_dir / "emri_small_jpeg_2k_lossless.dcm"):
         data = src.read_bytes()
         for cut in [*range(0, len(data), max(1, len(data) // 60)), len(data) - 1]:
@@ -131,4 +133,5 @@ def test_fast_walk_matches_dcmread(tmp_path, pydicom_data_dir, pydicom_extra_dat
         assert fast == reference, path
         reasons.add(fast["error"])
     assert {None, "truncated", "no_pixel_data", "not_dicom", "dicomdir", "not_an_image"} <= reasons
-    assert read_header(str(long_ct), SALT)["error"] is None
+    assert read_header(str(long_ct), SALT)["error"] is None and read_header(str(huge_ct), SALT)["error"] is None
+    assert read_header(str(tmp_path / "huge_cut.dcm"), SALT)["error"] == "truncated"
