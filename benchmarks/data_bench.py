@@ -10,12 +10,19 @@ CT_small / MR_small) upsampled to 512 x 512, stored as 16-bit CT with rescale sl
 stored as ``--codecs`` in turn (default: a third each uncompressed, RLE Lossless and JPEG 2000
 Lossless, a typical PACS export mix).
 
-    .venv/bin/python benchmarks/data_bench.py --files 300 --workers 2 --batch-size 32 --epochs 3
+Both loaders keep their workers across epochs (``persistent_workers``, as ``build_pretrain_loader``);
+after one untimed warm-up epoch each (worker start), the cache loader is timed over
+``--cache-epochs`` epochs and the on-the-fly loader over ``--epochs`` epochs: steady-state rates, as
+in a long pretraining run. The per-sample cost of each path in this process (no workers) is printed
+too, to show how much of the DataLoader rate is the transfer of batches from the workers.
+
+    .venv/bin/python benchmarks/data_bench.py --files 300 --workers 2 --batch-size 32 --epochs 3 --cache-epochs 10
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -110,10 +117,10 @@ class OnTheFlyDataset(Dataset):
         return self.transform(record)
 
 
-def time_loader(loader, epochs: int) -> tuple[float, int]:
+def time_loader(loader, epochs: int, first_epoch: int = 0) -> tuple[float, int]:
     n = 0
     start = time.perf_counter()
-    for epoch in range(epochs):
+    for epoch in range(first_epoch, first_epoch + epochs):
         loader.sampler.set_epoch(epoch)
         if hasattr(loader.dataset, "set_epoch"):
             loader.dataset.set_epoch(epoch)
@@ -124,6 +131,15 @@ def time_loader(loader, epochs: int) -> tuple[float, int]:
     return time.perf_counter() - start, n
 
 
+def per_sample_ms(get, n: int) -> float:
+    """Mean ms of ``get(i)`` over ``n`` samples in this process (no DataLoader, no IPC)."""
+    get(0)
+    t0 = time.perf_counter()
+    for i in range(n):
+        get(i)
+    return (time.perf_counter() - t0) / n * 1e3
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=300)
@@ -131,7 +147,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--size", type=int, default=224, help="cache side")
     parser.add_argument("--view-size", type=int, default=224)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs of the on-the-fly loader")
+    parser.add_argument("--cache-epochs", type=int, default=10, help="timed epochs of the cache loader (it is ~10x faster: a longer, steadier window)")
     parser.add_argument("--codecs", default="native,rle,j2k", help="comma list of: " + ", ".join(CODECS))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -168,13 +185,26 @@ def main() -> None:
             torch.equal(fly_ds[(e, i)][key], cached.dataset[(e, i)][key]) for e in (0, 1) for i in (0, 1, 2) for key in ("view1", "view2")
         )
 
-        cache_s, cache_batches = time_loader(cached, args.epochs)
-        fly_s, fly_batches = time_loader(on_the_fly, args.epochs)
+        print(f"load average before timing: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        # one untimed warm-up epoch each starts the persistent workers (once per training run)
+        warm_cache_s, _ = time_loader(cached, 1)
+        warm_fly_s, _ = time_loader(on_the_fly, 1)
+        print(f"warm-up epoch (worker start + 1 epoch, not timed below): cache {warm_cache_s:.2f} s, on the fly {warm_fly_s:.2f} s")
+        cache_s, cache_batches = time_loader(cached, args.cache_epochs, first_epoch=1)
+        fly_s, fly_batches = time_loader(on_the_fly, args.epochs, first_epoch=1)
         cache_rate, fly_rate = cache_batches / cache_s, fly_batches / fly_s
         print(f"identical views from both paths (samples 0-2, epochs 0-1): {same}")
         print(f"from cache : {cache_batches} batches in {cache_s:.2f} s = {cache_rate:.2f} batches/s ({cache_rate * args.batch_size:.0f} images/s)")
         print(f"on the fly : {fly_batches} batches in {fly_s:.2f} s = {fly_rate:.2f} batches/s ({fly_rate * args.batch_size:.0f} images/s)")
-        print(f"speed-up   : {cache_rate / fly_rate:.1f}x (batch {args.batch_size}, views {args.view_size}, {args.workers} workers, {args.epochs} epochs)")
+        print(f"speed-up   : {cache_rate / fly_rate:.1f}x (batch {args.batch_size}, views {args.view_size}, {args.workers} workers, {args.cache_epochs} / {args.epochs} epochs)")
+        print(f"load average after timing: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        # where the time goes, per sample, in this process (no workers, no batching): the DataLoader
+        # rate above is bounded by these plus the transfer of each batch from the workers
+        n = min(64, len(cache))
+        cache_ms = per_sample_ms(lambda i: cached.dataset[(0, i)], n)
+        fly_ms = per_sample_ms(lambda i: fly_ds[(0, i)], n)
+        print(f"per sample in-process: cache {cache_ms:.2f} ms (two-view augmentation of a cached row), "
+              f"on the fly {fly_ms:.2f} ms (decode + window + resize + the same augmentation): ratio {fly_ms / cache_ms:.1f}x")
 
 
 if __name__ == "__main__":
