@@ -210,35 +210,32 @@ def _failed_uids(final: Any) -> list[str]:
     return [str(v) for v in values]
 
 
-def _c_get_worker(
-    settings: PacsSettings, units: queue.SimpleQueue, store: Store, counter: _Counter, sop_classes: set[str], stop: threading.Event
+def _retrieve_units(
+    op: str, units: queue.SimpleQueue, store: Store, settings: PacsSettings, stop: threading.Event, open_assoc, send
 ) -> list[str]:
-    """Fetch ``units`` over one association by C-GET; returns problems (one line each)."""
-    from pynetdicom import evt
-    from pynetdicom.presentation import build_role
+    """Send one retrieve request per unit over one (re-opened when lost) association.
 
+    Shared by C-GET and C-MOVE: ``open_assoc()`` opens the association, ``send(assoc, unit)``
+    yields ``(status, identifier)`` pairs. Failed sub-operations are recorded in ``store``; an
+    aborted association stops the whole pull (``stop``). Returns the problems, one line each.
+    """
     problems: list[str] = []
-    on_store = make_store_handler(store, counter)
-    contexts = [(STUDY_GET, UNCOMPRESSED), *storage_contexts(sop_classes)]
-    roles = [build_role(sop, scp_role=True) for sop in sorted(sop_classes)]
     assoc = None
     try:
         for unit in _drain(units):
             if stop.is_set():
-                problems.append(f"C-GET of {unit.label}: not started (an earlier failure stopped the pull)")
+                problems.append(f"{op} of {unit.label}: not started (an earlier failure stopped the pull)")
                 continue
             if assoc is None or not assoc.is_established:
-                assoc = open_association(
-                    settings, contexts, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)], purpose="C-GET"
-                )
+                assoc = open_assoc()
             final = None
-            for status, _ in assoc.send_c_get(_identifier(unit), STUDY_GET):
+            for status, _ in send(assoc, unit):
                 if getattr(status, "Status", None) in _PENDING:
                     continue
                 final = status
-            problem = _final_status_problem("C-GET", unit, settings, final)
             for uid in _failed_uids(final):
-                store.record(status="failed", sop_instance_uid=uid, series_instance_uid=unit.series_uid, reason="C-GET sub-operation failed")
+                store.record(status="failed", sop_instance_uid=uid, series_instance_uid=unit.series_uid, reason=f"{op} sub-operation failed")
+            problem = _final_status_problem(op, unit, settings, final)
             if problem is not None:
                 problems.append(problem)
                 if getattr(final, "Status", None) is None:
@@ -253,6 +250,23 @@ def _c_get_worker(
         if assoc is not None and assoc.is_established:
             assoc.release()
     return problems
+
+
+def _c_get_worker(
+    settings: PacsSettings, units: queue.SimpleQueue, store: Store, counter: _Counter, sop_classes: set[str], stop: threading.Event
+) -> list[str]:
+    """Fetch ``units`` over one association by C-GET; returns problems (one line each)."""
+    from pynetdicom import evt
+    from pynetdicom.presentation import build_role
+
+    on_store = make_store_handler(store, counter)
+    contexts = [(STUDY_GET, UNCOMPRESSED), *storage_contexts(sop_classes)]
+    roles = [build_role(sop, scp_role=True) for sop in sorted(sop_classes)]
+    return _retrieve_units(
+        "C-GET", units, store, settings, stop,
+        open_assoc=lambda: open_association(settings, contexts, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)], purpose="C-GET"),
+        send=lambda assoc, unit: assoc.send_c_get(_identifier(unit), STUDY_GET),
+    )  # fmt: skip
 
 
 class MoveDestination:
@@ -306,37 +320,11 @@ def _c_move_worker(
     settings: PacsSettings, units: queue.SimpleQueue, store: Store, counter: _Counter, destination: str, stop: threading.Event
 ) -> list[str]:
     """Ask the PACS to C-MOVE ``units`` to ``destination`` (our SCP); returns problems."""
-    problems: list[str] = []
-    assoc = None
-    try:
-        for unit in _drain(units):
-            if stop.is_set():
-                problems.append(f"C-MOVE of {unit.label}: not started (an earlier failure stopped the pull)")
-                continue
-            if assoc is None or not assoc.is_established:
-                assoc = open_association(settings, [(STUDY_MOVE, UNCOMPRESSED)], purpose="C-MOVE")
-            final = None
-            for status, _ in assoc.send_c_move(_identifier(unit), destination, STUDY_MOVE):
-                if getattr(status, "Status", None) in _PENDING:
-                    continue
-                final = status
-            for uid in _failed_uids(final):
-                store.record(status="failed", sop_instance_uid=uid, series_instance_uid=unit.series_uid, reason="C-MOVE sub-operation failed")
-            problem = _final_status_problem("C-MOVE", unit, settings, final)
-            if problem is not None:
-                problems.append(problem)
-                if getattr(final, "Status", None) is None:
-                    stop.set()
-                    if assoc.is_established:
-                        assoc.abort()
-                    assoc = None
-    except PacsError as exc:
-        problems.append(str(exc))
-        stop.set()
-    finally:
-        if assoc is not None and assoc.is_established:
-            assoc.release()
-    return problems
+    return _retrieve_units(
+        "C-MOVE", units, store, settings, stop,
+        open_assoc=lambda: open_association(settings, [(STUDY_MOVE, UNCOMPRESSED)], purpose="C-MOVE"),
+        send=lambda assoc, unit: assoc.send_c_move(_identifier(unit), destination, STUDY_MOVE),
+    )  # fmt: skip
 
 
 def split_units(units: Sequence[RetrievalUnit], chunk: int) -> list[RetrievalUnit]:
