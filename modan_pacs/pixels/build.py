@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modan_pacs.errors import InputError
+from modan_pacs.errors import DataNotFoundError, InputError
 from modan_pacs.pixels.cache import write_cache
 from modan_pacs.pixels.decode import (
     display_frames,
@@ -387,17 +387,13 @@ def build_cache_from_index(
         InputError / ConfigError: bad options or window file.
     """
     from modan_pacs.errors import DataNotFoundError
-    from modan_pacs.labels import Vocabulary
+    from modan_pacs.ingest import load_index
 
     index_dir = Path(index_dir)
-    for name in ("index.parquet", "labels.npy", "vocabulary.yaml"):
-        if not (index_dir / name).is_file():
-            raise DataNotFoundError(f"index folder {index_dir} lacks {name} (build it with `modan-pacs index`)")
-    frame = pd.read_parquet(index_dir / "index.parquet")
-    labels = np.load(index_dir / "labels.npy")
-    vocab = Vocabulary.load(index_dir / "vocabulary.yaml")
-    if labels.shape != (len(frame), len(vocab.label_names)):
-        raise InputError(f"{index_dir}: labels.npy has shape {labels.shape}, expected ({len(frame)}, {len(vocab.label_names)})")
+    if not index_dir.is_dir():
+        raise DataNotFoundError(f"index folder {index_dir} does not exist (build it with `modan-pacs index`)")
+    tables = load_index(index_dir)
+    frame, labels, vocab = tables.frame, tables.labels, tables.vocabulary
     missing = [c for c in ("sop_instance_uid", "series_instance_uid", "modality", "number_of_frames", "path", "modality_label", "anatomy_label") if c not in frame.columns]
     if missing:
         raise InputError(f"{index_dir / 'index.parquet'} lacks columns {missing}")

@@ -55,6 +55,9 @@ def write_index(folder, pydicom_data_dir, extra=()):
     frame.to_parquet(folder / "index.parquet", index=False)
     np.save(folder / "labels.npy", vocab.encode_frame(frame))
     vocab.save(folder / "vocabulary.yaml")
+    # the rest of a complete index folder (load_index checks that they exist)
+    pd.DataFrame({"path": pd.Series([], dtype=str), "reason": pd.Series([], dtype=str)}).to_parquet(folder / "errors.parquet", index=False)
+    frame.groupby("series_instance_uid").size().rename("n_instances").reset_index().to_parquet(folder / "series.parquet", index=False)
     return frame, vocab
 
 
