@@ -96,7 +96,7 @@ def render_markdown(tables: ProtocolTables) -> str:
                 row = match.iloc[0]
                 cells.append(_cell(row, row["mean_auc"] == best[dataset], tables.reference))
             n = int(block[block["method"] == method]["n_repeats"].max())
-            lines.append(f"| {method} ({n} repeats) | " + " | ".join(cells) + " |")
+            lines.append(f"| {method} ({n} repeat{'' if n == 1 else 's'}) | " + " | ".join(cells) + " |")
         lines.append("")
     if tables.notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in tables.notes] + [""]
