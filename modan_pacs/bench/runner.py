@@ -190,7 +190,7 @@ def run_benchmark(
             for spec, regime, r, k in todo:
                 progress.update(task, description=f"{data.name} {regime} {spec.name} repeat {r} fold {k}")
                 test = fold_of == k
-                val = inner[k]
+                val = np.array(inner[k], dtype=bool)  # a writable copy (pandas may hand out read-only arrays)
                 train = ~test & ~val
                 preds, result = _run_fold(spec, regime, cfg, images, labels, train, val, test, (r, k), store, dev)
                 path = fold_path(out, data.name, regime, spec.name, r, k)
