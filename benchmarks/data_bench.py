@@ -34,9 +34,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from modan_pacs.data import build_pretrain_loader, sample_seed, two_view_transform
 from modan_pacs.data.datasets import EpochSampler
-from modan_pacs.labels import Vocabulary
 from modan_pacs.paths import shared_data_dir
 from modan_pacs.pixels import load_cache
+from modan_pacs.ingest import build_index
 from modan_pacs.pixels.build import build_cache_from_index
 from modan_pacs.pixels.decode import display_frames, fit_square, read_dicom_frames, to_uint8
 
@@ -158,11 +158,8 @@ def main() -> None:
         t0 = time.perf_counter()
         codecs = tuple(c.strip() for c in args.codecs.split(","))
         frame = write_dicom_set(tmp / "dicom", args.files, codecs)
-        vocab = Vocabulary.load()
-        (tmp / "index").mkdir()
-        frame.to_parquet(tmp / "index" / "index.parquet", index=False)
-        np.save(tmp / "index" / "labels.npy", vocab.encode_frame(frame))
-        vocab.save(tmp / "index" / "vocabulary.yaml")
+        # the real path: index the generated export, then cache it
+        build_index(tmp / "dicom", tmp / "index", workers=args.workers, salt_file=tmp / "salt")
         print(f"generated {args.files} DICOM files (512x512 CT, codecs {args.codecs}) in {time.perf_counter() - t0:.1f} s")
 
         t0 = time.perf_counter()
@@ -172,7 +169,9 @@ def main() -> None:
         print(f"cache build: {len(cache)} images in {build_s:.1f} s ({len(cache) / build_s:.0f} images/s, {args.workers} workers)")
 
         cached = build_pretrain_loader(cache, batch_size=args.batch_size, size=args.view_size, workers=args.workers, seed=0)
-        fly_ds = OnTheFlyDataset(list(frame["path"]), cache.labels, args.size, args.view_size, seed=0, window=(40.0, 80.0))
+        index_paths = pd.read_parquet(tmp / "index" / "index.parquet", columns=["path"])["path"].to_numpy()
+        fly_paths = [str(index_paths[i]) for i in cache.manifest["index_row"]]  # cache row order
+        fly_ds = OnTheFlyDataset(fly_paths, cache.labels, args.size, args.view_size, seed=0, window=(40.0, 80.0))
         # the loader settings of build_pretrain_loader: same sampler (epoch with each index), persistent workers
         sampler = EpochSampler(fly_ds, num_replicas=1, rank=0, shuffle=True, seed=0, drop_last=True)
         on_the_fly = DataLoader(
