@@ -55,6 +55,16 @@ def _copy_real_dicom(dest: Path) -> int:
     return n
 
 
+def cache_index_once(index_dir: Path, cache_dir: Path, **options) -> int:
+    """Build the cache of an index, or keep the finished one a previous run left; returns its rows."""
+    from modan_pacs.pixels import load_cache
+    from modan_pacs.pixels.build import build_cache_from_index
+
+    if (cache_dir / "images.npy").is_file() and not (cache_dir / ".partial").exists():
+        return len(load_cache(cache_dir))
+    return build_cache_from_index(index_dir, cache_dir, **options).n_rows
+
+
 def run_demo(out_dir: str | Path = "demo_out", *, settings: DemoSettings | None = None, console: Console | None = None) -> Path:
     """Run every stage into ``out_dir`` and return the report folder."""
     from modan_pacs.bench import run_benchmark
@@ -62,7 +72,6 @@ def run_demo(out_dir: str | Path = "demo_out", *, settings: DemoSettings | None 
     from modan_pacs.demo.export import generate_export
     from modan_pacs.ingest import build_index
     from modan_pacs.paths import config_path
-    from modan_pacs.pixels.build import build_cache_from_index
     from modan_pacs.train import pretrain
     from modan_pacs.train.config import load_config
 
@@ -96,8 +105,8 @@ def run_demo(out_dir: str | Path = "demo_out", *, settings: DemoSettings | None 
     s.stage_seconds["index"] = time.perf_counter() - t
 
     t = stage("3/6 cache", f"decode once into {s.image_size}x{s.image_size} uint8 arrays")
-    cache = build_cache_from_index(out / "index", out / "cache", size=s.image_size, workers=s.workers)
-    console.print(f"{cache.n_rows} cached images, {cache.n_errors} decode errors")
+    n_cached = cache_index_once(out / "index", out / "cache", size=s.image_size, workers=s.workers)
+    console.print(f"{n_cached} cached images")
     s.stage_seconds["cache"] = time.perf_counter() - t
 
     t = stage("4/6 pretrain", f"ModAn-MulSupCon, {s.pretrain_epochs} epochs on the CPU")

@@ -170,7 +170,7 @@ def run_proxy_study(data_dir: str | Path, out_dir: str | Path, *, settings: Prox
     from modan_pacs.bench import run_benchmark
     from modan_pacs.ingest import build_index
     from modan_pacs.paths import config_path
-    from modan_pacs.pixels.build import build_cache_from_index
+    from modan_pacs.demo.pipeline import cache_index_once
     from modan_pacs.report import build_report
     from modan_pacs.train import load_config, pretrain
 
@@ -196,8 +196,8 @@ def run_proxy_study(data_dir: str | Path, out_dir: str | Path, *, settings: Prox
     found = truth.join(by_path, on="path")
     agree = float(((found["anatomy"] == found["anatomy_label"]) & found["modality_label"].notna()).mean())
     console.print(f"{len(frame)} images indexed; anatomy recovered from the messy headers for {agree:.1%} of the pool")
-    cache = timed("cache", lambda: build_cache_from_index(out / "index", out / "cache", size=s.image_size, workers=s.workers))
-    console.print(f"{cache.n_rows} cached images")
+    n_cached = timed("cache", lambda: cache_index_once(out / "index", out / "cache", size=s.image_size, workers=s.workers))
+    console.print(f"{n_cached} cached images")
 
     recipes = {"modan-mulsupcon": "pretrain_modan.yaml", "simclr": "pretrain_simclr.yaml", "supervised-anatomy": "pretrain_supervised.yaml"}
     encoders: dict[str, Path] = {}
