@@ -10,9 +10,11 @@ already vectorised; the speed-up against it is what the vectorisation of the rem
 logic is worth.
 
 Both run on CPU, float32, 2 views, 12-dim two-hot labels (3 modalities + 9 anatomies, as
-RadImageNet), 1000-dim features (the authors' 512 -> 1000 ``fc`` output), 1 torch thread.
+RadImageNet), 1000-dim features (the authors' 512 -> 1000 ``fc`` output). Every measurement is
+repeated for each torch thread count given (default: 1 and torch's default, i.e. every core); the
+per-pair loop is timed again under each, so the speed-up of a row compares like with like.
 
-    .venv/bin/python benchmarks/loss_bench.py [--batches 32 64 128 256] [--repeats 20] [--no-hybrid]
+    .venv/bin/python benchmarks/loss_bench.py [--batches 32 64 128 256] [--repeats 20] [--threads 1 2] [--no-hybrid]
 """
 
 from __future__ import annotations
@@ -83,14 +85,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[32, 64, 128, 256])
     parser.add_argument("--repeats", type=int, default=20, help="timed runs of the vectorised loss (fastest and median reported)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads for all versions")
+    parser.add_argument(
+        "--threads", type=int, nargs="+", default=None,
+        help="torch thread counts to measure under (default: 1 and torch's default, every core)",
+    )
     parser.add_argument("--no-hybrid", action="store_true", help="skip the one-matmul hybrid loop")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU float32, 2 views, 12-dim two-hot labels, 1000-dim features")
+    threads = args.threads or sorted({1, torch.get_num_threads()})
+    print(f"torch {torch.__version__}, CPU float32, 2 views, 12-dim two-hot labels, 1000-dim features, {os.cpu_count()} cores")
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"{'batch':>6} {'vec. ms min':>12} {'median':>7} {'per-pair s':>11} {'speed-up':>9} {'(median)':>9} {'|diff|':>9} {'hybrid s':>9} {'vs hybrid':>10}")
-    for batch in args.batches:
+    print(f"{'threads':>7} {'batch':>6} {'vec. ms min':>12} {'median':>7} {'per-pair s':>11} {'speed-up':>9} {'(median)':>9} {'|diff|':>9} {'hybrid s':>9} {'vs hybrid':>10}")
+    for n_threads, batch in ((t, b) for t in threads for b in args.batches):
+        torch.set_num_threads(n_threads)
         g = torch.Generator().manual_seed(batch)
         features = torch.randn(batch, 2, 1000, generator=g)
         labels = two_hot(batch, g)
@@ -114,7 +120,7 @@ def main() -> None:
             hybrid_cols = f" {hybrid_s:>9.2f} {hybrid_s / fast_s:>9.0f}x"
         diff = abs(fast - slow)
         print(
-            f"{batch:>6} {fast_s * 1e3:>12.2f} {median_s * 1e3:>7.2f} {slow_s:>11.2f} {slow_s / fast_s:>8.0f}x "
+            f"{n_threads:>7} {batch:>6} {fast_s * 1e3:>12.2f} {median_s * 1e3:>7.2f} {slow_s:>11.2f} {slow_s / fast_s:>8.0f}x "
             f"{slow_s / median_s:>8.0f}x {diff:>9.1e}{hybrid_cols}",
             flush=True,
         )

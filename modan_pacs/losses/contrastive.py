@@ -31,6 +31,10 @@ def check_features(features: torch.Tensor) -> None:
         raise ValueError(f"features has an empty dimension: {tuple(features.shape)}")
 
 
+# below this many views the single product is faster than three blocks (fewer operations to launch)
+_SPLIT_MIN_VIEWS = 256
+
+
 def weighted_contrastive_loss(
     features: torch.Tensor,
     pair_weights: torch.Tensor,
@@ -64,21 +68,66 @@ def weighted_contrastive_loss(
     weights = torch.where(positives, pair_weights.float(), torch.zeros((), device=features.device))
     weights = weights.masked_fill(same_image, 1.0)
 
-    logits = (z @ z.T).div_(temperature)  # (M, M) similarities z_a.z_k / T: the one big product
-    # the anchor itself is in neither sum: its diagonal entry is -inf for the stable log-sum-exp of the
-    # denominator sum_{k != a} exp(.) (in place, no (M, M) copy), and 0 in log_prob, out of the numerator
-    logits.diagonal().fill_(float("-inf"))
-    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    log_prob.diagonal().fill_(0.0)
-
-    # sum_p w_ap log_prob_ap over p in P(a): the V views of each image j summed, weighted by w_{i(a) j}
-    # (the views of the anchor's own image with weight 1)
-    per_image = log_prob.view(n_images, n_views, n_images, n_views).sum(dim=3)  # (N, V, N)
-    weighted = (per_image * weights[:, None, :]).sum(dim=2).reshape(n)
-    # |P(a)| = V * (number of positive images, own image included) - 1 (the anchor itself)
+    # sum_p w_ap log p_ap = sum_p w_ap s_ap - lse_a sum_p w_ap with s = z z^T / T, lse_a the log-sum-exp
+    # of s_ak over k != a, p != a. s is symmetric: it is computed as three blocks (images split in two
+    # halves, the lower-left block is the transpose of the upper-right one), 3/4 of the matrix product.
+    split = n_images // 2 if n_images > 1 and n >= _SPLIT_MIN_VIEWS else n_images
+    row_sum, row_lse = [], []
+    top = _view_blocks(z[: split * n_views], z[split * n_views :], temperature, n_views)
+    for half, (diag_block, off_block, off_dim) in enumerate(top):
+        rows = slice(0, split) if half == 0 else slice(split, n_images)
+        cols = slice(split, n_images) if half == 0 else slice(0, split)
+        n_rows = rows.stop - rows.start
+        if n_rows == 0:
+            continue
+        eye = torch.eye(diag_block.shape[0], dtype=torch.bool, device=z.device)
+        lse = torch.logsumexp(diag_block.masked_fill(eye, float("-inf")), dim=1)
+        # per image: sum over the V views of image j, weighted by w_{i(a) j}; minus the anchor's own s_aa
+        per_image = _sum_views(diag_block.view(n_rows, n_views, n_rows, n_views), dim=3)  # (rows, V, rows)
+        total = (per_image * weights[rows, rows][:, None, :]).sum(dim=2).reshape(-1) - diag_block.diagonal()
+        if off_block is not None:
+            lse = torch.logaddexp(lse, torch.logsumexp(off_block, dim=off_dim))
+            n_cols = cols.stop - cols.start
+            if off_dim == 1:  # off_block (rows*V, cols*V): anchors along dim 0
+                per_other = _sum_views(off_block.view(n_rows, n_views, n_cols, n_views), dim=3)  # (rows, V, cols)
+            else:  # off_block (cols*V, rows*V): anchors along dim 1
+                per_other = _sum_views(off_block.view(n_cols, n_views, n_rows, n_views), dim=1).permute(1, 2, 0)
+            total = total + (per_other * weights[rows, cols][:, None, :]).sum(dim=2).reshape(-1)
+        row_sum.append(total)
+        row_lse.append(lse)
+    weighted_logits, lse = torch.cat(row_sum), torch.cat(row_lse)
+    # |P(a)| = V * (number of positive images, own image included) - 1 (the anchor itself); the
+    # weights' sum over p != a is V * sum_j w_ij - 1 (own image weight 1)
     n_positives = (positives.sum(dim=1) * n_views - 1).repeat_interleave(n_views)
+    weight_sum = (weights.sum(dim=1) * n_views - 1).repeat_interleave(n_views)
+    weighted = weighted_logits - lse * weight_sum
     per_anchor = -weighted / n_positives.clamp(min=1)
     has_positive = n_positives > 0
     if not bool(has_positive.any()):
-        return z.sum() * 0.0  # (logits holds -inf on its diagonal)
+        return z.sum() * 0.0
     return per_anchor[has_positive].mean()
+
+
+def _view_blocks(first: torch.Tensor, second: torch.Tensor, temperature: float, n_views: int):
+    """Blocks of the similarity matrix ``s = z z^T / T`` with ``z = [first; second]``.
+
+    Returns, for the anchors of ``first`` then of ``second``: (the diagonal block, the off-diagonal
+    block or ``None``, the dimension of the off-diagonal block that runs over the *other* half's views).
+    The off-diagonal block is computed once and read along its rows for ``first`` and along its
+    columns for ``second`` (``s`` is symmetric).
+    """
+    first_block = (first @ first.T).div_(temperature)
+    if second.shape[0] == 0:
+        return [(first_block, None, 1)]
+    second_block = (second @ second.T).div_(temperature)
+    off = (first @ second.T).div_(temperature)  # (first, second)
+    return [(first_block, off, 1), (second_block, off, 0)]
+
+
+def _sum_views(blocks: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sum over a (small) view dimension as ``V - 1`` additions of slices: a reduction over a size-2
+    innermost dimension is about 10x slower on CPU than adding its two strided slices."""
+    total = blocks.select(dim, 0)
+    for view in range(1, blocks.shape[dim]):
+        total = total + blocks.select(dim, view)
+    return total

@@ -52,7 +52,7 @@ def two_hot(n: int, n_modality: int = 3, n_anatomy: int = 9, seed: int = 0) -> t
 
 
 @pytest.mark.parametrize("n_views", [1, 2, 3])
-def test_matches_slow_loop_value_and_gradients(n_views):
+def test_matches_slow_loop_value_and_gradients(n_views, similarity_path):
     torch.manual_seed(0)
     labels = two_hot(7, n_modality=2, n_anatomy=3)
     labels[3] = 0  # an image without labels
@@ -65,7 +65,7 @@ def test_matches_slow_loop_value_and_gradients(n_views):
     torch.testing.assert_close(grad_fast.double(), grad_slow, rtol=1e-4, atol=1e-6)
 
 
-def test_exact_value_on_hand_made_case():
+def test_exact_value_on_hand_made_case(similarity_path):
     # image 0: both views e1, labels {0, 1}; image 1: both views e2, labels {0, 2}; Jaccard 1/3 >= 0.3
     e1, e2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
     features = torch.stack([torch.stack([e1, e1]), torch.stack([e2, e2])])
@@ -108,7 +108,7 @@ def test_soft_labels_at_zero_one_equal_binary_path():
     )
 
 
-def test_permutation_invariance():
+def test_permutation_invariance(similarity_path):
     torch.manual_seed(1)
     features, labels = torch.randn(10, 2, 16), two_hot(10, seed=1)
     perm = torch.randperm(10)
@@ -134,7 +134,7 @@ def test_sgd_steps_lower_it():
     assert values[-1] < values[0] - 0.1
 
 
-def test_all_zero_labels_give_no_nan():
+def test_all_zero_labels_give_no_nan(similarity_path):
     torch.manual_seed(4)
     features = torch.randn(5, 2, 8, requires_grad=True)
     loss = multilabel_supcon_loss(features, torch.zeros(5, 12))
@@ -147,7 +147,7 @@ def test_all_zero_labels_give_no_nan():
     assert loss1.item() == 0.0 and torch.equal(features1.grad, torch.zeros_like(features1))
 
 
-def test_large_logits_are_stable():
+def test_large_logits_are_stable(similarity_path):
     features = torch.randn(8, 2, 4) * 1e3
     loss = multilabel_supcon_loss(features, two_hot(8), temperature=1e-3)
     assert torch.isfinite(loss)

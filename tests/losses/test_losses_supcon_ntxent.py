@@ -30,7 +30,7 @@ def khosla_supcon(z1: torch.Tensor, z2: torch.Tensor, classes: torch.Tensor, tem
     return (-(log_prob * mask).sum(1) / mask.sum(1)).mean()
 
 
-def test_nt_xent_equals_simclr_cross_entropy_value_and_grad():
+def test_nt_xent_equals_simclr_cross_entropy_value_and_grad(similarity_path):
     torch.manual_seed(0)
     z1 = torch.randn(9, 16, requires_grad=True)
     z2 = torch.randn(9, 16, requires_grad=True)
@@ -43,7 +43,7 @@ def test_nt_xent_equals_simclr_cross_entropy_value_and_grad():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_nt_xent_is_mulsupcon_with_empty_labels():
+def test_nt_xent_is_mulsupcon_with_empty_labels(similarity_path):
     torch.manual_seed(1)
     features = torch.randn(6, 2, 8)
     assert nt_xent_loss(features, 0.2).item() == pytest.approx(
@@ -51,7 +51,7 @@ def test_nt_xent_is_mulsupcon_with_empty_labels():
     )
 
 
-def test_supcon_equals_reference_and_mulsupcon_with_one_hot():
+def test_supcon_equals_reference_and_mulsupcon_with_one_hot(similarity_path):
     torch.manual_seed(2)
     classes = torch.tensor([0, 1, 0, 2, 1, 1, 3, 0])
     z1, z2 = torch.randn(8, 12), torch.randn(8, 12)
@@ -64,7 +64,7 @@ def test_supcon_equals_reference_and_mulsupcon_with_one_hot():
     assert multilabel_supcon_loss(features, one_hot, 0.07, threshold=1.0).item() == pytest.approx(ours.item(), rel=1e-6)
 
 
-def test_supcon_multi_hot_positives_need_identical_rows():
+def test_supcon_multi_hot_positives_need_identical_rows(similarity_path):
     torch.manual_seed(3)
     features = torch.randn(4, 2, 6)
     labels = torch.tensor([[1.0, 1, 0], [1, 1, 0], [1, 0, 1], [0, 0, 0]])
