@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from modan_pacs.data import build_pretrain_loader, sample_seed, two_view_transform
+from modan_pacs.data import build_pretrain_loader, sample_seed, two_view_transform, views_to_float
 from modan_pacs.data.datasets import EpochSampler
 from modan_pacs.paths import shared_data_dir
 from modan_pacs.pixels import load_cache
@@ -99,9 +99,11 @@ def write_dicom_set(folder: Path, n_files: int, codecs: tuple[str, ...] = ("nati
 class OnTheFlyDataset(Dataset):
     """Decode the DICOM file of each sample every time (what the cache avoids)."""
 
-    def __init__(self, paths: list[str], labels: np.ndarray, size: int, view_size: int, seed: int, window: tuple[float, float]):
+    def __init__(
+        self, paths: list[str], labels: np.ndarray, size: int, view_size: int, seed: int, window: tuple[float, float], view_dtype: str
+    ):
         self.paths, self.labels, self.size, self.seed, self.window = paths, labels, size, seed, window
-        self.transform = two_view_transform(view_size, drop_source=True)
+        self.transform = two_view_transform(view_size, drop_source=True, view_dtype=view_dtype)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -118,6 +120,8 @@ class OnTheFlyDataset(Dataset):
 
 
 def time_loader(loader, epochs: int, first_epoch: int = 0) -> tuple[float, int]:
+    """Seconds and batches for ``epochs`` epochs; every batch's views are made float32 in this
+    process (``views_to_float``), as the trainer receives them, whatever dtype crossed from the workers."""
     n = 0
     start = time.perf_counter()
     for epoch in range(first_epoch, first_epoch + epochs):
@@ -126,7 +130,8 @@ def time_loader(loader, epochs: int, first_epoch: int = 0) -> tuple[float, int]:
             loader.dataset.set_epoch(epoch)
         else:
             loader.dataset.epoch = epoch
-        for _ in loader:
+        for batch in loader:
+            views_to_float(batch["view1"]), views_to_float(batch["view2"])
             n += 1
     return time.perf_counter() - start, n
 
@@ -140,6 +145,38 @@ def per_sample_ms(get, n: int) -> float:
     return (time.perf_counter() - t0) / n * 1e3
 
 
+def measure(args: argparse.Namespace, cache, fly_paths: list[str], view_dtype: str):
+    """Time the cache loader and the on-the-fly loader with views handed over as ``view_dtype``."""
+    cached = build_pretrain_loader(cache, batch_size=args.batch_size, size=args.view_size, workers=args.workers, seed=0, view_dtype=view_dtype)
+    fly_ds = OnTheFlyDataset(fly_paths, cache.labels, args.size, args.view_size, seed=0, window=(40.0, 80.0), view_dtype=view_dtype)
+    # the loader settings of build_pretrain_loader: same sampler (epoch with each index), persistent workers
+    sampler = EpochSampler(fly_ds, num_replicas=1, rank=0, shuffle=True, seed=0, drop_last=True)
+    on_the_fly = DataLoader(
+        fly_ds, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers, drop_last=True,
+        persistent_workers=cached.persistent_workers, pin_memory=cached.pin_memory,
+    )
+
+    # same images either way (cache rows are the on-the-fly images, quantised identically)
+    same = all(
+        torch.equal(fly_ds[(e, i)][key], cached.dataset[(e, i)][key]) for e in (0, 1) for i in (0, 1, 2) for key in ("view1", "view2")
+    )
+
+    print(f"load average before timing: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    # one untimed warm-up epoch each starts the persistent workers (once per training run)
+    warm_cache_s, _ = time_loader(cached, 1)
+    warm_fly_s, _ = time_loader(on_the_fly, 1)
+    print(f"warm-up epoch (worker start + 1 epoch, not timed below): cache {warm_cache_s:.2f} s, on the fly {warm_fly_s:.2f} s")
+    cache_s, cache_batches = time_loader(cached, args.cache_epochs, first_epoch=1)
+    fly_s, fly_batches = time_loader(on_the_fly, args.epochs, first_epoch=1)
+    cache_rate, fly_rate = cache_batches / cache_s, fly_batches / fly_s
+    print(f"identical views from both paths (samples 0-2, epochs 0-1): {same}")
+    print(f"from cache : {cache_batches} batches in {cache_s:.2f} s = {cache_rate:.2f} batches/s ({cache_rate * args.batch_size:.0f} images/s)")
+    print(f"on the fly : {fly_batches} batches in {fly_s:.2f} s = {fly_rate:.2f} batches/s ({fly_rate * args.batch_size:.0f} images/s)")
+    print(f"speed-up   : {cache_rate / fly_rate:.1f}x (batch {args.batch_size}, views {args.view_size}, {args.workers} workers, {args.cache_epochs} / {args.epochs} epochs)")
+    print(f"load average after timing: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return cached.dataset, fly_ds  # (the loaders and their workers end here)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=300)
@@ -150,6 +187,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs of the on-the-fly loader")
     parser.add_argument("--cache-epochs", type=int, default=10, help="timed epochs of the cache loader (it is ~10x faster: a longer, steadier window)")
     parser.add_argument("--codecs", default="native,rle,j2k", help="comma list of: " + ", ".join(CODECS))
+    parser.add_argument(
+        "--view-dtypes", nargs="+", default=["uint8", "float32"], choices=["uint8", "float32"],
+        help="dtype of the views the workers hand over (the loader's default is uint8); each is measured, both loaders alike",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -168,39 +209,15 @@ def main() -> None:
         cache = load_cache(tmp / "cache")
         print(f"cache build: {len(cache)} images in {build_s:.1f} s ({len(cache) / build_s:.0f} images/s, {args.workers} workers)")
 
-        cached = build_pretrain_loader(cache, batch_size=args.batch_size, size=args.view_size, workers=args.workers, seed=0)
         index_paths = pd.read_parquet(tmp / "index" / "index.parquet", columns=["path"])["path"].to_numpy()
         fly_paths = [str(index_paths[i]) for i in cache.manifest["index_row"]]  # cache row order
-        fly_ds = OnTheFlyDataset(fly_paths, cache.labels, args.size, args.view_size, seed=0, window=(40.0, 80.0))
-        # the loader settings of build_pretrain_loader: same sampler (epoch with each index), persistent workers
-        sampler = EpochSampler(fly_ds, num_replicas=1, rank=0, shuffle=True, seed=0, drop_last=True)
-        on_the_fly = DataLoader(
-            fly_ds, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers, drop_last=True,
-            persistent_workers=cached.persistent_workers, pin_memory=cached.pin_memory,
-        )
-
-        # same images either way (cache rows are the on-the-fly images, quantised identically)
-        same = all(
-            torch.equal(fly_ds[(e, i)][key], cached.dataset[(e, i)][key]) for e in (0, 1) for i in (0, 1, 2) for key in ("view1", "view2")
-        )
-
-        print(f"load average before timing: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        # one untimed warm-up epoch each starts the persistent workers (once per training run)
-        warm_cache_s, _ = time_loader(cached, 1)
-        warm_fly_s, _ = time_loader(on_the_fly, 1)
-        print(f"warm-up epoch (worker start + 1 epoch, not timed below): cache {warm_cache_s:.2f} s, on the fly {warm_fly_s:.2f} s")
-        cache_s, cache_batches = time_loader(cached, args.cache_epochs, first_epoch=1)
-        fly_s, fly_batches = time_loader(on_the_fly, args.epochs, first_epoch=1)
-        cache_rate, fly_rate = cache_batches / cache_s, fly_batches / fly_s
-        print(f"identical views from both paths (samples 0-2, epochs 0-1): {same}")
-        print(f"from cache : {cache_batches} batches in {cache_s:.2f} s = {cache_rate:.2f} batches/s ({cache_rate * args.batch_size:.0f} images/s)")
-        print(f"on the fly : {fly_batches} batches in {fly_s:.2f} s = {fly_rate:.2f} batches/s ({fly_rate * args.batch_size:.0f} images/s)")
-        print(f"speed-up   : {cache_rate / fly_rate:.1f}x (batch {args.batch_size}, views {args.view_size}, {args.workers} workers, {args.cache_epochs} / {args.epochs} epochs)")
-        print(f"load average after timing: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        # where the time goes, per sample, in this process (no workers, no batching): the DataLoader
-        # rate above is bounded by these plus the transfer of each batch from the workers
+        for view_dtype in args.view_dtypes:
+            print(f"--- views handed over as {view_dtype} (made float32 in the main process, as the trainer does) ---")
+            cached_ds, fly_ds = measure(args, cache, fly_paths, view_dtype)
+        # where the time goes, per sample, in this process (no workers, no batching), with the last
+        # measured dtype: the DataLoader rate above is bounded by these plus the transfer of each batch
         n = min(64, len(cache))
-        cache_ms = per_sample_ms(lambda i: cached.dataset[(0, i)], n)
+        cache_ms = per_sample_ms(lambda i: cached_ds[(0, i)], n)
         fly_ms = per_sample_ms(lambda i: fly_ds[(0, i)], n)
         print(f"per sample in-process: cache {cache_ms:.2f} ms (two-view augmentation of a cached row), "
               f"on the fly {fly_ms:.2f} ms (decode + window + resize + the same augmentation): ratio {fly_ms / cache_ms:.1f}x")

@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args()
 
-    from modan_pacs.data import build_pretrain_loader
+    from modan_pacs.data import build_pretrain_loader, views_to_float
     from modan_pacs.losses import MultiLabelSupConLoss
     from modan_pacs.models import EncoderWithHead, build_encoder, build_head
     from modan_pacs.pixels import load_cache
@@ -70,9 +70,7 @@ def main() -> None:
         for step in range(args.steps + 1):
             t0 = time.perf_counter()
             batch = next(batches)
-            images = torch.cat([batch["view1"], batch["view2"]]).to(device)
-            if device.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
+            images = views_to_float(torch.cat([batch["view1"], batch["view2"]]), device, channels_last=device.type == "cuda")
             labels = batch["labels"].to(device)
             sync()
             t1 = time.perf_counter()

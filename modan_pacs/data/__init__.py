@@ -16,9 +16,11 @@ from modan_pacs.data.transforms import (
     RandResizedCropd,
     ResizeImage,
     ResizeImaged,
+    QuantizeUint8d,
     TwoViewd,
     downstream_transform,
     two_view_transform,
+    views_to_float,
 )
 
 __all__ = [
@@ -34,9 +36,11 @@ __all__ = [
     "RandResizedCropd",
     "ResizeImage",
     "ResizeImaged",
+    "QuantizeUint8d",
     "TwoViewd",
     "build_pretrain_loader",
     "downstream_transform",
     "sample_seed",
     "two_view_transform",
+    "views_to_float",
 ]

@@ -87,6 +87,9 @@ class DataConfig(_Section):
     """Side of the square augmented views."""
     workers: int = Field(0, ge=0)
     """DataLoader worker processes (0 = in the main process)."""
+    view_dtype: Literal["uint8", "float32"] = "uint8"
+    """Dtype of the views the workers hand over: uint8 (a quarter of the bytes, float32 ``x / 255``
+    made on the device; within half a grey level of the float views) or float32."""
 
 
 class TrainConfig(_Section):

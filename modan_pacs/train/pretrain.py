@@ -132,8 +132,10 @@ def batch_loss(
     are stacked to ``(B, 2, D)``, gathered to ``(W*B, 2, D)`` with the labels ``(W*B, K)``.
     Supervised: ``view1`` only; logits and ``targets[index]`` are gathered.
     """
-    view1 = batch["view1"].to(device, non_blocking=True)
-    images = torch.cat([view1, batch["view2"].to(device, non_blocking=True)]) if contrastive else view1
+    from modan_pacs.data.transforms import views_to_float  # (imports MONAI: kept out of this module's import)
+
+    view1 = views_to_float(batch["view1"], device)  # uint8 views cross the bus, float32 on the device
+    images = torch.cat([view1, views_to_float(batch["view2"], device)]) if contrastive else view1
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
@@ -261,7 +263,7 @@ def _run(cfg, data_dir, out_dir, env, ckpt, progress, load_cache, build_pretrain
     start_epoch = int(ckpt["epoch"]) if ckpt else 0
     loader = build_pretrain_loader(
         cache, batch_size=per_rank, size=cfg.data.size, workers=cfg.data.workers, seed=cfg.seed,
-        epoch_seed=start_epoch, distributed=env.distributed,
+        epoch_seed=start_epoch, distributed=env.distributed, view_dtype=cfg.data.view_dtype,
     )
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:

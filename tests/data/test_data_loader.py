@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from modan_pacs.data import build_pretrain_loader
+from modan_pacs.data import build_pretrain_loader, views_to_float
 from modan_pacs.errors import InputError
 from modan_pacs.labels import Vocabulary
 from modan_pacs.pixels import load_cache, write_cache
@@ -40,9 +40,30 @@ def test_batch_layout(cache):
     b = batches[0]
     assert set(b) == {"view1", "view2", "labels", "index"}
     assert b["view1"].shape == (5, 1, 24, 24) and b["view2"].shape == (5, 1, 24, 24)
-    assert b["view1"].dtype == torch.float32 and b["labels"].dtype == torch.float32
+    assert b["view1"].dtype == torch.uint8 and b["labels"].dtype == torch.float32  # uint8 views by default
     assert b["index"].shape == (5,) and b["index"].dtype == torch.int64
     torch.testing.assert_close(b["labels"], torch.from_numpy(cache.labels[b["index"].numpy()]))
+
+
+def test_uint8_views_are_the_float_views_rounded(cache):
+    """uint8 transport: the same draws as float32 views, each pixel within half a grey level."""
+    as_u8 = _collect(build_pretrain_loader(cache, batch_size=8, size=24, workers=0, seed=5))
+    as_f32 = _collect(build_pretrain_loader(cache, batch_size=8, size=24, workers=0, seed=5, view_dtype="float32"))
+    for u, f in zip(as_u8, as_f32):
+        assert torch.equal(u["index"], f["index"])
+        for key in ("view1", "view2"):
+            assert f[key].dtype == torch.float32
+            restored = views_to_float(u[key])
+            assert restored.dtype == torch.float32 and float(restored.min()) >= 0.0 and float(restored.max()) <= 1.0
+            assert float((restored - f[key]).abs().max()) <= 0.5 / 255 + 1e-5
+            # rounded, not truncated: equal to round(255 x) except where float rounding of the two
+            # computations (grey levels vs [0, 1]) falls on either side of a .5 tie
+            rounded = torch.round(f[key] * 255).to(torch.int16)
+            diff = (u[key].to(torch.int16) - rounded).abs()
+            # (bilinear weights of 1/2 between two integer levels make exact .5 ties common: 0.24 % here)
+            assert int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 1e-2
+    with pytest.raises(InputError, match="view_dtype"):
+        build_pretrain_loader(cache, batch_size=8, size=24, view_dtype="float16")
 
 
 def test_fake_two_rank_sampler_is_disjoint_and_complete(cache):
@@ -94,9 +115,9 @@ def test_sample_views_equal_the_transform_seeded_by_sample_seed(cache):
     from modan_pacs.data import sample_seed, two_view_transform
 
     loader = build_pretrain_loader(cache, batch_size=4, size=16, seed=5, epoch_seed=2)
-    t = two_view_transform(16, drop_source=True)
+    t = two_view_transform(16, drop_source=True, view_dtype="uint8")  # the loader's default views
     t.set_random_state(seed=sample_seed(5, 2, 3))
-    expected = t({"image": torch.from_numpy(cache.images[3].astype(np.float32)[None] / 255.0)})
+    expected = t({"image": torch.from_numpy(cache.images[3][None].copy())})  # the cached uint8 row, as the loader
     got = loader.dataset[3]
     assert torch.equal(got["view1"], expected["view1"]) and torch.equal(got["view2"], expected["view2"])
 

@@ -166,3 +166,19 @@ def test_uint8_input_gives_the_views_of_its_float_scaling():
         from_float = b({"image": img8.astype(np.float32) / 255.0})
         assert torch.equal(from_u8["view1"], from_float["view1"]) and torch.equal(from_u8["view2"], from_float["view2"])
         assert from_u8["view1"].dtype == torch.float32 and float(from_u8["view1"].max()) <= 1.0
+
+
+def test_uint8_views_from_uint8_and_float_input_agree_within_a_grey_level():
+    img8 = np.random.default_rng(5).integers(0, 256, (1, 60, 50), dtype=np.uint8)
+    a, b = two_view_transform(40, view_dtype="uint8"), two_view_transform(40, view_dtype="uint8")
+    for seed in range(5):
+        a.set_random_state(seed=seed)
+        b.set_random_state(seed=seed)
+        from_u8 = a({"image": torch.from_numpy(img8)})
+        from_float = b({"image": img8.astype(np.float32) / 255.0})
+        for key in ("view1", "view2"):
+            assert from_u8[key].dtype == from_float[key].dtype == torch.uint8
+            diff = (from_u8[key].to(torch.int16) - from_float[key].to(torch.int16)).abs()
+            assert int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 1e-2
+    with pytest.raises(ValueError, match="view_dtype"):
+        two_view_transform(40, view_dtype="float16")

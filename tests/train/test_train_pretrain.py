@@ -55,13 +55,13 @@ def fixed_view_loss(encoder: nn.Module, cache: Path) -> float:
     return float(np.mean(values))
 
 
-def train_and_compare(cache: Path, out: Path) -> tuple[float, float]:
+def train_and_compare(cache: Path, out: Path, epochs: int = 8) -> tuple[float, float]:
     from modan_pacs.models import build_encoder
 
     torch.manual_seed(0)
     before = fixed_view_loss(build_encoder("authors"), cache)
     adam = ("optimizer.name=adam", "optimizer.lr=0.001", "optimizer.weight_decay=0")
-    result = pretrain(tiny("train.epochs=8", "train.batch_size=16", *adam), cache, out, progress=False)
+    result = pretrain(tiny(f"train.epochs={epochs}", "train.batch_size=16", *adam), cache, out, progress=False)
     assert all(np.isfinite(row["loss"]) for row in result.history)
     return before, fixed_view_loss(load_encoder(result.encoder_path), cache)
 
@@ -92,8 +92,10 @@ def test_loss_decreases_on_real_pool_images(tmp_path, shared_data):
             modality.append(m)
             anatomy.append(a)
     cache = write_test_cache(tmp_path / "cache", np.stack(images), modality, anatomy)
-    before, after = train_and_compare(cache, tmp_path / "run")
-    assert after < before, (before, after)
+    # 8 epochs (16 Adam steps) left the loss within augmentation noise of its start (2.85 -> 3.00
+    # after a change of the augmentation's random stream); 24 epochs gave 2.85 -> 2.40
+    before, after = train_and_compare(cache, tmp_path / "run", epochs=24)
+    assert after < before - 0.1, (before, after)
 
 
 def test_run_folder_contents_and_exported_encoder(tmp_path, cache16):
