@@ -6,8 +6,12 @@ name and renamed, so a part is either complete or absent. The parts are the resu
 re-run (or a run after SIGKILL) reads only files whose ``(path, size, mtime)`` is not in a part
 yet, then merges the parts keeping the newest row per path and dropping files that disappeared,
 compacts them into one part, and hands the merged records to
-:func:`modan_pacs.ingest.store.write_index`. Memory during reading holds only the list of paths
-and at most two chunks of rows per worker, never the parsed datasets.
+:func:`modan_pacs.ingest.store.write_index`. Memory during reading holds only the list of paths,
+at most two chunks of rows per worker, never the parsed datasets, and this run's rows as Arrow
+tables (a few hundred bytes per file).
+
+Start-up order, for speed: the workers are forked as soon as the folder is walked, before this
+process imports pandas and the labelling code (~0.4 s), which it then does while they read.
 """
 
 from __future__ import annotations
@@ -20,20 +24,25 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from modan_pacs.errors import InputError
-from modan_pacs.ingest.headers import PART_SCHEMA, RAW_COLUMNS, quiet_worker, read_chunk, read_rows, write_part
+from modan_pacs.ingest.headers import PART_SCHEMA, RAW_COLUMNS, quiet_worker, read_rows, write_part
 from modan_pacs.ingest.salt import load_or_create_salt
-from modan_pacs.ingest.store import IndexTables, write_index
 from modan_pacs.ingest.walk import dicomdir_missing_files, iter_files
-from modan_pacs.labels import Vocabulary
+from modan_pacs.labels.vocabulary import Vocabulary
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from modan_pacs.ingest.store import IndexTables
 
 STATE_DIR = ".ingest"
 _MIN_FILES_FOR_POOL = 200
+_WALK_AHEAD = 4000  # files walked before reading starts; a larger export is walked while the workers read
+_STREAM_CHUNK = 500  # files per part when the total is not known yet (the largest automatic chunk)
 _RETRY_REASONS = {"permission_denied", "unreadable"}  # re-read even when unchanged (access may be fixed)
 
 ProgressCallback = Callable[[int, int], None]
@@ -53,11 +62,11 @@ class IndexReport:
 
 
 def _worker_pool(n: int) -> ProcessPoolExecutor:
-    """Header-reading processes. On Linux they are forked after this process has imported pydicom:
-    no new interpreter, no re-import of the caller's ``__main__`` or of pydicom, which would cost
-    more than reading thousands of headers. Workers only read files and send rows back; this
-    process writes the parts, so a worker never touches pyarrow or rich state it inherited.
-    Elsewhere the workers are spawned.
+    """Header-reading processes. On Linux they are forked after this process has imported pydicom
+    (and before pandas): no new interpreter, no re-import of the caller's ``__main__`` or of
+    pydicom, which would cost more than reading thousands of headers. Workers only read files and
+    send rows back; this process writes the parts, so a worker never touches pyarrow or rich state
+    it inherited. Elsewhere the workers are spawned.
     """
     import multiprocessing
 
@@ -74,11 +83,90 @@ def _part_files(state: Path) -> list[Path]:
 
 def _read_parts(parts: list[Path], columns: list[str] | None = None) -> pd.DataFrame:
     """Rows of all parts, newest row per path (parts sort oldest first by name)."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
     if not parts:
         return pd.DataFrame({c: pd.Series([], dtype=object) for c in (columns or PART_SCHEMA.names)})
     tables = [pq.read_table(p, columns=columns) for p in parts]
     frame = pa.concat_tables(tables).to_pandas()
     return frame.drop_duplicates("path", keep="last").reset_index(drop=True)
+
+
+def _import_for_output() -> None:
+    """What the end of the run needs (pandas, Parquet, the labelling code), imported while the
+    workers read instead of before they start."""
+    import pyarrow.parquet  # noqa: F401
+    import modan_pacs.ingest.store  # noqa: F401 - pandas, numpy, labels.assign
+
+
+def _merge(old_parts: list[Path], new: list[pa.Table], walked: set[str]) -> pa.Table:
+    """One table, sorted by path: this run's rows plus the rows of earlier parts that this run did
+    not re-read (newest earlier row per path), for files still present."""
+    new_table = pa.concat_tables(new) if new else PART_SCHEMA.empty_table()
+    if not old_parts:
+        merged = new_table
+    else:
+        old = _read_parts(old_parts)  # newest earlier row per path
+        keep = old["path"].isin(walked) & ~old["path"].isin(new_table.column("path").to_pylist())
+        old_table = pa.Table.from_pandas(old.loc[keep], schema=PART_SCHEMA, preserve_index=False)
+        merged = pa.concat_tables([old_table, new_table])
+    # (no duplicate paths: this run reads each walked path once, and earlier rows of those paths are left out)
+    return merged.sort_by("path")
+
+
+class _Walk:
+    """The folder walk, advanced on demand: files to read go to :attr:`todo`, unchanged files
+    (same size and mtime as in an earlier part, and no retryable error) are only counted."""
+
+    def __init__(self, files, known: dict[str, tuple]) -> None:
+        self._files, self._known = files, known
+        self.walked: set[str] = set()
+        self.todo: list[str] = []
+        self.errors: list[dict] = []
+        self.dicomdirs: list[Path] = []
+        self.done = False
+
+    def advance(self, n: int | None) -> bool:
+        """Walk until ``n`` more files are to read (``None``: to the end). False once the walk is over."""
+        target = None if n is None else len(self.todo) + n
+        for file_path, size, mtime in self._files:
+            if size is None:
+                reason = "permission_denied" if "permission" in mtime else "unreadable"
+                self.errors.append({"path": file_path, "reason": reason, "detail": mtime})
+                continue
+            self.walked.add(file_path)
+            if os.path.basename(file_path).upper() == "DICOMDIR":
+                self.dicomdirs.append(Path(file_path))
+            prev = self._known.get(file_path)
+            if prev is not None and prev[0] == size and prev[1] == mtime and prev[2] not in _RETRY_REASONS:
+                continue
+            self.todo.append(file_path)
+            if target is not None and len(self.todo) >= target:
+                return True
+        self.done = True
+        return False
+
+
+def _chunker(walk: _Walk, size: int, where: list) -> Callable[[], tuple[list[str], str] | None]:
+    """``next_chunk()``: the next ``size`` files to read and their part file name, walking on as
+    needed; ``None`` when every walked file has been handed out and the walk is over."""
+    state, stamp = where
+    position, number = 0, 0
+
+    def next_chunk() -> tuple[list[str], str] | None:
+        nonlocal position, number
+        while not walk.done and len(walk.todo) - position < size:
+            walk.advance(size)
+        if position >= len(walk.todo):
+            return None
+        chunk = walk.todo[position : position + size]
+        position += len(chunk)
+        name = str(state / f"part-{stamp:020d}-{number:06d}.parquet")
+        number += 1
+        return chunk, name
+
+    return next_chunk
 
 
 def _auto_chunk(n_todo: int, workers: int) -> int:
@@ -129,69 +217,79 @@ def build_index(
     state.mkdir(parents=True, exist_ok=True)
     for stale in state.glob(".part-*.tmp-*"):
         stale.unlink(missing_ok=True)
-    known = _read_parts(_part_files(state), ["path", "size", "mtime", "error"])
-    known_map = {p: (s, m, e) for p, s, m, e in zip(known["path"], known["size"], known["mtime"], known["error"])}
-    del known
+    old_parts = _part_files(state)
+    known_map: dict[str, tuple] = {}
+    if old_parts:
+        known = _read_parts(old_parts, ["path", "size", "mtime", "error"])
+        known_map = {p: (s, m, e) for p, s, m, e in zip(known["path"], known["size"], known["mtime"], known["error"])}
+        del known
 
     read_start = time.perf_counter()
-    walked: set[str] = set()
-    todo: list[str] = []
-    walk_errors: list[dict] = []
-    dicomdirs: list[Path] = []
-    for file_path, size, mtime in iter_files(root, exclude=(out,)):
-        if size is None:
-            walk_errors.append({"path": file_path, "reason": "permission_denied" if "permission" in mtime else "unreadable",
-                                "detail": mtime})
-            continue
-        walked.add(file_path)
-        if os.path.basename(file_path).upper() == "DICOMDIR":
-            dicomdirs.append(Path(file_path))
-        prev = known_map.get(file_path)
-        if prev is not None and prev[0] == size and prev[1] == mtime and prev[2] not in _RETRY_REASONS:
-            continue
-        todo.append(file_path)
-    del known_map
-    n_unchanged = len(walked) - len(todo)
-
+    walk = _Walk(iter_files(root, exclude=(out,)), known_map)
+    # Walk ahead a little: a small export is walked to the end and chunked for balance; a large one
+    # starts its workers now and the rest of the walk runs while they read.
+    finished = not walk.advance(_WALK_AHEAD)
+    todo = walk.todo
+    if finished:
+        size = chunk_size or _auto_chunk(len(todo), workers)
+        serial = workers == 1 or len(todo) <= size or len(todo) < _MIN_FILES_FOR_POOL  # a pool costs ~0.3 s
+    else:
+        size, serial = chunk_size or _STREAM_CHUNK, workers == 1
     stamp = time.time_ns()
-    size = chunk_size or _auto_chunk(len(todo), workers)
-    chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
-    part_names = [str(state / f"part-{stamp:020d}-{i:06d}.parquet") for i in range(len(chunks))]
+    next_chunk = _chunker(walk, size, [state, stamp])
     done = 0
+    new_tables: list[pa.Table] = []  # this run's parts, kept for the merge (no read-back)
     if progress:
         progress(0, len(todo))
-    if workers == 1 or len(chunks) <= 1 or len(todo) < _MIN_FILES_FOR_POOL:  # a pool costs ~0.3 s (pydicom import, fork)
-        for chunk, name in zip(chunks, part_names):
-            done += read_chunk(chunk, name, salt)
+    if serial:
+        while (item := next_chunk()) is not None:
+            new_tables.append(write_part(read_rows(item[0], salt), item[1]))
+            done += new_tables[-1].num_rows
             if progress:
                 progress(done, len(todo))
+        _import_for_output()
     else:
-        with _worker_pool(min(workers, len(chunks))) as pool:
+        n_workers = workers if not finished else min(workers, -(-len(todo) // size))
+        with _worker_pool(n_workers) as pool:
             pending: dict = {}  # future -> its part file
-            queue = list(zip(chunks, part_names))
-            queue.reverse()
-            while queue or pending:
-                while queue and len(pending) < 2 * workers:  # bounded: chunk lists are not all in flight
-                    chunk, name = queue.pop()
-                    pending[pool.submit(read_rows, chunk, salt)] = name
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    done += write_part(fut.result(), pending.pop(fut))
+            imported = False
+            item = next_chunk()
+            while item is not None or pending:
+                while item is not None and len(pending) < 2 * workers:  # bounded: chunk lists are not all in flight
+                    pending[pool.submit(read_rows, item[0], salt)] = item[1]
+                    item = next_chunk()  # (walks on while the workers read)
+                if not imported:  # the workers are busy now: import what the output needs meanwhile
+                    _import_for_output()
+                    imported = True
+                finished_futures, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished_futures:
+                    new_tables.append(write_part(fut.result(), pending.pop(fut)))
+                    done += new_tables[-1].num_rows
                 if progress:
                     progress(done, len(todo))
+    del known_map
+    walked, walk_errors, dicomdirs = walk.walked, walk.errors, walk.dicomdirs
+    n_unchanged = len(walked) - len(todo)
+
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from modan_pacs.ingest.store import write_index
 
     read_seconds = time.perf_counter() - read_start
+    merged_table = _merge(old_parts, new_tables, walked)
+    del new_tables
     parts = _part_files(state)
-    merged = _read_parts(parts)
-    merged = merged[merged["path"].isin(walked)].sort_values("path", kind="stable").reset_index(drop=True)
     if todo or len(parts) > 1:
         compact = state / f"part-{time.time_ns():020d}-compact.parquet"
         tmp = compact.with_name(f".{compact.name}.tmp-{os.getpid()}")
-        pq.write_table(pa.Table.from_pandas(merged, schema=PART_SCHEMA, preserve_index=False), tmp)
+        pq.write_table(merged_table, tmp)
         os.replace(tmp, compact)
         for old in parts:
             if old != compact:
                 old.unlink(missing_ok=True)
+    merged = merged_table.to_pandas()
+    del merged_table
 
     ok = merged["error"].isna()
     good = merged.loc[ok, list(RAW_COLUMNS)].reset_index(drop=True)

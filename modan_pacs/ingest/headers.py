@@ -536,8 +536,9 @@ def read_rows(paths: list[str], salt: bytes) -> list[tuple]:
         return [tuple(rec[c] for c in names) for rec in map(read_header, paths, [salt] * len(paths))]
 
 
-def write_part(rows: list[tuple], part_path: str) -> int:
-    """Write rows from :func:`read_rows` as one Parquet part file, atomically (temporary name, rename)."""
+def write_part(rows: list[tuple], part_path: str) -> pa.Table:
+    """Write rows from :func:`read_rows` as one Parquet part file, atomically (temporary name, rename);
+    returns the written table."""
     import pyarrow.parquet as pq
 
     columns = list(zip(*rows)) if rows else [()] * len(PART_SCHEMA)
@@ -546,9 +547,9 @@ def write_part(rows: list[tuple], part_path: str) -> int:
     tmp = f"{os.path.dirname(part_path)}/.{os.path.basename(part_path)}.tmp-{os.getpid()}"
     pq.write_table(table, tmp)
     os.replace(tmp, part_path)
-    return len(rows)
+    return table
 
 
 def read_chunk(paths: list[str], part_path: str, salt: bytes) -> int:
     """Read the headers of ``paths`` and write them as one part file. Returns the count."""
-    return write_part(read_rows(paths, salt), part_path)
+    return write_part(read_rows(paths, salt), part_path).num_rows

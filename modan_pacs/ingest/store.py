@@ -76,20 +76,57 @@ def _normalise_raw(frame: pd.DataFrame) -> pd.DataFrame:
         )
     if "sop_instance_uid" not in frame.columns:
         raise InputError("write_index needs a sop_instance_uid column")
-    out = pd.DataFrame(index=range(len(frame)))
+    n = len(frame)
+    columns = {}
     for column, dtype in RAW_COLUMNS.items():
-        values = frame[column].to_numpy(dtype=object) if column in frame.columns else [None] * len(frame)
+        if column not in frame.columns:
+            values = pd.Series([None] * n, dtype=object)
+            columns[column] = (
+                pd.array([None] * n, dtype="Int32" if dtype == pa.int32() else "Int64") if pa.types.is_integer(dtype)
+                else pd.array([None] * n, dtype="Float64") if pa.types.is_floating(dtype) else values
+            )
+            continue
+        series = frame[column]
         if pa.types.is_integer(dtype):
-            out[column] = pd.array([None if _is_missing(v) else int(v) for v in values],
-                                   dtype="Int32" if dtype == pa.int32() else "Int64")
+            columns[column] = _integer_column(series, "Int32" if dtype == pa.int32() else "Int64")
         elif pa.types.is_floating(dtype):
-            out[column] = pd.array([None if _is_missing(v) else float(v) for v in values], dtype="Float64")
+            columns[column] = _float_column(series)
         else:
-            out[column] = pd.Series(_clean_text(values), dtype=object)
+            columns[column] = _text_column(series)
+    out = pd.DataFrame(columns, index=range(n))
     missing_uid = out["sop_instance_uid"].isna()
     if missing_uid.any():
         raise InputError(f"write_index: {int(missing_uid.sum())} rows have no sop_instance_uid (first row {int(missing_uid.idxmax())})")
     return out
+
+
+def _integer_column(series: pd.Series, dtype: str) -> pd.array:
+    """Nullable integers; numeric columns (Parquet parts) in one conversion, anything else value by value."""
+    if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
+        try:
+            return pd.array(series.to_numpy(dtype="float64", na_value=np.nan) if series.dtype.kind == "f" else series, dtype=dtype)
+        except (TypeError, ValueError):  # e.g. a non-whole float: truncate value by value as below
+            pass
+    return pd.array([None if _is_missing(v) else int(v) for v in series.to_numpy(dtype=object)], dtype=dtype)
+
+
+def _float_column(series: pd.Series) -> pd.array:
+    if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
+        return pd.array(series.to_numpy(dtype="float64", na_value=np.nan), dtype="Float64")
+    return pd.array([None if _is_missing(v) else float(v) for v in series.to_numpy(dtype=object)], dtype="Float64")
+
+
+def _text_column(series: pd.Series) -> pd.Series:
+    """Stripped strings as an object column, ``None`` for missing or blank values.
+
+    String-typed columns (what Parquet parts give with pandas' string dtype) are stripped in one
+    vectorised call; object columns, which may hold numbers or other types, value by value.
+    """
+    if isinstance(series.dtype, pd.StringDtype):
+        stripped = series.str.strip()
+        stripped = stripped.where(stripped != "")
+        return pd.Series(stripped.to_numpy(dtype=object, na_value=None), dtype=object)
+    return pd.Series(_clean_text(series.to_numpy(dtype=object)), dtype=object)
 
 
 def _clean_text(values) -> list:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from modan_pacs.labels.vocabulary import Vocabulary
@@ -24,17 +25,34 @@ def _clean(value: object) -> str | None:
     return text or None
 
 
+def _clean_column(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """``_clean`` of a column as an object array, computed once per distinct value (header fields
+    such as modality or descriptions repeat across the thousands of images of a series)."""
+    if column not in frame.columns:
+        return np.full(len(frame), None, dtype=object)
+    codes, uniques = pd.factorize(frame[column], use_na_sentinel=True)
+    cleaned = np.array([*(_clean(u) for u in uniques), None], dtype=object)  # code -1 (missing) -> the last slot
+    return cleaned[codes]
+
+
+def _map_unique(values: np.ndarray, mapper) -> np.ndarray:
+    """``mapper(v)`` for every value of an object array, called once per distinct value."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    mapped = np.array([*(mapper(u) for u in uniques), mapper(None)], dtype=object)
+    return mapped[codes]
+
+
 def label_frame(frame: pd.DataFrame, vocabulary: Vocabulary) -> pd.DataFrame:
     """Copy of ``frame`` with ``modality_label``, ``anatomy_label``, ``anatomy_source`` (and
     ``<group>_label`` for extra groups in ``label_groups``) computed from the raw header columns.
 
     Anatomy texts are tried most specific first: SeriesDescription, ProtocolName, StudyDescription.
-    Raw columns that are absent count as empty. Each distinct raw combination is mapped once.
+    Raw columns that are absent count as empty. Each distinct raw value (modality) or combination
+    (anatomy fields) is mapped once.
     """
     out = frame.copy()
-    cols = {c: (out[c].map(_clean) if c in out.columns else pd.Series([None] * len(out), index=out.index, dtype=object))
-            for c in RAW_LABEL_INPUTS}
-    out["modality_label"] = pd.Series([vocabulary.map_modality(m) for m in cols["modality"]], index=out.index, dtype=object)
+    cols = {c: _clean_column(out, c) for c in RAW_LABEL_INPUTS}
+    out["modality_label"] = pd.Series(_map_unique(cols["modality"], vocabulary.map_modality), index=out.index, dtype=object)
     memo: dict[tuple, tuple[str | None, str]] = {}
     anatomy, source = [], []
     for key in zip(cols["body_part_examined"], cols["anatomic_region_code"], cols["anatomic_region_meaning"],
@@ -51,6 +69,6 @@ def label_frame(frame: pd.DataFrame, vocabulary: Vocabulary) -> pd.DataFrame:
         if group in ("modality", "anatomy"):
             continue
         column = vocabulary.extra_column(group)
-        raw = out[column].map(_clean) if column in out.columns else [None] * len(out)
-        out[f"{group}_label"] = pd.Series([vocabulary.map_extra(group, v) for v in raw], index=out.index, dtype=object)
+        raw = _clean_column(out, column)
+        out[f"{group}_label"] = pd.Series(_map_unique(raw, lambda v, g=group: vocabulary.map_extra(g, v)), index=out.index, dtype=object)
     return out

@@ -272,3 +272,27 @@ def test_help_does_not_import_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert "--pacs" in proc.stdout and "--workers" in proc.stdout
+
+
+def test_vectorised_normalise_equals_value_by_value():
+    """Parquet parts give string / numeric columns (vectorised path); the same values as Python
+    objects take the value-by-value path; both must give the same contract columns."""
+    from modan_pacs.ingest.store import _normalise_raw
+
+    frame = pd.DataFrame({
+        "sop_instance_uid": pd.array(["1.2.3", " 1.2.4 ", "1.2.5", "1.2.6"], dtype="string"),
+        "modality": pd.array(["CT", "  ", None, " MR"], dtype="string"),
+        "series_description": pd.array(["Ax 1.25mm ", "", "chest\t", None], dtype="string"),
+        "rows": pd.array([512, None, 256, 64], dtype="Int32").astype("float64"),  # nulls make Parquet ints floats
+        "number_of_frames": np.array([1, 2, 3, 4], dtype=np.int32),
+        "size": np.array([10, 20, 30, 40], dtype=np.int64),
+        "mtime": np.array([1.5, np.nan, 2.5, 3.0]),
+    })
+    fast = _normalise_raw(frame)
+    slow = _normalise_raw(frame.astype(object))
+    pd.testing.assert_frame_equal(fast, slow)
+    assert fast["modality"].tolist() == ["CT", None, None, "MR"]
+    assert fast["series_description"].tolist() == ["Ax 1.25mm", None, "chest", None]
+    assert fast["sop_instance_uid"].tolist()[1] == "1.2.4"
+    assert fast["rows"].tolist() == [512, pd.NA, 256, 64] and str(fast["rows"].dtype) == "Int32"
+    assert str(fast["mtime"].dtype) == "Float64" and fast["mtime"].isna().tolist() == [False, True, False, False]
