@@ -296,3 +296,29 @@ def test_vectorised_normalise_equals_value_by_value():
     assert fast["sop_instance_uid"].tolist()[1] == "1.2.4"
     assert fast["rows"].tolist() == [512, pd.NA, 256, 64] and str(fast["rows"].dtype) == "Int32"
     assert str(fast["mtime"].dtype) == "Float64" and fast["mtime"].isna().tolist() == [False, True, False, False]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_bad_vocabulary_fails_cleanly_before_any_output(tmp_path, salt_env, capsys, workers):
+    """A bad or missing --vocab file stops the run with one line, exit code != 0 and no index file;
+    the same export then indexes with the shipped vocabulary."""
+    pixels = np.zeros((8, 8), np.uint8)
+    export = tmp_path / "export"
+    for i in range(260):  # above the pool threshold
+        write_dicom_image(export / f"{i:04d}.dcm", pixels, modality="CT", body_part="CHEST")
+    good = Vocabulary.load()
+    data = __import__("yaml").safe_load(good.to_yaml())
+    data["anatomys"] = data.pop("anatomies")  # a typo in a key
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(__import__("yaml").safe_dump(data))
+    out = tmp_path / "idx"
+    code = main(["index", str(export), "--out", str(out), "--workers", str(workers), "--vocab", str(bad)])
+    err = capsys.readouterr().err
+    assert code != 0 and "anatomies" in err and len(err.strip().splitlines()) == 1, err
+    assert not (out / "index.parquet").exists() and not (out / "labels.npy").exists()
+    code = main(["index", str(export), "--out", str(out), "--vocab", str(tmp_path / "missing.yaml")])
+    err = capsys.readouterr().err
+    assert code != 0 and "missing.yaml" in err and "does not exist" in err
+    # the same export indexes with the shipped vocabulary
+    assert main(["index", str(export), "--out", str(out), "--workers", str(workers)]) == 0
+    assert len(load_index(out).frame) == 260
