@@ -38,8 +38,12 @@ def generate(root: Path, n: int) -> list[Path]:
     from modan_pacs.demo import write_dicom_image
 
     files = sorted(p for p in root.rglob("*.dcm"))
-    if len(files) >= n:
-        return files[:n]
+    if len(files) > n or any(p.suffix != ".dcm" for p in root.rglob("*") if p.is_file()):
+        # the index reads the whole folder: it must hold exactly the files the plain loop reads
+        raise SystemExit(f"{root} holds {len(files)} .dcm files (and possibly others); --n {n} needs a folder "
+                         f"with exactly {n}: give another --root (it is generated there)")
+    if len(files) == n:
+        return files
     rng = np.random.default_rng(0)
     base = rng.integers(0, 4096, size=(512, 512), dtype=np.uint16)
     parts = ["CHEST", "ABDOMEN", "HEAD", None]
