@@ -207,7 +207,9 @@ class Vocabulary:
         try:
             model = VocabularyModel.model_validate(data)
         except ValidationError as exc:
-            err = exc.errors()[0]
+            errors = exc.errors()
+            # a misspelt key also makes its correct name "missing": name the misspelling first
+            err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
             loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
             msg = err["msg"]
             if err["type"] == "extra_forbidden":

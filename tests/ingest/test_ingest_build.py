@@ -314,7 +314,7 @@ def test_bad_vocabulary_fails_cleanly_before_any_output(tmp_path, salt_env, caps
     out = tmp_path / "idx"
     code = main(["index", str(export), "--out", str(out), "--workers", str(workers), "--vocab", str(bad)])
     err = capsys.readouterr().err
-    assert code != 0 and "anatomies" in err and len(err.strip().splitlines()) == 1, err
+    assert code != 0 and "anatomys" in err and "did you mean 'anatomies'" in err and len(err.strip().splitlines()) == 1, err
     assert not (out / "index.parquet").exists() and not (out / "labels.npy").exists()
     code = main(["index", str(export), "--out", str(out), "--vocab", str(tmp_path / "missing.yaml")])
     err = capsys.readouterr().err
