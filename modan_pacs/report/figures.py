@@ -82,33 +82,41 @@ def plot_roc_curves(tables: ProtocolTables, out_dir: Path) -> list[Path]:
     return written
 
 
+def repeat_panels(tables: ProtocolTables) -> list[tuple[str, str]]:
+    """The (regime, dataset) pairs that have results, regimes then datasets in sorted order."""
+    present = set(zip(tables.rows["regime"], tables.rows["dataset"]))
+    return [(r, d) for r in sorted(tables.rows["regime"].unique()) for d in sorted(tables.rows["dataset"].unique())
+            if (r, d) in present]
+
+
 def plot_repeat_aucs(tables: ProtocolTables, out_dir: Path) -> Path:
-    """``repeat_auc.png``: per (regime, dataset) panel, every repeat's summary AUC per method,
-    paired repeats joined by thin lines, the mean marked."""
+    """``repeat_auc.png``: per (regime, dataset) panel with results, every repeat's summary AUC per
+    method, paired repeats joined by thin lines, the mean marked. Pairs without results get no panel."""
     plt = _pyplot()
-    regimes = sorted(tables.rows["regime"].unique())
-    datasets = sorted(tables.rows["dataset"].unique())
-    fig, axes = plt.subplots(
-        len(regimes), len(datasets), figsize=(3.6 * len(datasets), 3.4 * len(regimes)), squeeze=False
-    )
-    for i, regime in enumerate(regimes):
-        for j, dataset in enumerate(datasets):
-            ax = axes[i][j]
-            rows = tables.rows[(tables.rows["dataset"] == dataset) & (tables.rows["regime"] == regime)]
-            methods = rows["method"].tolist()
-            block = tables.repeats[(tables.repeats["dataset"] == dataset) & (tables.repeats["regime"] == regime)]
-            wide = block.pivot(index="repeat", columns="method", values="auc").reindex(columns=methods)
-            xs = np.arange(len(methods))
-            for _, values in wide.iterrows():
-                ax.plot(xs, values.to_numpy(), color="grey", lw=0.5, alpha=0.5)
-            for x, method in zip(xs, methods):
-                values = wide[method].dropna().to_numpy()
-                ax.scatter(np.full(len(values), x), values, s=14, zorder=3)
+    panels = repeat_panels(tables)
+    n_cols = max(1, min(len(panels), tables.rows["dataset"].nunique()))
+    n_rows = max(1, -(-len(panels) // n_cols))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.6 * n_cols, 3.4 * n_rows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[len(panels):]:
+        ax.set_axis_off()  # (the grid is only incomplete in its last row)
+    for ax, (regime, dataset) in zip(flat, panels):
+        rows = tables.rows[(tables.rows["dataset"] == dataset) & (tables.rows["regime"] == regime)]
+        methods = rows["method"].tolist()
+        block = tables.repeats[(tables.repeats["dataset"] == dataset) & (tables.repeats["regime"] == regime)]
+        wide = block.pivot(index="repeat", columns="method", values="auc").reindex(columns=methods)
+        xs = np.arange(len(methods))
+        for _, values in wide.iterrows():
+            ax.plot(xs, values.to_numpy(), color="grey", lw=0.5, alpha=0.5)
+        for x, method in zip(xs, methods):
+            values = wide[method].dropna().to_numpy()
+            ax.scatter(np.full(len(values), x), values, s=14, zorder=3)
+            if len(values):
                 ax.hlines(values.mean(), x - 0.3, x + 0.3, color="black", lw=1.5, zorder=4)
-            ax.set_xticks(xs)
-            ax.set_xticklabels(methods, rotation=35, ha="right", fontsize=7)
-            ax.set_title(f"{DATASET_TITLES.get(dataset, dataset)} / {regime}", fontsize=9)
-            ax.set_ylabel("repeat AUC (mean of folds)", fontsize=8)
+        ax.set_xticks(xs)
+        ax.set_xticklabels(methods, rotation=35, ha="right", fontsize=7)
+        ax.set_title(f"{DATASET_TITLES.get(dataset, dataset)} / {regime}", fontsize=9)
+        ax.set_ylabel("repeat AUC (mean of folds)", fontsize=8)
     fig.tight_layout()
     path = out_dir / "repeat_auc.png"
     fig.savefig(path, dpi=120)

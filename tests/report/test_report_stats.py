@@ -167,3 +167,34 @@ def test_paper_tables_4_and_5_from_reference_predictions(reference_predictions, 
             else:
                 assert round(row.p_one_sided, 4) == pytest.approx(expected[1], abs=1e-9), (dataset, regime, method)
                 assert round(row.p_two_sided, 4) == pytest.approx(expected[2], abs=1e-9), (dataset, regime, method)
+
+
+def test_repeat_auc_figure_has_a_panel_per_dataset_and_regime_with_results(tmp_path):
+    """Two datasets, fine-tuning for both, linear probing for one: three panels, no empty one."""
+    from modan_pacs.report.figures import plot_repeat_aucs, repeat_panels
+
+    tree = tmp_path / "tree"
+    write_tree(tree, {"ref": [[0.4] * 2] * 2, "scratch": [[0.1] * 2] * 2}, dataset="a")
+    write_tree(tree, {"ref": [[0.4] * 2] * 2, "scratch": [[0.1] * 2] * 2}, dataset="b", seed=1)
+    write_tree(tree, {"ref": [[0.4] * 2] * 2, "scratch": [[0.1] * 2] * 2}, dataset="a", regime="linear", seed=2)
+    tables = compute_tables(tree, reference="ref")
+    assert repeat_panels(tables) == [("finetune", "a"), ("finetune", "b"), ("linear", "a")]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    captured = {}
+    real_savefig = plt.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        captured["titles"] = [ax.get_title() for ax in fig.axes if ax.axison]
+        return real_savefig(fig, *args, **kwargs)
+
+    plt.Figure.savefig = spy
+    try:
+        path = plot_repeat_aucs(tables, tmp_path)
+    finally:
+        plt.Figure.savefig = real_savefig
+    assert path.stat().st_size > 0
+    assert captured["titles"] == ["a / finetune", "b / finetune", "a / linear"]
