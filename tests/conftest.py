@@ -66,3 +66,9 @@ def require_binary(name: str) -> str:
     if path is None:
         skip_or_fail(f"{name} not found (apt-get install orthanc orthanc-dicomweb dcmtk)")
     return path
+
+
+@pytest.fixture()
+def binary():
+    """``binary(name)``: :func:`require_binary` as a fixture (path of a tool, or skip/fail naming its package)."""
+    return require_binary

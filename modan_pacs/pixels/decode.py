@@ -213,7 +213,12 @@ def read_dicom_frames(path: str | Path, frames: Sequence[int] | str | None = Non
     try:
         arrays = list(iter_pixels(path, indices=indices if n_frames > 1 else None))
     except Exception as exc:  # pydicom raises many types for bad or unsupported pixel data
-        raise InputError(f"{path}: cannot decode pixel data ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+        cause = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        if samples != 1:
+            raise InputError(f"{path}: cannot decode pixel data ({cause})") from None
+        # GDCM (inside SimpleITK) tolerates some malformed JPEG streams every pydicom plugin refuses,
+        # e.g. 12-bit extended JPEG with bad SOS parameters, common in older CT/MR archives
+        arrays = _stored_values_with_simpleitk(path, header, n_frames, indices, cause)
     if n_frames == 1 and indices != [0]:
         raise InputError(f"{path}: frames {indices} out of range (file has 1)")
     is_color = samples == 3 or photometric == "PALETTE COLOR"
@@ -232,6 +237,34 @@ def read_dicom_frames(path: str | Path, frames: Sequence[int] | str | None = Non
         header = header.copy()
         header.BitsStored = int(header.RedPaletteColorLookupTableDescriptor[2])
     return DecodedFrames(stacked, indices, [header] * len(indices), is_color), raw
+
+
+def _stored_values_with_simpleitk(path: Path, header, n_frames: int, indices: list[int], cause: str) -> list[np.ndarray]:
+    """Stored (pre-modality-LUT) values of a grey image decoded by GDCM through SimpleITK.
+
+    GDCM applies RescaleSlope / RescaleIntercept; they are undone here so the caller applies the
+    modality LUT once, as for pydicom's arrays. Raises InputError naming both decoders' errors.
+    """
+    import SimpleITK as sitk
+
+    try:
+        values = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    except RuntimeError as exc:
+        raise InputError(
+            f"{path}: cannot decode pixel data (pydicom: {cause}; SimpleITK/GDCM: {' '.join(str(exc).split())[:120]})"
+        ) from None
+    rows, columns = int(header.Rows), int(header.Columns)
+    if values.size != n_frames * rows * columns:
+        raise InputError(f"{path}: cannot decode pixel data (pydicom: {cause}; SimpleITK/GDCM gave {values.shape})")
+    values = values.reshape(n_frames, rows, columns)
+    slope = float(header.get("RescaleSlope", 1) or 1)
+    intercept = float(header.get("RescaleIntercept", 0) or 0)
+    if (slope, intercept) != (1.0, 0.0):
+        values = np.rint((values.astype(np.float64) - intercept) / slope)
+    signed = int(header.get("PixelRepresentation", 0) or 0) == 1
+    dtype = np.dtype(f"{'i' if signed else 'u'}{max(1, int(header.get('BitsAllocated', 16) or 16) // 8)}")
+    values = values.astype(dtype)
+    return [values[i] for i in indices] if n_frames > 1 else [values[0]]
 
 
 def _slice_position(ds) -> float | None:

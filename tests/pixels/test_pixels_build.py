@@ -35,9 +35,27 @@ def _row(path, modality_label, anatomy_label):
     return row
 
 
+def undecodable_jpeg(path):
+    """A CT whose JPEG Baseline pixel data is noise: every pydicom plugin and GDCM refuse it."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = encapsulate([b"\xff\xd8" + bytes(range(256)) * 4 + b"\xff\xd9"])
+    ds["PixelData"].VR = "OB"
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.10.1042.99.1"
+    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.10.1042.99"  # a series of its own
+    ds.save_as(path)
+    return path
+
+
 def write_index(folder, pydicom_data_dir, extra=()):
     """A tiny index folder following the contract (index.parquet, labels.npy, vocabulary.yaml)."""
     vocab = Vocabulary.load()
+    folder.mkdir(parents=True, exist_ok=True)
+    broken = undecodable_jpeg(folder.parent / "broken_jpeg.dcm")
     ct5n = sorted((pydicom_data_dir / "dicomdirtests" / "98892001" / "CT5N").iterdir())
     rows = [
         _row(get_testdata_file("CT_small.dcm"), "CT", "brain"),
@@ -45,7 +63,8 @@ def write_index(folder, pydicom_data_dir, extra=()):
         _row(get_testdata_file("emri_small.dcm"), "MR", None),
         *[_row(p, "CT", "lung") for p in ct5n],
         _row(get_testdata_file("SC_rgb.dcm"), None, None),
-        _row(get_testdata_file("JPEG-lossy.dcm"), "CT", None),  # 12-bit extended JPEG: no plugin decodes it
+        _row(get_testdata_file("JPEG-lossy.dcm"), "CT", None),  # 12-bit extended JPEG, bad SOS: GDCM decodes it
+        _row(broken, "CT", None),  # nothing decodes it
         *extra,
     ]
     pacs = dict(rows[0], sop_instance_uid="1.2.3.4", series_instance_uid="1.2.3", path=None, location="pacs://X@h:104/1/1.2.3/1.2.3.4")
@@ -65,7 +84,7 @@ def test_build_middle_policy_rows_labels_errors(tmp_path, pydicom_data_dir):
     frame, vocab = write_index(tmp_path / "index", pydicom_data_dir)
     result = build_cache_from_index(tmp_path / "index", tmp_path / "cache", size=32, slices="middle")
     cache = load_cache(tmp_path / "cache")
-    assert result.n_rows == len(cache) == 5  # CT_small, MR_small, emri (1 frame), CT5N series (1 slice), SC_rgb
+    assert result.n_rows == len(cache) == 6  # CT_small, MR_small, emri (1 frame), CT5N series (1 slice), SC_rgb, JPEG-lossy
     assert not (tmp_path / "cache" / ".partial").exists()
     m = cache.manifest
     index_labels = np.load(tmp_path / "index" / "labels.npy")
@@ -77,7 +96,8 @@ def test_build_middle_policy_rows_labels_errors(tmp_path, pydicom_data_dir):
     assert len(series) == 1 and series["slice_index"].tolist() == [2]
     errors = pd.read_parquet(tmp_path / "cache" / "errors.parquet")
     assert len(errors) == 2 and result.n_errors == 2
-    assert any("JPEG-lossy" in p for p in errors["path"]) and any(p.startswith("pacs://") for p in errors["path"])
+    assert any("broken_jpeg" in p for p in errors["path"]) and any(p.startswith("pacs://") for p in errors["path"])
+    assert "SimpleITK/GDCM" in errors.loc[errors["path"].str.contains("broken_jpeg"), "reason"].iloc[0]
     # CT_small row: brain window (40, 80) applied to HU, padded/resized, by hand
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
@@ -94,7 +114,7 @@ def test_all_policy_and_window_config(tmp_path, pydicom_data_dir):
     config.write_text("brain: [0, 100]\n")
     build_cache_from_index(tmp_path / "index", tmp_path / "cache", size=16, slices="all", window_config=config)
     m = load_cache(tmp_path / "cache").manifest
-    assert len(m) == 1 + 1 + 10 + 5 + 1
+    assert len(m) == 1 + 1 + 10 + 5 + 1 + 1  # CT_small, MR_small, emri frames, CT5N slices, SC_rgb, JPEG-lossy
     assert sorted(m.loc[m["slice_index"] > 2, "slice_index"].unique().tolist()) == list(range(3, 10))
     config.write_text("brian: [0, 100]\n")
     from modan_pacs.errors import ConfigError

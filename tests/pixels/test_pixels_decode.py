@@ -174,3 +174,39 @@ def test_fit_square_pads_keeping_aspect():
     assert out.shape == (16, 16) and out.dtype == np.float32
     assert np.all(out[:4] == 0) and np.all(out[12:] == 0) and np.allclose(out[4:12], 1.0)
     assert np.allclose(fit_square(img, 16, "stretch"), 1.0)
+
+
+def test_malformed_12_bit_jpeg_decodes_through_gdcm_like_dcmtk(tmp_path, binary):
+    """JPEG-lossy.dcm (12-bit extended JPEG, invalid SOS parameters): every pydicom plugin refuses
+    it; the SimpleITK/GDCM fallback must give dcmtk's dcmdjpeg values exactly."""
+    import subprocess
+
+    from modan_pacs.pixels.decode import read_dicom_frames
+
+    src = get_testdata_file("JPEG-lossy.dcm")
+    with pytest.raises(Exception):
+        pydicom.dcmread(src).pixel_array  # (the premise: pydicom alone cannot)
+    dcmdjpeg = binary("dcmdjpeg")
+    plain = tmp_path / "plain.dcm"
+    subprocess.run([dcmdjpeg, src, str(plain)], check=True, capture_output=True)
+    reference = pydicom.dcmread(plain)
+    decoded, raw = read_dicom_frames(src, "middle")
+    np.testing.assert_array_equal(raw[0], reference.pixel_array)
+    np.testing.assert_array_equal(decoded.frames[0], apply_modality_lut(reference.pixel_array, reference).astype(np.float64))
+
+
+def test_gdcm_fallback_undoes_the_rescale_it_applies(monkeypatch):
+    """Forced fallback on CT_small (RescaleIntercept -1024): stored values equal pydicom's."""
+    import modan_pacs.pixels.decode as decode_module
+
+    src = get_testdata_file("CT_small.dcm")
+    expected_decoded, expected_raw = decode_module.read_dicom_frames(src, "middle")
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no plugin (forced by the test)")
+
+    monkeypatch.setattr("pydicom.pixels.iter_pixels", refuse)
+    decoded, raw = decode_module.read_dicom_frames(src, "middle")
+    assert raw[0].dtype == expected_raw[0].dtype
+    np.testing.assert_array_equal(raw[0], expected_raw[0])
+    np.testing.assert_array_equal(decoded.frames, expected_decoded.frames)
