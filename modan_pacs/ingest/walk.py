@@ -7,13 +7,27 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+# modan-pacs' own bookkeeping that lives inside a folder users index: the resume log `modan-pacs
+# pull` keeps at the root of its STORE (modan_pacs.pacs.store.LOG_NAME). Skipped only at the root
+# of the walk and only when it is a JSON-lines file, so a user's file of that name elsewhere is not.
+OWN_LOG = "pull_log.jsonl"
+
+
+def _is_own_log(entry: os.DirEntry) -> bool:
+    try:
+        with open(entry.path, "rb") as fh:
+            return fh.read(1) in (b"{", b"")
+    except OSError:
+        return False
+
 
 def iter_files(root: Path, *, exclude: tuple[Path, ...] = ()) -> Iterator[tuple[str, int, float] | tuple[str, None, str]]:
     """Yield ``(path, size, mtime)`` for each regular file under ``root`` (sorted, depth first).
 
     Directories that cannot be listed yield ``(path, None, reason_detail)`` so the caller can
     record them as errors. Symlinked directories are not followed (no loops); ``exclude`` folders
-    (the index being written) are skipped.
+    (the index being written) and a ``pull`` STORE's own resume log (:data:`OWN_LOG` at the root)
+    are skipped.
     """
     root = Path(root)
     excluded = {str(p.absolute()) for p in exclude}
@@ -21,7 +35,8 @@ def iter_files(root: Path, *, exclude: tuple[Path, ...] = ()) -> Iterator[tuple[
         st = root.stat()
         yield str(root.absolute()), st.st_size, st.st_mtime
         return
-    stack = [str(root.absolute())]
+    top = str(root.absolute())
+    stack = [top]
     while stack:
         folder = stack.pop()
         if folder in excluded:
@@ -41,6 +56,8 @@ def iter_files(root: Path, *, exclude: tuple[Path, ...] = ()) -> Iterator[tuple[
                 if entry.is_dir(follow_symlinks=False):
                     subdirs.append(entry.path)
                 elif entry.is_file():
+                    if entry.name == OWN_LOG and folder == top and _is_own_log(entry):
+                        continue
                     st = entry.stat()
                     yield entry.path, st.st_size, st.st_mtime
             except OSError:

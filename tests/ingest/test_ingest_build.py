@@ -322,3 +322,17 @@ def test_bad_vocabulary_fails_cleanly_before_any_output(tmp_path, salt_env, caps
     # the same export indexes with the shipped vocabulary
     assert main(["index", str(export), "--out", str(out), "--workers", str(workers)]) == 0
     assert len(load_index(out).frame) == 260
+
+
+def test_pull_store_log_is_not_indexed_but_a_user_file_of_that_name_is(tmp_path, salt_env):
+    from modan_pacs.ingest.walk import OWN_LOG
+    from modan_pacs.pacs.store import LOG_NAME
+
+    assert OWN_LOG == LOG_NAME
+    store = tmp_path / "store"
+    write_dicom_image(store / "1.2" / "1.2.3" / "1.2.3.4.dcm", np.zeros((8, 8), np.uint8), modality="CT", body_part="CHEST")
+    (store / LOG_NAME).write_text('{"event": "arrived", "sop": "1.2.3.4"}\n')
+    (store / "1.2" / LOG_NAME).write_text("not a log of ours\n")  # a user's file deeper down: reported
+    report = build_index(store, tmp_path / "idx", workers=1)
+    assert len(report.tables.frame) == 1
+    assert [Path(p).relative_to(store).as_posix() for p in report.tables.errors["path"]] == [f"1.2/{LOG_NAME}"]
