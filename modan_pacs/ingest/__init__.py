@@ -12,8 +12,9 @@ The names are imported on first use (PEP 562), so a header-reading worker proces
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from modan_pacs.lazy import lazy_names
 
 _WHERE = {
     "IndexReport": "build",
@@ -39,14 +40,4 @@ if TYPE_CHECKING:
     from modan_pacs.ingest.store import INDEX_COLUMNS, IndexTables, load_index, relabel, write_index
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'modan_pacs.ingest' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"modan_pacs.ingest.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_WHERE])
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, globals())

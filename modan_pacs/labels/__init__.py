@@ -7,8 +7,9 @@ import pandas (for :func:`label_frame`) while they read.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from modan_pacs.lazy import lazy_names
 
 _WHERE = {"ANATOMY_SOURCES": "vocabulary", "Vocabulary": "vocabulary", "label_frame": "assign"}
 
@@ -19,14 +20,4 @@ if TYPE_CHECKING:
     from modan_pacs.labels.vocabulary import ANATOMY_SOURCES, Vocabulary
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'modan_pacs.labels' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"modan_pacs.labels.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_WHERE])
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, globals())
