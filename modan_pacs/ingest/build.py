@@ -148,10 +148,10 @@ class _Walk:
         return False
 
 
-def _chunker(walk: _Walk, size: int, where: list) -> Callable[[], tuple[list[str], str] | None]:
-    """``next_chunk()``: the next ``size`` files to read and their part file name, walking on as
-    needed; ``None`` when every walked file has been handed out and the walk is over."""
-    state, stamp = where
+def _chunker(walk: _Walk, size: int, state: Path, stamp: int) -> Callable[[], tuple[list[str], str] | None]:
+    """``next_chunk()``: the next ``size`` files to read and their part file name in ``state``
+    (``part-<stamp>-<n>.parquet``), walking on as needed; ``None`` when every walked file has been
+    handed out and the walk is over."""
     position, number = 0, 0
 
     def next_chunk() -> tuple[list[str], str] | None:
@@ -236,7 +236,7 @@ def build_index(
     else:
         size, serial = chunk_size or _STREAM_CHUNK, workers == 1
     stamp = time.time_ns()
-    next_chunk = _chunker(walk, size, [state, stamp])
+    next_chunk = _chunker(walk, size, state, stamp)
     done = 0
     new_tables: list[pa.Table] = []  # this run's parts, kept for the merge (no read-back)
     if progress:
