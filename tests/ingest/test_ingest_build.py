@@ -336,3 +336,27 @@ def test_pull_store_log_is_not_indexed_but_a_user_file_of_that_name_is(tmp_path,
     report = build_index(store, tmp_path / "idx", workers=1)
     assert len(report.tables.frame) == 1
     assert [Path(p).relative_to(store).as_posix() for p in report.tables.errors["path"]] == [f"1.2/{LOG_NAME}"]
+
+
+def test_walk_while_reading_gives_the_same_index(tmp_path, salt_env, monkeypatch):
+    """A large export is walked while the workers read (here forced with a small walk-ahead and
+    chunk): the index equals the one read in one process after a full walk; a re-run reads nothing."""
+    import modan_pacs.ingest.build as build_module
+
+    pixels = np.zeros((8, 8), np.uint8)
+    export = tmp_path / "export"
+    for i in range(300):
+        write_dicom_image(export / f"s{i // 40}" / f"{i:04d}.dcm", pixels, modality="CT", body_part="CHEST")
+    (export / "s3" / "junk.dcm").write_bytes(b"not dicom at all")
+    reference = build_index(export, tmp_path / "one", workers=1)
+    monkeypatch.setattr(build_module, "_WALK_AHEAD", 50)
+    monkeypatch.setattr(build_module, "_STREAM_CHUNK", 20)
+    streamed = build_index(export, tmp_path / "two", workers=2)
+    assert streamed.n_read == 301 and streamed.n_files == 301
+    columns = [c for c in reference.tables.frame.columns if c not in ("mtime",)]
+    pd.testing.assert_frame_equal(streamed.tables.frame[columns], reference.tables.frame[columns])
+    np.testing.assert_array_equal(streamed.tables.labels, reference.tables.labels)
+    assert streamed.tables.errors["path"].tolist() == reference.tables.errors["path"].tolist()
+    again = build_index(export, tmp_path / "two", workers=2)
+    assert again.n_read == 0 and again.n_unchanged == 301
+    pd.testing.assert_frame_equal(again.tables.frame[columns], streamed.tables.frame[columns])
