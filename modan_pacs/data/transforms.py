@@ -228,7 +228,8 @@ class RandIntensityJitter(RandomizableTransform):
 
     Brightness: ``x * b``; contrast: ``c * x + (1 - c) * mean(x)``; ``b`` uniform in
     ``[1 - brightness, 1 + brightness]``, ``c`` in ``[1 - contrast, 1 + contrast]``; the result is
-    clipped to ``[0, 1]`` after each step (torchvision ``ColorJitter`` on a grey image).
+    clipped to ``[0, 1]`` after each step (torchvision ``ColorJitter`` on a grey image); with
+    ``max_value=255`` to ``[0, 255]``, for float images in grey levels (the uint8-view pipeline).
 
     Raises:
         ValueError: ``prob`` outside [0, 1] or a negative strength.
