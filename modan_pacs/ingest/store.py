@@ -105,8 +105,8 @@ def _integer_column(series: pd.Series, dtype: str) -> pd.array:
     if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
         try:
             return pd.array(series.to_numpy(dtype="float64", na_value=np.nan) if series.dtype.kind == "f" else series, dtype=dtype)
-        except (TypeError, ValueError):  # e.g. a non-whole float: truncate value by value as below
-            pass
+        except (TypeError, ValueError):  # e.g. a non-whole float, which int() truncates below
+            series = series.astype(object)
     return pd.array([None if _is_missing(v) else int(v) for v in series.to_numpy(dtype=object)], dtype=dtype)
 
 

@@ -72,26 +72,22 @@ def weighted_contrastive_loss(
     # of s_ak over k != a, p != a. s is symmetric: it is computed as three blocks (images split in two
     # halves, the lower-left block is the transpose of the upper-right one), 3/4 of the matrix product.
     split = n_images // 2 if n_images > 1 and n >= _SPLIT_MIN_VIEWS else n_images
+    halves = [slice(0, split), slice(split, n_images)] if split < n_images else [slice(0, n_images)]
+    diagonal_blocks, off = _similarity_blocks(z, split * n_views, temperature)
     row_sum, row_lse = [], []
-    top = _view_blocks(z[: split * n_views], z[split * n_views :], temperature, n_views)
-    for half, (diag_block, off_block, off_dim) in enumerate(top):
-        rows = slice(0, split) if half == 0 else slice(split, n_images)
-        cols = slice(split, n_images) if half == 0 else slice(0, split)
+    for half, rows in enumerate(halves):
+        block = diagonal_blocks[half]  # (rows*V, rows*V)
         n_rows = rows.stop - rows.start
-        if n_rows == 0:
-            continue
-        eye = torch.eye(diag_block.shape[0], dtype=torch.bool, device=z.device)
-        lse = torch.logsumexp(diag_block.masked_fill(eye, float("-inf")), dim=1)
+        eye = torch.eye(block.shape[0], dtype=torch.bool, device=z.device)
+        lse = torch.logsumexp(block.masked_fill(eye, float("-inf")), dim=1)
         # per image: sum over the V views of image j, weighted by w_{i(a) j}; minus the anchor's own s_aa
-        per_image = _sum_views(diag_block.view(n_rows, n_views, n_rows, n_views), dim=3)  # (rows, V, rows)
-        total = (per_image * weights[rows, rows][:, None, :]).sum(dim=2).reshape(-1) - diag_block.diagonal()
-        if off_block is not None:
-            lse = torch.logaddexp(lse, torch.logsumexp(off_block, dim=off_dim))
-            n_cols = cols.stop - cols.start
-            if off_dim == 1:  # off_block (rows*V, cols*V): anchors along dim 0
-                per_other = _sum_views(off_block.view(n_rows, n_views, n_cols, n_views), dim=3)  # (rows, V, cols)
-            else:  # off_block (cols*V, rows*V): anchors along dim 1
-                per_other = _sum_views(off_block.view(n_cols, n_views, n_rows, n_views), dim=1).permute(1, 2, 0)
+        per_image = _sum_views(block.view(n_rows, n_views, n_rows, n_views), dim=3)  # (rows, V, rows)
+        total = (per_image * weights[rows, rows][:, None, :]).sum(dim=2).reshape(-1) - block.diagonal()
+        if off is not None:  # the other half's views; the lower half reads the upper-right block transposed (a view)
+            cols = halves[1 - half]
+            across = off if half == 0 else off.T  # (rows*V, cols*V)
+            lse = torch.logaddexp(lse, torch.logsumexp(across, dim=1))
+            per_other = _sum_views(across.view(n_rows, n_views, cols.stop - cols.start, n_views), dim=3)  # (rows, V, cols)
             total = total + (per_other * weights[rows, cols][:, None, :]).sum(dim=2).reshape(-1)
         row_sum.append(total)
         row_lse.append(lse)
@@ -108,20 +104,14 @@ def weighted_contrastive_loss(
     return per_anchor[has_positive].mean()
 
 
-def _view_blocks(first: torch.Tensor, second: torch.Tensor, temperature: float, n_views: int):
-    """Blocks of the similarity matrix ``s = z z^T / T`` with ``z = [first; second]``.
-
-    Returns, for the anchors of ``first`` then of ``second``: (the diagonal block, the off-diagonal
-    block or ``None``, the dimension of the off-diagonal block that runs over the *other* half's views).
-    The off-diagonal block is computed once and read along its rows for ``first`` and along its
-    columns for ``second`` (``s`` is symmetric).
-    """
-    first_block = (first @ first.T).div_(temperature)
+def _similarity_blocks(z: torch.Tensor, split: int, temperature: float) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """Blocks of the symmetric similarity matrix ``s = z z^T / T``, rows of ``z`` split at ``split``:
+    ``([s_11, s_22], s_12)`` (the lower-left block is ``s_12`` transposed), or ``([s], None)`` when
+    ``split`` covers every row."""
+    first, second = z[:split], z[split:]
     if second.shape[0] == 0:
-        return [(first_block, None, 1)]
-    second_block = (second @ second.T).div_(temperature)
-    off = (first @ second.T).div_(temperature)  # (first, second)
-    return [(first_block, off, 1), (second_block, off, 0)]
+        return [(first @ first.T).div_(temperature)], None
+    return [(first @ first.T).div_(temperature), (second @ second.T).div_(temperature)], (first @ second.T).div_(temperature)
 
 
 def _sum_views(blocks: torch.Tensor, dim: int) -> torch.Tensor:

@@ -296,6 +296,9 @@ def test_vectorised_normalise_equals_value_by_value():
     assert fast["sop_instance_uid"].tolist()[1] == "1.2.4"
     assert fast["rows"].tolist() == [512, pd.NA, 256, 64] and str(fast["rows"].dtype) == "Int32"
     assert str(fast["mtime"].dtype) == "Float64" and fast["mtime"].isna().tolist() == [False, True, False, False]
+    # a non-whole float in an integer column is truncated, as value by value
+    odd = _normalise_raw(frame.assign(columns=np.array([1.5, 2.0, np.nan, 4.0])))
+    assert odd["columns"].tolist() == [1, 2, pd.NA, 4]
 
 
 @pytest.mark.parametrize("workers", [1, 2])
