@@ -11,15 +11,12 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).parent))
 import ddp_worker  # noqa: E402
-from cache_factory import generated_cache  # noqa: E402
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_two_process_gloo_matches_one_process_with_double_batch(tmp_path):
-    if not torch.distributed.is_available():
-        pytest.skip("torch.distributed is not available in this build")
-    cache = generated_cache(tmp_path / "cache", n=16, size=16)
+def test_two_process_gloo_matches_one_process_with_double_batch(tmp_path, distributed_cache):
+    cache = distributed_cache
     mp.spawn(ddp_worker.run, args=(2, str(tmp_path), str(cache)), nprocs=2, join=True)
 
     batch = ddp_worker.global_batch()

@@ -13,8 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from cache_factory import generated_cache  # noqa: E402
 
 
 def _torchrun(cache: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -31,10 +29,8 @@ def _torchrun(cache: Path, out: Path, *extra: str) -> subprocess.CompletedProces
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_torchrun_two_processes_then_resume(tmp_path):
-    if not torch.distributed.is_available():
-        pytest.skip("torch.distributed is not available in this build")
-    cache = generated_cache(tmp_path / "cache", n=16, size=16)
+def test_torchrun_two_processes_then_resume(tmp_path, distributed_cache):
+    cache = distributed_cache
     out = tmp_path / "run"
     done = _torchrun(cache, out, "train.epochs=2", "train.batch_size=8", "data.size=16")
     assert done.returncode == 0, done.stderr[-3000:]
