@@ -14,7 +14,6 @@ import pytest
 import torch
 
 
-
 def _torchrun(cache: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     from modan_pacs.paths import config_path
 
