@@ -20,7 +20,7 @@ def test_wrapped_pool_keeps_labels_through_messy_headers(shared_data, tmp_path):
     found = truth.join(indexed.rename(columns={"modality": "header_modality"}), on="path")
     assert found["header_modality"].notna().all(), "a wrapped pool image is missing from the index"
     assert (found["header_modality"] == found["modality"]).all()
-    expected_modality = found["modality"].map({"MR": "MR", "US": "US", "DX": "radiograph", "CR": "radiograph"})
+    expected_modality = found["modality"].map({"MR": "MR", "US": "US", "DX": "radiograph", "CR": "radiograph", "CT": "CT"})
     assert (found["modality_label"] == expected_modality).all()
     assert (found["anatomy_label"] == found["anatomy"]).all(), found.loc[found["anatomy_label"] != found["anatomy"]].head()
     # the messiness is real: several header fields decided the anatomy
