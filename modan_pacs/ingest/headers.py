@@ -21,6 +21,7 @@ import functools
 import hashlib
 import os
 import struct
+from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
 
@@ -117,6 +118,8 @@ def _text(value: Any) -> str | None:
     if value is None:
         return None
     text = str(value).strip().strip("\x00").strip()
+    if not text.isascii():  # a bad charset can leave lone surrogates, which Parquet cannot store
+        text = text.encode("utf-8", "replace").decode("utf-8")
     return text or None
 
 
@@ -170,16 +173,51 @@ def _pixel_extent_ok(read_at, start: int, size: int, implicit: bool, little: boo
     return False, "too many pixel data fragments"
 
 
+class _Reject(Exception):
+    """Raised inside the reader: the file is not an indexable image (``reason`` code, one-line ``detail``)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+class ReadTimeout(BaseException):
+    """Raised by the per-file alarm of :func:`read_rows`. A ``BaseException`` so that no ``except
+    Exception`` fallback inside the reader (or inside pydicom) can swallow it."""
+
+
+@dataclass
+class _Scan:
+    """What a header walk found: wanted raw elements, their encoding, and where the walk ended.
+
+    ``end`` is the offset of the pixel data element (or where the walk ended; :data:`_DIRECTORY_RECORDS`
+    for a DICOMDIR) in a stream of ``size`` bytes. For a deflated file that stream is ``data``, the
+    file meta followed by the inflated dataset; otherwise it is the file itself (``data`` is None).
+    """
+
+    meta: dict[str, str | None]
+    elems: dict[int, Any]
+    implicit: bool
+    little: bool
+    end: int
+    size: int
+    data: bytes | None = None
+
+
 def read_header(path: str, salt: bytes, *, dcmread_only: bool = False) -> dict[str, Any]:
     """The raw index record of one file (see :data:`PART_SCHEMA`); never raises for a bad file.
 
     Standard Part-10 files (``DICM`` prefix, implicit or explicit VR little endian, including every
-    encapsulated syntax) are read by :func:`_scan_part10`, which walks the elements with pydicom's
-    ``data_element_generator`` and keeps only the raw values of :data:`HEADER_TAGS`; any other file
-    (no preamble, big endian, deflated, a file meta pydicom must re-read as implicit VR, a command
-    set, or an element the walk cannot parse) is read by ``pydicom.dcmread`` (:func:`_read_with_dcmread`).
-    Both produce the same record (``tests/ingest/test_ingest_headers.py`` checks this on every real
-    pydicom file).
+    encapsulated syntax, and deflated files once inflated) are read by :func:`_scan_part10`, which
+    walks the elements with pydicom's ``data_element_generator`` and keeps only the raw values of
+    :data:`HEADER_TAGS`; any other file (no preamble, big endian, a file meta pydicom must re-read
+    as implicit VR, a command set, or an element the walk cannot parse) is read by
+    ``pydicom.dcmread`` (:func:`_read_with_dcmread`). Both produce the same record
+    (``tests/ingest/test_ingest_headers.py`` checks this on every real pydicom file).
+
+    Whatever the file holds, the answer is a record: a reason from the module doc in ``error``, and
+    ``corrupt_header`` with the exception's type and message for anything the reader did not
+    foresee. Only :class:`ReadTimeout` (the caller's alarm) passes through.
 
     Args:
         path: file to read.
@@ -189,85 +227,118 @@ def read_header(path: str, salt: bytes, *, dcmread_only: bool = False) -> dict[s
     """
     rec = empty_record(path)
     try:
-        fh = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below
-    except PermissionError:
-        return _error(rec, "permission_denied", f"permission denied reading {path}")
-    except OSError as exc:
-        return _error(rec, "unreadable", f"{type(exc).__name__}: {exc.strerror or exc}")
-    with fh:
-        try:
-            st = os.fstat(fh.fileno())
-            size = st.st_size
-            rec["size"], rec["mtime"] = size, st.st_mtime
-            if size == 0:
-                return _error(rec, "empty_file", "zero-byte file")
-            block = fh.read(_BLOCK)
-        except OSError as exc:
-            return _error(rec, "unreadable", f"{type(exc).__name__}: {exc}")
-        head = block[:132]
-        for sig, what in _SIGNATURES.items():
-            if head.startswith(sig):
-                return _error(rec, "not_dicom", f"file is {what}, not DICOM")
-        part10 = len(head) == 132 and head[128:132] == b"DICM"
-        if not part10 and not _looks_like_bare_dataset(head):
-            return _error(rec, "not_dicom", "no DICM prefix and no DICOM element at byte 0")
-        scanned = None
-        if part10 and not dcmread_only:
-            try:
-                scanned = _scan_part10(fh, block, size)
-            except Exception:  # an element the walk cannot parse: pydicom's full reader decides
-                scanned = None
-        if scanned is None:
-            fh.seek(0)
-            scanned = _read_with_dcmread(fh, size, force=not part10)
-        if isinstance(scanned, tuple) and len(scanned) == 2:
-            return _error(rec, *scanned)
-        meta, elems, implicit, little, end = scanned
-        if meta.get("media_class") == _DICOMDIR_SOP_CLASS or end == _DIRECTORY_RECORDS:
-            return _error(rec, "dicomdir", "DICOMDIR (media directory), not an image")
-        if end > size:
-            return _error(rec, "truncated", f"header runs past the end of the file ({size} bytes)")
-        for tag, raw in elems.items():  # a wanted value cut short by the end of the file
-            tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
-            if tell is not None and length not in (None, 0xFFFFFFFF) and tell + length > size:
-                return _error(rec, "truncated", f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) needs "
-                                                f"{tell + length} bytes, file has {size}")
-        try:
-            _fill(rec, elems, meta, implicit, little, salt)
-        except Exception as exc:  # a value pydicom cannot convert: the header is corrupt
-            return _error(rec, "not_dicom", f"bad header value: {type(exc).__name__}: {exc}")
-        if rec["sop_instance_uid"] is None:
-            sop = meta.get("media_instance")
-            if sop is None:
-                return _error(rec, "missing_uid", "no SOPInstanceUID")
-            rec["sop_instance_uid"] = sop
-        if end >= size:
-            name = _sop_class_name(rec["sop_class_uid"])
-            if rec["rows"] is None and "Image" not in name:
-                return _error(rec, "not_an_image", f"no pixel data: {name}")
-            return _error(rec, "no_pixel_data", f"no pixel data element ({name})")
-        def read_at(pos: int, n: int) -> bytes:
-            if pos + n <= len(block):
-                return block[pos : pos + n]
-            fh.seek(pos)
-            return fh.read(n)
-
-        ok, detail = _pixel_extent_ok(read_at, end, size, bool(implicit), bool(little))
-        if not ok:
-            return _error(rec, "truncated", detail)
+        _read_into(rec, path, salt, dcmread_only)
+    except _Reject as exc:
+        return _error(rec, exc.reason, exc.detail)
+    except Exception as exc:  # anything else a corrupt file provokes is this file's error, never the run's
+        return _error(rec, "corrupt_header", f"{type(exc).__name__}: {exc}")
     if rec["number_of_frames"] is None:
         rec["number_of_frames"] = 1
     return rec
 
 
+def _read_into(rec: dict[str, Any], path: str, salt: bytes, dcmread_only: bool) -> None:
+    """Fill ``rec`` from the file at ``path``; raise :class:`_Reject` for a file that is not an image."""
+    try:
+        fh = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below
+    except PermissionError:
+        raise _Reject("permission_denied", f"permission denied reading {path}") from None
+    except OSError as exc:
+        raise _Reject("unreadable", f"{type(exc).__name__}: {exc.strerror or exc}") from None
+    with fh:
+        try:
+            st = os.fstat(fh.fileno())
+            rec["size"], rec["mtime"] = st.st_size, st.st_mtime
+            if st.st_size == 0:
+                raise _Reject("empty_file", "zero-byte file")
+            block = fh.read(_BLOCK)
+        except OSError as exc:
+            raise _Reject("unreadable", f"{type(exc).__name__}: {exc}") from None
+        part10 = _check_signature(block[:132])
+        scan = _scan(fh, block, st.st_size, part10, dcmread_only)
+        _check_extent(scan)
+        try:
+            _fill(rec, scan.elems, scan.meta, scan.implicit, scan.little, salt)
+        except Exception as exc:  # a value pydicom cannot convert: the header is corrupt
+            raise _Reject("not_dicom", f"bad header value: {type(exc).__name__}: {exc}") from None
+        if rec["sop_instance_uid"] is None:
+            rec["sop_instance_uid"] = scan.meta.get("media_instance")
+            if rec["sop_instance_uid"] is None:
+                raise _Reject("missing_uid", "no SOPInstanceUID")
+        _check_pixels(fh, block, scan, rec)
+
+
+def _check_signature(head: bytes) -> bool:
+    """True for a Part-10 file (``DICM`` at byte 128); raise ``not_dicom`` for other formats."""
+    for sig, what in _SIGNATURES.items():
+        if head.startswith(sig):
+            raise _Reject("not_dicom", f"file is {what}, not DICOM")
+    part10 = len(head) == 132 and head[128:132] == b"DICM"
+    if not part10 and not _looks_like_bare_dataset(head):
+        raise _Reject("not_dicom", "no DICM prefix and no DICOM element at byte 0")
+    return part10
+
+
+def _scan(fh, block: bytes, size: int, part10: bool, dcmread_only: bool) -> _Scan:
+    """The fast walk where it applies, else pydicom's full reader."""
+    if part10 and not dcmread_only:
+        try:
+            scanned = _scan_part10(fh, block, size)
+        except _Reject:
+            raise
+        except Exception:  # an element the walk cannot parse: pydicom's full reader decides
+            scanned = None
+        if scanned is not None:
+            return scanned
+    fh.seek(0)
+    return _read_with_dcmread(fh, size, force=not part10)
+
+
+def _check_extent(scan: _Scan) -> None:
+    """DICOMDIRs and headers (or wanted values) that run past the end of the file."""
+    if scan.meta.get("media_class") == _DICOMDIR_SOP_CLASS or scan.end == _DIRECTORY_RECORDS:
+        raise _Reject("dicomdir", "DICOMDIR (media directory), not an image")
+    size = scan.size
+    if scan.end > size:
+        raise _Reject("truncated", f"header runs past the end of the file ({size} bytes)")
+    for tag, raw in scan.elems.items():  # a wanted value cut short by the end of the file
+        tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
+        if tell is not None and length not in (None, 0xFFFFFFFF) and tell + length > size:
+            raise _Reject("truncated", f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) needs "
+                                       f"{tell + length} bytes, file has {size}")
+
+
+def _check_pixels(fh, block: bytes, scan: _Scan, rec: dict[str, Any]) -> None:
+    """Raise ``not_an_image`` / ``no_pixel_data`` / ``truncated`` unless the pixel data element is complete."""
+    size = scan.size
+    if scan.end >= size:
+        name = _sop_class_name(rec["sop_class_uid"])
+        if rec["rows"] is None and "Image" not in name:
+            raise _Reject("not_an_image", f"no pixel data: {name}")
+        raise _Reject("no_pixel_data", f"no pixel data element ({name})")
+    data = scan.data if scan.data is not None else block
+
+    def read_at(pos: int, n: int) -> bytes:
+        if pos + n <= len(data) or scan.data is not None:
+            return data[pos : pos + n]
+        fh.seek(pos)
+        return fh.read(n)
+
+    ok, detail = _pixel_extent_ok(read_at, scan.end, size, bool(scan.implicit), bool(scan.little))
+    if not ok:
+        raise _Reject("truncated", detail)
+
+
 _BLOCK = 8192  # read first and walked from memory; grown 8x at a time for longer headers
 _MAX_BLOCK = 1 << 19  # beyond this the file object is walked (memory stays flat for huge headers)
+_MAX_INFLATED = 1 << 30  # a deflated dataset inflating to more than this is refused (a zip bomb)
 _DIRECTORY_RECORDS = -1  # "end" marker: the walk met DirectoryRecordSequence (a DICOMDIR)
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _EXPLICIT_BE = "1.2.840.10008.1.2.2"
 _DEFLATED = "1.2.840.10008.1.2.1.99"
 _META_TAGS = {0x00020002: "media_class", 0x00020003: "media_instance", 0x00020010: "transfer_syntax"}
 _STOP_TAGS = _PIXEL_TAGS | {0x00041220}
+_INT32 = 1 << 31
 
 
 def _not_meta(tag, vr, length) -> bool:
@@ -275,45 +346,57 @@ def _not_meta(tag, vr, length) -> bool:
 
 
 def _at_pixels(tag, vr, length) -> bool:
-    return tag in _STOP_TAGS
+    return tag in _PIXEL_TAGS
 
 
 def _meta_text(value: bytes | None) -> str | None:
     if not value:
         return None
-    return value.decode("ascii", "replace").strip("\x00 ") or None
+    return _text(value.decode("ascii", "replace").strip("\x00 "))
 
 
-def _scan_part10(fh, block: bytes, size: int):
+def _scan_part10(fh, block: bytes, size: int) -> _Scan | None:
     """Walk a Part-10 file from byte 132 keeping the raw values of :data:`HEADER_TAGS`.
 
     ``block`` (the first :data:`_BLOCK` bytes) is walked from memory (pydicom's generator makes one
     small read per element, which costs far more on a file object); when the walk reaches the end
     of the block before the pixel data, the block is grown and walked again, up to
-    :data:`_MAX_BLOCK`; past that the file object itself is walked.
+    :data:`_MAX_BLOCK`; past that the file object itself is walked. A deflated dataset is inflated
+    (:func:`_inflate`) and walked in memory as explicit VR little endian.
 
-    Returns ``(meta, elements, implicit, little, end)`` where ``end`` is the offset of the pixel
-    data element (or where the walk ended), or None when the file needs pydicom's full reader.
+    Returns the :class:`_Scan`, or None when the file needs pydicom's full reader.
     """
-    while len(block) < size:
-        scanned = _walk(BytesIO(block), size, len(block))
-        if scanned is not _BLOCK_TOO_SHORT:
-            return scanned
-        if len(block) >= _MAX_BLOCK:  # huge non-pixel elements: walk the file, seeking past their values
-            return _walk(fh, size, size)
-        fh.seek(len(block))
-        more = fh.read(7 * len(block))
-        if not more:  # the file shrank while being read: pydicom decides
+    while True:
+        available = min(len(block), size)
+        scanned = _walk(BytesIO(block), size, available)
+        if scanned is _BLOCK_TOO_SHORT:
+            if len(block) >= _MAX_BLOCK:  # huge non-pixel elements: walk the file, seeking past their values
+                return _walk(fh, size, size)
+            fh.seek(len(block))
+            more = fh.read(7 * len(block))
+            if not more:  # the file shrank while being read: pydicom decides
+                return None
+            block += more
+            continue
+        if isinstance(scanned, int):  # deflated: the dataset starts at this offset
+            data = _inflate(fh, scanned)
+            inflated = _walk(BytesIO(data), len(data), len(data), inflated=True)
+            if inflated is not None and inflated is not _BLOCK_TOO_SHORT:
+                inflated.data = data
+                return inflated
             return None
-        block += more
-    return _walk(BytesIO(block), size, size)
+        return scanned
 
 
 _BLOCK_TOO_SHORT = object()
 
 
-def _walk(src, size: int, available: int):
-    """:func:`_scan_part10` on ``src`` holding the first ``available`` bytes of a ``size``-byte file."""
+def _walk(src, size: int, available: int, *, inflated: bool = False):
+    """:func:`_scan_part10` on ``src`` holding the first ``available`` bytes of a ``size``-byte file.
+
+    Returns a :class:`_Scan`, None (pydicom's full reader must decide), :data:`_BLOCK_TOO_SHORT`
+    (walk a longer block), or, for a deflated file not yet ``inflated``, the offset of its dataset.
+    """
     from pydicom.filereader import data_element_generator
 
     partial = available < size
@@ -330,7 +413,9 @@ def _walk(src, size: int, available: int):
             if key is not None:
                 meta[key] = _meta_text(raw.value)
         syntax = meta.get("transfer_syntax")
-        if syntax is None or syntax in (_EXPLICIT_BE, _DEFLATED) or syntax in _private_syntaxes():
+        if syntax == _DEFLATED and not inflated:
+            return src.tell()
+        if syntax is None or syntax == _EXPLICIT_BE or syntax in _private_syntaxes():
             return None
         implicit = syntax == _IMPLICIT_LE
         start = src.tell()
@@ -361,7 +446,27 @@ def _walk(src, size: int, available: int):
             return _BLOCK_TOO_SHORT
     elif stopped[0] == 0x00041220:
         end = _DIRECTORY_RECORDS
-    return meta, elems, implicit, True, end
+    return _Scan(meta, elems, implicit, True, end, size)
+
+
+def _inflate(fh, start: int) -> bytes:
+    """The file's first ``start`` bytes (preamble and file meta) followed by its inflated dataset
+    (Deflated Explicit VR Little Endian, PS3.5 A.5: raw deflate of everything after the file meta)."""
+    import zlib
+
+    fh.seek(0)
+    head = fh.read(start)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        body = inflater.decompress(fh.read(), _MAX_INFLATED)
+    except zlib.error as exc:
+        raise _Reject("truncated" if "incomplete" in str(exc) else "corrupt_header",
+                      f"deflated dataset cannot be inflated: {exc}") from None
+    if inflater.unconsumed_tail:
+        raise _Reject("corrupt_header", f"deflated dataset inflates to more than {_MAX_INFLATED >> 20} MiB")
+    if not inflater.eof:
+        raise _Reject("truncated", "deflated dataset ends before its end-of-stream marker")
+    return head + body
 
 
 def _private_syntaxes() -> list:
@@ -370,34 +475,56 @@ def _private_syntaxes() -> list:
     return PrivateTransferSyntaxes
 
 
-def _read_with_dcmread(fh, size: int, force: bool):
+def _read_with_dcmread(fh, size: int, force: bool) -> _Scan:
     """pydicom's full reader (``specific_tags``, ``stop_before_pixels``) for the unusual files.
 
-    Returns what :func:`_scan_part10` returns, or ``(reason, detail)`` when pydicom refuses the file.
+    Raises :class:`_Reject` when pydicom refuses the file.
     """
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
 
     try:
         ds = dcmread(fh, stop_before_pixels=True, specific_tags=HEADER_TAGS, force=force)
+        end = fh.tell()
+        file_meta = getattr(ds, "file_meta", None)
+        meta: dict[str, str | None] = {}
+        if file_meta is not None:
+            meta["media_class"] = _text(file_meta.get("MediaStorageSOPClassUID"))
+            meta["media_instance"] = _text(file_meta.get("MediaStorageSOPInstanceUID"))
+            meta["transfer_syntax"] = _text(file_meta.get("TransferSyntaxUID"))
+        if meta.get("transfer_syntax") == _DEFLATED:
+            return _read_deflated(fh, meta)
+        if "DirectoryRecordSequence" in ds:
+            end = _DIRECTORY_RECORDS
+        implicit, little = ds.original_encoding
+        elems = {int(tag): ds.get_item(tag) for tag in ds.keys()}
+    except _Reject:
+        raise
     except InvalidDicomError as exc:
-        return "not_dicom", str(exc)
+        raise _Reject("not_dicom", str(exc)) from None
     except (EOFError, struct.error) as exc:
-        return "truncated", f"{type(exc).__name__}: {exc}"
+        raise _Reject("truncated", f"{type(exc).__name__}: {exc}") from None
     except Exception as exc:  # pydicom raises many types on corrupt input
-        return "not_dicom", f"pydicom could not parse it: {type(exc).__name__}: {exc}"
-    end = fh.tell()
-    file_meta = getattr(ds, "file_meta", None)
-    meta: dict[str, str | None] = {}
-    if file_meta is not None:
-        meta["media_class"] = _text(file_meta.get("MediaStorageSOPClassUID"))
-        meta["media_instance"] = _text(file_meta.get("MediaStorageSOPInstanceUID"))
-        meta["transfer_syntax"] = _text(file_meta.get("TransferSyntaxUID"))
-    if "DirectoryRecordSequence" in ds:
-        end = _DIRECTORY_RECORDS
-    implicit, little = ds.original_encoding
+        raise _Reject("not_dicom", f"pydicom could not parse it: {type(exc).__name__}: {exc}") from None
+    return _Scan(meta, elems, implicit, little, end, size)
+
+
+def _read_deflated(fh, meta: dict[str, str | None]) -> _Scan:
+    """A deflated file by pydicom's own readers: its file meta reader finds where the dataset starts,
+    :func:`_inflate` inflates it, and ``read_dataset`` reads that up to the pixel data."""
+    from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
+
+    fh.seek(0)
+    read_preamble(fh, True)
+    _read_file_meta_info(fh)
+    start = fh.tell()
+    data = _inflate(fh, start)
+    buffer = BytesIO(data)
+    buffer.seek(start)
+    ds = read_dataset(buffer, False, True, stop_when=_at_pixels, specific_tags=_tables()[2])
+    end = buffer.tell()
     elems = {int(tag): ds.get_item(tag) for tag in ds.keys()}
-    return meta, elems, implicit, little, end
+    return _Scan(meta, elems, False, True, end, len(data), data)
 
 
 def _fill(rec: dict[str, Any], elems: dict, meta: dict, implicit: bool, little: bool, salt: bytes) -> None:
@@ -407,7 +534,10 @@ def _fill(rec: dict[str, Any], elems: dict, meta: dict, implicit: bool, little: 
     for tag, column in strings.items():
         rec[column] = reader.text(tag)
     for tag, column in ints.items():
-        rec[column] = reader.integer(tag)
+        value = reader.integer(tag)
+        if value is not None and not -_INT32 <= value < _INT32:
+            raise ValueError(f"{column} = {value} is out of range")
+        rec[column] = value
     rec["patient_hash"] = patient_hash(reader.text(_tag("PatientID")), salt)
     rec["laterality"] = reader.text(_tag("ImageLaterality")) or reader.text(_tag("Laterality"))
     if _tag("AnatomicRegionSequence") in elems:
@@ -525,15 +655,97 @@ def quiet_worker() -> None:
     warnings.simplefilter("ignore")
 
 
-def read_rows(paths: list[str], salt: bytes) -> list[tuple]:
+def _raise_timeout(signum, frame) -> None:
+    raise ReadTimeout
+
+
+def read_rows(paths: list[str], salt: bytes, *, file_timeout: float | None = None, progress=None,
+              slot: int = 0) -> list[tuple]:
     """:func:`read_header` of each path as a tuple in :data:`PART_SCHEMA` column order (what a worker
-    process sends back: tuples pickle smaller than dicts)."""
+    process sends back: tuples pickle smaller than dicts).
+
+    Args:
+        file_timeout: seconds one file may take; past that it becomes a ``timeout`` error row. The
+            alarm (``SIGALRM``) interrupts Python code and blocking reads; it is armed only in the
+            main thread of a process on a platform that has it.
+        progress, slot: a shared ``array('d')`` where, before each file, ``progress[2 * slot]`` is set
+            to its position in ``paths`` and ``progress[2 * slot + 1]`` to ``time.monotonic()``; -1
+            when the list is done. The parent process reads it to name the file a dead or stuck
+            worker held (:mod:`modan_pacs.ingest.workers`).
+    """
+    import signal
+    import threading
+    import time
     import warnings
 
     names = _PART_NAMES
+    alarm = (file_timeout is not None and file_timeout > 0 and hasattr(signal, "setitimer")
+             and threading.current_thread() is threading.main_thread())
+    rows = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return [tuple(rec[c] for c in names) for rec in map(read_header, paths, [salt] * len(paths))]
+        previous = signal.signal(signal.SIGALRM, _raise_timeout) if alarm else None
+        try:
+            for i, path in enumerate(paths):
+                if progress is not None:
+                    progress[2 * slot], progress[2 * slot + 1] = i, time.monotonic()
+                try:
+                    if alarm:
+                        signal.setitimer(signal.ITIMER_REAL, file_timeout)
+                    try:
+                        rec = read_header(path, salt)
+                    finally:
+                        if alarm:
+                            signal.setitimer(signal.ITIMER_REAL, 0)
+                except ReadTimeout:
+                    rec = error_record(path, "timeout", f"reading the header took more than {file_timeout:g} s")
+                rows.append(tuple(rec[c] for c in names))
+        finally:
+            if alarm:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+            if progress is not None:
+                progress[2 * slot] = -1
+    return rows
+
+
+def error_record(path: str, reason: str, detail: str) -> dict[str, Any]:
+    """The record of a file that could not be indexed (``reason`` from the module doc, or one of
+    ``timeout`` and ``worker_crashed`` that the reading machinery adds)."""
+    return _error(empty_record(path), reason, detail)
+
+
+def error_row(path: str, reason: str, detail: str) -> tuple:
+    """:func:`error_record` as a :func:`read_rows` tuple."""
+    rec = error_record(path, reason, detail)
+    return tuple(rec[c] for c in _PART_NAMES)
+
+
+def rows_table(rows: list[tuple]) -> pa.Table:
+    """Rows from :func:`read_rows` as an Arrow table of :data:`PART_SCHEMA`.
+
+    A row whose values Arrow cannot store (a value a reader let through) becomes that file's
+    ``corrupt_header`` error row instead of failing the whole chunk.
+    """
+    try:
+        return _table(rows)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        pass
+    kept = []
+    for row in rows:
+        try:
+            _table([row])
+            kept.append(row)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+            path = row[_PART_NAMES.index("path")]
+            kept.append(error_row(str(path), "corrupt_header", f"a header value cannot be stored: {type(exc).__name__}: {exc}"))
+    return _table(kept)
+
+
+def _table(rows: list[tuple]) -> pa.Table:
+    columns = list(zip(*rows)) if rows else [()] * len(PART_SCHEMA)
+    return pa.Table.from_arrays([pa.array(col, type=f.type) for col, f in zip(columns, PART_SCHEMA)],
+                                schema=PART_SCHEMA)
 
 
 def write_part(rows: list[tuple], part_path: str) -> pa.Table:
@@ -541,15 +753,8 @@ def write_part(rows: list[tuple], part_path: str) -> pa.Table:
     returns the written table."""
     import pyarrow.parquet as pq
 
-    columns = list(zip(*rows)) if rows else [()] * len(PART_SCHEMA)
-    table = pa.Table.from_arrays([pa.array(col, type=f.type) for col, f in zip(columns, PART_SCHEMA)],
-                                 schema=PART_SCHEMA)
+    table = rows_table(rows)
     tmp = f"{os.path.dirname(part_path)}/.{os.path.basename(part_path)}.tmp-{os.getpid()}"
     pq.write_table(table, tmp)
     os.replace(tmp, part_path)
     return table
-
-
-def read_chunk(paths: list[str], part_path: str, salt: bytes) -> int:
-    """Read the headers of ``paths`` and write them as one part file. Returns the count."""
-    return write_part(read_rows(paths, salt), part_path).num_rows
