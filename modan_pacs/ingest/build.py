@@ -21,7 +21,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,9 +28,10 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from modan_pacs.errors import InputError
-from modan_pacs.ingest.headers import PART_SCHEMA, RAW_COLUMNS, quiet_worker, read_rows, write_part
+from modan_pacs.ingest.headers import PART_SCHEMA, RAW_COLUMNS, read_rows, write_part
 from modan_pacs.ingest.salt import load_or_create_salt
 from modan_pacs.ingest.walk import dicomdir_missing_files, iter_files
+from modan_pacs.ingest.workers import ReaderPool
 from modan_pacs.labels.vocabulary import Vocabulary
 
 if TYPE_CHECKING:
@@ -43,7 +43,9 @@ STATE_DIR = ".ingest"
 _MIN_FILES_FOR_POOL = 200
 _WALK_AHEAD = 4000  # files walked before reading starts; a larger export is walked while the workers read
 _STREAM_CHUNK = 500  # files per part when the total is not known yet (the largest automatic chunk)
-_RETRY_REASONS = {"permission_denied", "unreadable"}  # re-read even when unchanged (access may be fixed)
+# re-read even when unchanged: access may be fixed, a mount may answer again, a crash may not recur
+_RETRY_REASONS = {"permission_denied", "unreadable", "timeout", "worker_crashed"}
+DEFAULT_FILE_TIMEOUT = 60.0
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -59,22 +61,6 @@ class IndexReport:
     n_unchanged: int  # files skipped because (path, size, mtime) was already indexed
     seconds: float  # the whole call
     read_seconds: float = 0.0  # walking the folder and reading the headers into part files (no labelling or output)
-
-
-def _worker_pool(n: int) -> ProcessPoolExecutor:
-    """Header-reading processes. On Linux they are forked after this process has imported pydicom
-    (and before pandas): no new interpreter, no re-import of the caller's ``__main__`` or of
-    pydicom, which would cost more than reading thousands of headers. Workers only read files and
-    send rows back; this process writes the parts, so a worker never touches pyarrow or rich state
-    it inherited. Elsewhere the workers are spawned.
-    """
-    import multiprocessing
-
-    import pydicom.filereader  # noqa: F401 - once here, inherited by the forked workers
-
-    method = "fork" if sys.platform.startswith("linux") else "spawn"
-    return ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context(method),
-                               initializer=quiet_worker)
 
 
 def _part_files(state: Path) -> list[Path]:
@@ -131,9 +117,8 @@ class _Walk:
         """Walk until ``n`` more files are to read (``None``: to the end). False once the walk is over."""
         target = None if n is None else len(self.todo) + n
         for file_path, size, mtime in self._files:
-            if size is None:
-                reason = "permission_denied" if "permission" in mtime else "unreadable"
-                self.errors.append({"path": file_path, "reason": reason, "detail": mtime})
+            if size is None:  # a folder that cannot be listed, a FIFO, a broken link: (reason, detail)
+                self.errors.append({"path": file_path, "reason": mtime[0], "detail": mtime[1]})
                 continue
             self.walked.add(file_path)
             if os.path.basename(file_path).upper() == "DICOMDIR":
@@ -182,6 +167,7 @@ def build_index(
     workers: int | None = None,
     salt_file: str | Path | None = None,
     chunk_size: int = 0,
+    file_timeout: float | None = DEFAULT_FILE_TIMEOUT,
     progress: ProgressCallback | None = None,
 ) -> IndexReport:
     """Index every DICOM image under ``path`` into ``out_dir`` (see module doc for resuming).
@@ -193,6 +179,9 @@ def build_index(
         workers: header-reading processes (default: CPU count); 1 reads in this process.
         salt_file: PatientID-hash salt file, outside ``out_dir`` (default: see :mod:`modan_pacs.ingest.salt`).
         chunk_size: files per part file (0 = automatic).
+        file_timeout: seconds one file's header may take; past that the file is a ``timeout`` error
+            row and the run goes on (None or 0: no limit). See :mod:`modan_pacs.ingest.workers` for
+            files that crash a reading process.
         progress: called as ``progress(files_done, files_to_read)`` while reading.
 
     Raises:
@@ -210,6 +199,8 @@ def build_index(
         raise InputError(f"--workers must be at least 1, got {workers}")
     if chunk_size < 0:
         raise InputError(f"chunk size must be >= 0, got {chunk_size}")
+    if file_timeout is not None and file_timeout < 0:
+        raise InputError(f"--file-timeout must be >= 0 seconds, got {file_timeout}")
     vocab = vocabulary if vocabulary is not None else Vocabulary.load()
     salt = load_or_create_salt(salt_file, forbidden_dir=out)
 
@@ -243,27 +234,25 @@ def build_index(
         progress(0, len(todo))
     if serial:
         while (item := next_chunk()) is not None:
-            new_tables.append(write_part(read_rows(item[0], salt), item[1]))
+            new_tables.append(write_part(read_rows(item[0], salt, file_timeout=file_timeout), item[1]))
             done += new_tables[-1].num_rows
             if progress:
                 progress(done, len(todo))
         _import_for_output()
     else:
         n_workers = workers if not finished else min(workers, -(-len(todo) // size))
-        with _worker_pool(n_workers) as pool:
-            pending: dict = {}  # future -> its part file
+        with ReaderPool(n_workers, salt, file_timeout=file_timeout) as pool:
             imported = False
             item = next_chunk()
-            while item is not None or pending:
-                while item is not None and len(pending) < 2 * workers:  # bounded: chunk lists are not all in flight
-                    pending[pool.submit(read_rows, item[0], salt)] = item[1]
+            while item is not None or pool.busy:
+                while item is not None and pool.waiting < n_workers:  # bounded: chunk lists are not all in flight
+                    pool.submit(*item)
                     item = next_chunk()  # (walks on while the workers read)
                 if not imported:  # the workers are busy now: import what the output needs meanwhile
                     _import_for_output()
                     imported = True
-                finished_futures, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished_futures:
-                    new_tables.append(write_part(fut.result(), pending.pop(fut)))
+                for rows, part in pool.results():
+                    new_tables.append(write_part(rows, part))
                     done += new_tables[-1].num_rows
                 if progress:
                     progress(done, len(todo))

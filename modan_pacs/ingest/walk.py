@@ -3,7 +3,9 @@ plus the files that DICOMDIRs reference but that are missing."""
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,13 +23,16 @@ def _is_own_log(entry: os.DirEntry) -> bool:
         return False
 
 
-def iter_files(root: Path, *, exclude: tuple[Path, ...] = ()) -> Iterator[tuple[str, int, float] | tuple[str, None, str]]:
+def iter_files(root: Path, *, exclude: tuple[Path, ...] = ()) -> Iterator[tuple[str, int, float] | tuple[str, None, tuple[str, str]]]:
     """Yield ``(path, size, mtime)`` for each regular file under ``root`` (sorted, depth first).
 
-    Directories that cannot be listed yield ``(path, None, reason_detail)`` so the caller can
-    record them as errors. Symlinked directories are not followed (no loops); ``exclude`` folders
-    (the index being written) and a ``pull`` STORE's own resume log (:data:`OWN_LOG` at the root)
-    are skipped.
+    What cannot be indexed yields ``(path, None, (reason, detail))`` so the caller can record it as
+    an error: a folder that cannot be listed (``permission_denied`` / ``unreadable``), a FIFO,
+    socket or device (``special_file``, never opened: reading a FIFO would wait for a writer), a
+    symbolic link that points nowhere or into a loop (``unreadable``). Symlinked directories are
+    not followed (no loops; they are skipped); a symlink to a regular file is read under the link's
+    path. ``exclude`` folders (the index being written) and a ``pull`` STORE's own resume log
+    (:data:`OWN_LOG` at the root) are skipped.
     """
     root = Path(root)
     excluded = {str(p.absolute()) for p in exclude}
@@ -45,10 +50,10 @@ def iter_files(root: Path, *, exclude: tuple[Path, ...] = ()) -> Iterator[tuple[
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except PermissionError:
-            yield folder, None, "permission denied listing folder"
+            yield folder, None, ("permission_denied", "permission denied listing folder")
             continue
         except OSError as exc:
-            yield folder, None, f"cannot list folder: {exc.strerror or exc}"
+            yield folder, None, ("unreadable", f"cannot list folder: {exc.strerror or exc}")
             continue
         subdirs = []
         for entry in entries:
@@ -60,9 +65,32 @@ def iter_files(root: Path, *, exclude: tuple[Path, ...] = ()) -> Iterator[tuple[
                         continue
                     st = entry.stat()
                     yield entry.path, st.st_size, st.st_mtime
+                else:
+                    problem = _not_a_file(entry)
+                    if problem is not None:
+                        yield entry.path, None, problem
             except OSError:
                 continue  # vanished while walking
         stack.extend(reversed(subdirs))
+
+
+def _not_a_file(entry: os.DirEntry) -> tuple[str, str] | None:
+    """``(reason, detail)`` for a directory entry that is neither a folder nor a regular file;
+    None for a symbolic link to a folder (not followed, by design)."""
+    if entry.is_symlink():
+        try:
+            target = os.stat(entry.path)
+        except OSError as exc:
+            what = "a symbolic link loop" if exc.errno == errno.ELOOP else "a dangling symbolic link"
+            return "unreadable", f"{what}: {exc.strerror or exc}"
+        if stat.S_ISDIR(target.st_mode):
+            return None
+        mode = target.st_mode
+    else:
+        mode = entry.stat(follow_symlinks=False).st_mode
+    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+    return "special_file", f"{kind}, not read"
 
 
 def dicomdir_missing_files(dicomdir: Path) -> list[str]:
