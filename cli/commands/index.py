@@ -30,6 +30,10 @@ def index(
                      "(default $MODAN_PACS_SALT_FILE or ~/.config/modan-pacs/salt; created 0600 if absent)."),
     ] = None,
     chunk_size: Annotated[int, typer.Option("--chunk-size", help="Files per resumable part file (0 = automatic).")] = 0,
+    file_timeout: Annotated[
+        float, typer.Option("--file-timeout", help="Seconds one file's header may take before it is recorded as "
+                            "a timeout error and skipped (0 = no limit).")
+    ] = 60.0,
     pacs: Annotated[
         Optional[str], typer.Option("--pacs", help="Index a live PACS by C-FIND instead of a folder: HOST:PORT.")
     ] = None,
@@ -76,7 +80,7 @@ def index(
             bar.update(task, completed=done, total=total, rate=rate)
 
         report = build_index(path, out, vocabulary=vocabulary, workers=workers, salt_file=salt_file,
-                             chunk_size=chunk_size, progress=on_progress)
+                             chunk_size=chunk_size, file_timeout=file_timeout or None, progress=on_progress)
     console.print(
         f"{report.n_files:,} files: {report.n_read:,} read, {report.n_unchanged:,} unchanged since the last run, "
         f"{report.seconds:.1f} s"

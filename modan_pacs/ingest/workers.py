@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from modan_pacs.ingest.headers import error_row, quiet_worker, read_rows
 
 _MAX_UNATTRIBUTED_DEATHS = 3
+KILL_GRACE = 5.0  # seconds past file_timeout before a worker whose own alarm did not fire is killed
 
 
 @dataclass
@@ -80,10 +81,12 @@ class ReaderPool:
         workers: number of processes (at least 1).
         salt: PatientID-hash salt, passed to :func:`read_rows`.
         file_timeout: seconds one file may take (None: no limit).
-        kill_grace: seconds after ``file_timeout`` before a worker whose alarm did not fire is killed.
+        kill_grace: seconds after ``file_timeout`` before a worker whose alarm did not fire is killed
+            (default :data:`KILL_GRACE`).
     """
 
-    def __init__(self, workers: int, salt: bytes, *, file_timeout: float | None = 60.0, kill_grace: float = 5.0) -> None:
+    def __init__(self, workers: int, salt: bytes, *, file_timeout: float | None = 60.0,
+                 kill_grace: float | None = None) -> None:
         import multiprocessing
 
         import pydicom.filereader  # noqa: F401 - once here, inherited by forked workers
@@ -92,7 +95,8 @@ class ReaderPool:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self._ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
         self._file_timeout = file_timeout if file_timeout and file_timeout > 0 else None
-        self._kill_after = None if self._file_timeout is None else self._file_timeout + kill_grace
+        grace = KILL_GRACE if kill_grace is None else kill_grace
+        self._kill_after = None if self._file_timeout is None else self._file_timeout + grace
         self._progress = self._ctx.RawArray("d", 2 * workers)  # per slot: position in the list (-1 idle), start time
         self._args = (salt, self._file_timeout, self._progress)
         self._queue: deque[_Job] = deque()
