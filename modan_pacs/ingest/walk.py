@@ -65,18 +65,24 @@ def iter_files(root: Path, *, exclude: tuple[Path, ...] = ()) -> Iterator[tuple[
                         continue
                     st = entry.stat()
                     yield entry.path, st.st_size, st.st_mtime
-                else:
-                    problem = _not_a_file(entry)
-                    if problem is not None:
-                        yield entry.path, None, problem
-            except OSError:
-                continue  # vanished while walking
+                elif (problem := _not_a_file(entry)) is not None:
+                    yield entry.path, None, problem
+            except OSError:  # a link into a loop (ELOOP from is_file), or an entry that vanished
+                if (problem := _not_a_file(entry)) is not None:
+                    yield entry.path, None, problem
         stack.extend(reversed(subdirs))
 
 
 def _not_a_file(entry: os.DirEntry) -> tuple[str, str] | None:
     """``(reason, detail)`` for a directory entry that is neither a folder nor a regular file;
-    None for a symbolic link to a folder (not followed, by design)."""
+    None for a symbolic link to a folder (not followed, by design) and for an entry that vanished."""
+    try:
+        return _what_is_it(entry)
+    except OSError:
+        return None
+
+
+def _what_is_it(entry: os.DirEntry) -> tuple[str, str] | None:
     if entry.is_symlink():
         try:
             target = os.stat(entry.path)
