@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import struct
 from dataclasses import dataclass
 from io import BytesIO
@@ -109,9 +110,21 @@ def empty_record(path: str, size: int | None = None, mtime: float | None = None)
 
 
 def _error(rec: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
-    rec["error"] = reason
-    rec["error_detail"] = " ".join(detail.split())[:300]
-    return rec
+    """The error record of ``rec``'s file: only path, size and mtime are kept (values read from a
+    corrupt header may hold any bytes of the file, identifying ones included)."""
+    out = empty_record(rec["path"], rec["size"], rec["mtime"])
+    out["error"], out["error_detail"] = reason, _safe_detail(detail)
+    return out
+
+
+_QUOTED = re.compile(r"""(['"])(.{17,}?)\1""")
+
+
+def _safe_detail(detail: str) -> str:
+    """One printable line of at most 300 characters; a quoted value longer than 16 characters in an
+    exception message (pydicom quotes the bytes it could not convert) is replaced by its length."""
+    text = " ".join(_QUOTED.sub(lambda m: f"<{len(m.group(2))} characters>", str(detail)).split())
+    return "".join(c if c.isprintable() else "?" for c in text)[:300]
 
 
 def _text(value: Any) -> str | None:
@@ -265,6 +278,10 @@ def _read_into(rec: dict[str, Any], path: str, salt: bytes, dcmread_only: bool) 
             rec["sop_instance_uid"] = scan.meta.get("media_instance")
             if rec["sop_instance_uid"] is None:
                 raise _Reject("missing_uid", "no SOPInstanceUID")
+        for column in _UID_COLUMNS:  # a length field gone wrong makes a UID swallow the elements after it
+            value = rec[column]
+            if value is not None and not (value.isascii() and value.isprintable()):
+                raise _Reject("corrupt_header", f"{column} holds bytes no UID has ({len(value)} characters)")
         _check_pixels(fh, block, scan, rec)
 
 
@@ -339,6 +356,7 @@ _DEFLATED = "1.2.840.10008.1.2.1.99"
 _META_TAGS = {0x00020002: "media_class", 0x00020003: "media_instance", 0x00020010: "transfer_syntax"}
 _STOP_TAGS = _PIXEL_TAGS | {0x00041220}
 _INT32 = 1 << 31
+_UID_COLUMNS = ("sop_instance_uid", "series_instance_uid", "study_instance_uid", "sop_class_uid", "transfer_syntax_uid")
 
 
 def _not_meta(tag, vr, length) -> bool:
