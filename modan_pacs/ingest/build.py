@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from modan_pacs.ingest.store import IndexTables
 
 STATE_DIR = ".ingest"
-_MIN_FILES_FOR_POOL = 200
 _WALK_AHEAD = 4000  # files walked before reading starts; a larger export is walked while the workers read
 _STREAM_CHUNK = 500  # files per part when the total is not known yet (the largest automatic chunk)
 # re-read even when unchanged: access may be fixed, a mount may answer again, a crash may not recur
@@ -221,11 +220,10 @@ def build_index(
     # starts its workers now and the rest of the walk runs while they read.
     finished = not walk.advance(_WALK_AHEAD)
     todo = walk.todo
-    if finished:
-        size = chunk_size or _auto_chunk(len(todo), workers)
-        serial = workers == 1 or len(todo) <= size or len(todo) < _MIN_FILES_FOR_POOL  # a pool costs ~0.3 s
-    else:
-        size, serial = chunk_size or _STREAM_CHUNK, workers == 1
+    # Reading processes even for a handful of files (starting them costs ~15 ms): a file that crashes
+    # or hangs one costs only itself. workers=1 reads in this process (an alarm still stops a hang).
+    serial = workers == 1 or (finished and not todo)
+    size = chunk_size or (_auto_chunk(len(todo), workers) if finished else _STREAM_CHUNK)
     stamp = time.time_ns()
     next_chunk = _chunker(walk, size, state, stamp)
     done = 0
