@@ -1,6 +1,7 @@
 """Build or update an index from an export folder: walk, read headers in worker processes, write.
 
-Headers are read in chunks by worker processes (forked on Linux) that send the rows back; each
+Headers are read in chunks by worker processes (:class:`~modan_pacs.ingest.workers.ReaderPool`:
+forked on Linux; a file that crashes or hangs one costs only its own row) that send the rows back; each
 chunk becomes one Parquet part file in ``OUT/.ingest/``, written by this process under a temporary
 name and renamed, so a part is either complete or absent. The parts are the resumable state: a
 re-run (or a run after SIGKILL) reads only files whose ``(path, size, mtime)`` is not in a part

@@ -5,14 +5,17 @@ first few kB of the file once and walks them in memory with pydicom's ``data_ele
 keeping the raw bytes of the few tags the index needs and stopping at the pixel data element;
 it then checks that the pixel data element is present and complete (a file cut inside its pixel
 data parses fine as a header, so the element length is compared with the file size, walking the
-fragment items of encapsulated data). Files that walk does not cover (no preamble, big endian,
-deflated, odd file meta) are read with ``pydicom.dcmread`` instead; both give the same record.
+fragment items of encapsulated data). A deflated dataset is inflated in memory and walked the
+same way. Files that walk does not cover (no preamble, big endian, odd file meta) are read with
+``pydicom.dcmread`` instead; both give the same record.
 Anything that is not an indexable image becomes a record with ``error`` set to a reason code and
 ``error_detail`` a one-line explanation.
 
-Reason codes: ``empty_file``, ``not_dicom``, ``truncated``, ``dicomdir``, ``not_an_image``,
-``no_pixel_data``, ``missing_uid``, ``permission_denied``, ``unreadable`` (here), plus
-``duplicate_sop_instance`` and ``missing_referenced_file`` (added by the index builder).
+Reason codes: ``empty_file``, ``not_dicom``, ``truncated``, ``corrupt_header``, ``dicomdir``,
+``not_an_image``, ``no_pixel_data``, ``missing_uid``, ``permission_denied``, ``unreadable`` (here),
+``timeout`` (:func:`read_rows`), ``worker_crashed`` (:mod:`modan_pacs.ingest.workers`),
+``special_file`` (:mod:`modan_pacs.ingest.walk`), plus ``duplicate_sop_instance`` and
+``missing_referenced_file`` (added by the index builder). docs/commands/index.md explains each.
 """
 
 from __future__ import annotations
