@@ -138,6 +138,7 @@ def _print_summary(console, tables, out_dir, *, header: str) -> None:
             for c in ("field", "raw_value", "count"):
                 top.add_column(c, justify="right" if c == "count" else "left")
             for _, r in unmapped.head(10).iterrows():
-                top.add_row(str(r["field"]), str(r["raw_value"]), str(r["count"]))
+                raw = " ".join(str(r["raw_value"]).split())  # one line, cut: a header may hold 64 KB strings
+                top.add_row(str(r["field"]), raw if len(raw) <= 60 else raw[:59] + "…", str(r["count"]))
             console.print(top)
     console.print(f"wrote {out_dir}")
