@@ -154,6 +154,36 @@ def _chunker(walk: _Walk, size: int, state: Path, stamp: int) -> Callable[[], tu
     return next_chunk
 
 
+def _read_here(next_chunk, salt: bytes, file_timeout: float | None, wrote: Callable[[pa.Table], None]) -> list[pa.Table]:
+    """Read every chunk in this process; returns this run's part tables (kept for the merge)."""
+    tables = []
+    while (item := next_chunk()) is not None:
+        tables.append(write_part(read_rows(item[0], salt, file_timeout=file_timeout), item[1]))
+        wrote(tables[-1])
+    _import_for_output()
+    return tables
+
+
+def _read_in_pool(next_chunk, n_workers: int, salt: bytes, file_timeout: float | None,
+                  wrote: Callable[[pa.Table], None]) -> list[pa.Table]:
+    """Read every chunk in ``n_workers`` reading processes; this process writes the parts."""
+    tables = []
+    with ReaderPool(n_workers, salt, file_timeout=file_timeout) as pool:
+        imported = False
+        item = next_chunk()
+        while item is not None or pool.busy:
+            while item is not None and pool.waiting < n_workers:  # bounded: chunk lists are not all in flight
+                pool.submit(*item)
+                item = next_chunk()  # (walks on while the workers read)
+            if not imported:  # the workers are busy now: import what the output needs meanwhile
+                _import_for_output()
+                imported = True
+            for rows, part in pool.results():
+                tables.append(write_part(rows, part))
+                wrote(tables[-1])
+    return tables
+
+
 def _auto_chunk(n_todo: int, workers: int) -> int:
     # Enough chunks to balance workers and show progress; big enough to amortise a part write.
     return max(8, min(500, math.ceil(n_todo / max(1, workers * 8))))
@@ -227,34 +257,20 @@ def build_index(
     size = chunk_size or (_auto_chunk(len(todo), workers) if finished else _STREAM_CHUNK)
     stamp = time.time_ns()
     next_chunk = _chunker(walk, size, state, stamp)
-    done = 0
-    new_tables: list[pa.Table] = []  # this run's parts, kept for the merge (no read-back)
+    counted = [0]
+
+    def wrote(table: pa.Table) -> None:
+        counted[0] += table.num_rows
+        if progress:
+            progress(counted[0], len(todo))
+
     if progress:
         progress(0, len(todo))
     if serial:
-        while (item := next_chunk()) is not None:
-            new_tables.append(write_part(read_rows(item[0], salt, file_timeout=file_timeout), item[1]))
-            done += new_tables[-1].num_rows
-            if progress:
-                progress(done, len(todo))
-        _import_for_output()
+        new_tables = _read_here(next_chunk, salt, file_timeout, wrote)
     else:
         n_workers = workers if not finished else min(workers, -(-len(todo) // size))
-        with ReaderPool(n_workers, salt, file_timeout=file_timeout) as pool:
-            imported = False
-            item = next_chunk()
-            while item is not None or pool.busy:
-                while item is not None and pool.waiting < n_workers:  # bounded: chunk lists are not all in flight
-                    pool.submit(*item)
-                    item = next_chunk()  # (walks on while the workers read)
-                if not imported:  # the workers are busy now: import what the output needs meanwhile
-                    _import_for_output()
-                    imported = True
-                for rows, part in pool.results():
-                    new_tables.append(write_part(rows, part))
-                    done += new_tables[-1].num_rows
-                if progress:
-                    progress(done, len(todo))
+        new_tables = _read_in_pool(next_chunk, n_workers, salt, file_timeout, wrote)
     del known_map
     walked, walk_errors, dicomdirs = walk.walked, walk.errors, walk.dicomdirs
     n_unchanged = len(walked) - len(todo)
