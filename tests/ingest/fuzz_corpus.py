@@ -42,7 +42,7 @@ def source_files() -> list[Path]:
     out = []
     for root in roots:
         for path in sorted(root.rglob("*")):
-            if not path.is_file() or path.stat().st_size > _MAX_SOURCE_BYTES or path.name == "DICOMDIR":
+            if not path.is_file() or path.stat().st_size > _MAX_SOURCE_BYTES:
                 continue
             try:
                 with warnings.catch_warnings():
@@ -50,7 +50,10 @@ def source_files() -> list[Path]:
                     ds = pydicom.dcmread(path, stop_before_pixels=True)
             except Exception:
                 continue
-            if "SOPInstanceUID" in ds and getattr(ds, "file_meta", None) is not None and ds.file_meta.get("TransferSyntaxUID"):
+            meta = getattr(ds, "file_meta", None)
+            if meta is None or not meta.get("TransferSyntaxUID"):
+                continue
+            if "SOPInstanceUID" in ds or meta.get("MediaStorageSOPClassUID") == "1.2.840.10008.1.3.10":  # DICOMDIRs too
                 out.append(path)
     return out
 
@@ -74,7 +77,11 @@ def identifying_values(paths: list[Path]) -> set[str]:
             for item in (value if isinstance(value, (list, pydicom.multival.MultiValue)) else [value]):
                 text = str(item or "").strip()
                 values |= {text, *text.split("^")}
-    return {v.strip() for v in values if len(v.strip()) >= 6}
+    # pydicom's DICOMDIR test tree is laid out by PatientID (dicomdirtests/77654033/...): folder names
+    # are a user's own layout, stored as paths (the index's `path`, a DICOMDIR's missing references),
+    # so values that are folder names of the sources are not looked for.
+    folders = {part for path in paths for part in path.parent.parts}
+    return {v.strip() for v in values if len(v.strip()) >= 6 and v.strip() not in folders}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -244,7 +251,12 @@ KINDS: dict[str, Callable[[random.Random, bytes, Path], bytes]] = {
 def write_fuzz_corpus(out: Path, n: int = 1000, seed: int = 0) -> dict:
     """Write ``n`` mutants into ``out`` (nested folders, names without patient data), a FIFO and a
     symbolic link loop. Returns ``{"files": [...], "sources": [...], "identifying": {...}}``."""
-    out = Path(out)
+    with warnings.catch_warnings():  # pydicom warns about the sources' oddities while mutating them
+        warnings.simplefilter("ignore")
+        return _write(Path(out), n, seed)
+
+
+def _write(out: Path, n: int, seed: int) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     sources = source_files()
@@ -259,6 +271,8 @@ def write_fuzz_corpus(out: Path, n: int = 1000, seed: int = 0) -> dict:
         except Exception:  # a mutation that could not apply to this source: flip bytes instead
             data = _byte_flips(rng, blobs[src], src)
         target = out / kind / f"{i // 100:02d}" / (f"m{i:05d}.dcm" if i % 3 else f"m{i:05d}")
+        if src.name.startswith("DICOMDIR"):  # the index parses a DICOMDIR in full in its main process
+            target = target.with_suffix("") / "DICOMDIR"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
         files.append(target)
