@@ -725,8 +725,8 @@ def read_rows(paths: list[str], salt: bytes, *, file_timeout: float | None = Non
             if alarm:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 signal.signal(signal.SIGALRM, previous)
-            if progress is not None:
-                progress[2 * slot] = -1
+    if progress is not None:  # (left pointing at the file if anything above raised)
+        progress[2 * slot] = -1
     return rows
 
 

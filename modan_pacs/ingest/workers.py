@@ -21,6 +21,7 @@ raises :class:`RuntimeError`: that is the machine's problem, not a file's.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from modan_pacs.ingest.headers import error_row, quiet_worker, read_rows
 
 _MAX_UNATTRIBUTED_DEATHS = 3
+_FAILED = 70  # exit code of a worker that failed outside any file's reader (EX_SOFTWARE)
 KILL_GRACE = 5.0  # seconds past file_timeout before a worker whose own alarm did not fire is killed
 
 
@@ -56,7 +58,10 @@ def _serve(conn, salt: bytes, file_timeout: float | None, progress, slot: int) -
             return
         if paths is None:
             return
-        conn.send(read_rows(paths, salt, file_timeout=file_timeout, progress=progress, slot=slot))
+        try:
+            conn.send(read_rows(paths, salt, file_timeout=file_timeout, progress=progress, slot=slot))
+        except Exception:  # read_header never raises: this is the process failing (memory, a pipe)
+            os._exit(_FAILED)  # silently; the parent names the file it held and replaces it
 
 
 class _Worker:

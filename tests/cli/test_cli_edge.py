@@ -110,7 +110,8 @@ def test_unexpected_error_is_one_line_and_a_log(tmp_path, log_dir, monkeypatch):
 def test_real_process_usage_error_and_help(tmp_path):
     """The installed entry point, in a real process: a usage error is one line on stderr, exit 2."""
     env = {**os.environ, "MODAN_PACS_LOG_DIR": str(tmp_path / "logs")}
-    cmd = [sys.executable, "-c", "import sys; from modan_pacs.cli.main import main; sys.exit(main())"]
+    script = Path(sys.executable).parent / "modan-pacs"  # the console script pip installed
+    cmd = [str(script)] if script.is_file() else [sys.executable, "-m", "modan_pacs.cli.main"]
     proc = subprocess.run([*cmd, "index", "--workers", "abc", str(tmp_path)], capture_output=True, text=True,
                           timeout=60, env=env)
     assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr

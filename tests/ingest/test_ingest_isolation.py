@@ -39,6 +39,8 @@ def _misbehaving_reader(real):
         name = Path(path).name
         if name == "crash.dcm":
             os.kill(os.getpid(), signal.SIGKILL)  # what a segfaulting C decoder does to a worker
+        if name == "oom.dcm":
+            raise MemoryError  # read_header itself never raises; the process around it can fail
         if name == "hang.dcm":
             time.sleep(600)  # interruptible: the worker's alarm stops it
         if name == "stuck.dcm":
@@ -50,13 +52,13 @@ def _misbehaving_reader(real):
 
 
 @pytest.mark.parametrize("workers", [2, 1])
-def test_crash_and_hang_cost_only_their_file(tmp_path, salt_env, monkeypatch, workers):
+def test_crash_and_hang_cost_only_their_file(tmp_path, salt_env, monkeypatch, capfd, workers):
     files = _export(tmp_path / "export", 240)
-    bad = {"crash.dcm": "worker_crashed", "hang.dcm": "timeout", "stuck.dcm": "timeout"}
+    bad = {"crash.dcm": "worker_crashed", "hang.dcm": "timeout", "stuck.dcm": "timeout", "oom.dcm": "worker_crashed"}
     if workers == 1:  # in this process: an alarm stops a Python-level hang; nothing survives a crash or a C hang
         bad = {"hang.dcm": "timeout"}
     for i, name in enumerate(bad):
-        files[40 + 70 * i].rename(files[40 + 70 * i].with_name(name))
+        files[40 + 50 * i].rename(files[40 + 50 * i].with_name(name))
     monkeypatch.setattr(headers_module, "read_header", _misbehaving_reader(headers_module.read_header))
     monkeypatch.setattr(workers_module, "KILL_GRACE", 0.5)
     start = time.monotonic()
@@ -70,6 +72,7 @@ def test_crash_and_hang_cost_only_their_file(tmp_path, salt_env, monkeypatch, wo
     walked = {str(p) for p in (tmp_path / "export").rglob("*") if p.is_file()}
     assert indexed | set(tables.errors["path"]) == walked and not indexed & set(tables.errors["path"])
     assert report.n_files == 240
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_file_meta_value_pydicom_cannot_convert_is_a_row(tmp_path, pydicom_data_dir):
