@@ -532,7 +532,12 @@ def _read_with_dcmread(fh, size: int, force: bool) -> _Scan:
 
 def _read_deflated(fh, meta: dict[str, str | None]) -> _Scan:
     """A deflated file by pydicom's own readers: its file meta reader finds where the dataset starts,
-    :func:`_inflate` inflates it, and ``read_dataset`` reads that up to the pixel data."""
+    :func:`_inflate` inflates it, and ``read_dataset`` reads that up to the pixel data.
+
+    ``_read_file_meta_info`` is private in pydicom (``dcmread`` itself calls it; checked with pydicom
+    3.0.x): ``dcmread`` inflates into a buffer it does not expose, so the offset of the pixel data in
+    the inflated stream cannot be had from it.
+    """
     from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 
     fh.seek(0)
