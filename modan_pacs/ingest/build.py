@@ -206,7 +206,8 @@ def build_index(
         path: export folder (DICOMDIR trees and loose files, any names, nested) or one file.
         out_dir: index folder; may not be ``path`` itself. Created if absent.
         vocabulary: label vocabulary (default: the shipped one).
-        workers: header-reading processes (default: CPU count); 1 reads in this process.
+        workers: header-reading processes (default: CPU count, at least one separate process);
+            1 reads in this process (a file that crashes the process then ends the run).
         salt_file: PatientID-hash salt file, outside ``out_dir`` (default: see :mod:`modan_pacs.ingest.salt`).
         chunk_size: files per part file (0 = automatic).
         file_timeout: seconds one file's header may take; past that the file is a ``timeout`` error
@@ -224,6 +225,7 @@ def build_index(
     out = Path(out_dir).expanduser().absolute()
     if out == root.absolute():
         raise InputError(f"--out {out} must not be the folder being indexed")
+    in_process = workers == 1  # only when asked for: the default always reads in separate processes
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")
@@ -253,7 +255,7 @@ def build_index(
     todo = walk.todo
     # Reading processes even for a handful of files (starting them costs ~15 ms): a file that crashes
     # or hangs one costs only itself. workers=1 reads in this process (an alarm still stops a hang).
-    serial = workers == 1 or (finished and not todo)
+    serial = in_process or (finished and not todo)
     size = chunk_size or (_auto_chunk(len(todo), workers) if finished else _STREAM_CHUNK)
     stamp = time.time_ns()
     next_chunk = _chunker(walk, size, state, stamp)
