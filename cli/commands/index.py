@@ -19,7 +19,8 @@ def index(
     ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Index folder to write (re-running updates it).")] = Path("index"),
     workers: Annotated[
-        Optional[int], typer.Option("--workers", "-w", help="Header-reading processes (default: CPU count).")
+        Optional[int], typer.Option("--workers", "-w", help="Header-reading processes (default: CPU count); "
+                                                            "1 = read in this process.")
     ] = None,
     vocab: Annotated[
         Optional[Path], typer.Option("--vocab", help="Label vocabulary YAML (default: the shipped configs/vocabulary.yaml).")
