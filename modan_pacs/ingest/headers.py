@@ -120,7 +120,7 @@ def _error(rec: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
     return out
 
 
-_QUOTED = re.compile(r"""(['"])(.{17,}?)\1""")
+_QUOTED = re.compile(r"""(['"])([^'"]{17,})\1""")
 
 
 def _safe_detail(detail: str) -> str:

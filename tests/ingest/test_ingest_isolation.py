@@ -149,3 +149,10 @@ def test_cli_file_timeout_default_is_the_library_default():
     from modan_pacs.ingest.build import DEFAULT_FILE_TIMEOUT
 
     assert inspect.signature(index).parameters["file_timeout"].default == DEFAULT_FILE_TIMEOUT
+
+
+def test_error_detail_is_one_printable_line_without_long_quoted_values():
+    detail = headers_module._safe_detail("ValueError: invalid literal for int(): 'Doe^Archibald Lestrade'\n"
+                                         "tag (0002,0003) VR 'UA'\x00\x02 " + "x" * 400)
+    assert "Archibald" not in detail and "<22 characters>" in detail and "'UA'" in detail
+    assert detail.isprintable() and len(detail) == 300
