@@ -305,10 +305,6 @@ def decode_unit(unit: dict[str, Any], settings: CacheSettings) -> dict[str, Any]
     return {"images": empty, "sources": [], "slice_index": [], "rejected": [*rejected, row], "notes": dict(notes)}
 
 
-def _decode_star(args: tuple[dict[str, Any], CacheSettings]) -> dict[str, Any]:
-    return decode_unit(*args)
-
-
 def _decode_chunk(units: list[dict[str, Any]], settings: CacheSettings) -> list[dict[str, Any]]:
     return [decode_unit(u, settings) for u in units]
 
@@ -384,7 +380,7 @@ def _isolate(suspects: list[int], units: list[dict[str, Any]], settings: CacheSe
     for i in suspects:
         with ProcessPoolExecutor(max_workers=1) as pool:
             try:
-                result = pool.submit(decode_unit, units[i], settings).result()
+                (result,) = pool.submit(_decode_chunk, [units[i]], settings).result()
             except BrokenProcessPool:
                 result = _worker_died(units[i], settings)
         yield i, result
