@@ -56,7 +56,7 @@ from modan_pacs.pixels.screen import (
     screen_header,
     ultrasound_crop_box,
 )
-from modan_pacs.pixels.windows import CtWindows, load_ct_windows
+from modan_pacs.pixels.windows import DEFAULT_CT_WINDOWS, CtWindows, load_ct_windows
 
 __all__ = ["CacheSettings", "CacheBuildResult", "build_cache", "build_cache_from_index", "plan_index_units", "plan_record_units"]
 
@@ -72,7 +72,7 @@ class CacheSettings:
     slices: str = "middle"
     resize: str = "pad"
     ct_window: str = "anatomy"  # anatomy | header
-    ct_windows: dict[str, list[float]] = field(default_factory=dict)
+    ct_windows: dict[str, list[float]] = field(default_factory=dict)  # empty: windows.DEFAULT_CT_WINDOWS
     series_volumes: bool = True
     # screening (modan_pacs.pixels.screen) and PET/NM display
     keep_non_image: bool = False
@@ -228,7 +228,8 @@ def plan_record_units(records: pd.DataFrame, settings: CacheSettings, extra_colu
 def _window_for(unit: dict[str, Any], settings: CacheSettings) -> tuple[float, float] | None:
     if str(unit.get("modality") or "").upper() != "CT" or settings.ct_window != "anatomy":
         return None
-    return CtWindows({k: tuple(v) for k, v in settings.ct_windows.items()}).window(unit.get("anatomy_label"))
+    table = {k: tuple(v) for k, v in settings.ct_windows.items()} or DEFAULT_CT_WINDOWS  # empty: the built-in table
+    return CtWindows(table).window(unit.get("anatomy_label"))
 
 
 def _screen(settings: CacheSettings) -> Callable[[Any], tuple[str, str] | None]:

@@ -150,23 +150,28 @@ def ultrasound_crop_box(ds, shape: tuple[int, int]) -> tuple[int, int, int, int]
     """``(top, bottom, left, right)`` (exclusive ends) of the union of the US data regions, or None.
 
     Regions come from Sequence of Ultrasound Regions (PS3.3 C.8.5.5): each item's Region Location
-    Min X0 / Min Y0 / Max X1 / Max Y1 (inclusive pixel coordinates), clipped to ``shape``. None
-    when the sequence is absent or none of its items has a usable box.
+    Min X0 / Min Y0 / Max X1 / Max Y1 (inclusive pixel coordinates), clipped to ``shape``. The
+    union is over the 2D image regions (Region Spatial Format 1) when there are any, else over
+    every region with a spatial format (M-mode, spectral, waveform); regions of format 0 (none, e.g.
+    a colour bar) count only when nothing else does. None when the sequence is absent or no item
+    has a usable box.
     """
     regions = ds.get("SequenceOfUltrasoundRegions")
     if not regions:
         return None
     rows, columns = shape
-    boxes = []
+    by_format: dict[int, list[tuple[int, int, int, int]]] = {}
     for item in regions:
         try:
             x0, y0 = int(item.RegionLocationMinX0), int(item.RegionLocationMinY0)
             x1, y1 = int(item.RegionLocationMaxX1), int(item.RegionLocationMaxY1)
+            spatial = int(item.get("RegionSpatialFormat", 0) or 0)
         except (AttributeError, TypeError, ValueError):
             continue
         x0, y0, x1, y1 = max(0, x0), max(0, y0), min(columns - 1, x1), min(rows - 1, y1)
         if x1 >= x0 and y1 >= y0:
-            boxes.append((y0, y1 + 1, x0, x1 + 1))
+            by_format.setdefault(spatial, []).append((y0, y1 + 1, x0, x1 + 1))
+    boxes = by_format.get(1) or [b for f, group in by_format.items() if f != 0 for b in group] or by_format.get(0)
     if not boxes:
         return None
     top, bottom = min(b[0] for b in boxes), max(b[1] for b in boxes)
