@@ -85,21 +85,22 @@ def write_pet(path: Path, *, seed: int = 0) -> tuple[Path, np.ndarray]:
     ds.WindowCenter, ds.WindowWidth = 5, 10
     ds.ImagePositionPatient, ds.ImageOrientationPatient, ds.PixelSpacing = [0, 0, 0], [1, 0, 0, 0, 1, 0], [4, 4]
     ds.PixelData = stored.tobytes()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path, stored.astype(np.float64) * slope
 
 
 def write_mosaic(path: Path, *, keep_csa: bool = True) -> tuple[Path, np.ndarray]:
     """A Siemens DWI MOSAIC with nibabel's real header (``siemens_dwi_1000.dcm``: 48 slices of
-    128 x 128 in a 7 x 7 grid, CSA image header) and generated tiles: slice ``k`` holds ``100 (k + 1)``
-    plus a gradient. Returns the path and the ``(48, 128, 128)`` slices."""
+    128 x 128 in a 7 x 7 grid, CSA image header) and generated tiles: slice ``k`` holds a ramp
+    shifted by ``5 k``. Returns the path and the ``(48, 128, 128)`` slices."""
     import nibabel
 
     real = Path(nibabel.__file__).parent / "nicom" / "tests" / "data" / "siemens_dwi_1000.dcm.gz"
     ds = pydicom.dcmread(gzip.open(real))
     n, tile = 48, 128
     yy, xx = np.mgrid[:tile, :tile]
-    slices = np.stack([100 * (k + 1) + (yy + 2 * xx) % 50 for k in range(n)]).astype(np.uint16)
+    slices = np.stack([20 + (yy + 2 * xx + 5 * k) % 300 for k in range(n)]).astype(np.uint16)  # inside the header's window 170/398
     mosaic = np.zeros((7 * tile, 7 * tile), np.uint16)
     for k in range(n):
         r, c = divmod(k, 7)
@@ -107,6 +108,7 @@ def write_mosaic(path: Path, *, keep_csa: bool = True) -> tuple[Path, np.ndarray
     ds.PixelData = mosaic.tobytes()
     if not keep_csa:
         del ds[0x00291010]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path)
     return path, slices
 

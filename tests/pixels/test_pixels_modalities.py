@@ -1,0 +1,103 @@
+"""Every image kind decoded to a useful grey image: PET / NM by a robust percentile window, Siemens
+MOSAIC split into slices (checked against nibabel's own mosaic reader), one cache row per slice."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+from conftest import copy_to, extra_file, write_mosaic, write_pet
+
+from modan_pacs.pixels import load_cache
+from modan_pacs.pixels.build import build_cache_from_index
+from modan_pacs.pixels.decode import display_frames, mosaic_layout, read_dicom_frames, split_mosaic
+
+
+def test_pet_percentile_window_not_the_header_window(tmp_path):
+    path, activity = write_pet(tmp_path / "pet.dcm")
+    decoded, raw = read_dicom_frames(path)
+    np.testing.assert_allclose(decoded.frames[0], activity)  # Bq/ml after rescale
+    robust = display_frames(decoded, raw=raw)[0]
+    lo, hi = np.percentile(activity, [0.5, 99.5])
+    np.testing.assert_allclose(robust, np.clip((activity - lo) / (hi - lo), 0, 1))
+    header = display_frames(decoded, raw=raw, modality_window="header")[0]
+    body = activity > 1000
+    # the header window (0..10, meant for SUV) saturates every body pixel; the robust one keeps contrast
+    assert header[body].min() == 1.0 and header[body].std() == 0.0
+    assert robust[body].std() > 0.03 and robust.max() == 1.0 and robust.min() == 0.0
+
+
+def test_nm_uses_the_percentile_window_too():
+    path = extra_file("JPEG2000_UNC.dcm")  # NM whole body (as SC): counts, no window of its own
+    decoded, raw = read_dicom_frames(path)
+    out = display_frames(decoded, raw=raw)[0]
+    lo, hi = np.percentile(decoded.frames[0], [0.5, 99.5])
+    np.testing.assert_allclose(out, np.clip((decoded.frames[0] - lo) / (hi - lo), 0, 1))
+
+
+def test_pet_in_the_cache_is_not_black(tmp_path, index_folder):
+    for seed in range(2):
+        write_pet(tmp_path / "export" / f"pet_{seed}.dcm", seed=seed)
+    index = index_folder(tmp_path / "export")
+    build_cache_from_index(index, tmp_path / "cache", size=64, workers=1, series_volumes=False)
+    cache = load_cache(tmp_path / "cache")
+    assert len(cache) == 2 and all(int(cache.images[i].max()) >= 250 for i in range(2))
+    build_cache_from_index(index, tmp_path / "header", size=64, workers=1, series_volumes=False, pet_nm_window="header", min_std=0)
+    header = load_cache(tmp_path / "header")
+    assert np.mean(np.asarray(header.images) == 255) > 0.3  # saturated: what the header window did
+
+
+def _nibabel_volume(path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from nibabel.nicom import dicomwrappers
+
+        return dicomwrappers.wrapper_from_file(str(path)).get_data()  # (rows, columns, slices), nibabel's own split
+
+
+@pytest.mark.parametrize("keep_csa", [True, False])
+def test_mosaic_split_equals_nibabel(tmp_path, keep_csa):
+    path, slices = write_mosaic(tmp_path / "dwi.dcm", keep_csa=keep_csa)
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    n, rows, columns, from_csa = mosaic_layout(ds)
+    assert (rows, columns, from_csa) == (128, 128, keep_csa)
+    assert n == (48 if keep_csa else 49)  # without CSA: the 7 x 7 grid of the acquisition matrix ...
+    decoded, raw = read_dicom_frames(path, "all")
+    assert decoded.frame_indices == list(range(48))  # ... and its empty last tile dropped
+    np.testing.assert_array_equal(np.stack(raw), slices)
+    if keep_csa:
+        volume = _nibabel_volume(path)
+        np.testing.assert_array_equal(np.stack(raw), np.moveaxis(volume, -1, 0).astype(slices.dtype))
+    middle, _ = read_dicom_frames(path, "middle")
+    assert middle.frame_indices == [24]
+    even, _ = read_dicom_frames(path, "even:4")
+    assert even.frame_indices == [6, 18, 30, 42]
+
+
+def test_split_mosaic_reads_tiles_row_by_row():
+    frame = np.arange(4 * 6).reshape(4, 6)  # a 2 x 3 grid of 2 x 2 tiles
+    tiles = split_mosaic(frame, 5, 2, 2)
+    np.testing.assert_array_equal(tiles[1], frame[0:2, 2:4])
+    np.testing.assert_array_equal(tiles[3], frame[2:4, 0:2])
+    assert len(tiles) == 5
+
+
+def test_mosaic_in_the_cache_one_row_per_slice(tmp_path, index_folder):
+    write_mosaic(tmp_path / "export" / "dwi.dcm")
+    copy_to(tmp_path / "export", pydicom.data.get_testdata_file("CT_small.dcm"))
+    index = index_folder(tmp_path / "export")
+    result = build_cache_from_index(index, tmp_path / "cache", size=32, slices="all", workers=1)
+    m = load_cache(tmp_path / "cache").manifest
+    uid = str(pydicom.dcmread(tmp_path / "export" / "dwi.dcm", stop_before_pixels=True).SOPInstanceUID)
+    mosaic_rows = m[m["source"] == uid]
+    assert mosaic_rows["slice_index"].tolist() == list(range(48))
+    assert result.n_rows == 49
+    errors = pd.read_parquet(tmp_path / "cache" / "errors.parquet")
+    assert errors.empty
+    # a series of mosaics (repeated volumes) gives the slices of its middle instance
+    middle = build_cache_from_index(index, tmp_path / "middle", size=32, slices="even:3", workers=1)
+    assert load_cache(tmp_path / "middle").manifest.query("source == @uid")["slice_index"].tolist() == [8, 24, 40]
+    assert middle.n_rows == 4
