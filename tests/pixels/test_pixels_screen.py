@@ -138,3 +138,25 @@ def test_non_image_sop_classes_by_standard_names():
                  "NuclearMedicineImageStorage", "DigitalXRayImageStorageForPresentation", "SecondaryCaptureImageStorage"):
         assert non_image_reason(getattr(u, name)) is None, name
     assert non_image_reason(None) is None and non_image_reason("1.2.3.4") is None
+
+
+def test_montage_rows_per_label_pair_and_a_strip_of_exclusions(tmp_path, export, index_folder):
+    from PIL import Image
+
+    from modan_pacs.pixels.montage import write_montage
+
+    folder, _ = export
+    build_cache_from_index(index_folder(folder), tmp_path / "cache", size=32, workers=1, montage=True)
+    path = tmp_path / "cache" / "montage.png"
+    assert path.is_file()
+    m = load_cache(tmp_path / "cache").manifest
+    n_pairs = (m["modality_label"].fillna("?") + m["anatomy_label"].fillna("?")).nunique()
+    per_code = _errors(tmp_path / "cache").query("status == 'excluded'")["code"].value_counts()
+    strip = int(per_code.clip(upper=2).sum())  # at most 2 per exclusion code
+    with Image.open(path) as im:
+        width, height = im.size
+    # one row per label pair plus the exclusion strip; columns: max(6 per pair, the strip's tiles)
+    assert strip == 6 and height == round(1.75 * (n_pairs + 1) * 80) and width == round(1.6 * max(6, strip) * 80)
+    blank = write_montage(tmp_path / "cache", per_pair=1, per_code=0)
+    with Image.open(blank) as im:
+        assert im.size[1] == round(1.75 * n_pairs * 80)  # no strip without sampled exclusions
