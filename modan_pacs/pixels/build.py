@@ -138,8 +138,9 @@ def plan_index_units(frame: pd.DataFrame, settings: CacheSettings) -> tuple[list
     """Units of an index frame (one row per instance) and the rows that are not decoded: no local
     file (an error), or a SOP class that holds no image (excluded, unless ``keep_non_image``).
 
-    Single-frame instances of a CT/MR/PT/NM series with more than one instance form one series
-    unit when ``settings.series_volumes``; every other instance is a file unit.
+    Single-frame instances of a CT/MR/PT/NM series with more than one instance of one Rows x
+    Columns form one series unit when ``settings.series_volumes`` (a series that mixes sizes gives
+    one unit per size); every other instance is a file unit.
     """
     units: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
@@ -160,11 +161,13 @@ def plan_index_units(frame: pd.DataFrame, settings: CacheSettings) -> tuple[list
     local = frame[keep]
     n_frames = pd.to_numeric(local["number_of_frames"], errors="coerce").fillna(1).astype(int)
     in_volume = pd.Series(False, index=local.index)
+    # one volume per series and slice size: a series mixing sizes (scouts, reformats) gives one each
+    volume_keys = ["series_instance_uid"] + [c for c in ("rows", "columns") if c in local.columns]
     if settings.series_volumes:
         candidate = local["modality"].astype("string").str.upper().isin(VOLUME_MODALITIES) & (n_frames <= 1)
-        sizes = local[candidate].groupby("series_instance_uid")["sop_instance_uid"].transform("size")
+        sizes = local[candidate].groupby(volume_keys, dropna=False)["sop_instance_uid"].transform("size")
         in_volume.loc[sizes.index] = sizes > 1
-    for series_uid, group in local[in_volume].groupby("series_instance_uid", sort=False):
+    for (series_uid, *_), group in local[in_volume].groupby(volume_keys, sort=False, dropna=False):
         first = group.index[0]
         units.append(
             {

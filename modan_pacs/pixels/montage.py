@@ -20,12 +20,14 @@ __all__ = ["write_montage"]
 def _excluded_thumbnail(path: str, slice_index, size: int) -> np.ndarray | None:
     from modan_pacs.pixels.decode import display_frames, fit_square, read_dicom_frames
 
-    try:
-        frames = [int(slice_index)] if pd.notna(slice_index) else "middle"
-        decoded, raw = read_dicom_frames(path, frames)
-        return fit_square(display_frames(decoded, raw=raw)[0], size)
-    except Exception:  # a thumbnail is best effort: the tile says the input has no decodable pixels
-        return None
+    # the slice index is a frame of the file, or a position in its series (then the file has one frame)
+    for frames in ([int(slice_index)] if pd.notna(slice_index) else [], "middle"):
+        try:
+            decoded, raw = read_dicom_frames(path, frames or "middle")
+            return fit_square(display_frames(decoded, raw=raw)[0], size)
+        except Exception:  # a thumbnail is best effort: the tile says the input has no decodable pixels
+            continue
+    return None
 
 
 def _sample_excluded(errors: pd.DataFrame, per_code: int) -> pd.DataFrame:
@@ -33,8 +35,10 @@ def _sample_excluded(errors: pd.DataFrame, per_code: int) -> pd.DataFrame:
     return excluded.groupby("code", sort=True, group_keys=False).head(per_code)
 
 
-def write_montage(cache_dir: str | Path, *, per_pair: int = 6, per_code: int = 2, max_pairs: int = 24, seed: int = 0) -> Path:
-    """Draw ``cache_dir/montage.png`` (see module docstring); returns its path.
+def write_montage(
+    cache_dir: str | Path, *, per_pair: int = 6, per_code: int = 2, max_pairs: int = 24, seed: int = 0, out: str | Path | None = None
+) -> Path:
+    """Draw ``cache_dir/montage.png`` (or ``out``; see module docstring); returns its path.
 
     Raises:
         DataNotFoundError / InputError: ``cache_dir`` is not a complete cache (:func:`load_cache`).
@@ -75,13 +79,14 @@ def write_montage(cache_dir: str | Path, *, per_pair: int = 6, per_code: int = 2
         for c, item in enumerate(excluded.itertuples(index=False)):
             thumb = _excluded_thumbnail(str(item.path), item.slice_index, cache.size)
             axes[r, c].imshow(thumb if thumb is not None else np.zeros((cache.size, cache.size)), cmap="gray", vmin=0, vmax=1)
-            axes[r, c].set_title(f"excluded: {item.code}" + ("" if thumb is not None else " (no pixels)"), fontsize=7, loc="left", color="firebrick")
+            axes[r, c].set_title(str(item.code) + ("" if thumb is not None else " (no pixels)"), fontsize=7, loc="left", color="firebrick")
     if not pairs and not len(excluded):
         axes[0, 0].text(0.5, 0.5, "empty cache", ha="center", va="center")
     n_excluded = int((errors["status"] == "excluded").sum())
-    fig.suptitle(f"{len(cache)} cached images in {len(counts)} label pairs; {n_excluded} inputs excluded", fontsize=9)
-    fig.tight_layout()
-    out = cache_dir / "montage.png"
+    title = f"{len(cache)} cached images in {len(counts)} label pairs; {n_excluded} inputs excluded"
+    fig.suptitle(title + (" (last row: a sample of them, by reason)" if len(excluded) else ""), fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title
+    out = Path(out) if out is not None else cache_dir / "montage.png"
     fig.savefig(out, dpi=80)
     plt.close(fig)
     return out
