@@ -3,17 +3,21 @@ MOSAIC split into slices (checked against nibabel's own mosaic reader), one cach
 
 from __future__ import annotations
 
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-from conftest import copy_to, extra_file, write_mosaic, write_pet
 
-from modan_pacs.pixels import load_cache
-from modan_pacs.pixels.build import build_cache_from_index
-from modan_pacs.pixels.decode import display_frames, mosaic_layout, read_dicom_frames, split_mosaic
+sys.path.insert(0, str(Path(__file__).parent))
+from pixel_files import copy_to, extra_file, write_mosaic, write_pet  # noqa: E402
+
+from modan_pacs.pixels import load_cache  # noqa: E402
+from modan_pacs.pixels.build import build_cache_from_index  # noqa: E402
+from modan_pacs.pixels.decode import display_frames, mosaic_layout, read_dicom_frames, split_mosaic  # noqa: E402
 
 
 def test_pet_percentile_window_not_the_header_window(tmp_path):

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pydicom
-from conftest import copy_to, extra_file, uid, write_ct_series
 from pydicom.data import get_testdata_file
 
-from modan_pacs.pixels import load_cache
-from modan_pacs.pixels import build as build_module
-from modan_pacs.pixels.build import build_cache_from_index
-from modan_pacs.pixels.decode import read_series
+sys.path.insert(0, str(Path(__file__).parent))
+from pixel_files import copy_to, extra_file, uid, write_ct_series  # noqa: E402
+
+from modan_pacs.pixels import load_cache  # noqa: E402
+from modan_pacs.pixels import build as build_module  # noqa: E402
+from modan_pacs.pixels.build import build_cache_from_index  # noqa: E402
+from modan_pacs.pixels.decode import read_series  # noqa: E402
 
 
 def _truncate(path, keep=0.6):

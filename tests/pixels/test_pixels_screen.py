@@ -4,20 +4,24 @@ SR, NM and SC files): each exclusion has a reason row and a count, and each can 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-from conftest import copy_to, extra_file, uid
 from pydicom.data import get_testdata_file
 
-from modan_pacs.errors import InputError
-from modan_pacs.labels import Vocabulary
-from modan_pacs.pixels import load_cache
-from modan_pacs.pixels.build import build_cache_from_index
-from modan_pacs.pixels.decode import display_frames, fit_square, read_dicom_frames, to_uint8
-from modan_pacs.pixels.screen import non_image_reason, ultrasound_crop_box
+sys.path.insert(0, str(Path(__file__).parent))
+from pixel_files import copy_to, extra_file, uid  # noqa: E402
+
+from modan_pacs.errors import InputError  # noqa: E402
+from modan_pacs.labels import Vocabulary  # noqa: E402
+from modan_pacs.pixels import load_cache  # noqa: E402
+from modan_pacs.pixels.build import build_cache_from_index  # noqa: E402
+from modan_pacs.pixels.decode import display_frames, fit_square, read_dicom_frames, to_uint8  # noqa: E402
+from modan_pacs.pixels.screen import non_image_reason, ultrasound_crop_box  # noqa: E402
 
 
 def _variant(source, target, number, **changes):
