@@ -59,6 +59,9 @@ def cache(
     pet_nm_window: Annotated[
         str, typer.Option("--pet-nm-window", help="PET / NM display: percentile (0.5-99.5th of the frame) or header (the header's VOI first).")
     ] = "percentile",
+    unit_timeout: Annotated[
+        float, typer.Option("--unit-timeout", help="Seconds one file or series may take in a worker before it is stopped and recorded (0 = no limit; needs --workers >= 2).")
+    ] = 300.0,
     montage: Annotated[bool, typer.Option("--montage/--no-montage", help="Write OUT/montage.png (sample per label pair + excluded inputs).")] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard an existing cache or unfinished build in OUT.")] = False,
 ) -> None:
@@ -84,6 +87,7 @@ def cache(
         crop_ultrasound=crop_ultrasound,
         min_std=min_std,
         pet_nm_window=pet_nm_window,
+        unit_timeout=unit_timeout,
         overwrite=overwrite,
     )
     console = Console()

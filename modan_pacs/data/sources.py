@@ -178,6 +178,7 @@ def build_cache_from_records(
     crop_ultrasound: bool = True,
     min_std: float = 0.02,
     pet_nm_window: str = "percentile",
+    unit_timeout: float = 300.0,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> CacheBuildResult:
@@ -193,7 +194,7 @@ def build_cache_from_records(
     settings = CacheSettings(
         size=size, slices=slices, resize=resize, ct_window=ct_window, ct_windows=windows.as_dict(), series_volumes=False,
         keep_non_image=keep_non_image, secondary_capture=secondary_capture, keep_burned_in=keep_burned_in,
-        crop_ultrasound=crop_ultrasound, min_std=min_std, pet_nm_window=pet_nm_window,
+        crop_ultrasound=crop_ultrasound, min_std=min_std, pet_nm_window=pet_nm_window, unit_timeout=unit_timeout,
     )
     settings.validate()
     records = records.reset_index(drop=True)

@@ -13,7 +13,9 @@ manifest, labels, vocabulary, errors and ``summary.json`` are written (docs/ARCH
 Isolation: whatever decoding one unit raises becomes an ``errors.parquet`` row naming the file that
 caused it, and the build goes on; a worker process that dies (a crash inside a C decoder) is
 replaced, the units it may have held are decoded again one per process, and the one that kills its
-process alone is recorded (``worker_died``). Series units keep the instances that decode
+process alone is recorded (``worker_died``); a unit that runs past ``unit_timeout`` (a hang) is
+stopped the same way and recorded (``timeout``). With one worker, decoding runs in this process,
+without these two guards. Series units keep the instances that decode
 (:func:`~modan_pacs.pixels.decode.read_series`); each left-out instance is a ``missing_instance``
 row. Screening (:mod:`modan_pacs.pixels.screen`) adds ``status = excluded`` rows.
 """
@@ -24,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -81,6 +84,7 @@ class CacheSettings:
     crop_ultrasound: bool = True
     min_std: float = 0.02  # near-constant: std of the [0, 1] display values below this (0 = off)
     pet_nm_window: str = "percentile"  # percentile | header
+    unit_timeout: float = 300.0  # seconds one unit may take in a worker before it is stopped (0 = no limit)
 
     def validate(self) -> None:
         if self.size < 8:
@@ -94,6 +98,8 @@ class CacheSettings:
             raise InputError(f"--secondary-capture must be one of {', '.join(SECONDARY_CAPTURE_POLICIES)}; got {self.secondary_capture!r}")
         if not 0.0 <= self.min_std < 0.5:
             raise InputError(f"--min-std must be in [0, 0.5) (std of [0, 1] display values; 0 = off); got {self.min_std}")
+        if self.unit_timeout < 0:
+            raise InputError(f"--unit-timeout must be >= 0 seconds (0 = no limit); got {self.unit_timeout}")
         if self.pet_nm_window not in MODALITY_WINDOWS:
             raise InputError(f"--pet-nm-window must be one of {', '.join(MODALITY_WINDOWS)}; got {self.pet_nm_window!r}")
 
@@ -313,10 +319,14 @@ def _decode_chunk(units: list[dict[str, Any]], settings: CacheSettings) -> list[
     return [decode_unit(u, settings) for u in units]
 
 
-def _worker_died(unit: dict[str, Any], settings: CacheSettings) -> dict[str, Any]:
-    reason = f"{unit['paths'][0]}: the decoding process died on this file (a crash inside a C decoder?); the build went on without it"
+def _worker_died(unit: dict[str, Any], settings: CacheSettings, *, timed_out: bool = False) -> dict[str, Any]:
+    if timed_out:
+        code, what = "timeout", f"decoding ran past --unit-timeout {settings.unit_timeout:g} s and was stopped"
+    else:
+        code, what = "worker_died", "the decoding process died on this file (a crash inside a C decoder?)"
+    reason = f"{unit['paths'][0]}: {what}; the build went on without it"
     return {"images": np.zeros((0, settings.size, settings.size), np.uint8), "sources": [], "slice_index": [],
-            "rejected": [error_row(unit["paths"][0], "worker_died", reason)], "notes": {}}
+            "rejected": [error_row(unit["paths"][0], code, reason)], "notes": {}}
 
 
 def _resolve_dicom_counts(units: list[dict[str, Any]], settings: CacheSettings) -> None:
@@ -354,39 +364,61 @@ def _fingerprint(units: list[dict[str, Any]]) -> str:
 
 def _iter_results(todo: list[int], units: list[dict[str, Any]], settings: CacheSettings, workers: int) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(unit, result)`` as units finish (any order). With ``workers > 1`` a pool of processes
-    decodes chunks of units; when a process dies the pool is replaced (see module docstring)."""
+    decodes chunks of units; when a process dies, or no chunk finishes for ``unit_timeout`` seconds
+    per unit of a chunk (a hang), the pool is replaced (see module docstring)."""
     if workers <= 1:
         for i in todo:
             yield i, decode_unit(units[i], settings)
         return
     chunk = max(1, min(16, len(todo) // (workers * 4) or 1))
     remaining = [todo[k : k + chunk] for k in range(0, len(todo), chunk)]
+    stall_after = settings.unit_timeout * chunk if settings.unit_timeout > 0 else None
     while remaining:
         suspects: list[int] = []
         with ProcessPoolExecutor(max_workers=workers) as pool:
             pending: dict = {}
+            last_progress = time.monotonic()
             try:
                 while remaining or pending:
                     while remaining and len(pending) < 2 * workers:
                         ids = remaining.pop(0)
                         pending[pool.submit(_decode_chunk, [units[i] for i in ids], settings)] = ids
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    finished, _ = wait(pending, timeout=None if stall_after is None else min(5.0, stall_after), return_when=FIRST_COMPLETED)
                     for future in finished:
                         results = future.result()  # raises BrokenProcessPool while still pending
                         yield from zip(pending.pop(future), results, strict=True)
+                        last_progress = time.monotonic()
+                    if not finished and stall_after is not None and time.monotonic() - last_progress > stall_after:
+                        _kill_worker_processes()  # a hang: the pool breaks and its units are retried one by one
             except BrokenProcessPool:
                 suspects = [i for ids in pending.values() for i in ids]
         yield from _isolate(suspects, units, settings)
 
 
+def _kill_worker_processes() -> None:
+    """SIGKILL this process's multiprocessing children: the decoding pool's workers (a cache build
+    starts no other children)."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        child.kill()
+
+
 def _isolate(suspects: list[int], units: list[dict[str, Any]], settings: CacheSettings) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Decode each unit a dead pool held in a process of its own; the one that dies is recorded."""
+    """Decode each unit a dead pool held in a process of its own; the one that dies, or runs past
+    ``unit_timeout``, is recorded."""
+    from concurrent.futures import TimeoutError as FutureTimeout
+
     for i in suspects:
         with ProcessPoolExecutor(max_workers=1) as pool:
+            future = pool.submit(_decode_chunk, [units[i]], settings)
             try:
-                (result,) = pool.submit(_decode_chunk, [units[i]], settings).result()
+                (result,) = future.result(timeout=settings.unit_timeout or None)
             except BrokenProcessPool:
                 result = _worker_died(units[i], settings)
+            except FutureTimeout:
+                _kill_worker_processes()
+                result = _worker_died(units[i], settings, timed_out=True)
         yield i, result
 
 
@@ -433,7 +465,8 @@ def build_cache(
     planned = np.asarray([u["planned"] for u in units], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(planned)])
     total_rows = int(offsets[-1])
-    state = {"settings": asdict(settings), "fingerprint": _fingerprint(units), "rows": total_rows}
+    outputs = {k: v for k, v in asdict(settings).items() if k != "unit_timeout"}  # what shapes the rows (a resume may change the rest)
+    state = {"settings": outputs, "fingerprint": _fingerprint(units), "rows": total_rows}
     partial.mkdir(parents=True, exist_ok=True)
     state_file, done_file = partial / "settings.json", partial / "done.jsonl"
     done: dict[int, dict[str, Any]] = {}
@@ -567,6 +600,7 @@ def build_cache_from_index(
     crop_ultrasound: bool = True,
     min_std: float = 0.02,
     pet_nm_window: str = "percentile",
+    unit_timeout: float = 300.0,
     montage: bool = False,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
@@ -596,7 +630,7 @@ def build_cache_from_index(
     settings = CacheSettings(
         size=size, slices=slices, resize=resize, ct_window=ct_window, ct_windows=windows.as_dict(), series_volumes=series_volumes,
         keep_non_image=keep_non_image, secondary_capture=secondary_capture, keep_burned_in=keep_burned_in,
-        crop_ultrasound=crop_ultrasound, min_std=min_std, pet_nm_window=pet_nm_window,
+        crop_ultrasound=crop_ultrasound, min_std=min_std, pet_nm_window=pet_nm_window, unit_timeout=unit_timeout,
     )
     settings.validate()
     units, planning_errors = plan_index_units(frame, settings)

@@ -99,3 +99,29 @@ def test_a_worker_killed_by_a_signal_costs_only_its_file(tmp_path, index_folder,
     errors = pd.read_parquet(tmp_path / "cache" / "errors.parquet")
     assert errors.loc[errors["code"] == "worker_died", "path"].tolist() == [str(crash)]
     assert result.n_rows == len(paths)  # every other file cached
+
+
+def test_a_hanging_unit_is_stopped_and_recorded(tmp_path, index_folder, monkeypatch):
+    folder = tmp_path / "export"
+    names = ["CT_small.dcm", "MR_small.dcm", "emri_small.dcm"]
+    for i, n in enumerate(names):
+        copy_to(folder, get_testdata_file(n), f"{i}_{n}")
+    hang = folder / "hang_here.dcm"
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.SOPInstanceUID, ds.SeriesInstanceUID = uid(8, 2, 1), uid(8, 2)
+    ds.save_as(hang)
+    index = index_folder(folder)
+    original = build_module.decode_unit
+
+    def hang_on_file(unit, settings):  # forked workers inherit the patch: a decoder that never returns
+        if any("hang_here" in p for p in unit["paths"]):
+            import time
+
+            time.sleep(3600)
+        return original(unit, settings)
+
+    monkeypatch.setattr(build_module, "decode_unit", hang_on_file)
+    result = build_cache_from_index(index, tmp_path / "cache", size=16, workers=2, unit_timeout=1.0)
+    errors = pd.read_parquet(tmp_path / "cache" / "errors.parquet")
+    assert errors.loc[errors["code"] == "timeout", "path"].tolist() == [str(hang)]
+    assert result.n_rows == len(names)
