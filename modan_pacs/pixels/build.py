@@ -615,7 +615,6 @@ def build_cache_from_index(
         DataNotFoundError: the index folder or one of those files is missing.
         InputError / ConfigError: bad options or window file.
     """
-    from modan_pacs.errors import DataNotFoundError
     from modan_pacs.ingest import load_index
 
     index_dir = Path(index_dir)

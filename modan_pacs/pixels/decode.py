@@ -261,15 +261,7 @@ def read_dicom_frames(
         raise InputError(f"{path}: no image (Rows/Columns absent; SOP class {header.get('SOPClassUID', '?')})")
     n_frames = int(header.get("NumberOfFrames", 1) or 1)
     mosaic = mosaic_layout(header) if n_frames == 1 else None
-    if frames is None or mosaic is not None:
-        indices = list(range(n_frames))
-    elif isinstance(frames, str):
-        indices = select_slices(n_frames, frames)
-    else:
-        indices = [int(i) for i in frames]
-        bad = [i for i in indices if not 0 <= i < n_frames]
-        if bad:
-            raise InputError(f"{path}: frames {bad} out of range (file has {n_frames})")
+    indices = list(range(n_frames)) if mosaic is not None else _chosen(frames, n_frames, f"{path}: frames", "file has")
     photometric = str(header.get("PhotometricInterpretation", "")).strip()
     samples = int(header.get("SamplesPerPixel", 1) or 1)
     try:
@@ -286,14 +278,7 @@ def read_dicom_frames(
     if mosaic is not None:
         n_slices, tile_rows, tile_columns, from_csa = mosaic
         tiles = split_mosaic(arrays[0], n_slices, tile_rows, tile_columns, drop_empty_tail=not from_csa)
-        if frames is None:
-            indices = list(range(len(tiles)))
-        elif isinstance(frames, str):
-            indices = select_slices(len(tiles), frames)
-        else:
-            indices = [int(i) for i in frames]
-            if any(not 0 <= i < len(tiles) for i in indices):
-                raise InputError(f"{path}: slices {indices} out of range (mosaic of {len(tiles)})")
+        indices = _chosen(frames, len(tiles), f"{path}: slices", "mosaic of")
         arrays = [tiles[i] for i in indices]
     is_color = samples == 3 or photometric == "PALETTE COLOR"
     out, raw = [], []
@@ -311,6 +296,23 @@ def read_dicom_frames(
         header = header.copy()
         header.BitsStored = int(header.RedPaletteColorLookupTableDescriptor[2])
     return DecodedFrames(stacked, indices, [header] * len(indices), is_color), raw
+
+
+def _chosen(frames: Sequence[int] | str | None, n: int, what: str, has: str) -> list[int]:
+    """Indices chosen from ``n`` frames (or slices) by ``frames``: None = all, a policy, or indices.
+
+    Raises:
+        InputError: an index out of range (``"{what} [...] out of range ({has} n)"``).
+    """
+    if frames is None:
+        return list(range(n))
+    if isinstance(frames, str):
+        return select_slices(n, frames)
+    indices = [int(i) for i in frames]
+    bad = [i for i in indices if not 0 <= i < n]
+    if bad:
+        raise InputError(f"{what} {bad} out of range ({has} {n})")
+    return indices
 
 
 def _csa_number_of_images(ds) -> int | None:
