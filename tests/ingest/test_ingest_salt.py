@@ -61,3 +61,14 @@ def test_cli_refuses_with_one_line_and_exit_2(tmp_path):
     )
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and "another salt" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_pacs_index_binds_its_salt_the_same_way(tmp_path):
+    """`index --pacs` hashes PatientIDs through the same salt loader, bound to its --out folder."""
+    from modan_pacs.pacs.query import _patient_hasher
+
+    out = tmp_path / "pacs_index"
+    build_index(_export(tmp_path), out, workers=1, salt_file=tmp_path / "a")  # an index in the folder
+    assert _patient_hasher(tmp_path / "a", out)("PAT1") is not None
+    with pytest.raises(InputError, match="another salt"):
+        _patient_hasher(tmp_path / "b", out)
