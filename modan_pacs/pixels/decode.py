@@ -540,9 +540,10 @@ def _decode_nearest(ordered: list[Path], i: int, taken: set[int], failed: set[in
             continue
         try:
             decoded, _ = read_dicom_frames(ordered[j], [0])
-        except InputError as exc:
+        except Exception as exc:  # any failure of one instance is that instance's gap, never the series'
             failed.add(j)
-            gaps.append((str(ordered[j]), str(exc).removeprefix(f"{ordered[j]}: ")))
+            reason = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+            gaps.append((str(ordered[j]), reason.removeprefix(f"{ordered[j]}: ")))
             continue
         frames.append(decoded.frames[0])
         return j
