@@ -57,7 +57,7 @@ def cache(
         float, typer.Option("--min-std", help="Exclude near-constant images: std of the [0, 1] display values below this (0 = off).")
     ] = 0.02,
     pet_nm_window: Annotated[
-        str, typer.Option("--pet-nm-window", help="PET / NM display: percentile (0.5-99.5th of the frame) or header (the header's VOI first).")
+        str, typer.Option("--pet-nm-window", help="PET / NM display: percentile (0.5-99.5th of the frame), header (the header's VOI first) or suv (PET in body-weight SUV 0-7 where the header allows).")
     ] = "percentile",
     unit_timeout: Annotated[
         float, typer.Option("--unit-timeout", help="Seconds one file or series may take in a worker before it is stopped and recorded (0 = no limit; needs --workers >= 2).")

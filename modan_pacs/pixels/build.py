@@ -49,6 +49,7 @@ from modan_pacs.pixels.decode import (
     read_dicom_frames,
     read_series,
     select_slices,
+    suv_factor,
     to_uint8,
 )
 from modan_pacs.pixels.screen import (
@@ -83,7 +84,7 @@ class CacheSettings:
     keep_burned_in: bool = False
     crop_ultrasound: bool = True
     min_std: float = 0.02  # near-constant: std of the [0, 1] display values below this (0 = off)
-    pet_nm_window: str = "percentile"  # percentile | header
+    pet_nm_window: str = "percentile"  # percentile | header | suv
     unit_timeout: float = 300.0  # seconds one unit may take in a worker before it is stopped (0 = no limit)
 
     def validate(self) -> None:
@@ -295,6 +296,8 @@ def decode_unit(unit: dict[str, Any], settings: CacheSettings) -> dict[str, Any]
         display, headers, sources, slice_index = _decode_frames(unit, settings, rejected)
         images, kept_sources, kept_index = [], [], []
         for frame, header, source, index in zip(display, headers, sources, slice_index, strict=True):
+            if settings.pet_nm_window == "suv" and header is not None and str(header.get("Modality", "")).strip().upper() == "PT":
+                notes["pet_suv" if suv_factor(header) is not None else "pet_without_suv_percentile_window"] += 1
             frame = _crop_ultrasound(frame, header, settings, notes)
             if is_near_constant(frame, settings.min_std):
                 path = unit["paths"][unit["sources"].index(source)] if source in unit["sources"] else unit["paths"][0]

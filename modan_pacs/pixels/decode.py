@@ -18,7 +18,9 @@ PET and NM (Modality PT / NM): the header's window is written for the units of t
 display and the stored values are activity (Bq/ml, counts), so by default these frames are mapped
 by a robust window over the frame's own values: its 0.5th to 99.5th percentile
 (:data:`PET_NM_PERCENTILES`), ahead of any header VOI; ``modality_window="header"`` restores the
-header-first order above.
+header-first order above; ``modality_window="suv"`` maps PET frames whose header allows it to
+body-weight SUV and windows them to :data:`SUV_WINDOW` (the same window for every patient), other
+PT / NM frames by percentile (:func:`suv_factor`).
 
 Siemens ``MOSAIC`` images (Image Type contains MOSAIC: fMRI, DTI) hold one volume as a grid of
 tiles in one frame; :func:`read_dicom_frames` splits the grid into its slices, reading the number
@@ -43,6 +45,8 @@ from modan_pacs.errors import InputError
 
 __all__ = [
     "PET_NM_PERCENTILES",
+    "SUV_WINDOW",
+    "suv_factor",
     "DecodedFrames",
     "PixelDecodeError",
     "SeriesSlices",
@@ -62,7 +66,8 @@ __all__ = [
 
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL's "L" conversion
 PET_NM_PERCENTILES = (0.5, 99.5)  # robust display window of PT / NM frames (percent of the frame's values)
-MODALITY_WINDOWS = ("percentile", "header")
+SUV_WINDOW = (0.0, 7.0)  # body-weight SUV shown from black to white with modality_window="suv"
+MODALITY_WINDOWS = ("percentile", "header", "suv")
 
 
 class PixelDecodeError(InputError):
@@ -174,6 +179,46 @@ def percentile_window(frame: np.ndarray, percentiles: tuple[float, float] = PET_
     return np.clip((frame - lo) / (hi - lo), 0.0, 1.0)
 
 
+def _seconds_of_day(value) -> float | None:
+    """DICOM TM ``HHMMSS.FFFFFF`` (or shorter) -> seconds since midnight; None if unparsable."""
+    text = str(value or "").strip().replace(":", "")
+    if len(text) < 2 or not text[:2].isdigit():
+        return None
+    try:
+        hours, minutes = int(text[:2]), int(text[2:4] or 0)
+        seconds = float(text[4:] or 0)
+    except ValueError:
+        return None
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def suv_factor(ds) -> float | None:
+    """Body-weight SUV per unit of the frame's values (Bq/ml), or None when the header does not allow it.
+
+    ``SUVbw = value * weight [g] / dose at scan start [Bq]``, the dose decayed from the
+    Radiopharmaceutical Start Time to the Series Time (the reference of Decay Correction START):
+    ``dose * 2 ** (-(series time - start time) / half life)`` (a scan past midnight adds a day).
+    Needs Modality PT, Units BQML, Decay Correction START, Patient Weight and the first Radiopharmaceutical
+    Information item's Radionuclide Total Dose, Radionuclide Half Life and Radiopharmaceutical Start Time.
+    """
+    if str(ds.get("Modality", "")).strip().upper() != "PT" or str(ds.get("Units", "")).strip().upper() != "BQML":
+        return None
+    if str(ds.get("DecayCorrection", "")).strip().upper() != "START":
+        return None
+    info = ds.get("RadiopharmaceuticalInformationSequence")
+    try:
+        weight_kg = float(ds.get("PatientWeight") or 0)
+        item = info[0]
+        dose, half_life = float(item.RadionuclideTotalDose), float(item.RadionuclideHalfLife)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+    start, scan = _seconds_of_day(item.get("RadiopharmaceuticalStartTime")), _seconds_of_day(ds.get("SeriesTime"))
+    if weight_kg <= 0 or dose <= 0 or half_life <= 0 or start is None or scan is None:
+        return None
+    elapsed = scan - start if scan >= start else scan + 86400 - start
+    return weight_kg * 1000.0 / (dose * 2.0 ** (-elapsed / half_life))
+
+
 def _display_one(
     frame: np.ndarray, ds, window: tuple[float, float] | None, is_color: bool, raw: np.ndarray | None, modality_window: str = "percentile"
 ) -> np.ndarray:
@@ -181,7 +226,9 @@ def _display_one(
     bits = int(ds.get("BitsStored", 8) or 8)
     if window is not None:
         out = apply_window(frame, window[0], window[1])
-    elif not is_color and modality_window == "percentile" and str(ds.get("Modality", "")).strip().upper() in ("PT", "NM"):
+    elif not is_color and modality_window == "suv" and (factor := suv_factor(ds)) is not None:
+        out = np.clip((frame * factor - SUV_WINDOW[0]) / (SUV_WINDOW[1] - SUV_WINDOW[0]), 0.0, 1.0)
+    elif not is_color and modality_window != "header" and str(ds.get("Modality", "")).strip().upper() in ("PT", "NM"):
         out = percentile_window(frame)
     elif not is_color and "VOILUTSequence" in ds and raw is not None:
         from pydicom.pixels import apply_voi_lut
@@ -211,7 +258,8 @@ def display_frames(
         decoded: frames with their headers.
         window: explicit ``(center, width)`` overriding the header's VOI (CT window per anatomy).
         raw: the stored values per frame (needed only for a VOI LUT Sequence).
-        modality_window: ``percentile`` (PT / NM by :func:`percentile_window`) or ``header``.
+        modality_window: ``percentile`` (PT / NM by :func:`percentile_window`), ``header``, or ``suv``
+            (PET in SUV, window :data:`SUV_WINDOW`, where :func:`suv_factor` allows; else percentile).
 
     Raises:
         InputError: unknown ``modality_window``.

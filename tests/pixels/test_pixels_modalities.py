@@ -17,7 +17,7 @@ from pixel_files import copy_to, extra_file, write_mosaic, write_pet  # noqa: E4
 
 from modan_pacs.pixels import load_cache  # noqa: E402
 from modan_pacs.pixels.build import build_cache_from_index  # noqa: E402
-from modan_pacs.pixels.decode import display_frames, mosaic_layout, read_dicom_frames, split_mosaic  # noqa: E402
+from modan_pacs.pixels.decode import SUV_WINDOW, display_frames, mosaic_layout, read_dicom_frames, split_mosaic, suv_factor  # noqa: E402
 
 
 def test_pet_percentile_window_not_the_header_window(tmp_path):
@@ -32,6 +32,23 @@ def test_pet_percentile_window_not_the_header_window(tmp_path):
     # the header window (0..10, meant for SUV) saturates every body pixel; the robust one keeps contrast
     assert header[body].min() == 1.0 and header[body].std() == 0.0
     assert robust[body].std() > 0.03 and robust.max() == 1.0 and robust.min() == 0.0
+
+
+def test_pet_suv_window_from_the_header(tmp_path):
+    import math
+
+    path, activity = write_pet(tmp_path / "pet.dcm")
+    decoded, raw = read_dicom_frames(path)
+    # SUVbw by hand: weight 70 kg, 3.7e8 Bq injected 3600 s before the series, F-18 half life 6586.2 s
+    expected_factor = 70_000 / (3.7e8 * math.exp(-math.log(2) * 3600 / 6586.2))
+    assert suv_factor(decoded.headers[0]) == pytest.approx(expected_factor, rel=1e-12)
+    suv = display_frames(decoded, raw=raw, modality_window="suv")[0]
+    np.testing.assert_allclose(suv, np.clip(activity * expected_factor / SUV_WINDOW[1], 0, 1))
+    lesion_suv = 35000 * expected_factor  # the generated lesion: ~35 kBq/ml = SUV ~9.7, white; the body (5 kBq/ml) SUV ~1.4, grey
+    assert lesion_suv > SUV_WINDOW[1] and suv.max() == 1.0 and 0.15 < np.median(suv[activity > 1000]) < 0.25
+    no_weight = decoded.headers[0].copy()
+    del no_weight.PatientWeight
+    assert suv_factor(no_weight) is None
 
 
 def test_nm_uses_the_percentile_window_too():
@@ -52,6 +69,8 @@ def test_pet_in_the_cache_is_not_black(tmp_path, index_folder):
     build_cache_from_index(index, tmp_path / "header", size=64, workers=1, series_volumes=False, pet_nm_window="header", min_std=0)
     header = load_cache(tmp_path / "header")
     assert np.mean(np.asarray(header.images) == 255) > 0.3  # saturated: what the header window did
+    suv = build_cache_from_index(index, tmp_path / "suv", size=64, workers=1, series_volumes=False, pet_nm_window="suv")
+    assert suv.summary["notes"] == {"pet_suv": 2}
 
 
 def _nibabel_volume(path):
