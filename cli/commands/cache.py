@@ -43,9 +43,29 @@ def cache(
     series_volumes: Annotated[
         bool, typer.Option("--series-volumes/--no-series-volumes", help="Treat single-frame CT/MR/PT/NM series as volumes (slices by --slices).")
     ] = True,
+    keep_non_image: Annotated[
+        bool, typer.Option("--keep-non-image", help="Keep SOP classes that are not images of a patient (SEG, RTDOSE, ...); default: excluded.")
+    ] = False,
+    secondary_capture: Annotated[
+        str, typer.Option("--secondary-capture", help="Secondary capture (OT/SC) kept when Image Type is: original-primary, primary (any ...\\PRIMARY) or all.")
+    ] = "original-primary",
+    keep_burned_in: Annotated[bool, typer.Option("--keep-burned-in", help="Keep images with Burned In Annotation = YES; default: excluded.")] = False,
+    crop_ultrasound: Annotated[
+        bool, typer.Option("--crop-ultrasound/--no-crop-ultrasound", help="US: crop to the union of the Sequence of Ultrasound Regions' image regions.")
+    ] = True,
+    min_std: Annotated[
+        float, typer.Option("--min-std", help="Exclude near-constant images: std of the [0, 1] display values below this (0 = off).")
+    ] = 0.02,
+    pet_nm_window: Annotated[
+        str, typer.Option("--pet-nm-window", help="PET / NM display: percentile (0.5-99.5th of the frame), header (the header's VOI first) or suv (PET in body-weight SUV 0-7 where the header allows).")
+    ] = "percentile",
+    unit_timeout: Annotated[
+        float, typer.Option("--unit-timeout", help="Seconds one file or series may take in a worker before it is stopped and recorded (0 = no limit; needs --workers >= 2).")
+    ] = 300.0,
+    montage: Annotated[bool, typer.Option("--montage/--no-montage", help="Write OUT/montage.png (sample per label pair + excluded inputs).")] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard an existing cache or unfinished build in OUT.")] = False,
 ) -> None:
-    """Decode each image once (pydicom + plugins, SimpleITK) into OUT: images.npy, labels.npy, manifest.parquet, errors.parquet."""
+    """Decode each image once (pydicom + plugins, SimpleITK) into OUT: images.npy, labels.npy, manifest.parquet, errors.parquet, summary.json, montage.png."""
     from rich.console import Console
 
     from modan_pacs.errors import InputError
@@ -61,6 +81,13 @@ def cache(
         resize=resize,
         ct_window="anatomy" if ct_window_by_anatomy else "header",
         window_config=window_config,
+        keep_non_image=keep_non_image,
+        secondary_capture=secondary_capture,
+        keep_burned_in=keep_burned_in,
+        crop_ultrasound=crop_ultrasound,
+        min_std=min_std,
+        pet_nm_window=pet_nm_window,
+        unit_timeout=unit_timeout,
         overwrite=overwrite,
     )
     console = Console()
@@ -82,4 +109,15 @@ def cache(
             console.print(f"[yellow]unmapped values (label group left empty):[/] "
                           + ", ".join(f"{r.group}={r.raw_value!r} x{r.count}" for r in unmapped.itertuples()))
     resumed = f", {result.n_resumed} units resumed" if result.n_resumed else ""
-    console.print(f"[green]cache[/] {result.path}: {result.n_rows} images from {result.n_units} units, {result.n_errors} errors{resumed}")
+    console.print(
+        f"[green]cache[/] {result.path}: {result.n_rows} images from {result.n_units} units, "
+        f"{result.n_excluded} excluded, {result.n_errors} errors{resumed}"
+    )
+    summary = result.summary or {}
+    for title, counts in (("excluded", summary.get("excluded")), ("errors", summary.get("errors")), ("notes", summary.get("notes"))):
+        if counts:
+            console.print(f"  {title}: " + ", ".join(f"{code} {n}" for code, n in counts.items()))
+    if montage:
+        from modan_pacs.pixels.montage import write_montage
+
+        console.print(f"  QA montage: {write_montage(out)}")

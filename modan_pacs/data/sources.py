@@ -172,18 +172,30 @@ def build_cache_from_records(
     ct_window: str = "anatomy",
     window_config: str | Path | None = None,
     extra_columns: tuple[str, ...] = (),
+    keep_non_image: bool = False,
+    secondary_capture: str = "original-primary",
+    keep_burned_in: bool = False,
+    crop_ultrasound: bool = True,
+    min_std: float = 0.02,
+    pet_nm_window: str = "percentile",
+    unit_timeout: float = 300.0,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> CacheBuildResult:
     """Decode records (``path, modality_label, anatomy_label`` + ``extra_columns``) into a cache.
 
     ``extra_columns`` are copied into the manifest (e.g. ``target``, ``class_name``, ``label``).
+    The screening and PET/NM options are those of :class:`~modan_pacs.pixels.build.CacheSettings`.
     """
     missing = [c for c in ("path", "modality_label", "anatomy_label", *extra_columns) if c not in records.columns]
     if missing:
         raise InputError(f"records lack columns {missing}")
     windows = load_ct_windows(window_config, anatomies=vocabulary.groups.get("anatomy"))
-    settings = CacheSettings(size=size, slices=slices, resize=resize, ct_window=ct_window, ct_windows=windows.as_dict(), series_volumes=False)
+    settings = CacheSettings(
+        size=size, slices=slices, resize=resize, ct_window=ct_window, ct_windows=windows.as_dict(), series_volumes=False,
+        keep_non_image=keep_non_image, secondary_capture=secondary_capture, keep_burned_in=keep_burned_in,
+        crop_ultrasound=crop_ultrasound, min_std=min_std, pet_nm_window=pet_nm_window, unit_timeout=unit_timeout,
+    )
     settings.validate()
     records = records.reset_index(drop=True)
     labels = vocabulary.encode_frame(records)

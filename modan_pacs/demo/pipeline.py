@@ -105,8 +105,8 @@ def run_demo(out_dir: str | Path = "demo_out", *, settings: DemoSettings | None 
     s.stage_seconds["index"] = time.perf_counter() - t
 
     t = stage("3/6 cache", f"decode once into {s.image_size}x{s.image_size} uint8 arrays")
-    n_cached = cache_index_once(out / "index", out / "cache", size=s.image_size, workers=s.workers)
-    console.print(f"{n_cached} cached images")
+    n_cached = cache_index_once(out / "index", out / "cache", size=s.image_size, workers=s.workers, montage=True)
+    console.print(f"{n_cached} cached images; QA montage {out / 'cache' / 'montage.png'}")
     s.stage_seconds["cache"] = time.perf_counter() - t
 
     t = stage("4/6 pretrain", f"ModAn-MulSupCon, {s.pretrain_epochs} epochs on the CPU")

@@ -22,8 +22,10 @@ _WHERE = {
     "RAW_COLUMNS": "headers",
     "patient_hash": "headers",
     "read_header": "headers",
+    "bind_salt_to_index": "salt",
     "default_salt_path": "salt",
     "load_or_create_salt": "salt",
+    "salt_fingerprint": "salt",
     "INDEX_COLUMNS": "store",
     "IndexTables": "store",
     "load_index": "store",
@@ -36,7 +38,7 @@ __all__ = sorted(_WHERE)
 if TYPE_CHECKING:
     from modan_pacs.ingest.build import IndexReport, build_index
     from modan_pacs.ingest.headers import RAW_COLUMNS, patient_hash, read_header
-    from modan_pacs.ingest.salt import default_salt_path, load_or_create_salt
+    from modan_pacs.ingest.salt import bind_salt_to_index, default_salt_path, load_or_create_salt, salt_fingerprint
     from modan_pacs.ingest.store import INDEX_COLUMNS, IndexTables, load_index, relabel, write_index
 
 

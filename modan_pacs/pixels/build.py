@@ -3,10 +3,21 @@
 A *unit* is what one worker decodes: a DICOM file (its frames chosen by the slice policy), a
 series volume (single-frame CT/MR/PT/NM instances of one series, slices chosen by the policy,
 assembled with SimpleITK) or a PNG/JPG image. Each planned slice owns a row of a pre-allocated
-memory map in ``CACHE/.partial/images.npy``; finished units are appended to
-``CACHE/.partial/done.jsonl``, so an interrupted build continues where it stopped when re-run with
-the same settings. At the end the successful rows are copied into ``images.npy`` and the manifest,
-labels, vocabulary and errors are written (docs/ARCHITECTURE.md, "cache"); ``.partial`` is removed.
+memory map in ``CACHE/.partial/images.npy``; a unit that yields more rows than planned (a Siemens
+MOSAIC split into slices) keeps them in ``CACHE/.partial/extra/UNIT.npy``. Finished units are
+appended to ``CACHE/.partial/done.jsonl``, so an interrupted build continues where it stopped when
+re-run with the same settings. At the end the kept rows are copied into ``images.npy`` and the
+manifest, labels, vocabulary, errors and ``summary.json`` are written (docs/ARCHITECTURE.md,
+"cache"); ``.partial`` is removed.
+
+Isolation: whatever decoding one unit raises becomes an ``errors.parquet`` row naming the file that
+caused it, and the build goes on; a worker process that dies (a crash inside a C decoder) is
+replaced, the units it may have held are decoded again one per process, and the one that kills its
+process alone is recorded (``worker_died``); a unit that runs past ``unit_timeout`` (a hang) is
+stopped the same way and recorded (``timeout``). With one worker, decoding runs in this process,
+without these two guards. Series units keep the instances that decode
+(:func:`~modan_pacs.pixels.decode.read_series`); each left-out instance is a ``missing_instance``
+row. Screening (:mod:`modan_pacs.pixels.screen`) adds ``status = excluded`` rows.
 """
 
 from __future__ import annotations
@@ -15,8 +26,11 @@ import hashlib
 import json
 import os
 import shutil
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,15 +41,26 @@ import pandas as pd
 from modan_pacs.errors import DataNotFoundError, InputError
 from modan_pacs.pixels.cache import write_cache
 from modan_pacs.pixels.decode import (
+    MODALITY_WINDOWS,
+    PixelDecodeError,
     display_frames,
     fit_square,
     parse_slice_policy,
     read_dicom_frames,
-    read_series_slices,
+    read_series,
     select_slices,
+    suv_factor,
     to_uint8,
 )
-from modan_pacs.pixels.windows import CtWindows, load_ct_windows
+from modan_pacs.pixels.screen import (
+    SECONDARY_CAPTURE_POLICIES,
+    ImageExcluded,
+    is_near_constant,
+    non_image_reason,
+    screen_header,
+    ultrasound_crop_box,
+)
+from modan_pacs.pixels.windows import DEFAULT_CT_WINDOWS, CtWindows, load_ct_windows
 
 __all__ = ["CacheSettings", "CacheBuildResult", "build_cache", "build_cache_from_index", "plan_index_units", "plan_record_units"]
 
@@ -51,8 +76,16 @@ class CacheSettings:
     slices: str = "middle"
     resize: str = "pad"
     ct_window: str = "anatomy"  # anatomy | header
-    ct_windows: dict[str, list[float]] = field(default_factory=dict)
+    ct_windows: dict[str, list[float]] = field(default_factory=dict)  # empty: windows.DEFAULT_CT_WINDOWS
     series_volumes: bool = True
+    # screening (modan_pacs.pixels.screen) and PET/NM display
+    keep_non_image: bool = False
+    secondary_capture: str = "original-primary"  # original-primary | primary | all
+    keep_burned_in: bool = False
+    crop_ultrasound: bool = True
+    min_std: float = 0.02  # near-constant: std of the [0, 1] display values below this (0 = off)
+    pet_nm_window: str = "percentile"  # percentile | header | suv
+    unit_timeout: float = 300.0  # seconds one unit may take in a worker before it is stopped (0 = no limit)
 
     def validate(self) -> None:
         if self.size < 8:
@@ -62,16 +95,29 @@ class CacheSettings:
             raise InputError(f"--resize must be pad or stretch; got {self.resize!r}")
         if self.ct_window not in ("anatomy", "header"):
             raise InputError(f"--ct-window must be anatomy or header; got {self.ct_window!r}")
+        if self.secondary_capture not in SECONDARY_CAPTURE_POLICIES:
+            raise InputError(f"--secondary-capture must be one of {', '.join(SECONDARY_CAPTURE_POLICIES)}; got {self.secondary_capture!r}")
+        if not 0.0 <= self.min_std < 0.5:
+            raise InputError(f"--min-std must be in [0, 0.5) (std of [0, 1] display values; 0 = off); got {self.min_std}")
+        if self.unit_timeout < 0:
+            raise InputError(f"--unit-timeout must be >= 0 seconds (0 = no limit); got {self.unit_timeout}")
+        if self.pet_nm_window not in MODALITY_WINDOWS:
+            raise InputError(f"--pet-nm-window must be one of {', '.join(MODALITY_WINDOWS)}; got {self.pet_nm_window!r}")
 
 
 @dataclass
 class CacheBuildResult:
+    """What a build did. ``n_errors`` counts error rows, ``n_excluded`` screening rows;
+    ``summary`` is what ``summary.json`` holds (counts by code, notes such as ``us_without_regions``)."""
+
     path: Path
     n_rows: int
     n_errors: int
     n_units: int
     n_resumed: int
     already_complete: bool = False
+    n_excluded: int = 0
+    summary: dict[str, Any] = field(default_factory=dict)
 
 
 def _row_count(n_frames: Any, policy: str) -> int:
@@ -90,27 +136,45 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def plan_index_units(frame: pd.DataFrame, settings: CacheSettings) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """Units of an index frame (one row per instance) and the rows that cannot be decoded locally.
+def error_row(path: str, code: str, reason: str, *, status: str = "error", slice_index: int | None = None) -> dict[str, Any]:
+    """One ``errors.parquet`` row (``status`` error or excluded; columns in :data:`~modan_pacs.pixels.cache.ERROR_COLUMNS`)."""
+    return {"path": str(path), "reason": reason, "status": status, "code": code, "slice_index": slice_index}
 
-    Single-frame instances of a CT/MR/PT/NM series with more than one instance form one series
-    unit when ``settings.series_volumes``; every other instance is a file unit.
+
+def plan_index_units(frame: pd.DataFrame, settings: CacheSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Units of an index frame (one row per instance) and the rows that are not decoded: no local
+    file (an error), or a SOP class that holds no image (excluded, unless ``keep_non_image``).
+
+    Single-frame instances of a CT/MR/PT/NM series with more than one instance of one Rows x
+    Columns form one series unit when ``settings.series_volumes`` (a series that mixes sizes gives
+    one unit per size); every other instance is a file unit.
     """
     units: list[dict[str, Any]] = []
-    errors: list[dict[str, str]] = []
+    errors: list[dict[str, Any]] = []
     frame = frame.reset_index(drop=True)
     has_path = frame["path"].notna() & (frame["path"].astype("string").fillna("") != "")
     for i in np.flatnonzero(~has_path.to_numpy()):
         loc = frame.at[i, "location"] if "location" in frame.columns else None
-        errors.append({"path": str(_clean(loc) or frame.at[i, "sop_instance_uid"]), "reason": "no local file (PACS index: retrieve the series first)"})
-    local = frame[has_path.to_numpy()]
+        where = str(_clean(loc) or frame.at[i, "sop_instance_uid"])
+        errors.append(error_row(where, "no_local_file", "no local file (PACS index: retrieve the series first)"))
+    keep = has_path.to_numpy().copy()
+    if not settings.keep_non_image and "sop_class_uid" in frame.columns:
+        # screening from the index's own column: these files are never opened
+        for i in np.flatnonzero(keep):
+            reason = non_image_reason(_clean(frame.at[i, "sop_class_uid"]))
+            if reason:
+                keep[i] = False
+                errors.append(error_row(str(frame.at[i, "path"]), "not_an_image", reason, status="excluded"))
+    local = frame[keep]
     n_frames = pd.to_numeric(local["number_of_frames"], errors="coerce").fillna(1).astype(int)
     in_volume = pd.Series(False, index=local.index)
+    # one volume per series and slice size: a series mixing sizes (scouts, reformats) gives one each
+    volume_keys = ["series_instance_uid"] + [c for c in ("rows", "columns") if c in local.columns]
     if settings.series_volumes:
         candidate = local["modality"].astype("string").str.upper().isin(VOLUME_MODALITIES) & (n_frames <= 1)
-        sizes = local[candidate].groupby("series_instance_uid")["sop_instance_uid"].transform("size")
+        sizes = local[candidate].groupby(volume_keys, dropna=False)["sop_instance_uid"].transform("size")
         in_volume.loc[sizes.index] = sizes > 1
-    for series_uid, group in local[in_volume].groupby("series_instance_uid", sort=False):
+    for (series_uid, *_), group in local[in_volume].groupby(volume_keys, sort=False, dropna=False):
         first = group.index[0]
         units.append(
             {
@@ -174,39 +238,98 @@ def plan_record_units(records: pd.DataFrame, settings: CacheSettings, extra_colu
 def _window_for(unit: dict[str, Any], settings: CacheSettings) -> tuple[float, float] | None:
     if str(unit.get("modality") or "").upper() != "CT" or settings.ct_window != "anatomy":
         return None
-    return CtWindows({k: tuple(v) for k, v in settings.ct_windows.items()}).window(unit.get("anatomy_label"))
+    table = {k: tuple(v) for k, v in settings.ct_windows.items()} or DEFAULT_CT_WINDOWS  # empty: the built-in table
+    return CtWindows(table).window(unit.get("anatomy_label"))
+
+
+def _screen(settings: CacheSettings) -> Callable[[Any], tuple[str, str] | None]:
+    return lambda ds: screen_header(ds, settings)
+
+
+def _crop_ultrasound(frame: np.ndarray, header: Any, settings: CacheSettings, notes: Counter) -> np.ndarray:
+    if header is None or not settings.crop_ultrasound or str(header.get("Modality", "")).strip().upper() != "US":
+        return frame
+    box = ultrasound_crop_box(header, frame.shape)
+    if box is None:
+        notes["us_without_regions"] += 1
+        return frame
+    notes["us_cropped"] += 1
+    top, bottom, left, right = box
+    return frame[top:bottom, left:right]
+
+
+def _decode_frames(unit: dict[str, Any], settings: CacheSettings, rejected: list[dict[str, Any]]) -> tuple[np.ndarray, list, list, list[int]]:
+    """Display-mapped frames of a unit with their headers, sources and slice indices."""
+    if unit["kind"] == "image":
+        from PIL import Image
+
+        with Image.open(unit["paths"][0]) as im:
+            gray = np.asarray(im.convert("L"), dtype=np.float64) / 255.0
+        return gray[None], [None], unit["sources"][:1], [0]
+    window = _window_for(unit, settings)
+    if unit["kind"] == "series":
+        series = read_series(unit["paths"], settings.slices, screen=_screen(settings))
+        rejected += [error_row(path, "missing_instance", f"left out of its series volume: {reason}") for path, reason in series.gaps]
+        rejected += [error_row(path, code, reason, status="excluded") for path, code, reason in series.excluded]
+        if not series.chosen:
+            return np.zeros((0, 1, 1)), [], [], []
+        display = display_frames(series.decoded, window=window, modality_window=settings.pet_nm_window)
+        by_path = dict(zip(unit["paths"], unit["sources"], strict=True))
+        sources = [by_path[str(p)] for p in series.chosen]
+        return display, series.decoded.headers, sources, list(series.decoded.frame_indices)
+    decoded, raw = read_dicom_frames(unit["paths"][0], settings.slices, screen=_screen(settings))
+    display = display_frames(decoded, window=window, raw=raw, modality_window=settings.pet_nm_window)
+    return display, decoded.headers, unit["sources"] * len(decoded.frame_indices), list(decoded.frame_indices)
 
 
 def decode_unit(unit: dict[str, Any], settings: CacheSettings) -> dict[str, Any]:
-    """Decode one unit to ``(k, size, size) uint8`` slices; never raises for bad input (error recorded)."""
+    """Decode one unit to ``(k, size, size) uint8`` slices; never raises for bad input.
+
+    Returns ``{"images", "sources", "slice_index", "rejected", "notes"}``: the kept slices, one
+    ``errors.parquet`` row per file or slice left out (:func:`error_row`), and counters for the
+    summary. A unit that fails as a whole has no images and one rejected row naming its file.
+    """
+    rejected: list[dict[str, Any]] = []
+    notes: Counter = Counter()
+    empty = np.zeros((0, settings.size, settings.size), np.uint8)
     try:
-        if unit["kind"] == "image":
-            from PIL import Image
-
-            with Image.open(unit["paths"][0]) as im:
-                gray = np.asarray(im.convert("L"), dtype=np.float64) / 255.0
-            images = [to_uint8(fit_square(gray, settings.size, settings.resize))]
-            return {"ok": True, "images": np.stack(images), "sources": unit["sources"][:1], "slice_index": [0]}
-        window = _window_for(unit, settings)
-        if unit["kind"] == "series":
-            decoded, chosen = read_series_slices(unit["paths"], settings.slices)
-            display = display_frames(decoded, window=window)
-            by_path = dict(zip(unit["paths"], unit["sources"], strict=True))
-            sources = [by_path[str(p)] for p in chosen]
-        else:
-            decoded, raw = read_dicom_frames(unit["paths"][0], settings.slices)
-            display = display_frames(decoded, window=window, raw=raw)
-            sources = unit["sources"] * len(decoded.frame_indices)
-        images = np.stack([to_uint8(fit_square(f, settings.size, settings.resize)) for f in display])
-        return {"ok": True, "images": images, "sources": sources, "slice_index": list(decoded.frame_indices)}
+        display, headers, sources, slice_index = _decode_frames(unit, settings, rejected)
+        images, kept_sources, kept_index = [], [], []
+        for frame, header, source, index in zip(display, headers, sources, slice_index, strict=True):
+            if settings.pet_nm_window == "suv" and header is not None and str(header.get("Modality", "")).strip().upper() == "PT":
+                notes["pet_suv" if suv_factor(header) is not None else "pet_without_suv_percentile_window"] += 1
+            frame = _crop_ultrasound(frame, header, settings, notes)
+            if is_near_constant(frame, settings.min_std):
+                path = unit["paths"][unit["sources"].index(source)] if source in unit["sources"] else unit["paths"][0]
+                rejected.append(error_row(path, "near_constant", f"near-constant image (std {float(np.std(frame)):.4f} < {settings.min_std} of the display range)", status="excluded", slice_index=int(index)))
+                continue
+            images.append(to_uint8(fit_square(frame, settings.size, settings.resize)))
+            kept_sources.append(source)
+            kept_index.append(int(index))
+        return {"images": np.stack(images) if images else empty, "sources": kept_sources, "slice_index": kept_index, "rejected": rejected, "notes": dict(notes)}
+    except ImageExcluded as exc:
+        row = error_row(exc.path, exc.code, exc.reason, status="excluded")
+    except PixelDecodeError as exc:
+        row = error_row(exc.path, "decode_error", str(exc))
     except InputError as exc:
-        return {"ok": False, "reason": str(exc)}
-    except (OSError, ValueError, RuntimeError, MemoryError) as exc:
-        return {"ok": False, "reason": f"{unit['paths'][0]}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"}
+        row = error_row(unit["paths"][0], "decode_error", str(exc))
+    except Exception as exc:  # per-unit isolation: whatever one file raises is that file's error row
+        row = error_row(unit["paths"][0], "decode_error", f"{unit['paths'][0]}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+    return {"images": empty, "sources": [], "slice_index": [], "rejected": [*rejected, row], "notes": dict(notes)}
 
 
-def _decode_star(args: tuple[dict[str, Any], CacheSettings]) -> dict[str, Any]:
-    return decode_unit(*args)
+def _decode_chunk(units: list[dict[str, Any]], settings: CacheSettings) -> list[dict[str, Any]]:
+    return [decode_unit(u, settings) for u in units]
+
+
+def _worker_died(unit: dict[str, Any], settings: CacheSettings, *, timed_out: bool = False) -> dict[str, Any]:
+    if timed_out:
+        code, what = "timeout", f"decoding ran past --unit-timeout {settings.unit_timeout:g} s and was stopped"
+    else:
+        code, what = "worker_died", "the decoding process died on this file (a crash inside a C decoder?)"
+    reason = f"{unit['paths'][0]}: {what}; the build went on without it"
+    return {"images": np.zeros((0, settings.size, settings.size), np.uint8), "sources": [], "slice_index": [],
+            "rejected": [error_row(unit["paths"][0], code, reason)], "notes": {}}
 
 
 def _resolve_dicom_counts(units: list[dict[str, Any]], settings: CacheSettings) -> None:
@@ -243,13 +366,63 @@ def _fingerprint(units: list[dict[str, Any]]) -> str:
 
 
 def _iter_results(todo: list[int], units: list[dict[str, Any]], settings: CacheSettings, workers: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(unit, result)`` as units finish (any order). With ``workers > 1`` a pool of processes
+    decodes chunks of units; when a process dies, or no chunk finishes for ``unit_timeout`` seconds
+    per unit of a chunk (a hang), the pool is replaced (see module docstring)."""
     if workers <= 1:
         for i in todo:
             yield i, decode_unit(units[i], settings)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(_decode_star, [(units[i], settings) for i in todo], chunksize=max(1, min(16, len(todo) // (workers * 4) or 1)))
-        yield from zip(todo, results, strict=True)
+    chunk = max(1, min(16, len(todo) // (workers * 4) or 1))
+    remaining = [todo[k : k + chunk] for k in range(0, len(todo), chunk)]
+    stall_after = settings.unit_timeout * chunk if settings.unit_timeout > 0 else None
+    while remaining:
+        suspects: list[int] = []
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            pending: dict = {}
+            last_progress = time.monotonic()
+            try:
+                while remaining or pending:
+                    while remaining and len(pending) < 2 * workers:
+                        ids = remaining.pop(0)
+                        pending[pool.submit(_decode_chunk, [units[i] for i in ids], settings)] = ids
+                    finished, _ = wait(pending, timeout=None if stall_after is None else min(5.0, stall_after), return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        results = future.result()  # raises BrokenProcessPool while still pending
+                        yield from zip(pending.pop(future), results, strict=True)
+                        last_progress = time.monotonic()
+                    if not finished and stall_after is not None and time.monotonic() - last_progress > stall_after:
+                        _kill_worker_processes()  # a hang: the pool breaks and its units are retried one by one
+            except BrokenProcessPool:
+                suspects = [i for ids in pending.values() for i in ids]
+        yield from _isolate(suspects, units, settings)
+
+
+def _kill_worker_processes() -> None:
+    """SIGKILL this process's multiprocessing children: the decoding pool's workers (a cache build
+    starts no other children)."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        child.kill()
+
+
+def _isolate(suspects: list[int], units: list[dict[str, Any]], settings: CacheSettings) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Decode each unit a dead pool held in a process of its own; the one that dies, or runs past
+    ``unit_timeout``, is recorded."""
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    for i in suspects:
+        with ProcessPoolExecutor(max_workers=1) as pool:
+            future = pool.submit(_decode_chunk, [units[i]], settings)
+            try:
+                (result,) = future.result(timeout=settings.unit_timeout or None)
+            except BrokenProcessPool:
+                result = _worker_died(units[i], settings)
+            except FutureTimeout:
+                _kill_worker_processes()
+                result = _worker_died(units[i], settings, timed_out=True)
+        yield i, result
 
 
 def build_cache(
@@ -295,7 +468,8 @@ def build_cache(
     planned = np.asarray([u["planned"] for u in units], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(planned)])
     total_rows = int(offsets[-1])
-    state = {"settings": asdict(settings), "fingerprint": _fingerprint(units), "rows": total_rows}
+    outputs = {k: v for k, v in asdict(settings).items() if k != "unit_timeout"}  # what shapes the rows (a resume may change the rest)
+    state = {"settings": outputs, "fingerprint": _fingerprint(units), "rows": total_rows}
     partial.mkdir(parents=True, exist_ok=True)
     state_file, done_file = partial / "settings.json", partial / "done.jsonl"
     done: dict[int, dict[str, Any]] = {}
@@ -315,16 +489,10 @@ def build_cache(
         images = np.lib.format.open_memmap(partial / "images.npy", mode="w+", dtype=np.uint8, shape=(max(total_rows, 0), settings.size, settings.size))
     n_resumed = len(done)
     todo = [i for i in range(len(units)) if i not in done]
+    (partial / "extra").mkdir(exist_ok=True)
     with done_file.open("a", encoding="utf-8") as log:
         for count, (i, result) in enumerate(_iter_results(todo, units, settings, workers), start=n_resumed + 1):
-            unit = units[i]
-            if result["ok"] and len(result["images"]) != unit["planned"]:
-                result = {"ok": False, "reason": f"{unit['paths'][0]}: decoded {len(result['images'])} slices, planned {unit['planned']}"}
-            if result["ok"]:
-                images[offsets[i] : offsets[i] + unit["planned"]] = result["images"]
-                rec = {"unit": i, "ok": True, "sources": result["sources"], "slice_index": [int(s) for s in result["slice_index"]]}
-            else:
-                rec = {"unit": i, "ok": False, "reason": result["reason"]}
+            rec = _store_result(i, result, units[i]["planned"], images, offsets, partial)
             if count % 256 == 0:
                 images.flush()
             log.write(json.dumps(rec) + "\n")
@@ -333,17 +501,61 @@ def build_cache(
             if progress is not None:
                 progress(count, len(units))
     images.flush()
-    # finalize: successful units in plan order
-    rows, manifest_rows, label_rows = [], [], []
-    errors = list(planning_errors or [])
+    result = _finalize(out, units, done, images, offsets, unit_labels, vocabulary, planning_errors or [], n_resumed)
+    del images
+    shutil.rmtree(partial, ignore_errors=True)
+    return result
+
+
+def _store_result(i: int, result: dict[str, Any], planned: int, images: np.ndarray, offsets: np.ndarray, partial: Path) -> dict[str, Any]:
+    """Put a unit's slices in its planned rows (or ``extra/i.npy`` when there are more); its log record."""
+    n = len(result["images"])
+    extra = n > planned
+    if extra:
+        np.save(partial / "extra" / f"{i}.npy", result["images"])
+    elif n:
+        images[offsets[i] : offsets[i] + n] = result["images"]
+    return {"unit": i, "n": n, "extra": extra, "sources": list(result["sources"]), "slice_index": [int(v) for v in result["slice_index"]],
+            "rejected": result["rejected"], "notes": result["notes"]}
+
+
+class _Gathered:
+    """Rows gathered from the pre-allocated map and the units' ``extra`` arrays, read in slices
+    (what write_cache copies from): ``which[r]`` = source array, ``rows[r]`` = its row."""
+
+    def __init__(self, arrays: list[np.ndarray], which: np.ndarray, rows: np.ndarray, size: int) -> None:
+        self.arrays, self.which, self.rows = arrays, which, rows
+        self.shape, self.ndim, self.dtype = (len(rows), size, size), 3, np.dtype(np.uint8)
+
+    def __getitem__(self, item: slice) -> np.ndarray:
+        which, rows = self.which[item], self.rows[item]
+        out = np.empty((len(rows), *self.shape[1:]), np.uint8)
+        for w in np.unique(which):
+            mask = which == w
+            out[mask] = self.arrays[int(w)][rows[mask]]
+        return out
+
+
+def _finalize(out: Path, units, done, images, offsets, unit_labels, vocabulary, planning_errors, n_resumed) -> CacheBuildResult:
+    """Kept rows in plan order -> the cache files, errors.parquet and summary.json."""
+    arrays, which, rows, manifest_rows, label_rows = [images], [], [], [], []
+    errors = [dict(e) for e in planning_errors]
+    notes: Counter = Counter()
     for i, unit in enumerate(units):
         rec = done[i]
-        if not rec["ok"]:
-            errors.append({"path": unit["paths"][0], "reason": rec["reason"]})
+        errors += rec["rejected"]
+        notes.update(rec["notes"])
+        if rec["n"] == 0:
             continue
+        if rec["extra"]:
+            arrays.append(np.load(out / ".partial" / "extra" / f"{i}.npy", mmap_mode="r"))
+            which += [len(arrays) - 1] * rec["n"]
+            rows += list(range(rec["n"]))
+        else:
+            which += [0] * rec["n"]
+            rows += list(range(int(offsets[i]), int(offsets[i]) + rec["n"]))
         row_of_source = dict(zip(unit["sources"], unit["index_rows"], strict=True))
-        for k, (source, slice_index) in enumerate(zip(rec["sources"], rec["slice_index"], strict=True)):
-            rows.append(offsets[i] + k)
+        for source, slice_index in zip(rec["sources"], rec["slice_index"], strict=True):
             label_rows.append(unit["label_row"])
             manifest_rows.append(
                 {
@@ -358,10 +570,20 @@ def build_cache(
     manifest = pd.DataFrame(manifest_rows, columns=None if manifest_rows else ["source", "slice_index", "modality_label", "anatomy_label", "index_row"])
     manifest.insert(0, "cache_row", np.arange(len(manifest), dtype=np.int64))
     labels = np.asarray(unit_labels, dtype=np.float32)[np.asarray(label_rows, dtype=np.int64)] if label_rows else np.zeros((0, len(vocabulary.label_names)), np.float32)
-    write_cache(out, _Rows(images, np.asarray(rows, dtype=np.int64)), labels, manifest, vocabulary, errors=errors)
-    del images
-    shutil.rmtree(partial, ignore_errors=True)
-    return CacheBuildResult(out, len(manifest), len(errors), len(units), n_resumed)
+    gathered = _Gathered(arrays, np.asarray(which, dtype=np.int64), np.asarray(rows, dtype=np.int64), images.shape[1])
+    write_cache(out, gathered, labels, manifest, vocabulary, errors=errors)
+    summary = summarize(errors, notes, n_rows=len(manifest), n_units=len(units))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    n_excluded = sum(summary["excluded"].values())
+    return CacheBuildResult(out, len(manifest), len(errors) - n_excluded, len(units), n_resumed, n_excluded=n_excluded, summary=summary)
+
+
+def summarize(errors: list[dict[str, Any]], notes: dict[str, int], *, n_rows: int, n_units: int) -> dict[str, Any]:
+    """``summary.json``: rows kept, rows left out by status and code, and the notes' counters."""
+    excluded = Counter(e.get("code") or "unknown" for e in errors if e.get("status") == "excluded")
+    failed = Counter(e.get("code") or "unknown" for e in errors if e.get("status") != "excluded")
+    return {"images": n_rows, "units": n_units, "excluded": dict(sorted(excluded.items())), "errors": dict(sorted(failed.items())),
+            "notes": dict(sorted(notes.items()))}
 
 
 def build_cache_from_index(
@@ -375,18 +597,27 @@ def build_cache_from_index(
     ct_window: str = "anatomy",
     window_config: str | Path | None = None,
     series_volumes: bool = True,
+    keep_non_image: bool = False,
+    secondary_capture: str = "original-primary",
+    keep_burned_in: bool = False,
+    crop_ultrasound: bool = True,
+    min_std: float = 0.02,
+    pet_nm_window: str = "percentile",
+    unit_timeout: float = 300.0,
+    montage: bool = False,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> CacheBuildResult:
     """``modan-pacs cache --index DIR``: decode every image of an index (docs/commands/cache.md).
 
-    Reads ``index.parquet``, ``labels.npy`` and ``vocabulary.yaml`` of ``index_dir``.
+    Reads ``index.parquet``, ``labels.npy`` and ``vocabulary.yaml`` of ``index_dir``. The screening
+    and PET/NM options are those of :class:`CacheSettings` (:mod:`modan_pacs.pixels.screen`);
+    ``montage`` writes ``OUT/montage.png`` (:func:`modan_pacs.pixels.montage.write_montage`).
 
     Raises:
         DataNotFoundError: the index folder or one of those files is missing.
         InputError / ConfigError: bad options or window file.
     """
-    from modan_pacs.errors import DataNotFoundError
     from modan_pacs.ingest import load_index
 
     index_dir = Path(index_dir)
@@ -398,10 +629,19 @@ def build_cache_from_index(
     if missing:
         raise InputError(f"{index_dir / 'index.parquet'} lacks columns {missing}")
     windows = load_ct_windows(window_config, anatomies=vocab.groups.get("anatomy"))
-    settings = CacheSettings(size=size, slices=slices, resize=resize, ct_window=ct_window, ct_windows=windows.as_dict(), series_volumes=series_volumes)
+    settings = CacheSettings(
+        size=size, slices=slices, resize=resize, ct_window=ct_window, ct_windows=windows.as_dict(), series_volumes=series_volumes,
+        keep_non_image=keep_non_image, secondary_capture=secondary_capture, keep_burned_in=keep_burned_in,
+        crop_ultrasound=crop_ultrasound, min_std=min_std, pet_nm_window=pet_nm_window, unit_timeout=unit_timeout,
+    )
     settings.validate()
     units, planning_errors = plan_index_units(frame, settings)
-    return build_cache(units, labels, vocab, out, settings=settings, workers=workers, planning_errors=planning_errors, overwrite=overwrite, progress=progress)
+    result = build_cache(units, labels, vocab, out, settings=settings, workers=workers, planning_errors=planning_errors, overwrite=overwrite, progress=progress)
+    if montage:
+        from modan_pacs.pixels.montage import write_montage
+
+        write_montage(out)
+    return result
 
 
 def default_workers() -> int:

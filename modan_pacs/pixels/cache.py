@@ -7,7 +7,11 @@ Layout of ``CACHE_DIR/`` (docs/ARCHITECTURE.md, "cache"):
 - ``manifest.parquet``: ``cache_row, source, slice_index, modality_label, anatomy_label``
   (+ optional columns such as ``target``, ``split``, ``index_row``);
 - ``vocabulary.yaml``: the vocabulary the labels were built with;
-- ``errors.parquet``: ``path, reason`` for every input that could not be decoded.
+- ``errors.parquet``: ``path, reason, status, code, slice_index``: one row per input (file, or
+  slice of one) left out: ``status = error`` when it could not be decoded, ``excluded`` when
+  screening left it out (:mod:`modan_pacs.pixels.screen`); ``path`` names the file at fault;
+- ``summary.json`` (``modan-pacs cache``): rows kept and rows left out by status and code;
+- ``montage.png`` (``modan-pacs cache``): the QA montage (:mod:`modan_pacs.pixels.montage`).
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ if TYPE_CHECKING:
 __all__ = ["MANIFEST_COLUMNS", "ERROR_COLUMNS", "ImageCache", "load_cache", "write_cache", "write_errors"]
 
 MANIFEST_COLUMNS = ("cache_row", "source", "slice_index", "modality_label", "anatomy_label")
-ERROR_COLUMNS = ("path", "reason")
+ERROR_COLUMNS = ("path", "reason", "status", "code", "slice_index")
 CACHE_FILES = ("images.npy", "labels.npy", "manifest.parquet", "vocabulary.yaml")
+REPORT_FILES = ("errors.parquet", "summary.json", "montage.png")
 
 
 @dataclass
@@ -79,14 +84,19 @@ def _check_arrays(images: np.ndarray, labels: np.ndarray, manifest: pd.DataFrame
 
 
 def write_errors(path: str | Path, errors: pd.DataFrame | list[dict[str, Any]] | None) -> Path:
-    """Write an ``errors.parquet`` with at least columns ``path, reason`` (empty table when None)."""
+    """Write an ``errors.parquet`` with at least :data:`ERROR_COLUMNS` (empty table when None).
+
+    A row without ``status`` is an error (``code`` ``decode_error``)."""
     frame = pd.DataFrame(errors if errors is not None else [], columns=None)
     for column in ERROR_COLUMNS:
         if column not in frame.columns:
-            frame[column] = pd.Series(dtype="string")
+            frame[column] = pd.Series([None] * len(frame), dtype="object")
     frame = frame[list(ERROR_COLUMNS) + [c for c in frame.columns if c not in ERROR_COLUMNS]]
-    frame["path"] = frame["path"].astype("string")
-    frame["reason"] = frame["reason"].astype("string")
+    frame["status"] = frame["status"].fillna("error")
+    frame["code"] = frame["code"].where(frame["code"].notna(), np.where(frame["status"] == "excluded", "excluded", "decode_error"))
+    for column in ("path", "reason", "status", "code"):
+        frame[column] = frame[column].astype("string")
+    frame["slice_index"] = pd.array([None if pd.isna(v) else int(v) for v in frame["slice_index"]], dtype="Int64")
     out = Path(path)
     frame.to_parquet(out, index=False)
     return out
@@ -175,6 +185,6 @@ def load_cache(directory: str | Path, *, mmap: bool = True) -> ImageCache:
 def remove_cache_files(directory: str | Path) -> None:
     """Delete the files of a cache folder (used by ``--overwrite``); other files are left alone."""
     path = Path(directory)
-    for name in (*CACHE_FILES, "errors.parquet"):
+    for name in (*CACHE_FILES, *REPORT_FILES):
         (path / name).unlink(missing_ok=True)
     shutil.rmtree(path / ".partial", ignore_errors=True)

@@ -14,6 +14,20 @@ Per image, in this order (DICOM PS3.3 C.7.6.3, C.11.1, C.11.2):
    for colour) the full stored range ``x / (2**BitsStored - 1)``; else the frame's min..max;
 4. ``MONOCHROME1`` is inverted (``1 - x``) so that bright always means high signal.
 
+PET and NM (Modality PT / NM): the header's window is written for the units of the scanner's own
+display and the stored values are activity (Bq/ml, counts), so by default these frames are mapped
+by a robust window over the frame's own values: its 0.5th to 99.5th percentile
+(:data:`PET_NM_PERCENTILES`), ahead of any header VOI; ``modality_window="header"`` restores the
+header-first order above; ``modality_window="suv"`` maps PET frames whose header allows it to
+body-weight SUV and windows them to :data:`SUV_WINDOW` (the same window for every patient), other
+PT / NM frames by percentile (:func:`suv_factor`).
+
+Siemens ``MOSAIC`` images (Image Type contains MOSAIC: fMRI, DTI) hold one volume as a grid of
+tiles in one frame; :func:`read_dicom_frames` splits the grid into its slices, reading the number
+of images from the CSA image header (``NumberOfImagesInMosaic``, parsed with
+``nibabel.nicom.csareader``) or, without it, the tile size from Acquisition Matrix; the slice
+policy then chooses among those slices (``frame_indices`` are slice indices).
+
 Series volumes (single-frame CT/MR/PT/NM instances of one series) are ordered by their position
 along the slice normal and assembled with SimpleITK's ``ImageSeriesReader``.
 """
@@ -21,7 +35,7 @@ along the slice normal and assembled with SimpleITK's ``ImageSeriesReader``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +44,15 @@ import numpy as np
 from modan_pacs.errors import InputError
 
 __all__ = [
+    "PET_NM_PERCENTILES",
+    "SUV_WINDOW",
+    "suv_factor",
     "DecodedFrames",
+    "PixelDecodeError",
+    "SeriesSlices",
+    "mosaic_layout",
+    "read_series",
+    "split_mosaic",
     "apply_window",
     "display_frames",
     "fit_square",
@@ -43,6 +65,17 @@ __all__ = [
 ]
 
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL's "L" conversion
+PET_NM_PERCENTILES = (0.5, 99.5)  # robust display window of PT / NM frames (percent of the frame's values)
+SUV_WINDOW = (0.0, 7.0)  # body-weight SUV shown from black to white with modality_window="suv"
+MODALITY_WINDOWS = ("percentile", "header", "suv")
+
+
+class PixelDecodeError(InputError):
+    """A file of a unit could not be decoded; ``path`` names that file (not the unit's first)."""
+
+    def __init__(self, path: str | Path, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = str(path)
 
 
 @dataclass
@@ -136,11 +169,67 @@ def _first(value) -> float:
     return float(value[0] if isinstance(value, (MultiValue, list, tuple)) else value)
 
 
-def _display_one(frame: np.ndarray, ds, window: tuple[float, float] | None, is_color: bool, raw: np.ndarray | None) -> np.ndarray:
+def percentile_window(frame: np.ndarray, percentiles: tuple[float, float] = PET_NM_PERCENTILES) -> np.ndarray:
+    """``frame`` mapped linearly to ``[0, 1]`` between two of its percentiles (min..max if they meet)."""
+    lo, hi = (float(v) for v in np.percentile(frame, percentiles))
+    if hi <= lo:
+        lo, hi = float(frame.min()), float(frame.max())
+    if hi <= lo:
+        return np.zeros_like(frame, dtype=np.float64)
+    return np.clip((frame - lo) / (hi - lo), 0.0, 1.0)
+
+
+def _seconds_of_day(value) -> float | None:
+    """DICOM TM ``HHMMSS.FFFFFF`` (or shorter) -> seconds since midnight; None if unparsable."""
+    text = str(value or "").strip().replace(":", "")
+    if len(text) < 2 or not text[:2].isdigit():
+        return None
+    try:
+        hours, minutes = int(text[:2]), int(text[2:4] or 0)
+        seconds = float(text[4:] or 0)
+    except ValueError:
+        return None
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def suv_factor(ds) -> float | None:
+    """Body-weight SUV per unit of the frame's values (Bq/ml), or None when the header does not allow it.
+
+    ``SUVbw = value * weight [g] / dose at scan start [Bq]``, the dose decayed from the
+    Radiopharmaceutical Start Time to the Series Time (the reference of Decay Correction START):
+    ``dose * 2 ** (-(series time - start time) / half life)`` (a scan past midnight adds a day).
+    Needs Modality PT, Units BQML, Decay Correction START, Patient Weight and the first Radiopharmaceutical
+    Information item's Radionuclide Total Dose, Radionuclide Half Life and Radiopharmaceutical Start Time.
+    """
+    if str(ds.get("Modality", "")).strip().upper() != "PT" or str(ds.get("Units", "")).strip().upper() != "BQML":
+        return None
+    if str(ds.get("DecayCorrection", "")).strip().upper() != "START":
+        return None
+    info = ds.get("RadiopharmaceuticalInformationSequence")
+    try:
+        weight_kg = float(ds.get("PatientWeight") or 0)
+        item = info[0]
+        dose, half_life = float(item.RadionuclideTotalDose), float(item.RadionuclideHalfLife)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+    start, scan = _seconds_of_day(item.get("RadiopharmaceuticalStartTime")), _seconds_of_day(ds.get("SeriesTime"))
+    if weight_kg <= 0 or dose <= 0 or half_life <= 0 or start is None or scan is None:
+        return None
+    elapsed = scan - start if scan >= start else scan + 86400 - start
+    return weight_kg * 1000.0 / (dose * 2.0 ** (-elapsed / half_life))
+
+
+def _display_one(
+    frame: np.ndarray, ds, window: tuple[float, float] | None, is_color: bool, raw: np.ndarray | None, modality_window: str = "percentile"
+) -> np.ndarray:
     """Map one frame of modality values to ``[0, 1]`` (see module docstring, step 3-4)."""
     bits = int(ds.get("BitsStored", 8) or 8)
     if window is not None:
         out = apply_window(frame, window[0], window[1])
+    elif not is_color and modality_window == "suv" and (factor := suv_factor(ds)) is not None:
+        out = np.clip((frame * factor - SUV_WINDOW[0]) / (SUV_WINDOW[1] - SUV_WINDOW[0]), 0.0, 1.0)
+    elif not is_color and modality_window != "header" and str(ds.get("Modality", "")).strip().upper() in ("PT", "NM"):
+        out = percentile_window(frame)
     elif not is_color and "VOILUTSequence" in ds and raw is not None:
         from pydicom.pixels import apply_voi_lut
 
@@ -160,26 +249,40 @@ def _display_one(frame: np.ndarray, ds, window: tuple[float, float] | None, is_c
     return out
 
 
-def display_frames(decoded: DecodedFrames, window: tuple[float, float] | None = None, raw: list | None = None) -> np.ndarray:
+def display_frames(
+    decoded: DecodedFrames, window: tuple[float, float] | None = None, raw: list | None = None, modality_window: str = "percentile"
+) -> np.ndarray:
     """``(F, H, W)`` float64 in ``[0, 1]`` from :func:`read_dicom_frames` output.
 
     Args:
         decoded: frames with their headers.
         window: explicit ``(center, width)`` overriding the header's VOI (CT window per anatomy).
         raw: the stored values per frame (needed only for a VOI LUT Sequence).
+        modality_window: ``percentile`` (PT / NM by :func:`percentile_window`), ``header``, or ``suv``
+            (PET in SUV, window :data:`SUV_WINDOW`, where :func:`suv_factor` allows; else percentile).
+
+    Raises:
+        InputError: unknown ``modality_window``.
     """
+    if modality_window not in MODALITY_WINDOWS:
+        raise InputError(f"PET/NM window {modality_window!r} is not one of: {', '.join(MODALITY_WINDOWS)}")
     out = np.empty(decoded.frames.shape, dtype=np.float64)
     for i, (frame, ds) in enumerate(zip(decoded.frames, decoded.headers, strict=True)):
-        out[i] = _display_one(frame, ds, window, decoded.is_color, None if raw is None else raw[i])
+        out[i] = _display_one(frame, ds, window, decoded.is_color, None if raw is None else raw[i], modality_window)
     return out
 
 
-def read_dicom_frames(path: str | Path, frames: Sequence[int] | str | None = None) -> tuple[DecodedFrames, list[np.ndarray]]:
+def read_dicom_frames(
+    path: str | Path, frames: Sequence[int] | str | None = None, *, screen: Callable | None = None
+) -> tuple[DecodedFrames, list[np.ndarray]]:
     """Decode chosen frames of one DICOM file to modality values (grey) or luma (colour).
 
     Args:
         path: the DICOM file.
         frames: frame indices, a slice policy (``"middle"``, ``"even:N"``, ``"all"``) or None (all).
+            For a Siemens MOSAIC they choose among the mosaic's slices.
+        screen: called with the header (read without pixels) before any pixel is decoded; a
+            ``(code, reason)`` it returns raises :class:`~modan_pacs.pixels.screen.ImageExcluded`.
 
     Returns:
         ``(decoded, raw)``: :class:`DecodedFrames` and the stored (pre-LUT) arrays per frame.
@@ -196,18 +299,17 @@ def read_dicom_frames(path: str | Path, frames: Sequence[int] | str | None = Non
         header = pydicom.dcmread(path, stop_before_pixels=True)
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
         raise InputError(f"{path}: not a readable DICOM file ({' '.join(str(exc).split())[:200]})") from None
+    if screen is not None:
+        verdict = screen(header)
+        if verdict is not None:
+            from modan_pacs.pixels.screen import ImageExcluded
+
+            raise ImageExcluded(str(path), *verdict)
     if "Rows" not in header or "Columns" not in header:
         raise InputError(f"{path}: no image (Rows/Columns absent; SOP class {header.get('SOPClassUID', '?')})")
     n_frames = int(header.get("NumberOfFrames", 1) or 1)
-    if frames is None:
-        indices = list(range(n_frames))
-    elif isinstance(frames, str):
-        indices = select_slices(n_frames, frames)
-    else:
-        indices = [int(i) for i in frames]
-        bad = [i for i in indices if not 0 <= i < n_frames]
-        if bad:
-            raise InputError(f"{path}: frames {bad} out of range (file has {n_frames})")
+    mosaic = mosaic_layout(header) if n_frames == 1 else None
+    indices = list(range(n_frames)) if mosaic is not None else _chosen(frames, n_frames, f"{path}: frames", "file has")
     photometric = str(header.get("PhotometricInterpretation", "")).strip()
     samples = int(header.get("SamplesPerPixel", 1) or 1)
     try:
@@ -221,6 +323,11 @@ def read_dicom_frames(path: str | Path, frames: Sequence[int] | str | None = Non
         arrays = _stored_values_with_simpleitk(path, header, n_frames, indices, cause)
     if n_frames == 1 and indices != [0]:
         raise InputError(f"{path}: frames {indices} out of range (file has 1)")
+    if mosaic is not None:
+        n_slices, tile_rows, tile_columns, from_csa = mosaic
+        tiles = split_mosaic(arrays[0], n_slices, tile_rows, tile_columns, drop_empty_tail=not from_csa)
+        indices = _chosen(frames, len(tiles), f"{path}: slices", "mosaic of")
+        arrays = [tiles[i] for i in indices]
     is_color = samples == 3 or photometric == "PALETTE COLOR"
     out, raw = [], []
     for arr in arrays:
@@ -237,6 +344,87 @@ def read_dicom_frames(path: str | Path, frames: Sequence[int] | str | None = Non
         header = header.copy()
         header.BitsStored = int(header.RedPaletteColorLookupTableDescriptor[2])
     return DecodedFrames(stacked, indices, [header] * len(indices), is_color), raw
+
+
+def _chosen(frames: Sequence[int] | str | None, n: int, what: str, has: str) -> list[int]:
+    """Indices chosen from ``n`` frames (or slices) by ``frames``: None = all, a policy, or indices.
+
+    Raises:
+        InputError: an index out of range (``"{what} [...] out of range ({has} n)"``).
+    """
+    if frames is None:
+        return list(range(n))
+    if isinstance(frames, str):
+        return select_slices(n, frames)
+    indices = [int(i) for i in frames]
+    bad = [i for i in indices if not 0 <= i < n]
+    if bad:
+        raise InputError(f"{what} {bad} out of range ({has} {n})")
+    return indices
+
+
+def _csa_number_of_images(ds) -> int | None:
+    """NumberOfImagesInMosaic from the Siemens CSA image header (nibabel's parser), or None."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nibabel.nicom warns that its DICOM *readers* are experimental
+            from nibabel.nicom import csareader
+    except ImportError:
+        return None
+    try:
+        csa = csareader.get_csa_header(ds, "image")
+        n = csareader.get_n_mosaic(csa) if csa else None
+    except Exception:  # a malformed CSA header: fall back to the acquisition matrix
+        return None
+    return int(n) if n else None
+
+
+def mosaic_layout(ds) -> tuple[int, int, int, bool] | None:
+    """``(n_slices, tile_rows, tile_columns, from_csa)`` of a Siemens MOSAIC header, else None.
+
+    The number of slices comes from the CSA header (tiles fill a square grid of
+    ``ceil(sqrt(n))`` per side, as Siemens writes them); without it, the tile size is read from
+    Acquisition Matrix ``[freq rows, freq cols, phase rows, phase cols]`` and every tile of the grid
+    counts (empty trailing tiles are dropped by :func:`split_mosaic`).
+
+    Raises:
+        InputError: MOSAIC in Image Type but neither source gives a grid that fits Rows x Columns.
+    """
+    image_type = ds.get("ImageType")
+    if image_type is None or "MOSAIC" not in [str(v).strip().upper() for v in ([image_type] if isinstance(image_type, str) else image_type)]:
+        return None
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    n = _csa_number_of_images(ds)
+    if n:
+        per_side = math.ceil(math.sqrt(n))
+        if rows % per_side == 0 and columns % per_side == 0:
+            return n, rows // per_side, columns // per_side, True
+    matrix = [int(v) for v in (ds.get("AcquisitionMatrix") or [])]
+    if len(matrix) == 4:
+        tile_rows, tile_columns = matrix[0] + matrix[2], matrix[1] + matrix[3]
+        if tile_rows and tile_columns and rows % tile_rows == 0 and columns % tile_columns == 0:
+            return (rows // tile_rows) * (columns // tile_columns), tile_rows, tile_columns, False
+    raise InputError(
+        f"MOSAIC image of {rows}x{columns} without a usable CSA NumberOfImagesInMosaic or Acquisition Matrix {matrix or 'absent'}"
+    )
+
+
+def split_mosaic(frame: np.ndarray, n_slices: int, tile_rows: int, tile_columns: int, *, drop_empty_tail: bool = True) -> np.ndarray:
+    """``(n, tile_rows, tile_columns)`` slices of a mosaic ``frame``, tiles read row by row.
+
+    Slice ``k`` is the tile in grid row ``k // per_row``, column ``k % per_row``
+    (``per_row = columns // tile_columns``). With ``drop_empty_tail`` all-zero tiles at the end
+    (a grid larger than the volume) are dropped.
+    """
+    per_row = frame.shape[1] // tile_columns
+    grid = frame.reshape(frame.shape[0] // tile_rows, tile_rows, per_row, tile_columns).swapaxes(1, 2)
+    tiles = grid.reshape(-1, tile_rows, tile_columns)[:n_slices]
+    if drop_empty_tail:
+        nonzero = np.flatnonzero(tiles.reshape(len(tiles), -1).any(axis=1))
+        tiles = tiles[: (int(nonzero[-1]) + 1 if len(nonzero) else 1)]
+    return tiles
 
 
 def _stored_values_with_simpleitk(path: Path, header, n_frames: int, indices: list[int], cause: str) -> list[np.ndarray]:
@@ -282,16 +470,29 @@ def order_series(paths: Sequence[str | Path]) -> tuple[list[Path], list]:
     their headers (read without pixel data).
 
     Raises:
-        InputError: a file cannot be read.
+        PixelDecodeError: a file cannot be read (names that file).
     """
+    headers, gaps = _read_headers(paths)
+    if gaps:
+        raise PixelDecodeError(*gaps[0])
+    return _order(list(paths), headers)
+
+
+def _read_headers(paths: Sequence[str | Path]) -> tuple[list, list[tuple[str, str]]]:
+    """Headers of the readable files (None for the others) and ``(path, reason)`` of the others."""
     import pydicom
 
-    headers = []
+    headers, gaps = [], []
     for p in paths:
         try:
             headers.append(pydicom.dcmread(p, stop_before_pixels=True))
-        except Exception as exc:
-            raise InputError(f"{p}: not a readable DICOM file ({type(exc).__name__})") from None
+        except Exception as exc:  # any parser failure of one file is that file's error
+            headers.append(None)
+            gaps.append((str(p), f"not a readable DICOM file ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})"))
+    return headers, gaps
+
+
+def _order(paths: list, headers: list) -> tuple[list[Path], list]:
     positions = [_slice_position(ds) for ds in headers]
     if all(pos is not None for pos in positions):
         keys = [(pos, int(ds.get("InstanceNumber", 0) or 0)) for pos, ds in zip(positions, headers, strict=True)]
@@ -301,27 +502,105 @@ def order_series(paths: Sequence[str | Path]) -> tuple[list[Path], list]:
     return [Path(paths[i]) for i in order], [headers[i] for i in order]
 
 
-def read_series_slices(paths: Sequence[str | Path], policy: str) -> tuple[DecodedFrames, list[Path]]:
-    """Assemble chosen slices of a series volume with SimpleITK (modality values, e.g. HU).
+@dataclass
+class SeriesSlices:
+    """Chosen slices of a series, read from what decodes.
 
-    The files are ordered by :func:`order_series`, the slices chosen by ``policy``
-    (:func:`select_slices`), and those files read as one volume by ``SimpleITK.ImageSeriesReader``
-    (which applies rescale slope/intercept). All slices must share Rows x Columns.
+    Attributes:
+        decoded: the slices (modality values) with their headers; ``frame_indices`` are positions in
+            the ordered series of usable instances (or slice indices of one MOSAIC instance).
+        chosen: the file of each slice.
+        gaps: ``(path, reason)`` of every instance left out (unreadable header, other slice size,
+            undecodable pixels).
+        excluded: ``(path, code, reason)`` of instances the ``screen`` excluded.
+    """
 
-    Returns:
-        ``(decoded, chosen_paths)``; ``decoded.frame_indices`` are positions in the ordered series.
+    decoded: DecodedFrames
+    chosen: list[Path]
+    gaps: list[tuple[str, str]]
+    excluded: list[tuple[str, str, str]]
+
+
+def read_series(paths: Sequence[str | Path], policy: str, *, screen: Callable | None = None) -> SeriesSlices:
+    """Chosen slices of a series volume, built from the instances that read and decode.
+
+    The readable instances (``screen`` returning None for their headers, when given; it returns
+    ``(code, reason)`` to exclude one) of the series' most common Rows x Columns are ordered by
+    position (:func:`order_series`), ``policy`` chooses among them (:func:`select_slices`) and
+    SimpleITK's ``ImageSeriesReader`` reads the chosen files as one volume (rescale applied). When
+    that fails (a corrupt instance), each chosen file is decoded alone with pydicom; one that does
+    not decode is a gap and is replaced by the nearest unchosen instance that does. A series of
+    Siemens MOSAIC instances (each one a volume) gives the slices of its middle instance.
 
     Raises:
-        InputError: unreadable files, mixed slice sizes, or SimpleITK cannot read them.
+        PixelDecodeError: no instance of the series is usable (names the first file's problem).
     """
+    headers, gaps = _read_headers(paths)
+    excluded: list[tuple[str, str, str]] = []
+    usable = []
+    for p, ds in zip(paths, headers, strict=True):
+        if ds is None:
+            continue
+        verdict = screen(ds) if screen is not None else None
+        if verdict is not None:
+            excluded.append((str(p), *verdict))
+        else:
+            usable.append((p, ds))
+    sizes = [(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)) for _, ds in usable]
+    if sizes:
+        common = max(set(sizes), key=lambda s: (sizes.count(s), s))
+        gaps += [(str(p), f"slice size {size} differs from the series' {common}") for (p, _), size in zip(usable, sizes, strict=True) if size != common]
+        usable = [item for item, size in zip(usable, sizes, strict=True) if size == common]
+    if not usable:
+        if excluded and not gaps:
+            return SeriesSlices(DecodedFrames(np.zeros((0, 1, 1)), [], [], False), [], gaps, excluded)
+        first = gaps[0] if gaps else (str(paths[0]), "series has no instance")
+        raise PixelDecodeError(first[0], f"no usable instance in its series ({first[1]})")
+    ordered, ordered_headers = _order([p for p, _ in usable], [ds for _, ds in usable])
+    middle = len(ordered) // 2
+    if mosaic_layout(ordered_headers[middle]) is not None:
+        decoded, _ = read_dicom_frames(ordered[middle], policy)
+        return SeriesSlices(decoded, [ordered[middle]] * len(decoded.frame_indices), gaps, excluded)
+    chosen = select_slices(len(ordered), policy)
+    try:
+        volume = _read_volume([str(ordered[i]) for i in chosen])
+        decoded = DecodedFrames(volume, chosen, [ordered_headers[i] for i in chosen], False)
+        return SeriesSlices(decoded, [ordered[i] for i in chosen], gaps, excluded)
+    except InputError:
+        pass  # a chosen instance does not decode: read them one by one below
+    frames, indices = [], []
+    failed: set[int] = set()
+    for i in chosen:
+        j = _decode_nearest(ordered, i, set(indices) | (set(chosen) - {i}), failed, frames, gaps)
+        if j is not None:
+            indices.append(j)
+    if not frames:
+        raise PixelDecodeError(gaps[-1][0], f"no instance of its series decodes ({gaps[-1][1]})")
+    order = np.argsort(indices, kind="stable")
+    decoded = DecodedFrames(np.stack([frames[k] for k in order]), [indices[k] for k in order], [ordered_headers[indices[k]] for k in order], False)
+    return SeriesSlices(decoded, [ordered[indices[k]] for k in order], gaps, excluded)
+
+
+def _decode_nearest(ordered: list[Path], i: int, taken: set[int], failed: set[int], frames: list, gaps: list) -> int | None:
+    """Decode instance ``i`` or else its nearest untaken neighbour; append the frame, return its index."""
+    for j in sorted(range(len(ordered)), key=lambda k: (abs(k - i), k)):
+        if j in failed or j in taken:
+            continue
+        try:
+            decoded, _ = read_dicom_frames(ordered[j], [0])
+        except Exception as exc:  # any failure of one instance is that instance's gap, never the series'
+            failed.add(j)
+            reason = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+            gaps.append((str(ordered[j]), reason.removeprefix(f"{ordered[j]}: ")))
+            continue
+        frames.append(decoded.frames[0])
+        return j
+    return None
+
+
+def _read_volume(files: list[str]) -> np.ndarray:
     import SimpleITK as sitk
 
-    ordered, headers = order_series(paths)
-    shapes = {(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)) for ds in headers}
-    if len(shapes) != 1:
-        raise InputError(f"series of {paths[0]}: slices have different sizes {sorted(shapes)}")
-    chosen = select_slices(len(ordered), policy)
-    files = [str(ordered[i]) for i in chosen]
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.SetOutputPixelType(sitk.sitkFloat64)
@@ -331,7 +610,22 @@ def read_series_slices(paths: Sequence[str | Path], policy: str) -> tuple[Decode
         raise InputError(f"series of {files[0]}: SimpleITK cannot read it ({' '.join(str(exc).split())[:200]})") from None
     if volume.ndim == 2:
         volume = volume[None]
-    return DecodedFrames(volume.astype(np.float64), chosen, [headers[i] for i in chosen], False), [Path(f) for f in files]
+    return volume.astype(np.float64)
+
+
+def read_series_slices(paths: Sequence[str | Path], policy: str) -> tuple[DecodedFrames, list[Path]]:
+    """Chosen slices of a series whose every instance must be usable (:func:`read_series`).
+
+    Returns:
+        ``(decoded, chosen_paths)``; ``decoded.frame_indices`` are positions in the ordered series.
+
+    Raises:
+        InputError: an unreadable file, mixed slice sizes, or a chosen file that does not decode.
+    """
+    result = read_series(paths, policy)
+    if result.gaps:
+        raise PixelDecodeError(*result.gaps[0])
+    return result.decoded, result.chosen
 
 
 def fit_square(image: np.ndarray, size: int, mode: str = "pad") -> np.ndarray:

@@ -82,7 +82,7 @@ def write_index(folder, pydicom_data_dir, extra=()):
 
 def test_build_middle_policy_rows_labels_errors(tmp_path, pydicom_data_dir):
     frame, vocab = write_index(tmp_path / "index", pydicom_data_dir)
-    result = build_cache_from_index(tmp_path / "index", tmp_path / "cache", size=32, slices="middle")
+    result = build_cache_from_index(tmp_path / "index", tmp_path / "cache", size=32, slices="middle", secondary_capture="all")
     cache = load_cache(tmp_path / "cache")
     assert result.n_rows == len(cache) == 6  # CT_small, MR_small, emri (1 frame), CT5N series (1 slice), SC_rgb, JPEG-lossy
     assert not (tmp_path / "cache" / ".partial").exists()
@@ -112,7 +112,7 @@ def test_all_policy_and_window_config(tmp_path, pydicom_data_dir):
     write_index(tmp_path / "index", pydicom_data_dir)
     config = tmp_path / "windows.yaml"
     config.write_text("brain: [0, 100]\n")
-    build_cache_from_index(tmp_path / "index", tmp_path / "cache", size=16, slices="all", window_config=config)
+    build_cache_from_index(tmp_path / "index", tmp_path / "cache", size=16, slices="all", window_config=config, secondary_capture="all")
     m = load_cache(tmp_path / "cache").manifest
     assert len(m) == 1 + 1 + 10 + 5 + 1 + 1  # CT_small, MR_small, emri frames, CT5N slices, SC_rgb, JPEG-lossy
     assert sorted(m.loc[m["slice_index"] > 2, "slice_index"].unique().tolist()) == list(range(3, 10))
