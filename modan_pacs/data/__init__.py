@@ -4,6 +4,7 @@ cache records, the pretraining DataLoader, and other image sources (miniRIN, gen
 Importing this package imports torch and MONAI.
 """
 
+from modan_pacs.data.batch_augment import BatchTwoViewAugment, ViewParams, apply_view_params, draw_view_params
 from modan_pacs.data.datasets import CacheRecordDataset, PretrainLoader, build_pretrain_loader, sample_seed
 from modan_pacs.data.transforms import (
     LoadGrayImage,
@@ -24,6 +25,7 @@ from modan_pacs.data.transforms import (
 )
 
 __all__ = [
+    "BatchTwoViewAugment",
     "CacheRecordDataset",
     "LoadGrayImage",
     "LoadGrayImaged",
@@ -38,8 +40,11 @@ __all__ = [
     "ResizeImaged",
     "QuantizeUint8d",
     "TwoViewd",
+    "ViewParams",
+    "apply_view_params",
     "build_pretrain_loader",
     "downstream_transform",
+    "draw_view_params",
     "sample_seed",
     "two_view_transform",
     "views_to_float",
