@@ -361,6 +361,7 @@ def run_environment(setup: TrainSetup) -> dict[str, Any]:
         "world_size": setup.env.world_size,
         "distributed_backend": torch.distributed.get_backend() if setup.env.distributed else None,
         "torch": torch.__version__,
+        "cuda_available": torch.cuda.is_available(),
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "nccl": ".".join(map(str, torch.cuda.nccl.version())) if cuda and setup.env.distributed else None,
