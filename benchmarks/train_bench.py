@@ -9,7 +9,8 @@ channels-last as ``auto`` chooses, i.e. on CUDA only). Runs on CUDA when present
 
 Figures:
 - loader CPU cost: main-process time per sample to pull batches from a ``workers=0`` loader
-  (with workers, each worker pays this per sample it makes); interleaved rounds, median;
+  (with workers, each worker pays this per sample it makes); interleaved rounds, median and
+  minimum (on a loaded machine the minimum is the better estimate of the work itself);
 - parameter draws: the device path draws its crop / flip / jitter numbers on the CPU in the main
   process (``BatchTwoViewAugment.params``), per sample;
 - device augmentation: the batched crop / flip / jitter on the device, per sample (synchronised);
@@ -105,8 +106,9 @@ def main() -> None:
     parser.add_argument("--stem", default="authors", choices=["paper", "authors"])
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per path (after one warm-up step)")
     parser.add_argument("--loader-batches", type=int, default=8, help="batches timed per loader round")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved loader rounds (median reported)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved loader rounds (median and minimum reported)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--no-step", action="store_true", help="loader and augmentation figures only (no training step, no workers needed)")
     args = parser.parse_args()
 
     from modan_pacs.paths import config_path
@@ -124,31 +126,38 @@ def main() -> None:
                 loader_s[p].append(loader_seconds_per_sample(cache, args.batch, args.size, p, args.loader_batches))
         draw_s, apply_s = device_augment_seconds_per_sample(cache, args.batch, args.size, device, repeats=args.loader_batches)
         profiles = {}
-        for p in paths:
+        for p in paths if not args.no_step else ():
             cfg = load_config(config_path("pretrain_modan.yaml"), [
                 f"model.stem={args.stem}", f"data.size={args.size}", "data.workers=0", f"data.augment_on={p}",
                 f"train.batch_size={args.batch}", f"train.device={device.type}", "schedule.warmup_epochs=0",
             ])
             profiles[p] = profile_pretrain(cfg, cache_dir, steps=args.steps)
 
-    env = profiles["cpu"].environment
+    env = profiles["cpu"].environment if profiles else {"gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+                                                        "amp_dtype": None, "channels_last": None}
     print(f"device {device}{' (' + env['gpu_name'] + ')' if env['gpu_name'] else ''}, amp {env['amp_dtype'] or 'off'}, "
           f"channels_last {env['channels_last']}, torch {torch.__version__}, {torch.get_num_threads()} threads; stem {args.stem}, "
-          f"batch {args.batch} (x2 views) at {args.size} px from {args.cache_size} px cached images")
-    print("| path | loader CPU ms/sample (median of rounds) | main-process draws ms/sample | device augment ms/sample | "
+          f"batch {args.batch} (x2 views) at {args.size} px from {args.cache_size} px cached images"
+          f"{'; no training step (--no-step)' if args.no_step else ''}")
+    print("| path | loader CPU ms/sample, median (min; rounds) | main-process draws ms/sample | device augment ms/sample | "
           "step ms (data / to device / forward / loss / backward+step) | compute images/s | one worker sustains images/s | workers needed |")
     print("|---|---:|---:|---:|---|---:|---:|---:|")
     for p in paths:
         per_sample = statistics.median(loader_s[p])
-        prof = profiles[p]
-        compute_rate = args.batch / (prof.step_s - prof.phase_s["data"])
-        phases = " / ".join(f"{prof.phase_s[k] * 1e3:.1f}" for k in prof.phase_s)
-        print(f"| {p} | {per_sample * 1e3:.3f} ({', '.join(f'{v * 1e3:.3f}' for v in loader_s[p])}) | "
-              f"{draw_s * 1e3:.3f} | {apply_s * 1e3:.3f} | " if p == "device" else
-              f"| {p} | {per_sample * 1e3:.3f} ({', '.join(f'{v * 1e3:.3f}' for v in loader_s[p])}) | - | - | ", end="")
-        print(f"{prof.step_s * 1e3:.1f} ({phases}) | {compute_rate:.1f} | {1 / per_sample:.0f} | {max(1, math.ceil(per_sample * compute_rate))} |")
+        rounds = f"{min(loader_s[p]) * 1e3:.3f}; " + ", ".join(f"{v * 1e3:.3f}" for v in loader_s[p])
+        device_cols = f"{draw_s * 1e3:.3f} | {apply_s * 1e3:.3f}" if p == "device" else "- | -"
+        step_cols = "- | -"
+        workers = "-"
+        if p in profiles:
+            prof = profiles[p]
+            compute_rate = args.batch / (prof.step_s - prof.phase_s["data"])
+            phases = " / ".join(f"{prof.phase_s[k] * 1e3:.1f}" for k in prof.phase_s)
+            step_cols = f"{prof.step_s * 1e3:.1f} ({phases}) | {compute_rate:.1f}"
+            workers = str(max(1, math.ceil(per_sample * compute_rate)))
+        print(f"| {p} | {per_sample * 1e3:.3f} ({rounds}) | {device_cols} | {step_cols} | {1 / per_sample:.0f} | {workers} |")
     ratio = statistics.median(loader_s["cpu"]) / statistics.median(loader_s["device"])
-    print(f"loader CPU cost per sample, cpu path / device path: {ratio:.1f}x")
+    ratio_min = min(loader_s["cpu"]) / min(loader_s["device"])
+    print(f"loader CPU cost per sample, cpu path / device path: {ratio:.1f}x (medians), {ratio_min:.1f}x (minima)")
 
 
 if __name__ == "__main__":
