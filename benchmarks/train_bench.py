@@ -11,8 +11,9 @@ Figures:
 - loader CPU cost: main-process time per sample to pull batches from a ``workers=0`` loader
   (with workers, each worker pays this per sample it makes); interleaved rounds, median and
   minimum (on a loaded machine the minimum is the better estimate of the work itself);
-- parameter draws: the device path draws its crop / flip / jitter numbers on the CPU in the main
-  process (``BatchTwoViewAugment.params``), per sample;
+- main-process parameters: on the device path the workers draw each sample's random numbers
+  (part of its loader cost) and the main process turns the batch's numbers into crop boxes and
+  jitter factors (``params_from_uniforms``, vectorised), per sample;
 - device augmentation: the batched crop / flip / jitter on the device, per sample (synchronised);
 - step: ``profile_pretrain`` phases; "compute rate" = images/s of the step without the data wait,
   the rate the loader must sustain;
@@ -75,18 +76,18 @@ def loader_seconds_per_sample(cache, batch: int, size: int, augment_on: str, bat
 
 
 def device_augment_seconds_per_sample(cache, batch: int, size: int, device: torch.device, repeats: int) -> tuple[float, float]:  # noqa: ANN001
-    """(parameter draws on the CPU, batched crop/flip/jitter on ``device``) seconds per sample."""
-    from modan_pacs.data import BatchTwoViewAugment, apply_view_params
+    """(main-process parameters from the workers' uniforms, batched crop/flip/jitter on ``device``) seconds per sample."""
+    from modan_pacs.data import apply_view_params, params_from_uniforms, sample_seed, view_uniforms
 
-    aug = BatchTwoViewAugment(size, seed=0)
     images = torch.from_numpy(np.array(cache.images[:batch]))[:, None].to(device)  # (a copy: the cache is a read-only memory map)
     spatial = tuple(images.shape[-2:])
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    apply_view_params(images, aug.params(range(batch), [0] * batch, spatial).to(device), size)  # warm-up
+    uniforms = [torch.stack([view_uniforms(sample_seed(0, epoch, row)) for row in range(batch)]) for epoch in range(repeats + 1)]
+    apply_view_params(images, params_from_uniforms(uniforms[0], spatial).to(device), size)  # warm-up
     draw_s = apply_s = 0.0
     for r in range(repeats):
         t0 = time.perf_counter()
-        params = aug.params(range(batch), [r + 1] * batch, spatial)
+        params = params_from_uniforms(uniforms[r + 1], spatial)
         t1 = time.perf_counter()
         sync()
         t2 = time.perf_counter()
@@ -139,7 +140,7 @@ def main() -> None:
           f"channels_last {env['channels_last']}, torch {torch.__version__}, {torch.get_num_threads()} threads; stem {args.stem}, "
           f"batch {args.batch} (x2 views) at {args.size} px from {args.cache_size} px cached images"
           f"{'; no training step (--no-step)' if args.no_step else ''}")
-    print("| path | loader CPU ms/sample, median (min; rounds) | main-process draws ms/sample | device augment ms/sample | "
+    print("| path | loader CPU ms/sample, median (min; rounds) | main-process parameters ms/sample | device augment ms/sample | "
           "step ms (data / to device / forward / loss / backward+step) | compute images/s | one worker sustains images/s | workers needed |")
     print("|---|---:|---:|---:|---|---:|---:|---:|")
     for p in paths:

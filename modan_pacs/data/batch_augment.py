@@ -20,7 +20,8 @@ on the device:
 
 Randomness: every number is drawn on the CPU from a ``torch.Generator`` seeded with
 :func:`~modan_pacs.data.datasets.sample_seed` ``(seed, epoch, row)``: a fixed block of
-:data:`DRAWS_PER_VIEW` uniforms per view, so a sample's two views depend only on those three
+:data:`DRAWS_PER_VIEW` uniforms per view, drawn in the DataLoader workers (:class:`ViewUniformsd`)
+and turned into boxes and factors for the whole batch in the main process, so a sample's two views depend only on those three
 numbers (not on the batch it lands in, the rank, the number of workers, or the device). The draws
 are a different stream from the CPU path's ``numpy`` ``RandomState`` (the two paths give different
 views of the same sample) but follow the same distributions (tested with two-sample KS tests).
@@ -47,7 +48,16 @@ import torch
 
 from modan_pacs.errors import InputError
 
-__all__ = ["DRAWS_PER_VIEW", "BatchTwoViewAugment", "ViewParams", "apply_view_params", "draw_view_params"]
+__all__ = [
+    "DRAWS_PER_VIEW",
+    "BatchTwoViewAugment",
+    "ViewParams",
+    "ViewUniformsd",
+    "apply_view_params",
+    "draw_view_params",
+    "params_from_uniforms",
+    "view_uniforms",
+]
 
 ATTEMPTS = 10
 """Crop attempts before the centred fallback (torchvision's ``RandomResizedCrop.get_params``)."""
@@ -102,11 +112,24 @@ def _fallback_box(height: int, width: int, ratio: Sequence[float]) -> tuple[int,
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def draw_view_params(
-    seeds: Sequence[int],
+def view_uniforms(seed: int, views: int = 2) -> torch.Tensor:
+    """The ``(views, DRAWS_PER_VIEW)`` float64 uniforms of one sample: ``torch.Generator().manual_seed(seed)``."""
+    return torch.rand((views, DRAWS_PER_VIEW), generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64)
+
+
+def draw_view_params(seeds: Sequence[int], spatial: tuple[int, int], *, views: int = 2, **options: Any) -> ViewParams:
+    """Draw the augmentation of ``views`` views for each seed (one sample per seed), on the CPU.
+
+    ``seeds``: one 32-bit seed per sample (:func:`~modan_pacs.data.datasets.sample_seed`);
+    ``options``: the keyword arguments of :func:`params_from_uniforms`.
+    """
+    return params_from_uniforms(torch.stack([view_uniforms(s, views) for s in seeds]), spatial, **options)
+
+
+def params_from_uniforms(
+    u: torch.Tensor,
     spatial: tuple[int, int],
     *,
-    views: int = 2,
     scale: Sequence[float] = (0.2, 1.0),
     ratio: Sequence[float] = (3 / 4, 4 / 3),
     flip_prob: float = 0.5,
@@ -114,24 +137,20 @@ def draw_view_params(
     brightness: float = 0.4,
     contrast: float = 0.4,
 ) -> ViewParams:
-    """Draw the augmentation of ``views`` views for each seed (one sample per seed), on the CPU.
-
-    Each sample's generator is ``torch.Generator().manual_seed(seed)`` and gives
-    ``views x DRAWS_PER_VIEW`` float64 uniforms; everything after that is vectorised over the batch.
+    """Turn ``(B, V, DRAWS_PER_VIEW)`` uniforms (:func:`view_uniforms`) into view parameters, vectorised.
 
     Args:
-        seeds: one 32-bit seed per sample (:func:`~modan_pacs.data.datasets.sample_seed`).
+        u: float64 uniforms in ``[0, 1)``.
         spatial: ``(H, W)`` of the source images.
 
     Raises:
-        ValueError: bad ``scale``, ``ratio``, probabilities or strengths.
+        ValueError: bad ``scale``, ``ratio``, probabilities or strengths, or ``u`` of another shape.
     """
     _check(scale, ratio, flip_prob, jitter_prob, brightness, contrast)
+    if u.ndim != 3 or u.shape[-1] != DRAWS_PER_VIEW:
+        raise ValueError(f"uniforms must be (B, V, {DRAWS_PER_VIEW}); got {tuple(u.shape)}")
+    u = u.to(torch.float64)
     height, width = int(spatial[0]), int(spatial[1])
-    u = torch.empty(len(seeds), views, DRAWS_PER_VIEW, dtype=torch.float64)
-    for i, seed in enumerate(seeds):
-        u[i] = torch.rand((views, DRAWS_PER_VIEW), generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64)
-
     target_area = height * width * (scale[0] + (scale[1] - scale[0]) * u[..., _AREA])
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
     aspect = torch.exp(log_lo + (log_hi - log_lo) * u[..., _RATIO])
@@ -203,6 +222,35 @@ def apply_view_params(images: torch.Tensor, params: ViewParams, size: int) -> to
     return torch.where(per_view(params.jitter), jittered, out)
 
 
+class ViewUniformsd:
+    """Record transform of the DataLoader workers (``augment_on=device``): adds ``"uniforms"``, the
+    ``(2, DRAWS_PER_VIEW)`` float64 random numbers of the sample's two views.
+
+    :class:`~modan_pacs.data.datasets.CacheRecordDataset` calls ``set_random_state(seed=...)`` with
+    ``sample_seed(seed, epoch, row)`` before each sample, so the numbers are exactly those
+    :meth:`BatchTwoViewAugment.params` would draw for that row and epoch, and the main process
+    only turns them into boxes and factors (vectorised) instead of seeding a generator per sample.
+
+    Raises:
+        ValueError: called before ``set_random_state(seed=...)``.
+    """
+
+    def __init__(self, views: int = 2) -> None:
+        self.views = int(views)
+        self._seed: int | None = None
+
+    def set_random_state(self, seed: int | None = None, state: Any = None) -> ViewUniformsd:
+        if seed is None:
+            raise ValueError("ViewUniformsd is seeded per sample: set_random_state(seed=sample_seed(seed, epoch, row))")
+        self._seed = int(seed)
+        return self
+
+    def __call__(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        if self._seed is None:
+            raise ValueError("ViewUniformsd needs set_random_state(seed=...) before each sample")
+        return {**record, "uniforms": view_uniforms(self._seed, self.views)}
+
+
 class BatchTwoViewAugment:
     """The two-view augmentation of a batch of cached images, on the training device.
 
@@ -245,19 +293,26 @@ class BatchTwoViewAugment:
         return draw_view_params(seeds, spatial, views=2, **self.options)
 
     def __call__(self, batch: Mapping[str, Any], device: torch.device | str) -> dict[str, Any]:
-        """``{"image": (B, 1, S, S) uint8, "index": (B,), "epoch": (B,), ...}`` -> the same batch with
-        ``"view1"``, ``"view2"`` ``(B, 1, size, size)`` float32 in ``[0, 1]`` on ``device`` instead of ``"image"``.
+        """``{"image": (B, 1, S, S) uint8, "uniforms": (B, 2, DRAWS_PER_VIEW), ...}`` (the loader's
+        batches; or ``"index"`` and ``"epoch"`` instead of ``"uniforms"``, to draw them here) -> the
+        same batch with ``"view1"``, ``"view2"`` ``(B, 1, size, size)`` float32 in ``[0, 1]`` on
+        ``device`` instead of ``"image"`` and ``"uniforms"``.
 
         Raises:
-            InputError: the batch lacks ``image``, ``index`` or ``epoch`` (a loader built with
-                ``augment_on="device"`` provides them).
+            InputError: the batch lacks ``image``, or both ``uniforms`` and ``index`` / ``epoch``
+                (a loader built with ``augment_on="device"`` provides them).
         """
-        missing = [k for k in ("image", "index", "epoch") if k not in batch]
+        need = ("image", "uniforms") if "uniforms" in batch else ("image", "index", "epoch")
+        missing = [k for k in need if k not in batch]
         if missing:
             raise InputError(f"device augmentation needs batch keys {missing} (build the loader with augment_on='device')")
         images = batch["image"]
-        params = self.params(batch["index"].tolist(), batch["epoch"].tolist(), (int(images.shape[-2]), int(images.shape[-1])))
+        spatial = (int(images.shape[-2]), int(images.shape[-1]))
+        if "uniforms" in batch:
+            params = params_from_uniforms(batch["uniforms"], spatial, **self.options)
+        else:
+            params = self.params(batch["index"].tolist(), batch["epoch"].tolist(), spatial)
         views = apply_view_params(images.to(device, non_blocking=True), params.to(device), self.size)
-        out = {k: v for k, v in batch.items() if k != "image"}
+        out = {k: v for k, v in batch.items() if k not in ("image", "uniforms")}
         out["view1"], out["view2"] = views[:, 0], views[:, 1]
         return out

@@ -24,6 +24,7 @@ import torch
 from monai.data import Dataset
 from torch.utils.data import DataLoader, DistributedSampler
 
+from modan_pacs.data.batch_augment import ViewUniformsd
 from modan_pacs.data.transforms import VIEW_DTYPES, two_view_transform
 from modan_pacs.errors import InputError
 from modan_pacs.pixels.cache import ImageCache, load_cache
@@ -154,9 +155,10 @@ def build_pretrain_loader(
     turns them into ``x / 255`` float32 on the training device (within half a grey level of the
     float32 views). ``view_dtype="float32"`` delivers float views.
 
-    With ``augment_on="device"`` the workers do no augmentation: batches are ``{"image": (B, 1, S, S)
-    uint8 cached images, "labels", "index", "epoch": (B,) int64}`` and
-    :class:`~modan_pacs.data.batch_augment.BatchTwoViewAugment` makes the views on the device.
+    With ``augment_on="device"`` the workers only draw the views' random numbers: batches are
+    ``{"image": (B, 1, S, S) uint8 cached images, "uniforms": (B, 2, DRAWS_PER_VIEW) float64,
+    "labels", "index"}`` and :class:`~modan_pacs.data.batch_augment.BatchTwoViewAugment` makes the
+    views on the device (the same views it would draw from ``index`` and the epoch).
 
     Args:
         cache: an :class:`~modan_pacs.pixels.ImageCache` or a cache folder.
@@ -188,9 +190,10 @@ def build_pretrain_loader(
         raise InputError(f"view_dtype must be one of {', '.join(VIEW_DTYPES)}; got {view_dtype!r}")
     if augment_on not in AUGMENT_ON:
         raise InputError(f"augment_on must be one of {', '.join(AUGMENT_ON)}; got {augment_on!r}")
-    transform = None
     if augment_on == "cpu":
         transform = two_view_transform(size, tuple(scale), flip_prob, jitter_prob, drop_source=True, view_dtype=view_dtype)
+    else:  # the workers draw the views' random numbers; the pixels are augmented on the device
+        transform = ViewUniformsd(views=2)
     dataset = CacheRecordDataset(cache, transform=transform, seed=seed, epoch=epoch_seed, uint8_input=True)
     if distributed:
         if num_replicas is None or rank is None:

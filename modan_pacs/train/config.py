@@ -92,7 +92,8 @@ class DataConfig(_Section):
     made on the device; within half a grey level of the float views) or float32."""
     augment_on: Literal["cpu", "device"] = "cpu"
     """Where the two-view augmentation runs: ``cpu`` = per sample in the DataLoader workers;
-    ``device`` = the workers hand over the cached uint8 images and the crop, flip and jitter run
+    ``device`` = the workers hand over the cached uint8 images (and each sample's random numbers)
+    and the crop, flip and jitter run
     batched on the training device (same distributions, seeded per ``(seed, epoch, row)``)."""
 
 

@@ -385,7 +385,8 @@ def _write_run_files(setup: TrainSetup, out_dir: Path, resumed: bool) -> None:
     seeds_path = out_dir / "seeds.json"
     seeds = json.loads(seeds_path.read_text()) if resumed and seeds_path.is_file() else {}
     augmentation = (
-        f"torch.Generator seeded with SeedSequence([{cfg.seed}, epoch, cache_row]) per sample, views made on {setup.device}"
+        f"torch.Generator seeded with SeedSequence([{cfg.seed}, epoch, cache_row]) per sample (in the loader workers), "
+        f"views made on {setup.device}"
         if cfg.data.augment_on == "device" else f"numpy SeedSequence([{cfg.seed}, epoch, cache_row]) per sample"
     )
     seeds.update({

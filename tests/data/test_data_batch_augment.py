@@ -10,6 +10,7 @@ import torch
 from scipy import stats
 
 from modan_pacs.data import (
+    DRAWS_PER_VIEW,
     BatchTwoViewAugment,
     ViewParams,
     apply_view_params,
@@ -175,12 +176,19 @@ def test_device_loader_hands_over_cached_uint8_images(tmp_path):
     from modan_pacs.pixels import load_cache
 
     cache = load_cache(generated_cache(tmp_path / "cache", n=12, size=20))
-    loader = build_pretrain_loader(cache, batch_size=4, size=16, seed=0, epoch_seed=2, augment_on="device")
+    loader = build_pretrain_loader(cache, batch_size=4, size=16, seed=7, epoch_seed=2, augment_on="device")
     batch = next(iter(loader))
-    assert set(batch) == {"image", "labels", "index", "epoch"}
+    assert set(batch) == {"image", "labels", "index", "uniforms"}
     assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (4, 1, 20, 20)
-    assert batch["epoch"].tolist() == [2, 2, 2, 2]
+    assert batch["uniforms"].shape == (4, 2, DRAWS_PER_VIEW)
     rows = batch["index"].numpy()
     assert np.array_equal(batch["image"][:, 0].numpy(), np.asarray(cache.images)[rows])
+    # the workers' numbers are those the augmenter draws itself from (seed, epoch, row)
+    aug = BatchTwoViewAugment(16, seed=7)
+    from_workers = aug(batch, "cpu")
+    drawn_here = aug({**{k: v for k, v in batch.items() if k != "uniforms"}, "epoch": torch.full((4,), 2)}, "cpu")
+    assert torch.equal(from_workers["view1"], drawn_here["view1"]) and torch.equal(from_workers["view2"], drawn_here["view2"])
+    workers = build_pretrain_loader(cache, batch_size=4, size=16, seed=7, epoch_seed=2, augment_on="device", workers=1)
+    assert all(torch.equal(a["uniforms"], b["uniforms"]) for a, b in zip(loader, workers, strict=True))
     with pytest.raises(InputError, match="augment_on must be one of"):
         build_pretrain_loader(cache, batch_size=4, size=16, augment_on="gpu")
