@@ -88,8 +88,16 @@ def _resolve(config: PretrainConfig | dict | str | Path | None, out_dir: Path, r
     return load_config(config)
 
 
+def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config with keys added to the schema since then at their defaults."""
+    try:
+        return resolve_config(saved).to_dict()
+    except ConfigError:  # a key the schema no longer has: compared as saved (and reported as a difference)
+        return saved
+
+
 def _check_resumable(saved: dict[str, Any], cfg: PretrainConfig, path: Path) -> None:
-    before, now = _flatten(saved), _flatten(cfg.to_dict())
+    before, now = _flatten(_with_defaults(saved)), _flatten(cfg.to_dict())
     for key in sorted(set(before) | set(now)):
         if key in RESUMABLE_CHANGES:
             continue

@@ -116,3 +116,15 @@ def test_device_augmentation_trains_and_resumes_exactly(tmp_path, cache16):
     pretrain(tiny("train.epochs=1", *device_aug), cache16, tmp_path / "cut", progress=False)
     pretrain(tiny("train.epochs=3", *device_aug), cache16, tmp_path / "cut", resume=True, progress=False)
     assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "full")
+
+
+def test_checkpoint_from_before_augment_on_resumes(tmp_path, cache16):
+    """A checkpoint whose config predates ``data.augment_on`` resumes (the key takes its default)."""
+    run = tmp_path / "run"
+    pretrain(tiny("train.epochs=1"), cache16, run, progress=False)
+    path = run / "checkpoints" / "last.pt"
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["config"]["data"]["augment_on"]
+    torch.save(ckpt, path)
+    result = pretrain(tiny("train.epochs=2"), cache16, run, resume=True, progress=False)
+    assert result.start_epoch == 1 and len(result.history) == 1
