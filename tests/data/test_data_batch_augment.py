@@ -192,3 +192,15 @@ def test_device_loader_hands_over_cached_uint8_images(tmp_path):
     assert all(torch.equal(a["uniforms"], b["uniforms"]) for a, b in zip(loader, workers, strict=True))
     with pytest.raises(InputError, match="augment_on must be one of"):
         build_pretrain_loader(cache, batch_size=4, size=16, augment_on="gpu")
+
+
+def test_fallback_crop_matches_the_cpu_path():
+    """When no attempt fits (a 2 x 200 strip), both paths take the largest centred crop within the ratio."""
+    from modan_pacs.data import RandResizedCrop
+
+    cpu = RandResizedCrop(8)
+    cpu.set_random_state(seed=0)
+    cpu.randomize((2, 200))
+    boxes = draw_view_params([1, 2, 3], (2, 200)).boxes.reshape(-1, 4)
+    assert cpu._box == (0, 98, 2, 3)
+    assert all(tuple(b.tolist()) == cpu._box for b in boxes)
