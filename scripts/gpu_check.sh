@@ -156,7 +156,8 @@ dist.init_process_group("nccl")
 t = torch.ones(4, device="cuda")
 dist.all_reduce(t)
 assert torch.equal(t.cpu(), torch.ones(4) * dist.get_world_size()), t
-print("nccl", ".".join(map(str, torch.cuda.nccl.version())))
+v = torch.cuda.nccl.version()
+print("nccl", ".".join(map(str, v)) if isinstance(v, tuple) else v)
 dist.destroy_process_group()
 EOF
     if run ddp "$WORK/nccl.log" "${TORCHRUN[@]}" --nproc_per_node 1 "$WORK/nccl_smoke.py"; then

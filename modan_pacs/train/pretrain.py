@@ -348,6 +348,11 @@ def _is_channels_last(model: nn.Module) -> bool:
     return bool(weights) and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
 
 
+def _nccl_version() -> str:
+    version = torch.cuda.nccl.version()  # a tuple (major, minor, patch); an int in older torch
+    return ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
+
+
 def run_environment(setup: TrainSetup) -> dict[str, Any]:
     """What a run actually applied and found: device, autocast dtype, memory format, compilation,
     processes, library versions, and the GPU (name, memory) when there is one.
@@ -372,7 +377,7 @@ def run_environment(setup: TrainSetup) -> dict[str, Any]:
         "cuda_available": torch.cuda.is_available(),
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "nccl": ".".join(map(str, torch.cuda.nccl.version())) if cuda and setup.env.distributed else None,
+        "nccl": _nccl_version() if cuda and setup.env.distributed else None,
         "python": platform.python_version(),
         "cpu_threads": torch.get_num_threads(),
         "gpu_name": None,
