@@ -134,6 +134,12 @@ def main() -> None:
             ])
             profiles[p] = profile_pretrain(cfg, cache_dir, steps=args.steps)
 
+    report(args, device, loader_s, draw_s, apply_s, profiles)
+
+
+def report(args: argparse.Namespace, device: torch.device, loader_s: dict, draw_s: float, apply_s: float, profiles: dict) -> None:
+    """Print the comparison table (markdown)."""
+    paths = ("cpu", "device")
     env = profiles["cpu"].environment if profiles else {"gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                                                         "amp_dtype": None, "channels_last": None}
     print(f"device {device}{' (' + env['gpu_name'] + ')' if env['gpu_name'] else ''}, amp {env['amp_dtype'] or 'off'}, "

@@ -261,6 +261,20 @@ def _supervised_targets(cfg: PretrainConfig, cache: Any, data_dir: Path) -> tupl
     return torch.from_numpy(found.targets), len(found.class_names)
 
 
+def _load_cache(data_dir: Path, batch_size: int, world_size: int) -> Any:
+    from modan_pacs.pixels import load_cache
+
+    cache = load_cache(data_dir)
+    if len(cache) == 0:
+        raise InputError(f"cache {data_dir} holds no images: nothing to pretrain on")
+    if len(cache) < batch_size:
+        raise InputError(
+            f"cache {data_dir} has {len(cache)} images, fewer than one batch (train.batch_size={batch_size}); "
+            f"lower it, e.g. train.batch_size={max(2, len(cache) // 2 // world_size * world_size)}"
+        )
+    return cache
+
+
 def build_training(cfg: PretrainConfig, data_dir: Path, env: DistEnv, *, start_epoch: int = 0) -> TrainSetup:
     """Model, loss, loader, optimiser, schedule and the device switches of one process.
 
@@ -272,7 +286,6 @@ def build_training(cfg: PretrainConfig, data_dir: Path, env: DistEnv, *, start_e
         InputError: empty cache, fewer images than one batch, a one-class supervised target.
     """
     from modan_pacs.data import BatchTwoViewAugment, build_pretrain_loader
-    from modan_pacs.pixels import load_cache
 
     device = _device(cfg, env)
     if cfg.train.batch_size % env.world_size:
@@ -281,15 +294,7 @@ def build_training(cfg: PretrainConfig, data_dir: Path, env: DistEnv, *, start_e
         raise ConfigError("model.sync_batchnorm needs CUDA (torch's SyncBatchNorm does not run on CPU tensors); set it false for a CPU run")
     per_rank = cfg.train.batch_size // env.world_size
     _seed_everything(cfg.seed)
-
-    cache = load_cache(data_dir)
-    if len(cache) == 0:
-        raise InputError(f"cache {data_dir} holds no images: nothing to pretrain on")
-    if len(cache) < cfg.train.batch_size:
-        raise InputError(
-            f"cache {data_dir} has {len(cache)} images, fewer than one batch (train.batch_size={cfg.train.batch_size}); "
-            f"lower it, e.g. train.batch_size={max(2, len(cache) // 2 // env.world_size * env.world_size)}"
-        )
+    cache = _load_cache(data_dir, cfg.train.batch_size, env.world_size)
     contrastive = cfg.loss.name in CONTRASTIVE
     targets, n_classes = (None, None) if contrastive else _supervised_targets(cfg, cache, data_dir)
 
