@@ -26,6 +26,11 @@ def pretrain(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: encoder.pt, checkpoints/, metrics.csv, tb/, config.yaml, seeds.json.")] = Path("runs/modan"),
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUT from checkpoints/last.pt.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    profile: Annotated[
+        Optional[int],
+        typer.Option("--profile", help="Run N timed training steps (after one warm-up step), print images/s, the "
+                     "time shares and peak memory, and exit; writes nothing to OUT."),
+    ] = None,
 ) -> None:
     """Pretrain with MulSupCon (paper), SupCon, SimCLR (NT-Xent) or cross-entropy; multi-GPU under torchrun."""
     import logging
@@ -43,6 +48,17 @@ def pretrain(
         handlers=[RichHandler(show_path=False, show_time=True)],
         force=True,
     )
+    if profile is not None:
+        from modan_pacs.errors import ConfigError
+        from modan_pacs.train import profile_pretrain
+
+        if resume:
+            raise ConfigError("--profile measures a fresh model and writes nothing; leave out --resume")
+
+        result = profile_pretrain(load_config(config, overrides), data, steps=profile)
+        if rank == 0:
+            print_profile(result, Console())
+        return
     resolved = None
     if config is not None or overrides or not resume:
         if resume and config is None and (out / "config.yaml").is_file():
@@ -53,3 +69,29 @@ def pretrain(
         last = result.history[-1] if result.history else None
         summary = f"final loss {last['loss']:.4f}, " if last else "nothing to do (already at train.epochs), "
         Console().print(f"[green]done[/]: {summary}encoder -> {result.encoder_path}")
+
+
+def print_profile(result, console) -> None:  # noqa: ANN001
+    """A rich table of a :class:`~modan_pacs.train.ProfileResult`."""
+    from rich.table import Table
+
+    env = result.environment
+    console.print(
+        f"[bold]profile[/]: {result.steps} timed steps after {result.warmup_steps} warm-up ({result.warmup_s:.1f} s); "
+        f"device {env['device']}{' (' + env['gpu_name'] + ')' if env.get('gpu_name') else ''}, amp {env['amp_dtype'] or 'off'}, "
+        f"channels_last {env['channels_last']}, compiled {env['compiled']}, augment_on {env['augment_on']}, "
+        f"{env['world_size']} process(es), global batch {result.global_batch}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    table = Table("phase", "ms / step", "share")
+    for phase, seconds in result.phase_s.items():
+        table.add_row(phase.replace("_", " + " if phase == "backward_step" else " "), f"{seconds * 1e3:.1f}", f"{100 * result.shares[phase]:.1f} %")
+    table.add_row("[bold]step[/]", f"[bold]{result.step_s * 1e3:.1f}[/]", "100.0 %")
+    console.print(table)
+    console.print(
+        f"images/s {result.images_per_s:.1f}; peak memory {result.peak_memory_bytes / 2**20:.0f} MiB ({result.peak_memory_kind}); "
+        f"epoch of {result.n_images} images = {result.steps_per_epoch} steps ~ {result.epoch_s:.1f} s",
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -4,6 +4,16 @@ cache records, the pretraining DataLoader, and other image sources (miniRIN, gen
 Importing this package imports torch and MONAI.
 """
 
+from modan_pacs.data.batch_augment import (
+    DRAWS_PER_VIEW,
+    BatchTwoViewAugment,
+    ViewParams,
+    ViewUniformsd,
+    apply_view_params,
+    draw_view_params,
+    params_from_uniforms,
+    view_uniforms,
+)
 from modan_pacs.data.datasets import CacheRecordDataset, PretrainLoader, build_pretrain_loader, sample_seed
 from modan_pacs.data.transforms import (
     LoadGrayImage,
@@ -24,6 +34,8 @@ from modan_pacs.data.transforms import (
 )
 
 __all__ = [
+    "DRAWS_PER_VIEW",
+    "BatchTwoViewAugment",
     "CacheRecordDataset",
     "LoadGrayImage",
     "LoadGrayImaged",
@@ -38,9 +50,15 @@ __all__ = [
     "ResizeImaged",
     "QuantizeUint8d",
     "TwoViewd",
+    "ViewParams",
+    "ViewUniformsd",
+    "apply_view_params",
     "build_pretrain_loader",
     "downstream_transform",
+    "draw_view_params",
+    "params_from_uniforms",
     "sample_seed",
     "two_view_transform",
+    "view_uniforms",
     "views_to_float",
 ]

@@ -24,11 +24,15 @@ import torch
 from monai.data import Dataset
 from torch.utils.data import DataLoader, DistributedSampler
 
+from modan_pacs.data.batch_augment import ViewUniformsd
 from modan_pacs.data.transforms import VIEW_DTYPES, two_view_transform
 from modan_pacs.errors import InputError
 from modan_pacs.pixels.cache import ImageCache, load_cache
 
 __all__ = ["CacheRecordDataset", "EpochSampler", "PretrainLoader", "build_pretrain_loader", "cache_records", "sample_seed"]
+
+
+AUGMENT_ON = ("cpu", "device")
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -45,9 +49,11 @@ class CacheRecordDataset(Dataset):
     """MONAI ``Dataset`` over cache rows: record ``i`` -> ``{"image", "labels", "index"}`` -> transform.
 
     ``image`` is ``(1, S, S)`` float32 in ``[0, 1]`` (cached uint8 / 255), ``labels`` ``(K,)`` float32,
-    ``index`` the cache row. With ``uint8_input=True`` (and a transform) ``image`` is handed to the
-    transform as the cached ``uint8`` row instead; the transform must read uint8 as ``x / 255``, as
-    :func:`~modan_pacs.data.transforms.two_view_transform` does (same views, less conversion work).
+    ``index`` the cache row. With ``uint8_input=True`` ``image`` is the cached ``uint8`` row instead;
+    a transform must read uint8 as ``x / 255``, as :func:`~modan_pacs.data.transforms.two_view_transform`
+    does (same views, less conversion work). Without a transform the record also carries ``epoch``
+    (the epoch it was drawn for), which a batched augmentation on the device
+    (:class:`~modan_pacs.data.batch_augment.BatchTwoViewAugment`) seeds itself from.
     When ``seed`` is given, a randomizable ``transform`` is re-seeded per sample with
     :func:`sample_seed` ``(seed, epoch, index)``; the epoch is :attr:`epoch`, or the one given with
     the index as ``dataset[(epoch, index)]``.
@@ -75,14 +81,15 @@ class CacheRecordDataset(Dataset):
 
     def _transform(self, index: int, epoch: int | None = None) -> dict[str, Any]:
         image = torch.from_numpy(np.array(self.cache.images[index])[None])  # a writable copy of the uint8 row
-        if self.transform is None or not self.uint8_input:
+        if not self.uint8_input:
             image = image.to(torch.float32).div_(255.0)
         record = {
-            "image": image,  # (1, S, S): uint8 when the transform takes uint8 (scaled to [0, 1] after its crop)
+            "image": image,  # (1, S, S): uint8 with uint8_input (scaled to [0, 1] after the crop), else float32
             "labels": torch.from_numpy(np.asarray(self.cache.labels[index], dtype=np.float32)),
             "index": int(index),
         }
         if self.transform is None:
+            record["epoch"] = self.epoch if epoch is None else int(epoch)
             return record
         if self.seed is not None and hasattr(self.transform, "set_random_state"):
             self.transform.set_random_state(seed=sample_seed(self.seed, self.epoch if epoch is None else epoch, index))
@@ -138,6 +145,7 @@ def build_pretrain_loader(
     flip_prob: float = 0.5,
     jitter_prob: float = 0.8,
     view_dtype: str = "uint8",
+    augment_on: str = "cpu",
 ) -> PretrainLoader:
     """DataLoader of two-view batches from a cache.
 
@@ -146,6 +154,11 @@ def build_pretrain_loader(
     quarter of the bytes of float32 views, and :func:`~modan_pacs.data.transforms.views_to_float`
     turns them into ``x / 255`` float32 on the training device (within half a grey level of the
     float32 views). ``view_dtype="float32"`` delivers float views.
+
+    With ``augment_on="device"`` the workers only draw the views' random numbers: batches are
+    ``{"image": (B, 1, S, S) uint8 cached images, "uniforms": (B, 2, DRAWS_PER_VIEW) float64,
+    "labels", "index"}`` and :class:`~modan_pacs.data.batch_augment.BatchTwoViewAugment` makes the
+    views on the device (the same views it would draw from ``index`` and the epoch).
 
     Args:
         cache: an :class:`~modan_pacs.pixels.ImageCache` or a cache folder.
@@ -159,7 +172,8 @@ def build_pretrain_loader(
         drop_last: drop the last incomplete batch (and, under DDP, pad/drop so ranks get equal counts).
         pin_memory: pin host memory; ``None`` = when CUDA is available.
         scale, flip_prob, jitter_prob: the augmentation (see :func:`two_view_transform`).
-        view_dtype: ``"uint8"`` (default) or ``"float32"`` views in the batches.
+        view_dtype: ``"uint8"`` (default) or ``"float32"`` views in the batches (``augment_on="cpu"``).
+        augment_on: ``"cpu"`` (views made in the workers) or ``"device"`` (cached images handed over).
 
     Raises:
         InputError: bad batch size / size, empty cache, or ``distributed`` without a process group.
@@ -174,7 +188,12 @@ def build_pretrain_loader(
         raise InputError(f"workers must be >= 0; got {workers}")
     if view_dtype not in VIEW_DTYPES:
         raise InputError(f"view_dtype must be one of {', '.join(VIEW_DTYPES)}; got {view_dtype!r}")
-    transform = two_view_transform(size, tuple(scale), flip_prob, jitter_prob, drop_source=True, view_dtype=view_dtype)
+    if augment_on not in AUGMENT_ON:
+        raise InputError(f"augment_on must be one of {', '.join(AUGMENT_ON)}; got {augment_on!r}")
+    if augment_on == "cpu":
+        transform = two_view_transform(size, tuple(scale), flip_prob, jitter_prob, drop_source=True, view_dtype=view_dtype)
+    else:  # the workers draw the views' random numbers; the pixels are augmented on the device
+        transform = ViewUniformsd(views=2)
     dataset = CacheRecordDataset(cache, transform=transform, seed=seed, epoch=epoch_seed, uint8_input=True)
     if distributed:
         if num_replicas is None or rank is None:

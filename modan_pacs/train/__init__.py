@@ -2,5 +2,16 @@
 
 from .config import PretrainConfig, load_config, parse_overrides, resolve_config
 from .pretrain import PretrainResult, batch_loss, pretrain
+from .profile import ProfileResult, profile_pretrain
 
-__all__ = ["PretrainConfig", "PretrainResult", "batch_loss", "load_config", "parse_overrides", "pretrain", "resolve_config"]
+__all__ = [
+    "PretrainConfig",
+    "PretrainResult",
+    "ProfileResult",
+    "batch_loss",
+    "load_config",
+    "parse_overrides",
+    "pretrain",
+    "profile_pretrain",
+    "resolve_config",
+]

@@ -90,6 +90,11 @@ class DataConfig(_Section):
     view_dtype: Literal["uint8", "float32"] = "uint8"
     """Dtype of the views the workers hand over: uint8 (a quarter of the bytes, float32 ``x / 255``
     made on the device; within half a grey level of the float views) or float32."""
+    augment_on: Literal["cpu", "device"] = "cpu"
+    """Where the two-view augmentation runs: ``cpu`` = per sample in the DataLoader workers;
+    ``device`` = the workers hand over the cached uint8 images (and each sample's random numbers)
+    and the crop, flip and jitter run
+    batched on the training device (same distributions, seeded per ``(seed, epoch, row)``)."""
 
 
 class TrainConfig(_Section):
@@ -98,11 +103,13 @@ class TrainConfig(_Section):
     """GLOBAL batch (images); under DDP each of W processes loads ``batch_size / W``."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
-    """Mixed precision on CUDA: ``auto`` = bf16 where supported else fp16 with a GradScaler; ignored on CPU."""
-    channels_last: bool = True
-    """channels-last memory format on CUDA."""
+    """Mixed precision (autocast). ``auto``: on CUDA bf16 where supported, else fp16 with a
+    GradScaler; off on the CPU. ``bf16`` / ``fp16``: on every device, the CPU included."""
+    channels_last: Literal["auto"] | bool = "auto"
+    """channels-last memory format of the model and its inputs: ``auto`` = on CUDA only;
+    ``true`` / ``false`` on every device."""
     compile: bool = False
-    """Wrap the model in ``torch.compile``."""
+    """Wrap the model in ``torch.compile`` (on every device; inductor builds C++ kernels on the CPU)."""
     grad_clip: float | None = Field(None, gt=0)
     """Clip the gradient norm to this value (None = no clipping)."""
     log_every: int = Field(10, ge=1)

@@ -1,7 +1,11 @@
 """The pretraining loop: MulSupCon / SupCon / NT-Xent / cross-entropy on a 1-channel ResNet-18.
 
-CPU by default when no GPU is present; on CUDA mixed precision (bf16, or fp16 with a GradScaler),
-channels-last and optional ``torch.compile``. Under ``torchrun`` the model is wrapped in
+CPU by default when no GPU is present. The device switches apply on every device: mixed precision
+(``train.amp``: bf16, or fp16 with a GradScaler), channels-last (``train.channels_last``) and
+``torch.compile`` (``train.compile``); ``auto`` turns the first two on for CUDA only. Every run
+writes ``environment.json`` with what was applied (read back from the model, not the config) and
+the library / GPU versions. With ``data.augment_on=device`` the two views are made on the device
+(:class:`~modan_pacs.data.BatchTwoViewAugment`). Under ``torchrun`` the model is wrapped in
 DistributedDataParallel and the loss is computed over the GLOBAL batch: every rank gathers all
 ranks' embeddings (with gradients) and labels, so W processes with ``batch_size / W`` images each
 train exactly like one process with ``batch_size`` images (up to BatchNorm statistics, which are
@@ -84,8 +88,16 @@ def _resolve(config: PretrainConfig | dict | str | Path | None, out_dir: Path, r
     return load_config(config)
 
 
+def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config with keys added to the schema since then at their defaults."""
+    try:
+        return resolve_config(saved).to_dict()
+    except ConfigError:  # a key the schema no longer has: compared as saved (and reported as a difference)
+        return saved
+
+
 def _check_resumable(saved: dict[str, Any], cfg: PretrainConfig, path: Path) -> None:
-    before, now = _flatten(saved), _flatten(cfg.to_dict())
+    before, now = _flatten(_with_defaults(saved)), _flatten(cfg.to_dict())
     for key in sorted(set(before) | set(now)):
         if key in RESUMABLE_CHANGES:
             continue
@@ -106,13 +118,69 @@ def _device(cfg: PretrainConfig, env: DistEnv) -> torch.device:
 
 
 def _amp_dtype(cfg: PretrainConfig, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or cfg.train.amp == "off":
+    """The autocast dtype: ``bf16`` / ``fp16`` on every device; ``auto`` = bf16 (else fp16) on CUDA, none on CPU."""
+    if cfg.train.amp == "off":
         return None
+    if cfg.train.amp == "bf16":
+        return torch.bfloat16
     if cfg.train.amp == "fp16":
         return torch.float16
-    if cfg.train.amp == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _channels_last(cfg: PretrainConfig, device: torch.device) -> bool:
+    """``true`` / ``false`` on every device; ``auto`` = on CUDA only."""
+    return device.type == "cuda" if cfg.train.channels_last == "auto" else bool(cfg.train.channels_last)
+
+
+def model_outputs(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    *,
+    device: torch.device,
+    contrastive: bool,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """The forward pass of one batch: ``(2B, D)`` float32 (``view1`` rows, then ``view2``) when
+    ``contrastive``, else ``(B, C)`` logits of ``view1``. Views may be uint8 (read as ``x / 255``) or float."""
+    from modan_pacs.data.transforms import views_to_float  # (imports MONAI: kept out of this module's import)
+
+    view1 = views_to_float(batch["view1"], device)  # uint8 views cross the bus, float32 on the device
+    images = torch.cat([view1, views_to_float(batch["view2"], device)]) if contrastive else view1
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+    with autocast:
+        out = model(images)
+    return out.float()
+
+
+def outputs_loss(
+    loss_fn: nn.Module,
+    out: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    *,
+    device: torch.device,
+    contrastive: bool,
+    targets: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The loss over the global batch of :func:`model_outputs` ``out`` (all ranks gathered with gradients).
+
+    Contrastive: ``(2B, D)`` is stacked to ``(B, 2, D)``, gathered to ``(W*B, 2, D)`` with the labels
+    ``(W*B, K)``. Supervised: logits and ``targets[index]`` are gathered.
+    """
+    if contrastive:
+        b = out.shape[0] // 2
+        features = gather_with_grad(torch.stack([out[:b], out[b:]], dim=1))  # (W*B, 2, D)
+        labels = gather_with_grad(batch["labels"].to(device, non_blocking=True))
+        return loss_fn(features, labels)
+    if targets is None:
+        raise ValueError("a supervised loss needs targets (one class per cache row)")
+    batch_targets = targets[batch["index"]].to(device, non_blocking=True)
+    return loss_fn(gather_with_grad(out), gather_with_grad(batch_targets))
 
 
 def batch_loss(
@@ -132,25 +200,225 @@ def batch_loss(
     are stacked to ``(B, 2, D)``, gathered to ``(W*B, 2, D)`` with the labels ``(W*B, K)``.
     Supervised: ``view1`` only; logits and ``targets[index]`` are gathered.
     """
-    from modan_pacs.data.transforms import views_to_float  # (imports MONAI: kept out of this module's import)
+    out = model_outputs(model, batch, device=device, contrastive=contrastive, amp_dtype=amp_dtype, channels_last=channels_last)
+    return outputs_loss(loss_fn, out, batch, device=device, contrastive=contrastive, targets=targets)
 
-    view1 = views_to_float(batch["view1"], device)  # uint8 views cross the bus, float32 on the device
-    images = torch.cat([view1, views_to_float(batch["view2"], device)]) if contrastive else view1
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
-    with autocast:
-        out = model(images)
-    out = out.float()
-    if contrastive:
-        b = view1.shape[0]
-        features = gather_with_grad(torch.stack([out[:b], out[b:]], dim=1))  # (W*B, 2, D)
-        labels = gather_with_grad(batch["labels"].to(device, non_blocking=True))
-        return loss_fn(features, labels)
-    if targets is None:
-        raise ValueError("a supervised loss needs targets (one class per cache row)")
-    batch_targets = targets[batch["index"]].to(device, non_blocking=True)
-    return loss_fn(gather_with_grad(out), gather_with_grad(batch_targets))
+
+@dataclass
+class TrainSetup:
+    """Everything one process trains with, built by :func:`build_training` from a config and a cache."""
+
+    cfg: PretrainConfig
+    env: DistEnv
+    device: torch.device
+    n_images: int
+    model: nn.Module
+    """The plain model (what checkpoints hold)."""
+    train_model: nn.Module
+    """``model`` wrapped in DDP and / or ``torch.compile`` as configured (what the loop calls)."""
+    loss_fn: nn.Module
+    loader: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    contrastive: bool
+    targets: torch.Tensor | None
+    arch: dict[str, Any]
+    augmenter: Any = None
+    """:class:`~modan_pacs.data.BatchTwoViewAugment` with ``data.augment_on=device``, else None."""
+    start_epoch: int = 0
+    global_step: int = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.loader)
+
+    def on_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batch with its views made on the device (``augment_on=device``), else as it is."""
+        return self.augmenter(batch, self.device) if self.augmenter is not None else batch
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _supervised_targets(cfg: PretrainConfig, cache: Any, data_dir: Path) -> tuple[torch.Tensor, int]:
+    column = cfg.supervised.column
+    found = class_targets(
+        cache.labels,
+        list(cache.vocabulary.label_names),
+        label_group=cfg.supervised.label_group,
+        manifest_column=cache.manifest[column].to_numpy() if column and column in cache.manifest else None,
+        column_name=column,
+        where=f"cache {data_dir}",
+    )
+    return torch.from_numpy(found.targets), len(found.class_names)
+
+
+def _load_cache(data_dir: Path, batch_size: int, world_size: int) -> Any:
+    from modan_pacs.pixels import load_cache
+
+    cache = load_cache(data_dir)
+    if len(cache) == 0:
+        raise InputError(f"cache {data_dir} holds no images: nothing to pretrain on")
+    if len(cache) < batch_size:
+        raise InputError(
+            f"cache {data_dir} has {len(cache)} images, fewer than one batch (train.batch_size={batch_size}); "
+            f"lower it, e.g. train.batch_size={max(2, len(cache) // 2 // world_size * world_size)}"
+        )
+    return cache
+
+
+def build_training(cfg: PretrainConfig, data_dir: Path, env: DistEnv, *, start_epoch: int = 0) -> TrainSetup:
+    """Model, loss, loader, optimiser, schedule and the device switches of one process.
+
+    ``train.amp``, ``train.channels_last`` and ``train.compile`` apply on every device (``auto``:
+    mixed precision and channels-last on CUDA only).
+
+    Raises:
+        ConfigError: a batch not divisible by the processes, SyncBatchNorm without CUDA.
+        InputError: empty cache, fewer images than one batch, a one-class supervised target.
+    """
+    from modan_pacs.data import BatchTwoViewAugment, build_pretrain_loader
+
+    device = _device(cfg, env)
+    if cfg.train.batch_size % env.world_size:
+        raise ConfigError(f"train.batch_size {cfg.train.batch_size} (global) is not divisible by the {env.world_size} processes")
+    if env.distributed and cfg.model.sync_batchnorm and device.type != "cuda":
+        raise ConfigError("model.sync_batchnorm needs CUDA (torch's SyncBatchNorm does not run on CPU tensors); set it false for a CPU run")
+    per_rank = cfg.train.batch_size // env.world_size
+    _seed_everything(cfg.seed)
+    cache = _load_cache(data_dir, cfg.train.batch_size, env.world_size)
+    contrastive = cfg.loss.name in CONTRASTIVE
+    targets, n_classes = (None, None) if contrastive else _supervised_targets(cfg, cache, data_dir)
+
+    head = build_head("classifier", out_dim=n_classes) if n_classes else build_head(cfg.model.head)
+    model: nn.Module = EncoderWithHead(build_encoder(cfg.model.stem), head)
+    if env.distributed and cfg.model.sync_batchnorm:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    channels_last = _channels_last(cfg, device)
+    model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
+    arch = {"stem": cfg.model.stem, "head": cfg.model.head, "loss": cfg.loss.name, "n_classes": n_classes, "n_labels": int(cache.labels.shape[1])}
+
+    loader = build_pretrain_loader(
+        cache, batch_size=per_rank, size=cfg.data.size, workers=cfg.data.workers, seed=cfg.seed,
+        epoch_seed=start_epoch, distributed=env.distributed, view_dtype=cfg.data.view_dtype, augment_on=cfg.data.augment_on,
+    )
+    if len(loader) == 0:
+        raise InputError(f"cache {data_dir}: no full batch of {per_rank} images per process")
+    optimizer = build_optimizer(model.parameters(), cfg.optimizer)
+    amp_dtype = _amp_dtype(cfg, device)
+    train_model: nn.Module = model
+    if env.distributed:
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.train.compile:
+        train_model = torch.compile(train_model)
+    return TrainSetup(
+        cfg=cfg, env=env, device=device, n_images=len(cache), model=model, train_model=train_model,
+        loss_fn=build_loss(cfg.loss.name, **cfg.loss.params).to(device), loader=loader, optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, cfg.schedule, len(loader), cfg.train.epochs),
+        scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16), amp_dtype=amp_dtype,
+        channels_last=channels_last, contrastive=contrastive, targets=targets, arch=arch,
+        augmenter=BatchTwoViewAugment(cfg.data.size, seed=cfg.seed) if cfg.data.augment_on == "device" else None,
+        start_epoch=start_epoch,
+    )
+
+
+def _restore(setup: TrainSetup, ckpt: dict[str, Any], ckpt_path: Path) -> None:
+    """Load model, optimiser, scheduler, scaler, step and this rank's RNG states from a checkpoint."""
+    if ckpt.get("arch") != setup.arch:
+        raise InputError(f"{ckpt_path}: checkpoint architecture {ckpt.get('arch')} differs from this run's {setup.arch}")
+    try:
+        setup.model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        lines = str(exc).splitlines()
+        raise InputError(f"{ckpt_path}: weights do not fit this model ({lines[1].strip() if len(lines) > 1 else exc})") from None
+    setup.optimizer.load_state_dict(ckpt["optimizer"])
+    setup.scheduler.load_state_dict(ckpt["scheduler"])
+    setup.scaler.load_state_dict(ckpt["scaler"])
+    setup.global_step = int(ckpt["global_step"])
+    rng = ckpt["rng"]
+    restore_rng(rng[setup.env.rank] if len(rng) == setup.env.world_size else rng[0])
+
+
+def _is_channels_last(model: nn.Module) -> bool:
+    """Whether the model's spatial convolution weights (k > 1, C_in > 1) are stored channels-last."""
+    weights = [p for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[-1] > 1]
+    return bool(weights) and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+
+
+def _nccl_version() -> str:
+    version = torch.cuda.nccl.version()  # a tuple (major, minor, patch); an int in older torch
+    return ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
+
+
+def run_environment(setup: TrainSetup) -> dict[str, Any]:
+    """What a run actually applied and found: device, autocast dtype, memory format, compilation,
+    processes, library versions, and the GPU (name, memory) when there is one.
+
+    ``channels_last`` is read from the model's weights and ``compiled`` from the wrapper, not from the config.
+    """
+    import platform
+
+    device = setup.device
+    cuda = device.type == "cuda"
+    env: dict[str, Any] = {
+        "device": str(device),
+        "amp_dtype": str(setup.amp_dtype).removeprefix("torch.") if setup.amp_dtype is not None else None,
+        "grad_scaler": bool(setup.scaler.is_enabled()),
+        "channels_last": _is_channels_last(setup.model),
+        "compiled": hasattr(setup.train_model, "_orig_mod"),
+        "sync_batchnorm": any(isinstance(m, nn.SyncBatchNorm) for m in setup.model.modules()),
+        "augment_on": setup.cfg.data.augment_on,
+        "world_size": setup.env.world_size,
+        "distributed_backend": torch.distributed.get_backend() if setup.env.distributed else None,
+        "torch": torch.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "nccl": _nccl_version() if cuda and setup.env.distributed else None,
+        "python": platform.python_version(),
+        "cpu_threads": torch.get_num_threads(),
+        "gpu_name": None,
+        "gpu_memory_bytes": None,
+        "gpu_count": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+    }
+    if cuda:
+        props = torch.cuda.get_device_properties(device)
+        env.update(gpu_name=props.name, gpu_memory_bytes=int(props.total_memory), gpu_capability=f"{props.major}.{props.minor}")
+    return env
+
+
+def _write_run_files(setup: TrainSetup, out_dir: Path, resumed: bool) -> None:
+    """Rank 0: ``config.yaml``, ``seeds.json`` and ``environment.json`` of the run."""
+    cfg = setup.cfg
+    (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    seeds_path = out_dir / "seeds.json"
+    seeds = json.loads(seeds_path.read_text()) if resumed and seeds_path.is_file() else {}
+    augmentation = (
+        f"torch.Generator seeded with SeedSequence([{cfg.seed}, epoch, cache_row]) per sample (in the loader workers), "
+        f"views made on {setup.device}"
+        if cfg.data.augment_on == "device" else f"numpy SeedSequence([{cfg.seed}, epoch, cache_row]) per sample"
+    )
+    seeds.update({
+        "seed": cfg.seed,
+        "model_init": f"torch.manual_seed({cfg.seed}) before building the model",
+        "shuffle": f"DistributedSampler(seed={cfg.seed}).set_epoch(epoch)",
+        "augmentation": augmentation,
+        "world_size": setup.env.world_size,
+    })
+    seeds.setdefault("resumed_at_epochs", [])
+    if resumed:
+        seeds["resumed_at_epochs"].append(setup.start_epoch)
+    seeds_path.write_text(json.dumps(seeds, indent=2))
+    (out_dir / "environment.json").write_text(json.dumps(run_environment(setup), indent=2))
 
 
 def _write_metrics(path: Path, rows: list[dict[str, float]], keep_until_epoch: int | None) -> None:
@@ -193,9 +461,6 @@ def pretrain(
             supervised target, an existing run without ``resume``, a foreign checkpoint.
         DataNotFoundError: the cache folder or its files are missing.
     """
-    from modan_pacs.data import build_pretrain_loader
-    from modan_pacs.pixels import load_cache
-
     out_dir = Path(out_dir)
     cfg = _resolve(config, out_dir, resume)
     ckpt_path = out_dir / "checkpoints" / "last.pt"
@@ -210,129 +475,40 @@ def pretrain(
     env = init_distributed("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
     created_group = created_group and env.distributed
     try:
-        return _run(cfg, Path(data_dir), out_dir, env, ckpt, progress, load_cache, build_pretrain_loader)
+        return _run(cfg, Path(data_dir), out_dir, env, ckpt, progress)
     finally:
         if created_group:
             torch.distributed.destroy_process_group()
 
 
-def _run(cfg, data_dir, out_dir, env, ckpt, progress, load_cache, build_pretrain_loader) -> PretrainResult:  # noqa: ANN001
-    device = _device(cfg, env)
-    if cfg.train.batch_size % env.world_size:
-        raise ConfigError(f"train.batch_size {cfg.train.batch_size} (global) is not divisible by the {env.world_size} processes")
-    per_rank = cfg.train.batch_size // env.world_size
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
-    import random
-
-    random.seed(cfg.seed)
-
-    cache = load_cache(data_dir)
-    if len(cache) == 0:
-        raise InputError(f"cache {data_dir} holds no images: nothing to pretrain on")
-    if len(cache) < cfg.train.batch_size:
-        raise InputError(
-            f"cache {data_dir} has {len(cache)} images, fewer than one batch (train.batch_size={cfg.train.batch_size}); "
-            f"lower it, e.g. train.batch_size={max(2, len(cache) // 2 // env.world_size * env.world_size)}"
-        )
-    contrastive = cfg.loss.name in CONTRASTIVE
-    targets: torch.Tensor | None = None
-    n_classes: int | None = None
-    if not contrastive:
-        column = cfg.supervised.column
-        found = class_targets(
-            cache.labels,
-            list(cache.vocabulary.label_names),
-            label_group=cfg.supervised.label_group,
-            manifest_column=cache.manifest[column].to_numpy() if column and column in cache.manifest else None,
-            column_name=column,
-            where=f"cache {data_dir}",
-        )
-        targets = torch.from_numpy(found.targets)
-        n_classes = len(found.class_names)
-
-    head = build_head("classifier", out_dim=n_classes) if n_classes else build_head(cfg.model.head)
-    model: nn.Module = EncoderWithHead(build_encoder(cfg.model.stem), head)
-    if env.distributed and cfg.model.sync_batchnorm:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    channels_last = device.type == "cuda" and cfg.train.channels_last
-    model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
-    arch = {"stem": cfg.model.stem, "head": cfg.model.head, "loss": cfg.loss.name, "n_classes": n_classes, "n_labels": int(cache.labels.shape[1])}
-
-    loss_fn = build_loss(cfg.loss.name, **cfg.loss.params).to(device)
-    start_epoch = int(ckpt["epoch"]) if ckpt else 0
-    loader = build_pretrain_loader(
-        cache, batch_size=per_rank, size=cfg.data.size, workers=cfg.data.workers, seed=cfg.seed,
-        epoch_seed=start_epoch, distributed=env.distributed, view_dtype=cfg.data.view_dtype,
-    )
-    steps_per_epoch = len(loader)
-    if steps_per_epoch == 0:
-        raise InputError(f"cache {data_dir}: no full batch of {per_rank} images per process")
-    optimizer = build_optimizer(model.parameters(), cfg.optimizer)
-    scheduler = build_scheduler(optimizer, cfg.schedule, steps_per_epoch, cfg.train.epochs)
-    amp_dtype = _amp_dtype(cfg, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    global_step = 0
+def _run(cfg: PretrainConfig, data_dir: Path, out_dir: Path, env: DistEnv, ckpt: dict[str, Any] | None, progress: bool) -> PretrainResult:
+    setup = build_training(cfg, data_dir, env, start_epoch=int(ckpt["epoch"]) if ckpt else 0)
     if ckpt is not None:
-        if ckpt.get("arch") != arch:
-            raise InputError(f"{out_dir / 'checkpoints' / 'last.pt'}: checkpoint architecture {ckpt.get('arch')} differs from this run's {arch}")
-        try:
-            model.load_state_dict(ckpt["model"])
-        except RuntimeError as exc:
-            raise InputError(f"{out_dir / 'checkpoints' / 'last.pt'}: weights do not fit this model ({str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc})") from None
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        global_step = int(ckpt["global_step"])
-        rng = ckpt["rng"]
-        restore_rng(rng[env.rank] if len(rng) == env.world_size else rng[0])
-
-    train_model: nn.Module = model
-    if env.distributed:
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.train.compile:
-        train_model = torch.compile(train_model)
-
+        _restore(setup, ckpt, out_dir / "checkpoints" / "last.pt")
+    start_epoch, global_step = setup.start_epoch, setup.global_step
+    model, optimizer, scheduler, scaler = setup.model, setup.optimizer, setup.scheduler, setup.scaler
     writer = None
     if env.is_main:
-        (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        seeds_path = out_dir / "seeds.json"
-        seeds = json.loads(seeds_path.read_text()) if ckpt and seeds_path.is_file() else {}
-        seeds.update({
-            "seed": cfg.seed,
-            "model_init": f"torch.manual_seed({cfg.seed}) before building the model",
-            "shuffle": f"DistributedSampler(seed={cfg.seed}).set_epoch(epoch)",
-            "augmentation": f"numpy SeedSequence([{cfg.seed}, epoch, cache_row]) per sample",
-            "world_size": env.world_size,
-        })
-        seeds.setdefault("resumed_at_epochs", [])
-        if ckpt:
-            seeds["resumed_at_epochs"].append(start_epoch)
-        seeds_path.write_text(json.dumps(seeds, indent=2))
+        _write_run_files(setup, out_dir, resumed=ckpt is not None)
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(out_dir / "tb"), purge_step=global_step if ckpt else None)
         log.info(
             "pretraining %s on %d images (%s, %d process(es), batch %d, %d steps/epoch) -> %s",
-            cfg.loss.name, len(cache), device, env.world_size, cfg.train.batch_size, steps_per_epoch, out_dir,
+            cfg.loss.name, setup.n_images, setup.device, env.world_size, cfg.train.batch_size, setup.steps_per_epoch, out_dir,
         )
 
     history: list[dict[str, float]] = []
     bar = _progress(progress and env.is_main)
     with bar:
         for epoch in range(start_epoch, cfg.train.epochs):
-            row = _train_epoch(
-                train_model, loss_fn, loader, optimizer, scheduler, scaler, epoch, device=device, contrastive=contrastive,
-                targets=targets, amp_dtype=amp_dtype, channels_last=channels_last, grad_clip=cfg.train.grad_clip,
-                writer=writer, log_every=cfg.train.log_every, global_step=global_step, global_batch=cfg.train.batch_size, bar=bar,
-            )
+            row = _train_epoch(setup, epoch, writer=writer, global_step=global_step, bar=bar)
             global_step = int(row["step"])
             history.append(row)
             rng_states = all_gather_objects(capture_rng())
             if env.is_main:
                 state = {
-                    "format": FORMAT_VERSION, "epoch": epoch + 1, "global_step": global_step, "arch": arch,
+                    "format": FORMAT_VERSION, "epoch": epoch + 1, "global_step": global_step, "arch": setup.arch,
                     "config": cfg.to_dict(), "model": unwrap(model).state_dict(),
                     "encoder": encoder_state_dict(unwrap(model).encoder), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_states,
@@ -382,14 +558,33 @@ class _NoProgress:
         return None
 
 
-def _train_epoch(
-    model, loss_fn, loader, optimizer, scheduler, scaler, epoch, *, device, contrastive, targets, amp_dtype,  # noqa: ANN001
-    channels_last, grad_clip, writer, log_every, global_step, global_batch, bar,  # noqa: ANN001
-) -> dict[str, float]:
-    model.train()
+def train_step(setup: TrainSetup, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One optimiser step on one batch (views made on the device first when configured); returns the loss."""
+    batch = setup.on_device(batch)
+    loss = batch_loss(setup.train_model, setup.loss_fn, batch, device=setup.device, contrastive=setup.contrastive,
+                      targets=setup.targets, amp_dtype=setup.amp_dtype, channels_last=setup.channels_last)
+    backward_step(setup, loss)
+    return loss
+
+
+def backward_step(setup: TrainSetup, loss: torch.Tensor) -> None:
+    """Backward pass, optional gradient clipping, optimiser, scaler and scheduler step."""
+    setup.optimizer.zero_grad(set_to_none=True)
+    setup.scaler.scale(loss).backward()
+    if setup.cfg.train.grad_clip is not None:
+        setup.scaler.unscale_(setup.optimizer)
+        nn.utils.clip_grad_norm_(setup.model.parameters(), setup.cfg.train.grad_clip)
+    setup.scaler.step(setup.optimizer)
+    setup.scaler.update()
+    setup.scheduler.step()
+
+
+def _train_epoch(setup: TrainSetup, epoch: int, *, writer, global_step: int, bar) -> dict[str, float]:  # noqa: ANN001
+    setup.train_model.train()
+    loader, optimizer = setup.loader, setup.optimizer
     loader.set_epoch(epoch)
     task = bar.add_task("train", total=len(loader), epoch=epoch + 1, loss="-")
-    loss_sum = torch.zeros((), device=device)
+    loss_sum = torch.zeros((), device=setup.device)
     data_s = 0.0
     start = time.perf_counter()
     steps = 0
@@ -400,22 +595,13 @@ def _train_epoch(
         data_s += time.perf_counter() - t0
         if batch is None:
             break
-        loss = batch_loss(model, loss_fn, batch, device=device, contrastive=contrastive, targets=targets,
-                          amp_dtype=amp_dtype, channels_last=channels_last)
+        loss = train_step(setup, batch)
         if not torch.isfinite(loss):
             raise InputError(f"loss became {loss.item()} at epoch {epoch + 1} step {steps + 1}; lower optimizer.lr or use amp=off")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if grad_clip is not None:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
         loss_sum += loss.detach()
         steps += 1
         global_step += 1
-        if writer is not None and global_step % log_every == 0:
+        if writer is not None and global_step % setup.cfg.train.log_every == 0:
             value = loss.item()
             writer.add_scalar("train/loss", value, global_step)
             writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], global_step)
@@ -428,7 +614,7 @@ def _train_epoch(
         "step": global_step,
         "loss": float(loss_sum.item() / max(1, steps)),
         "lr": float(optimizer.param_groups[0]["lr"]),
-        "images_per_s": steps * global_batch / elapsed if elapsed > 0 else float("nan"),
+        "images_per_s": steps * setup.cfg.train.batch_size / elapsed if elapsed > 0 else float("nan"),
         "epoch_s": elapsed,
         "data_s": data_s,
     }
