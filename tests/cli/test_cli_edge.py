@@ -27,6 +27,8 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "pretrain": (["--out", "{tmp}/o", "--config"], ["--data", "{missing}", "--out", "{tmp}/o"]),
     "proxy-study": (["--epochs", "abc"], ["--data-dir", "{missing}", "--out", "{tmp}/o", "--quick"]),
     "pull": (["--index", "{tmp}", "--out", "{tmp}/o", "--workers", "abc"], ["--index", "{missing}", "--out", "{tmp}/o"]),
+    "share": (["--index", "{tmp}", "--cache", "{tmp}", "--out"],  # a value-taking option without its value
+              ["--index", "{missing}", "--cache", "{tmp}", "--out", "{tmp}/o"]),
     "report": (["{tmp}", "--reference", "x", "--umap-max-images", "abc"], ["{missing}", "--reference", "x"]),
 }
 
