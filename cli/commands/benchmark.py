@@ -92,9 +92,10 @@ def benchmark(
         Optional[float],
         typer.Option("--near-duplicate-threshold", help="Thumbnail correlation joining near-duplicates in one group (default 0.93)."),
     ] = None,
-    no_near_duplicates: Annotated[
-        bool, typer.Option("--no-near-duplicates", help="Group by case and identical files only (no near-duplicate test).")
-    ] = False,
+    near_duplicates: Annotated[
+        Optional[bool],
+        typer.Option("--near-duplicates/--no-near-duplicates", help="Join near-duplicate images in one group (default on)."),
+    ] = None,
     discordant_duplicates: Annotated[
         Optional[str],
         typer.Option("--discordant-duplicates", help="Duplicates with different labels: keep (default, reported) or drop both."),
@@ -121,13 +122,9 @@ def benchmark(
         "val_fraction": val_fraction, "tirads_cutoff": tirads_cutoff, "ddti_crop": ddti_crop, "plane": plane,
         "slice_policy": slice_policy, "positive_label": positive_label, "subsample": subsample,
         "near_duplicate_threshold": near_duplicate_threshold, "discordant_duplicates": discordant_duplicates,
-        "breast_normal": breast_normal, "imagenet_norm": imagenet_norm,
+        "breast_normal": breast_normal, "imagenet_norm": imagenet_norm, "near_duplicates": near_duplicates,
     }  # fmt: skip
     options = {k: v for k, v in options.items() if v is not None}
-    if no_near_duplicates:
-        if near_duplicate_threshold is not None:
-            raise typer.BadParameter("give --near-duplicate-threshold or --no-near-duplicates, not both")
-        options["near_duplicate_threshold"] = None
     console = Console()
     if dry_run:
         from modan_pacs.bench import plan_benchmark

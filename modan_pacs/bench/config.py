@@ -68,9 +68,11 @@ class BenchmarkConfig(BaseModel):
     """Stem of the ``scratch`` encoder (paper 3x3 stride 1, or torchvision's 7x7 stride 2 + max-pool)."""
 
     # grouping (leak-free folds)
-    near_duplicate_threshold: float | None = Field(0.93, gt=0, le=1)
-    """Images whose z-scored thumbnails correlate at least this much share a group (same scene,
-    adjacent frames); None = only case ids and identical files group (before 2026-12)."""
+    near_duplicates: bool = True
+    """Group near-duplicate images (same scene, adjacent frames); false = only case ids and
+    identical files group (before 2026-12)."""
+    near_duplicate_threshold: float = Field(0.93, gt=0, le=1)
+    """Images whose z-scored thumbnails correlate at least this much are near-duplicates."""
     near_duplicate_size: int = Field(32, ge=4, le=256)
     """Thumbnail side of the near-duplicate test."""
     discordant_duplicates: Literal["keep", "drop"] = "keep"
@@ -134,7 +136,7 @@ class BenchmarkConfig(BaseModel):
 RESULT_FIELDS: tuple[str, ...] = (
     "folds", "val_fraction", "seed", "epochs", "batch_size", "image_size", "lr", "linear_lr", "step_size",
     "gamma", "head", "best_epoch", "probe_bn", "imagenet_conv1", "imagenet_norm", "scratch_stem", "tirads_cutoff",
-    "near_duplicate_threshold", "near_duplicate_size", "discordant_duplicates", "breast_normal",
+    "near_duplicates", "near_duplicate_threshold", "near_duplicate_size", "discordant_duplicates", "breast_normal",
     "ddti_crop", "plane", "slice_policy", "positive_label", "subsample",
 )  # fmt: skip
 

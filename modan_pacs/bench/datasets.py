@@ -139,7 +139,7 @@ def _same_image_links(name: str, frame: pd.DataFrame, cfg: BenchmarkConfig) -> p
     """Identical-file pairs and (2-D image sets, unless switched off) near-duplicate pairs."""
     items, labels = frame["item"].tolist(), frame["label"].tolist()
     found = [identical_pairs(items, labels, frame["digest"].tolist())]
-    if cfg.near_duplicate_threshold is not None and name != "acl":
+    if cfg.near_duplicates and name != "acl":
         records = frame.to_dict(orient="records")
         found.append(
             find_near_duplicates(items, labels, lambda i: load_pixels(records[i]),
