@@ -64,7 +64,7 @@ class BenchmarkConfig(BaseModel):
     """ImageNet init with summed conv1: ``fold`` ImageNet's per-channel mean/std into conv1 and
     bn1's running mean (a grey image in [0, 1] is then seen as the normalised RGB image torchvision's
     weights were trained on), or ``none`` (the [0, 1] grey image as it is; before 2026-12)."""
-    scratch_stem: Literal["paper", "authors"] = "paper"
+    scratch_stem: Literal["paper", "authors", "paper-nopool"] = "paper"
     """Stem of the ``scratch`` encoder (paper 3x3 stride 1, or torchvision's 7x7 stride 2 + max-pool)."""
 
     # grouping (leak-free folds)

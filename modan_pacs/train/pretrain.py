@@ -36,7 +36,7 @@ from .checkpoint import FORMAT_VERSION, capture_rng, load_checkpoint, restore_rn
 from .config import PretrainConfig, load_config, resolve_config
 from .distributed import DistEnv, all_gather_objects, barrier, gather_with_grad, init_distributed
 from .schedule import build_optimizer, build_scheduler
-from .targets import class_targets
+from .targets import class_targets, drop_unknown_anatomy, wrap_loss_for_unknown
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +235,10 @@ def _run(cfg, data_dir, out_dir, env, ckpt, progress, load_cache, build_pretrain
             f"cache {data_dir} has {len(cache)} images, fewer than one batch (train.batch_size={cfg.train.batch_size}); "
             f"lower it, e.g. train.batch_size={max(2, len(cache) // 2 // env.world_size * env.world_size)}"
         )
+    if cfg.labels.unknown_anatomy == "drop":
+        cache = drop_unknown_anatomy(cache, cfg.labels.anatomy_group)
+        if len(cache) < cfg.train.batch_size:
+            raise InputError(f"cache {data_dir}: {len(cache)} images of known anatomy, fewer than one batch ({cfg.train.batch_size})")
     contrastive = cfg.loss.name in CONTRASTIVE
     targets: torch.Tensor | None = None
     n_classes: int | None = None
@@ -247,6 +251,8 @@ def _run(cfg, data_dir, out_dir, env, ckpt, progress, load_cache, build_pretrain
             manifest_column=cache.manifest[column].to_numpy() if column and column in cache.manifest else None,
             column_name=column,
             where=f"cache {data_dir}",
+            unknown_anatomy=cfg.labels.unknown_anatomy,
+            anatomy_group=cfg.labels.anatomy_group,
         )
         targets = torch.from_numpy(found.targets)
         n_classes = len(found.class_names)
@@ -259,7 +265,10 @@ def _run(cfg, data_dir, out_dir, env, ckpt, progress, load_cache, build_pretrain
     model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
     arch = {"stem": cfg.model.stem, "head": cfg.model.head, "loss": cfg.loss.name, "n_classes": n_classes, "n_labels": int(cache.labels.shape[1])}
 
-    loss_fn = build_loss(cfg.loss.name, **cfg.loss.params).to(device)
+    loss_fn = wrap_loss_for_unknown(
+        build_loss(cfg.loss.name, **cfg.loss.params), cfg.labels.unknown_anatomy, list(cache.vocabulary.label_names),
+        cfg.labels.anatomy_group, contrastive=contrastive,
+    ).to(device)
     start_epoch = int(ckpt["epoch"]) if ckpt else 0
     loader = build_pretrain_loader(
         cache, batch_size=per_rank, size=cfg.data.size, workers=cfg.data.workers, seed=cfg.seed,

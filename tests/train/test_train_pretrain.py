@@ -144,7 +144,7 @@ def test_resume_rejects_other_architecture(tmp_path, cache16):
 
 
 def test_supervised_group_cross_entropy_runs(tmp_path, cache16):
-    cfg = load_config(config_path("pretrain_supervised.yaml"), [*FAST, "train.epochs=1", "train.batch_size=8", "data.workers=0", "train.device=cpu"])
+    cfg = load_config(config_path("pretrain_supervised.yaml"), [*FAST, "train.epochs=1", "train.batch_size=8", "data.workers=0", "train.device=cpu", "supervised.label_group=anatomy"])
     result = pretrain(cfg, cache16, tmp_path / "run", progress=False)
     assert np.isfinite(result.history[0]["loss"])
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
@@ -159,7 +159,7 @@ def test_bad_data_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="holds no images"):
         pretrain(tiny(), empty, tmp_path / "run", progress=False)
     one_class = write_test_cache(tmp_path / "one", np.zeros((8, 32, 32), np.uint8), ["CT"] * 8, ["brain"] * 6 + [None] * 2)
-    cfg = load_config(config_path("pretrain_supervised.yaml"), [*FAST, "train.batch_size=4", "train.device=cpu", "data.workers=0"])
+    cfg = load_config(config_path("pretrain_supervised.yaml"), [*FAST, "train.batch_size=4", "train.device=cpu", "data.workers=0", "supervised.label_group=anatomy"])
     with pytest.raises(InputError, match=r"label group 'anatomy' .* has 1 class\(es\) present \['brain'\]"):
         pretrain(cfg, one_class, tmp_path / "run", progress=False)
     with pytest.raises(InputError, match="fewer than one batch"):
