@@ -109,7 +109,7 @@ def test_real_busi_near_duplicate_pairs_and_dry_run_keeps_them_in_one_fold(share
     every near-duplicate pair in one fold."""
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from modan_pacs.cli.main import app
 
     busi = shared_data / "busi"
     run = tmp_path / "run"
@@ -155,3 +155,30 @@ def test_a_saved_partition_that_splits_near_duplicates_is_refused(tmp_path):
     new = load_dataset("csv", tmp_path, load_benchmark_config())
     with pytest.raises(InputError, match="splits .* group"):
         load_or_make_folds(run, new, 3, 0)
+
+
+def test_dry_run_on_a_csv_set_plans_without_training(tmp_path, capsys):
+    from typer.testing import CliRunner
+
+    from modan_pacs.cli.main import app
+
+    _write_csv_set(tmp_path, copies=True)
+    run = tmp_path / "run"
+    args = ["benchmark", "--dataset", "csv", "--data-dir", str(tmp_path / "labels.csv"), "--init", "scratch",
+            "--out", str(run), "--folds", "3", "--repeats", "2", "--dry-run"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "near-duplicates merged: 12 pairs over 24 images" in result.output
+    assert "trainings planned: 12" in result.output and "1 label-discordant" in result.output
+    plan = json.loads((run / "csv" / "plan.json").read_text())
+    assert plan["n_groups"] == 12 and plan["near_duplicate_pairs"] == 12 and plan["trainings_done"] == 0
+    assert sum(f["images"] for f in plan["folds"]) == 24
+    folds = pd.read_csv(run / "folds.csv")
+    fold_of = dict(zip(folds["item"], folds["fold"]))
+    assert all(fold_of[f"s{s}.png"] == fold_of[f"s{s}_copy.png"] for s in range(12))
+    assert not (run / "csv" / "finetune").exists()
+    from modan_pacs.cli.main import main
+
+    assert main([*args[:-1], "--discordant-duplicates", "maybe", "--out", str(tmp_path / "other"), "--dry-run"]) != 0
+    err = capsys.readouterr().err
+    assert "discordant_duplicates" in err and "Traceback" not in err
