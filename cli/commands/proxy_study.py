@@ -20,6 +20,7 @@ def proxy_study(
     imagenet_weights: Annotated[Path | None, typer.Option("--imagenet-weights", help="Local torchvision resnet18 weights: adds the ImageNet baseline.")] = None,
     pretrain_seeds: Annotated[int | None, typer.Option("--pretrain-seeds", min=1, help="Pretraining runs per method (default 1); the report adds statistics over them.")] = None,
     unknown_anatomy: Annotated[str | None, typer.Option("--unknown-anatomy", help="distinct (default), match or drop: images whose header names no anatomy.")] = None,
+    no_anatomy_share: Annotated[float | None, typer.Option("--no-anatomy-share", min=0.0, max=1.0, help="Share of pool images written with no anatomy in any header (default 0).")] = None,
 ) -> None:
     """Pretrain ModAn-MulSupCon, SimCLR and supervised (modality x anatomy) encoders on the real pool with one
     recipe, --pretrain-seeds times each; benchmark breast and thyroid."""
@@ -34,7 +35,7 @@ def proxy_study(
     if unknown_anatomy is not None and unknown_anatomy not in ("distinct", "match", "drop"):
         raise typer.BadParameter(f"--unknown-anatomy must be distinct, match or drop; got {unknown_anatomy!r}")
     chosen = {"pretrain_epochs": epochs, "repeats": repeats, "bench_epochs": bench_epochs, "image_size": size, "stem": stem,
-              "pretrain_seeds": pretrain_seeds, "unknown_anatomy": unknown_anatomy}  # fmt: skip
+              "pretrain_seeds": pretrain_seeds, "unknown_anatomy": unknown_anatomy, "no_anatomy_share": no_anatomy_share}  # fmt: skip
     for name, value in chosen.items():
         if value is not None:
             setattr(settings, name, value)

@@ -65,6 +65,8 @@ class ProxySettings:
     """Pretraining runs per method (seeds ``seed .. seed + pretrain_seeds - 1``)."""
     unknown_anatomy: str = "distinct"
     """``labels.unknown_anatomy`` of every pretraining run (distinct, match, drop)."""
+    no_anatomy_share: float = 0.0
+    """Share of pool images written with no anatomy in any header field (see :func:`wrap_pool_as_export`)."""
     datasets: tuple[str, ...] = ("breast", "thyroid")
     regimes: tuple[str, ...] = ("finetune", "linear")
     subsample: int | None = None
@@ -104,10 +106,14 @@ def _messy_header(rng: np.random.Generator, anatomy: str, modality: str) -> dict
     return header
 
 
-def wrap_pool_as_export(data_dir: str | Path, out_dir: str | Path, *, seed: int = 0) -> pd.DataFrame:
+def wrap_pool_as_export(data_dir: str | Path, out_dir: str | Path, *, seed: int = 0, no_anatomy_share: float = 0.0) -> pd.DataFrame:
     """Write every pool PNG of ``data_dir`` (``shared/data``) as DICOM under ``out_dir``.
 
-    Returns the truth table (``path, modality, anatomy``) of what was written, for checks.
+    ``no_anatomy_share``: the share of images (drawn with ``seed``) whose headers name no anatomy at
+    all (no BodyPartExamined, region code or anatomical description), as on a real archive; their
+    truth row keeps the anatomy, the index will not find it.
+
+    Returns the truth table (``path, modality, anatomy, anatomy_in_header``) of what was written, for checks.
 
     Raises:
         DataNotFoundError: no ``pool_*/metadata.csv`` under ``data_dir``.
@@ -130,6 +136,9 @@ def wrap_pool_as_export(data_dir: str | Path, out_dir: str | Path, *, seed: int 
             anatomy = "fetal" if "fetal" in str(rec.anatomy) else str(rec.anatomy)
             modality = str(rec.modality)
             header = _messy_header(rng, anatomy, modality)
+            hidden = no_anatomy_share > 0 and rng.random() < no_anatomy_share
+            if hidden:  # only the modality is known, as for many real headers
+                header.update(body_part=None, anatomic_region=None, protocol_name=None, series_description="Series 1")
             modality = str(header.pop("modality", modality))
             patient = f"{pool[:12]}_{(rec.patient_id if isinstance(rec.patient_id, str) and rec.patient_id else i):}"
             pixels = np.asarray(Image.open(data_dir / rec.path).convert("L"))
@@ -149,7 +158,7 @@ def wrap_pool_as_export(data_dir: str | Path, out_dir: str | Path, *, seed: int 
                     instance_number=i % 4 + 1,
                     **header,
                 )
-            rows.append({"path": str(target), "modality": modality, "anatomy": anatomy})
+            rows.append({"path": str(target), "modality": modality, "anatomy": anatomy, "anatomy_in_header": not hidden})
     return pd.DataFrame(rows)
 
 
@@ -245,14 +254,18 @@ def run_proxy_study(data_dir: str | Path, out_dir: str | Path, *, settings: Prox
         return result
 
     export = out / "export"
-    truth = timed("wrap pool as DICOM", lambda: wrap_pool_as_export(data_dir, export / "pool", seed=s.seed))
+    truth = timed("wrap pool as DICOM", lambda: wrap_pool_as_export(data_dir, export / "pool", seed=s.seed, no_anatomy_share=s.no_anatomy_share))
     timed("copy real CT", lambda: copy_real_ct(export / "ct"))
     index = timed("index", lambda: build_index(export, out / "index", workers=s.workers, salt_file=out / "salt"))
     frame = index.tables.frame
     by_path = frame.set_index("path")[["modality_label", "anatomy_label"]]
     found = truth.join(by_path, on="path")
-    agree = float(((found["anatomy"] == found["anatomy_label"]) & found["modality_label"].notna()).mean())
-    console.print(f"{len(frame)} images indexed; anatomy recovered from the messy headers for {agree:.1%} of the pool")
+    told = found[found["anatomy_in_header"]]
+    agree = float(((told["anatomy"] == told["anatomy_label"]) & told["modality_label"].notna()).mean())
+    console.print(
+        f"{len(frame)} images indexed; anatomy recovered from the messy headers for {agree:.1%} of the pool images that name it"
+        + (f"; {int((~found['anatomy_in_header']).sum())} written without any anatomy" if s.no_anatomy_share else "")
+    )
     n_cached = timed("cache", lambda: cache_index_once(out / "index", out / "cache", size=s.image_size, workers=s.workers))
     console.print(f"{n_cached} cached images")
 

@@ -47,3 +47,19 @@ def test_quick_proxy_study_writes_every_output(shared_data, tmp_path):
     assert (seeds[seeds["method"] != "scratch"]["n_pretrain_runs"] == 2).all()
     assert {"p_two_sided", "p_two_sided_holm"} <= set(seeds.columns)
     assert (report / "pretrain_seeds.md").is_file()
+
+
+@pytest.mark.data
+def test_a_share_of_the_pool_can_be_written_without_anatomy(shared_data, tmp_path):
+    """The unknown-anatomy choices need images whose headers name no anatomy: with a share of 0.3,
+    about that share carries the modality only and the index finds no anatomy for exactly those."""
+    from modan_pacs.ingest import build_index
+
+    truth = wrap_pool_as_export(shared_data, tmp_path / "export", seed=0, no_anatomy_share=0.3)
+    assert 0.25 < (~truth["anatomy_in_header"]).mean() < 0.35
+    frame = build_index(tmp_path / "export", tmp_path / "index", workers=1, salt_file=tmp_path / "salt").tables.frame
+    found = truth.join(frame.set_index("path")[["anatomy_label", "anatomy_source"]], on="path")
+    hidden = found[~found["anatomy_in_header"]]
+    assert hidden["anatomy_label"].isna().all() and (hidden["anatomy_source"] == "unknown").all()
+    told = found[found["anatomy_in_header"]]
+    assert (told["anatomy_label"] == told["anatomy"]).all()
