@@ -77,21 +77,28 @@ def stem_of_state_dict(state: dict[str, torch.Tensor]) -> str:
     raise InputError(f"conv1.weight has kernel {tuple(weight.shape[-2:])}; expected 3x3 (paper) or 7x7 (authors)")
 
 
+def _stem_of_config(data: object) -> str | None:
+    """``model.stem`` of a run config. A config without a ``labels`` section was written before
+    2026-12, when ``paper`` named the stem without max-pool: it reads as ``paper-nopool``."""
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        return None
+    stem = data["model"].get("stem")
+    return "paper-nopool" if stem == "paper" and "labels" not in data else stem
+
+
 def _stem_from_run(path: Path, state: object) -> str | None:
     """``model.stem`` of the run that wrote ``path``: a training checkpoint's own config, else the
     ``config.yaml`` beside ``encoder.pt`` (a ``modan-pacs pretrain`` run folder), else None."""
     import yaml
 
     if isinstance(state, dict) and isinstance(state.get("config"), dict):
-        return (state["config"].get("model") or {}).get("stem")
+        return _stem_of_config(state["config"])
     for config in (path.parent / "config.yaml", path.parent.parent / "config.yaml"):
         if config.is_file():
             try:
-                data = yaml.safe_load(config.read_text()) or {}
+                return _stem_of_config(yaml.safe_load(config.read_text()))
             except yaml.YAMLError:
                 return None
-            model = data.get("model") if isinstance(data, dict) else None
-            return model.get("stem") if isinstance(model, dict) else None
     return None
 
 

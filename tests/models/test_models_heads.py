@@ -49,7 +49,7 @@ def test_exported_encoder_loads_into_torchvision_and_load_encoder(tmp_path, stem
     reference.eval()
 
     if stem == "paper-nopool":  # the weights cannot tell the max-pool: the run's config.yaml does
-        (tmp_path / "config.yaml").write_text("model:\n  stem: paper-nopool\n")
+        (tmp_path / "config.yaml").write_text("model:\n  stem: paper-nopool\nlabels:\n  unknown_anatomy: distinct\n")
     loaded = load_encoder(path).eval()
     assert loaded.stem == stem
     x = torch.rand(2, 1, 32, 32)
@@ -57,6 +57,20 @@ def test_exported_encoder_loads_into_torchvision_and_load_encoder(tmp_path, stem
         ours = model.encoder(x)
         torch.testing.assert_close(reference(x), ours)
         torch.testing.assert_close(loaded(x), ours)
+
+
+def test_a_run_config_from_before_the_max_pool_fix_reads_paper_as_nopool(tmp_path):
+    torch.manual_seed(0)
+    old = build_encoder("paper-nopool").eval()
+    torch.save(encoder_state_dict(old), tmp_path / "encoder.pt")
+    (tmp_path / "config.yaml").write_text("model:\n  stem: paper\n  head: none\nloss:\n  name: mulsupcon\n")  # no labels section
+    loaded = load_encoder(tmp_path / "encoder.pt").eval()
+    assert loaded.stem == "paper-nopool"
+    x = torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), old(x))
+    (tmp_path / "config.yaml").write_text("model:\n  stem: paper\nlabels:\n  unknown_anatomy: distinct\n")
+    assert load_encoder(tmp_path / "encoder.pt").stem == "paper"
 
 
 def test_load_encoder_stem_must_fit_the_weights(tmp_path):
