@@ -88,6 +88,27 @@ def benchmark(
     embed_cache: Annotated[
         Optional[Path], typer.Option("--embed-cache", help="Image cache whose UMAP per pretrained encoder goes in the report.")
     ] = None,
+    near_duplicate_threshold: Annotated[
+        Optional[float],
+        typer.Option("--near-duplicate-threshold", help="Thumbnail correlation joining near-duplicates in one group (default 0.93)."),
+    ] = None,
+    near_duplicates: Annotated[
+        Optional[bool],
+        typer.Option("--near-duplicates/--no-near-duplicates", help="Join near-duplicate images in one group (default on)."),
+    ] = None,
+    discordant_duplicates: Annotated[
+        Optional[str],
+        typer.Option("--discordant-duplicates", help="Duplicates with different labels: keep (default, reported) or drop both."),
+    ] = None,
+    breast_normal: Annotated[
+        Optional[str], typer.Option("--breast-normal", help="breast: normal images as negative (default, paper) or drop.")
+    ] = None,
+    imagenet_norm: Annotated[
+        Optional[str], typer.Option("--imagenet-norm", help="imagenet: fold ImageNet mean/std into conv1 (default) or none.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Write folds.csv and print the plan (groups, duplicates, folds, trainings); train nothing.")
+    ] = False,
 ) -> None:
     """Fine-tune and linear-probe every initialisation on a fixed k-fold partition, R times; write
     OUT/<dataset>/<regime>/<init>/repeat_NN/fold_K.csv and the report in OUT/report."""
@@ -100,12 +121,59 @@ def benchmark(
         "probe_path": probe_path, "imagenet_conv1": imagenet_conv1, "scratch_stem": scratch_stem,
         "val_fraction": val_fraction, "tirads_cutoff": tirads_cutoff, "ddti_crop": ddti_crop, "plane": plane,
         "slice_policy": slice_policy, "positive_label": positive_label, "subsample": subsample,
+        "near_duplicate_threshold": near_duplicate_threshold, "discordant_duplicates": discordant_duplicates,
+        "breast_normal": breast_normal, "imagenet_norm": imagenet_norm, "near_duplicates": near_duplicates,
     }  # fmt: skip
+    options = {k: v for k, v in options.items() if v is not None}
     console = Console()
+    if dry_run:
+        from modan_pacs.bench import plan_benchmark
+
+        plan = plan_benchmark(
+            dataset=dataset, data_dir=data_dir, inits=list(init), out_dir=out, config=config, imagenet_weights=imagenet_weights,
+            repeats=repeats, folds=folds, regimes=list(regime) if regime else None, epochs=epochs, batch_size=batch_size,
+            image_size=image_size, seed=seed, **options,
+        )  # fmt: skip
+        render_plan(plan, console)
+        return
     run = run_benchmark(
         dataset=dataset, data_dir=data_dir, inits=list(init), out_dir=out, repeats=repeats, folds=folds,
         regimes=regime or None, epochs=epochs, batch_size=batch_size, image_size=image_size, seed=seed, device=device,
-        imagenet_weights=imagenet_weights, config=config, options={k: v for k, v in options.items() if v is not None},
+        imagenet_weights=imagenet_weights, config=config, options=options,
         reference=reference, embed_cache=embed_cache, console=console,
     )  # fmt: skip
     console.print(f"[green]done[/]: predictions in {run}, report in {run / 'report'}")
+
+
+def render_plan(plan, console) -> None:  # noqa: ANN001
+    """Print a :class:`~modan_pacs.bench.runner.BenchmarkPlan`: totals, discordant pairs, folds."""
+    from rich.table import Table
+
+    counts = plan.class_counts
+    console.print(f"[bold]{plan.dataset}[/]: {plan.n_images} images ({counts.get(0, 0)} class 0 / {counts.get(1, 0)} class 1)")
+    for note in plan.notes:
+        console.print(f"  [dim]{note}[/]")
+    console.print(
+        f"groups: {plan.n_groups} (largest {plan.largest_group} images); near-duplicates merged: "
+        f"{plan.near_duplicate_pairs} pairs over {plan.images_in_near_duplicates} images; identical files: {plan.identical_pairs} pairs"
+    )
+    if plan.discordant_pairs:
+        table = Table(title=f"{len(plan.discordant_pairs)} label-discordant duplicate pair(s)")
+        for column in ("item_a", "label_a", "item_b", "label_b", "correlation", "kind"):
+            table.add_column(column, overflow="fold")
+        for pair in plan.discordant_pairs:
+            table.add_row(*(str(pair[c]) for c in ("item_a", "label_a", "item_b", "label_b", "correlation", "kind")))
+        console.print(table)
+    else:
+        console.print("label-discordant duplicate pairs: none")
+    table = Table(title="class balance per test fold")
+    for column in ("fold", "images", "class 0", "class 1", "positive share", "groups"):
+        table.add_column(column, justify="right")
+    for f in plan.folds:
+        table.add_row(*(str(f[c]) for c in ("fold", "images", "class_0", "class_1", "positive_share", "groups")))
+    console.print(table)
+    console.print(
+        f"trainings planned: {plan.trainings} ({len(plan.inits)} init(s) {', '.join(plan.inits)} x {len(plan.regimes)} regime(s) "
+        f"x {plan.repeats} repeat(s) x {len(plan.folds)} folds), {plan.trainings_done} already done"
+    )
+    console.print(f"written: {plan.out_dir}/folds.csv, inner_val.csv, {plan.dataset}/duplicates.csv, {plan.dataset}/plan.json")

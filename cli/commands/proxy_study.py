@@ -18,8 +18,12 @@ def proxy_study(
     size: Annotated[int | None, typer.Option(help="Image side in pixels.")] = None,
     stem: Annotated[str | None, typer.Option(help="Encoder stem: authors (fast) or paper.")] = None,
     imagenet_weights: Annotated[Path | None, typer.Option("--imagenet-weights", help="Local torchvision resnet18 weights: adds the ImageNet baseline.")] = None,
+    pretrain_seeds: Annotated[int | None, typer.Option("--pretrain-seeds", min=1, help="Pretraining runs per method (default 1); the report adds statistics over them.")] = None,
+    unknown_anatomy: Annotated[str | None, typer.Option("--unknown-anatomy", help="distinct (default), match or drop: images whose header names no anatomy.")] = None,
+    no_anatomy_share: Annotated[float | None, typer.Option("--no-anatomy-share", min=0.0, max=1.0, help="Share of pool images written with no anatomy in any header (default 0).")] = None,
 ) -> None:
-    """Pretrain ModAn-MulSupCon, SimCLR and supervised-anatomy encoders on the real pool, benchmark breast and thyroid."""
+    """Pretrain ModAn-MulSupCon, SimCLR and supervised (modality x anatomy) encoders on the real pool with one
+    recipe, --pretrain-seeds times each; benchmark breast and thyroid."""
     from modan_pacs.demo.proxy import ProxySettings, run_proxy_study
     from modan_pacs.errors import DataNotFoundError
     from modan_pacs.paths import shared_data_dir
@@ -28,7 +32,11 @@ def proxy_study(
     if data_dir is None:
         raise DataNotFoundError("no shared/data folder found: pass --data-dir (it holds pool_*/, busi/ and ddti/ with metadata.csv)")
     settings = ProxySettings.quick() if quick else ProxySettings()
-    for name, value in {"pretrain_epochs": epochs, "repeats": repeats, "bench_epochs": bench_epochs, "image_size": size, "stem": stem}.items():
+    if unknown_anatomy is not None and unknown_anatomy not in ("distinct", "match", "drop"):
+        raise typer.BadParameter(f"--unknown-anatomy must be distinct, match or drop; got {unknown_anatomy!r}")
+    chosen = {"pretrain_epochs": epochs, "repeats": repeats, "bench_epochs": bench_epochs, "image_size": size, "stem": stem,
+              "pretrain_seeds": pretrain_seeds, "unknown_anatomy": unknown_anatomy, "no_anatomy_share": no_anatomy_share}  # fmt: skip
+    for name, value in chosen.items():
         if value is not None:
             setattr(settings, name, value)
     settings.imagenet_weights = str(imagenet_weights) if imagenet_weights else None

@@ -3,12 +3,13 @@
 from .config import BenchmarkConfig, load_benchmark_config
 from .datasets import DATASETS, DownstreamDataset, load_dataset, preprocess
 from .inits import InitSpec, build_initial_encoder, imagenet_encoder, parse_init, parse_inits
-from .runner import run_benchmark
+from .runner import BenchmarkPlan, plan_benchmark, run_benchmark
 from .splits import load_or_make_folds, make_folds, stratified_group_folds
 
 __all__ = [
     "DATASETS",
     "BenchmarkConfig",
+    "BenchmarkPlan",
     "DownstreamDataset",
     "InitSpec",
     "build_initial_encoder",
@@ -19,6 +20,7 @@ __all__ = [
     "make_folds",
     "parse_init",
     "parse_inits",
+    "plan_benchmark",
     "preprocess",
     "run_benchmark",
     "stratified_group_folds",

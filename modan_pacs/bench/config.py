@@ -60,10 +60,27 @@ class BenchmarkConfig(BaseModel):
     every epoch (needed for ``probe_bn: train``)."""
     imagenet_conv1: Literal["sum", "random"] = "sum"
     """ImageNet init: RGB kernels summed into one channel, or ``random`` new conv1 (authors, bug 4)."""
-    scratch_stem: Literal["paper", "authors"] = "paper"
+    imagenet_norm: Literal["fold", "none"] = "fold"
+    """ImageNet init with summed conv1: ``fold`` ImageNet's per-channel mean/std into conv1 and
+    bn1's running mean (a grey image in [0, 1] is then seen as the normalised RGB image torchvision's
+    weights were trained on), or ``none`` (the [0, 1] grey image as it is; before 2026-12)."""
+    scratch_stem: Literal["paper", "authors", "paper-nopool"] = "paper"
     """Stem of the ``scratch`` encoder (paper 3x3 stride 1, or torchvision's 7x7 stride 2 + max-pool)."""
 
+    # grouping (leak-free folds)
+    near_duplicates: bool = True
+    """Group near-duplicate images (same scene, adjacent frames); false = only case ids and
+    identical files group (before 2026-12)."""
+    near_duplicate_threshold: float = Field(0.93, gt=0, le=1)
+    """Images whose z-scored thumbnails correlate at least this much are near-duplicates."""
+    near_duplicate_size: int = Field(32, ge=4, le=256)
+    """Thumbnail side of the near-duplicate test."""
+    discordant_duplicates: Literal["keep", "drop"] = "keep"
+    """Identical or near-duplicate pairs with different labels: ``keep`` (listed, grouped) or ``drop`` both images."""
+
     # datasets
+    breast_normal: Literal["negative", "drop"] = "negative"
+    """breast: BUSI's normal images as class 0 (the paper's 779 images), or ``drop`` them."""
     tirads_cutoff: str = "4a"
     """thyroid: TI-RADS at or above which a nodule is malignant (2, 3, 4a, 4b, 4c, 5)."""
     ddti_crop: bool = False
@@ -118,7 +135,8 @@ class BenchmarkConfig(BaseModel):
 #: fields that change the numbers a finished fold holds (a resumed run must agree on them)
 RESULT_FIELDS: tuple[str, ...] = (
     "folds", "val_fraction", "seed", "epochs", "batch_size", "image_size", "lr", "linear_lr", "step_size",
-    "gamma", "head", "best_epoch", "probe_bn", "imagenet_conv1", "scratch_stem", "tirads_cutoff",
+    "gamma", "head", "best_epoch", "probe_bn", "imagenet_conv1", "imagenet_norm", "scratch_stem", "tirads_cutoff",
+    "near_duplicates", "near_duplicate_threshold", "near_duplicate_size", "discordant_duplicates", "breast_normal",
     "ddti_crop", "plane", "slice_policy", "positive_label", "subsample",
 )  # fmt: skip
 

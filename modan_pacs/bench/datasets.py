@@ -2,8 +2,13 @@
 
 Each loader returns a :class:`DownstreamDataset`: one record per image with a binary ``label``
 and a ``group`` that cross-validation must keep in one fold. Groups join the images of one case
-(DDTI case number, MRNet exam, CSV ``patient_id``) and also byte-identical image files (DDTI and
-BUSI hold duplicates), as connected components of the "same case" and "same bytes" relations.
+(DDTI case number, MRNet exam, CSV ``patient_id``), byte-identical image files (DDTI and BUSI hold
+duplicates) and, for the 2-D image sets (thyroid, breast, csv), near-duplicates: the same scene
+under another name, adjacent frames of one sweep included
+(:mod:`modan_pacs.bench.near_duplicates`, thumbnail correlation >= ``near_duplicate_threshold``).
+A group is a connected component of the "same case", "same bytes" and "same scene" relations.
+Label-discordant duplicates are listed in ``DownstreamDataset.duplicates``; with
+``discordant_duplicates: drop`` both images of such a pair are left out.
 
 With no data folder, ``$MODAN_PACS_DATA/<ddti|busi|mrnet>`` is used (default
 ``~/modan-pacs-data``); a missing dataset raises :class:`DataNotFoundError` naming where to get it
@@ -25,6 +30,7 @@ import pandas as pd
 from modan_pacs.errors import DataNotFoundError, InputError
 
 from .config import TIRADS_ORDER, BenchmarkConfig
+from .near_duplicates import PAIR_COLUMNS, discordant, find_near_duplicates, identical_pairs
 
 DATASETS = ("thyroid", "breast", "acl", "csv")
 DEFAULT_DIRS = {"thyroid": "ddti", "breast": "busi", "acl": "mrnet"}
@@ -36,7 +42,7 @@ SOURCES = {
 }
 LAYOUTS = {
     "thyroid": "either N.xml (with <tirads>) beside N_M.jpg images (original DDTI), or metadata.csv with path,tirads,patient_id beside the crops",
-    "breast": "benign/ and malignant/ (and normal/, dropped) folders of PNG images; *_mask* files are ignored",
+    "breast": "benign/, malignant/ and optionally normal/ folders of PNG images; *_mask* files are ignored",
     "acl": "train/ and valid/ with axial/, coronal/, sagittal/ NNNN.npy volumes, plus train-acl.csv and valid-acl.csv (id,label; no header)",
     "csv": "a CSV file (or a folder holding labels.csv) with columns path,label and optionally patient_id",
 }
@@ -54,12 +60,16 @@ class DownstreamDataset:
             files), ``box`` (crop ``(left, top, right, bottom)`` or None).
         root: the data folder.
         notes: what was dropped or changed on the way (shown in the run log).
+        duplicates: the same-image links found (:data:`~modan_pacs.bench.near_duplicates.PAIR_COLUMNS`:
+            ``item_a, item_b, label_a, label_b, correlation, kind``; ``kind`` = ``identical``
+            (same bytes) or ``near`` (thumbnail correlation)), before any discordant pair is dropped.
     """
 
     name: str
     records: pd.DataFrame
     root: Path
     notes: list[str] = field(default_factory=list)
+    duplicates: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PAIR_COLUMNS))
 
     def __len__(self) -> int:
         return len(self.records)
@@ -87,11 +97,12 @@ def file_digest(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def merge_groups(*keys: list[str]) -> list[str]:
-    """Connected components of items that share any key (e.g. case id or file digest).
+def merge_groups(*keys: list[str], links: list[tuple[int, int]] = ()) -> list[str]:
+    """Connected components of items that share any key (e.g. case id or file digest) or are
+    joined by a link (a pair of item indices, e.g. near-duplicates).
 
     ``merge_groups(cases, digests)[i] == merge_groups(cases, digests)[j]`` iff items i and j are
-    linked by a chain of equal cases or equal digests. Group names are the smallest item index.
+    linked by a chain of equal cases, equal digests or links. Group names are the smallest item index.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -106,6 +117,9 @@ def merge_groups(*keys: list[str]) -> list[str]:
                 rows.append(i)
                 cols.append(offset + code)
         offset += int(codes.max()) + 1 if len(codes) else 0
+    for a, b in links:
+        rows.append(int(a))
+        cols.append(int(b))
     graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(offset, offset))
     _, component = connected_components(graph, directed=False)
     first = {}
@@ -121,7 +135,23 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     return frame
 
 
-def _finish(name: str, frame: pd.DataFrame, root: Path, notes: list[str]) -> DownstreamDataset:
+def _same_image_links(name: str, frame: pd.DataFrame, cfg: BenchmarkConfig) -> pd.DataFrame:
+    """Identical-file pairs and (2-D image sets, unless switched off) near-duplicate pairs."""
+    items, labels = frame["item"].tolist(), frame["label"].tolist()
+    found = [identical_pairs(items, labels, frame["digest"].tolist())]
+    if cfg.near_duplicates and name != "acl":
+        records = frame.to_dict(orient="records")
+        found.append(
+            find_near_duplicates(items, labels, lambda i: load_pixels(records[i]),
+                                 threshold=cfg.near_duplicate_threshold, size=cfg.near_duplicate_size)
+        )  # fmt: skip
+    pairs = pd.concat([f for f in found if not f.empty], ignore_index=True) if any(not f.empty for f in found) else found[0]
+    # a pair that is byte-identical is listed once, as identical
+    pairs = pairs.drop_duplicates(subset=["item_a", "item_b"], keep="first")
+    return pairs.sort_values(["item_a", "item_b"], kind="stable").reset_index(drop=True)
+
+
+def _finish(name: str, frame: pd.DataFrame, root: Path, notes: list[str], cfg: BenchmarkConfig) -> DownstreamDataset:
     if frame.empty:
         raise InputError(f"{name} dataset at {root}: no labelled image left ({'; '.join(notes) or 'nothing found'})")
     if frame["item"].duplicated().any():
@@ -130,9 +160,20 @@ def _finish(name: str, frame: pd.DataFrame, root: Path, notes: list[str]) -> Dow
     if classes != {0, 1}:
         raise InputError(f"{name} dataset at {root}: only class {sorted(classes)} present; a binary task needs both 0 and 1")
     frame = frame.sort_values("item", kind="stable").reset_index(drop=True)
-    frame["group"] = merge_groups(frame["case"].tolist(), frame["digest"].tolist())
+    pairs = _same_image_links(name, frame, cfg)
+    clash = discordant(pairs)
+    if len(clash):
+        if cfg.discordant_duplicates == "drop":
+            gone = set(clash["item_a"]) | set(clash["item_b"])
+            frame = frame[~frame["item"].isin(gone)].reset_index(drop=True)
+            notes.append(f"{len(gone)} image(s) of {len(clash)} label-discordant duplicate pair(s) dropped")
+        else:
+            notes.append(f"{len(clash)} label-discordant duplicate pair(s) kept (discordant_duplicates: keep)")
+    position = {item: i for i, item in enumerate(frame["item"])}
+    links = [(position[a], position[b]) for a, b in zip(pairs["item_a"], pairs["item_b"]) if a in position and b in position]
+    frame["group"] = merge_groups(frame["case"].tolist(), frame["digest"].tolist(), links=links)
     frame = frame.drop(columns=["case", "digest"])
-    return DownstreamDataset(name=name, records=frame, root=root, notes=notes)
+    return DownstreamDataset(name=name, records=frame, root=root, notes=notes, duplicates=pairs)
 
 
 def tirads_label(score: str | None, cutoff: str) -> int | None:
@@ -196,7 +237,7 @@ def _ddti_original(root: Path, cfg: BenchmarkConfig) -> DownstreamDataset:
         notes.append(f"{no_image} annotated image(s) missing on disk skipped")
     if no_box:
         notes.append(f"{no_box} image(s) without a nodule outline dropped (ddti_crop)")
-    return _finish("thyroid", _frame(rows), root, notes)
+    return _finish("thyroid", _frame(rows), root, notes, cfg)
 
 
 def _resolve_relative(csv_path: Path, values: list[str], image_root: Path | None) -> Path:
@@ -231,7 +272,7 @@ def _ddti_crops(root: Path, cfg: BenchmarkConfig) -> DownstreamDataset:
         case = getattr(rec, "patient_id", "") or None
         rows.append({"item": rec.path, "label": label, "case": case, "path": str(image), "slice": -1, "box": None, "digest": file_digest(image)})
     notes = [f"{no_score} crop(s) without a TI-RADS score dropped"] if no_score else []
-    return _finish("thyroid", _frame(rows), root, notes)
+    return _finish("thyroid", _frame(rows), root, notes, cfg)
 
 
 def load_thyroid(root: Path, cfg: BenchmarkConfig) -> DownstreamDataset:
@@ -248,22 +289,31 @@ def load_thyroid(root: Path, cfg: BenchmarkConfig) -> DownstreamDataset:
 
 
 def load_breast(root: Path, cfg: BenchmarkConfig) -> DownstreamDataset:
-    """BUSI folder layout: ``benign/`` (0) and ``malignant/`` (1); ``normal/`` and masks dropped."""
+    """BUSI folder layout: ``benign/`` (0), ``malignant/`` (1) and ``normal/`` (0 by default, the
+    paper's 779 = 569 negative / 210 positive; ``breast_normal: drop`` leaves them out); masks ignored."""
     for klass in ("benign", "malignant"):
         if not (root / klass).is_dir():
             raise _not_found("breast", root, f"no {klass}/ folder")
+    classes = [(0, "benign"), (1, "malignant")]
+    has_normal = (root / "normal").is_dir()
+    if has_normal and cfg.breast_normal == "negative":
+        classes.append((0, "normal"))
     rows = []
-    for label, klass in ((0, "benign"), (1, "malignant")):
+    for label, klass in classes:
         for image in sorted((root / klass).iterdir()):
             if image.suffix.lower() not in IMAGE_SUFFIXES or "_mask" in image.stem:
                 continue
             item = f"{klass}/{image.name}"
             rows.append({"item": item, "label": label, "case": None, "path": str(image), "slice": -1, "box": None, "digest": file_digest(image)})
-    n_normal = sum(
-        1 for p in (root / "normal").glob("*") if p.suffix.lower() in IMAGE_SUFFIXES and "_mask" not in p.stem
-    ) if (root / "normal").is_dir() else 0
-    notes = [f"{n_normal} normal image(s) dropped (binary benign vs malignant task)"] if n_normal else []
-    return _finish("breast", _frame(rows), root, notes)
+    notes = []
+    if has_normal:
+        n_normal = sum(1 for p in (root / "normal").glob("*") if p.suffix.lower() in IMAGE_SUFFIXES and "_mask" not in p.stem)
+        notes.append(
+            f"{n_normal} normal image(s) counted as class 0 (breast_normal: negative)"
+            if cfg.breast_normal == "negative"
+            else f"{n_normal} normal image(s) dropped (breast_normal: drop, benign vs malignant only)"
+        )
+    return _finish("breast", _frame(rows), root, notes, cfg)
 
 
 # ---------------------------------------------------------------------------- acl (MRNet)
@@ -304,7 +354,7 @@ def load_acl(root: Path, cfg: BenchmarkConfig) -> DownstreamDataset:
                 rows.append(
                     {"item": f"{split}/{exam}#{index:03d}", "label": label, "case": f"{split}/{exam}", "path": str(volume), "slice": index, "box": None, "digest": None}
                 )
-    return _finish("acl", _frame(rows), root, [f"plane {cfg.plane}, slice policy {cfg.slice_policy}"])
+    return _finish("acl", _frame(rows), root, [f"plane {cfg.plane}, slice policy {cfg.slice_policy}"], cfg)
 
 
 # ---------------------------------------------------------------------------- csv
@@ -341,7 +391,7 @@ def load_csv(path: Path, cfg: BenchmarkConfig) -> DownstreamDataset:
             raise InputError(f"{csv_path}: {rec.path!r} is not a PNG/JPG/BMP/TIFF image or a 2-D .npy array")
         case = (rec.patient_id or None) if has_ids else None
         rows.append({"item": rec.path, "label": int(label), "case": case, "path": str(image), "slice": -1, "box": None, "digest": file_digest(image)})
-    return _finish("csv", _frame(rows), csv_path.parent, [])
+    return _finish("csv", _frame(rows), csv_path.parent, [], cfg)
 
 
 LOADERS = {"thyroid": load_thyroid, "breast": load_breast, "acl": load_acl, "csv": load_csv}

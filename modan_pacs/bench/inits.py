@@ -80,13 +80,41 @@ def parse_inits(inits: dict[str, str | Path | None] | list[str], *, imagenet_wei
     return specs
 
 
-def imagenet_encoder(weights: str | Path, *, conv1: str = "sum"):
+#: torchvision's ImageNet input normalisation (RGB)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def fold_imagenet_normalisation(rgb_weight, bn_running_mean):
+    """conv1 weight ``(64, 1, k, k)`` and bn1 running mean ``(64,)`` that make a grey ``x`` in
+    ``[0, 1]`` act like the normalised three-channel input ``(x - mean_c) / std_c``.
+
+    conv1 (no bias) of the normalised input is ``sum_c W_c * x / std_c - sum_c (mean_c / std_c) sum(W_c)``:
+    the weight becomes ``sum_c W_c / std_c`` and the constant per output channel is moved into
+    bn1's running mean (``bn1(y - b) = bn1'(y)`` with ``running_mean' = running_mean + b``), which
+    is exact in eval mode; in train mode BatchNorm removes a per-channel constant anyway. Exact
+    except within ``padding`` pixels of the border, where torchvision pads the normalised image with
+    zeros (= the mean grey) and the folded one pads ``x`` with zeros (= black).
+    """
+    import torch
+
+    mean = torch.tensor(IMAGENET_MEAN, dtype=rgb_weight.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=rgb_weight.dtype).view(1, 3, 1, 1)
+    weight = (rgb_weight / std).sum(dim=1, keepdim=True)
+    shift = (rgb_weight * (mean / std)).sum(dim=(1, 2, 3))  # (64,): sum_c (mean_c / std_c) sum(W_c)
+    return weight, bn_running_mean + shift
+
+
+def imagenet_encoder(weights: str | Path, *, conv1: str = "sum", norm: str = "fold"):
     """torchvision ResNet-18 with ImageNet weights from ``weights``, made 1-channel.
 
     Args:
         weights: a torchvision ``resnet18`` state dict file (e.g. ``resnet18-f37072fd.pth``).
         conv1: ``sum`` (the pretrained RGB kernels summed: identical to feeding the gray image as
             three equal channels) or ``random`` (the authors: a new randomly initialised 1-channel conv).
+        norm: with ``conv1="sum"``: ``fold`` ImageNet's mean/std into conv1 and bn1
+            (:func:`fold_imagenet_normalisation`), or ``none`` (the grey image in [0, 1] as it is).
+            A random conv1 has no pretrained input statistics to match; ``norm`` is not used there.
 
     Raises:
         InputError: unreadable file or not a ResNet-18 state dict.
@@ -107,9 +135,16 @@ def imagenet_encoder(weights: str | Path, *, conv1: str = "sum"):
         raise InputError(f"{path}: not torchvision ResNet-18 weights ({str(exc).splitlines()[0]})") from exc
     rgb = model.conv1.weight.detach()
     model.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    if norm not in ("fold", "none"):
+        raise InputError(f"imagenet_norm must be 'fold' or 'none'; got {norm!r}")
     if conv1 == "sum":
         with torch.no_grad():
-            model.conv1.weight.copy_(rgb.sum(dim=1, keepdim=True))
+            if norm == "fold":
+                weight, running_mean = fold_imagenet_normalisation(rgb, model.bn1.running_mean)
+                model.conv1.weight.copy_(weight)
+                model.bn1.running_mean.copy_(running_mean)
+            else:
+                model.conv1.weight.copy_(rgb.sum(dim=1, keepdim=True))
     elif conv1 == "random":
         nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     else:
@@ -119,14 +154,14 @@ def imagenet_encoder(weights: str | Path, *, conv1: str = "sum"):
     return model
 
 
-def build_initial_encoder(spec: InitSpec, *, imagenet_conv1: str = "sum", scratch_stem: str = "paper"):
+def build_initial_encoder(spec: InitSpec, *, imagenet_conv1: str = "sum", scratch_stem: str = "paper", imagenet_norm: str = "fold"):
     """A fresh encoder for ``spec`` (random parts drawn from torch's global generator)."""
     from modan_pacs.models import build_encoder, load_encoder
 
     if spec.kind == "checkpoint":
         return load_encoder(spec.path)
     if spec.kind == "imagenet":
-        return imagenet_encoder(spec.path, conv1=imagenet_conv1)
+        return imagenet_encoder(spec.path, conv1=imagenet_conv1, norm=imagenet_norm)
     return build_encoder(scratch_stem)
 
 

@@ -4,6 +4,8 @@ Run folder (``out_dir``)::
 
     folds.csv, inner_val.csv                        the fixed partition (reused)
     <dataset>/config.yaml                           resolved settings (a resumed run must agree)
+    <dataset>/duplicates.csv                        identical / near-duplicate pairs found (grouped)
+    <dataset>/plan.json                             images, groups, duplicates, class balance per fold
     <dataset>/<regime>/<init>/repeat_NN/fold_K.csv  preds,labels (K = 1..k, the paper's format)
     <dataset>/<regime>/<init>/repeat_NN/fold_K.json epochs: train/val loss, epoch kept
     report/                                         tables.csv/md/json and figures
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +100,91 @@ def _progress(console=None):
     )  # fmt: skip
 
 
+@dataclass
+class BenchmarkPlan:
+    """What a benchmark run will do (``--dry-run`` prints it; every run writes ``plan.json``)."""
+
+    dataset: str
+    n_images: int
+    class_counts: dict[int, int]
+    n_groups: int
+    largest_group: int
+    identical_pairs: int
+    near_duplicate_pairs: int
+    images_in_near_duplicates: int
+    discordant_pairs: list[dict]
+    folds: list[dict]
+    """Per test fold: ``fold, images, class_0, class_1, positive_share, groups``."""
+    inits: list[str]
+    regimes: list[str]
+    repeats: int
+    trainings: int
+    """Fold trainings planned (inits x regimes x repeats x folds)."""
+    trainings_done: int
+    notes: list[str] = field(default_factory=list)
+    out_dir: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, default=str) + "\n"
+
+
+def _fold_balance(partition: pd.DataFrame) -> list[dict]:
+    rows = []
+    for k, part in partition.groupby("fold"):
+        counts = part["label"].value_counts().to_dict()
+        rows.append({
+            "fold": int(k), "images": int(len(part)), "class_0": int(counts.get(0, 0)), "class_1": int(counts.get(1, 0)),
+            "positive_share": round(float(part["label"].mean()), 4), "groups": int(part["group"].nunique()),
+        })  # fmt: skip
+    return rows
+
+
+def _make_plan(data: DownstreamDataset, partition: pd.DataFrame, specs: list[InitSpec], cfg: BenchmarkConfig, out: Path) -> BenchmarkPlan:
+    pairs = data.duplicates
+    near = pairs[pairs["kind"] == "near"]
+    present = set(data.records["item"])
+    clash = pairs[pairs["label_a"] != pairs["label_b"]]
+    tasks = [(s.name, g, r, k) for s in specs for g in cfg.regimes for r in range(1, cfg.repeats + 1) for k in range(1, cfg.folds + 1)]
+    done = sum(fold_path(out, data.name, g, name, r, k).is_file() for name, g, r, k in tasks)
+    counts = partition["label"].value_counts().to_dict()
+    return BenchmarkPlan(
+        dataset=data.name, n_images=len(partition), class_counts={int(k): int(v) for k, v in sorted(counts.items())},
+        n_groups=int(partition["group"].nunique()), largest_group=int(partition.groupby("group").size().max()),
+        identical_pairs=int((pairs["kind"] == "identical").sum()), near_duplicate_pairs=len(near),
+        images_in_near_duplicates=len((set(near["item_a"]) | set(near["item_b"])) & present),
+        discordant_pairs=clash.to_dict(orient="records"), folds=_fold_balance(partition),
+        inits=[s.name for s in specs], regimes=list(cfg.regimes), repeats=cfg.repeats, trainings=len(tasks),
+        trainings_done=int(done), notes=list(data.notes), out_dir=str(out),
+    )  # fmt: skip
+
+
+def plan_benchmark(*, dataset: str, data_dir: str | Path | None = None, inits, out_dir: str | Path, config=None,
+                   imagenet_weights=None, **overrides) -> BenchmarkPlan:  # fmt: skip
+    """Load the data, make (or reuse) the partition and write ``folds.csv``, ``inner_val.csv``,
+    ``<dataset>/duplicates.csv`` and ``<dataset>/plan.json`` -- everything but the training.
+
+    ``overrides``: :class:`~modan_pacs.bench.config.BenchmarkConfig` fields (None values ignored).
+    """
+    cfg = load_benchmark_config(config, **overrides)
+    specs = parse_inits(inits, imagenet_weights=imagenet_weights)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_dataset(dataset, data_dir, cfg)
+    plan, _, _ = _prepare(data, cfg, specs, out)
+    return plan
+
+
+def _prepare(data: DownstreamDataset, cfg: BenchmarkConfig, specs: list[InitSpec], out: Path):
+    """Config check, partition, inner splits, duplicates.csv and plan.json of one dataset."""
+    _check_config(out / data.name / "config.yaml", cfg)
+    partition = load_or_make_folds(out, data, cfg.folds, cfg.seed)
+    inner = load_or_make_inner(out, data.name, partition, cfg.val_fraction, cfg.seed)
+    data.duplicates.to_csv(out / data.name / "duplicates.csv", index=False)
+    plan = _make_plan(data, partition, specs, cfg, out)
+    (out / data.name / "plan.json").write_text(plan.to_json())
+    return plan, partition, inner
+
+
 def run_benchmark(
     *,
     dataset: str,
@@ -159,15 +247,14 @@ def run_benchmark(
     out.mkdir(parents=True, exist_ok=True)
 
     data = load_dataset(dataset, data_dir, cfg)
-    _check_config(out / data.name / "config.yaml", cfg)
-    partition = load_or_make_folds(out, data, cfg.folds, cfg.seed)
-    inner = load_or_make_inner(out, data.name, partition, cfg.val_fraction, cfg.seed)
+    plan, partition, inner = _prepare(data, cfg, specs, out)
     for note in data.notes:
         console.print(f"[dim]{data.name}: {note}[/]")
-    counts = partition["label"].value_counts().to_dict()
+    counts = plan.class_counts
     console.print(
-        f"{data.name}: {len(partition)} images ({counts.get(0, 0)} class 0 / {counts.get(1, 0)} class 1), "
-        f"{partition['group'].nunique()} groups, {cfg.folds} folds; device {dev}"
+        f"{data.name}: {plan.n_images} images ({counts.get(0, 0)} class 0 / {counts.get(1, 0)} class 1), "
+        f"{plan.n_groups} groups ({plan.near_duplicate_pairs} near-duplicate and {plan.identical_pairs} identical pairs "
+        f"joined, {len(plan.discordant_pairs)} label-discordant), {cfg.folds} folds; device {dev}"
     )
 
     tasks = [
@@ -206,7 +293,7 @@ def run_benchmark(
         if embed_cache is not None:
             for spec in specs:
                 if spec.kind == "imagenet":
-                    pretrained[spec.name] = build_initial_encoder(spec, imagenet_conv1=cfg.imagenet_conv1)
+                    pretrained[spec.name] = build_initial_encoder(spec, imagenet_conv1=cfg.imagenet_conv1, imagenet_norm=cfg.imagenet_norm)
         build_report(
             out, reference=reference, out_dir=out / "report", embed_cache=embed_cache,
             encoders=pretrained if embed_cache is not None else None, order=names, seed=cfg.seed,
@@ -237,7 +324,7 @@ def _run_fold(
 
     def fresh_encoder():
         torch.manual_seed(encoder_seed)
-        return build_initial_encoder(spec, imagenet_conv1=cfg.imagenet_conv1, scratch_stem=cfg.scratch_stem)
+        return build_initial_encoder(spec, imagenet_conv1=cfg.imagenet_conv1, scratch_stem=cfg.scratch_stem, imagenet_norm=cfg.imagenet_norm)
 
     if regime == "finetune":
         settings = FitSettings(lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, step_size=cfg.step_size,

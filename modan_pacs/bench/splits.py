@@ -86,6 +86,13 @@ def load_or_make_folds(run_dir: Path, data: DownstreamDataset, n_folds: int, see
         raise InputError(f"{path}: the saved {data.name} partition has other labels (e.g. another TI-RADS cut-off); use another --out folder")
     if mine["fold"].nunique() != n_folds:
         raise InputError(f"{path}: the saved {data.name} partition has {mine['fold'].nunique()} folds, not {n_folds}")
+    fold_of = mine.set_index("item")["fold"]
+    straddling = data.records.assign(fold=fold_of.loc[data.records["item"]].to_numpy()).groupby("group")["fold"].nunique()
+    if (straddling > 1).any():
+        raise InputError(
+            f"{path}: the saved {data.name} partition splits {int((straddling > 1).sum())} group(s) of the current grouping "
+            "(e.g. near-duplicates made before they were grouped) over several folds; use another --out folder"
+        )
     return mine.set_index("item").loc[data.records["item"]].reset_index()[FOLD_COLUMNS]
 
 

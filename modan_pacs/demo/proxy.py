@@ -10,9 +10,14 @@ them the way a hospital export would go:
    anatomy only in SeriesDescription or ProtocolName, AnatomicRegionSequence only, CR vs DX) and
    copies the real CT files beside them;
 2. ``index`` -> ``cache`` exactly as for a hospital export;
-3. pretrains ModAn-MulSupCon, SimCLR and a supervised-on-anatomy encoder with identical budgets;
+3. pretrains ModAn-MulSupCon, SimCLR and a supervised encoder (modality x anatomy classes) with
+   one recipe (the shipped configs differ only in the loss; the budget overrides are the same for
+   all), ``pretrain_seeds`` times each (pretraining seeds ``seed .. seed + K - 1``);
 4. benchmarks breast and thyroid (fine-tune and linear probe) against scratch (and ImageNet when a
-   local weights file is given) with the paper's protocol, and writes one report.
+   local weights file is given) with the paper's protocol, and writes one report; every pretraining
+   run is its own method ``<method>.ps<k>``, and ``report/pretrain_seeds.csv|md`` gives the mean and
+   spread over pretraining runs with tests whose unit is the pretraining run and Holm-adjusted
+   p-values beside the raw ones.
 
 The budget is a :class:`ProxySettings`; ``quick`` is the reduced version the test suite runs.
 """
@@ -56,6 +61,12 @@ class ProxySettings:
     repeats: int = 5
     bench_epochs: int = 4
     bench_batch: int = 32
+    pretrain_seeds: int = 1
+    """Pretraining runs per method (seeds ``seed .. seed + pretrain_seeds - 1``)."""
+    unknown_anatomy: str = "distinct"
+    """``labels.unknown_anatomy`` of every pretraining run (distinct, match, drop)."""
+    no_anatomy_share: float = 0.0
+    """Share of pool images written with no anatomy in any header field (see :func:`wrap_pool_as_export`)."""
     datasets: tuple[str, ...] = ("breast", "thyroid")
     regimes: tuple[str, ...] = ("finetune", "linear")
     subsample: int | None = None
@@ -67,7 +78,10 @@ class ProxySettings:
     @classmethod
     def quick(cls) -> "ProxySettings":
         """The reduced version CI runs: every stage, tiny budget."""
-        return cls(image_size=32, pretrain_epochs=1, pretrain_batch=32, repeats=1, bench_epochs=1, subsample=60, datasets=("breast",))
+        return cls(
+            image_size=32, pretrain_epochs=1, pretrain_batch=32, pretrain_seeds=2, repeats=1, bench_epochs=1, subsample=60,
+            datasets=("breast",),
+        )  # fmt: skip
 
 
 def _messy_header(rng: np.random.Generator, anatomy: str, modality: str) -> dict[str, object]:
@@ -92,10 +106,14 @@ def _messy_header(rng: np.random.Generator, anatomy: str, modality: str) -> dict
     return header
 
 
-def wrap_pool_as_export(data_dir: str | Path, out_dir: str | Path, *, seed: int = 0) -> pd.DataFrame:
+def wrap_pool_as_export(data_dir: str | Path, out_dir: str | Path, *, seed: int = 0, no_anatomy_share: float = 0.0) -> pd.DataFrame:
     """Write every pool PNG of ``data_dir`` (``shared/data``) as DICOM under ``out_dir``.
 
-    Returns the truth table (``path, modality, anatomy``) of what was written, for checks.
+    ``no_anatomy_share``: the share of images (drawn with ``seed``) whose headers name no anatomy at
+    all (no BodyPartExamined, region code or anatomical description), as on a real archive; their
+    truth row keeps the anatomy, the index will not find it.
+
+    Returns the truth table (``path, modality, anatomy, anatomy_in_header``) of what was written, for checks.
 
     Raises:
         DataNotFoundError: no ``pool_*/metadata.csv`` under ``data_dir``.
@@ -118,6 +136,9 @@ def wrap_pool_as_export(data_dir: str | Path, out_dir: str | Path, *, seed: int 
             anatomy = "fetal" if "fetal" in str(rec.anatomy) else str(rec.anatomy)
             modality = str(rec.modality)
             header = _messy_header(rng, anatomy, modality)
+            hidden = no_anatomy_share > 0 and rng.random() < no_anatomy_share
+            if hidden:  # only the modality is known, as for many real headers
+                header.update(body_part=None, anatomic_region=None, protocol_name=None, series_description="Series 1")
             modality = str(header.pop("modality", modality))
             patient = f"{pool[:12]}_{(rec.patient_id if isinstance(rec.patient_id, str) and rec.patient_id else i):}"
             pixels = np.asarray(Image.open(data_dir / rec.path).convert("L"))
@@ -137,7 +158,7 @@ def wrap_pool_as_export(data_dir: str | Path, out_dir: str | Path, *, seed: int 
                     instance_number=i % 4 + 1,
                     **header,
                 )
-            rows.append({"path": str(target), "modality": modality, "anatomy": anatomy})
+            rows.append({"path": str(target), "modality": modality, "anatomy": anatomy, "anatomy_in_header": not hidden})
     return pd.DataFrame(rows)
 
 
@@ -161,6 +182,51 @@ def copy_real_ct(out_dir: str | Path) -> int:
                 shutil.copyfile(src, target)
             n += 1
     return n
+
+
+#: pretraining method -> shipped config (one recipe: they differ only in the loss and its target)
+RECIPES = {"modan-mulsupcon": "pretrain_modan.yaml", "simclr": "pretrain_simclr.yaml", "supervised": "pretrain_supervised.yaml"}
+
+
+def budget_overrides(s: ProxySettings, seed: int) -> list[str]:
+    """The overrides every method gets (the same list for each): budget, stem, seed, and the step
+    schedule's warm-up and milestones scaled from 3 / (700, 800, 900) of 1000 epochs to ``pretrain_epochs``."""
+    epochs = s.pretrain_epochs
+    milestones = sorted({m for m in (round(0.7 * epochs), round(0.8 * epochs), round(0.9 * epochs)) if 0 < m < epochs})
+    return [
+        f"train.epochs={epochs}", f"train.batch_size={s.pretrain_batch}", f"data.size={s.image_size}",
+        f"model.stem={s.stem}", f"seed={seed}", "data.workers=0", "train.log_every=1",
+        f"schedule.warmup_epochs={min(3.0, 0.003 * epochs):g}", f"schedule.milestones=[{', '.join(map(str, milestones))}]",
+        f"labels.unknown_anatomy={s.unknown_anatomy}",
+    ]  # fmt: skip
+
+
+def write_pretrain_seed_tables(tree: Path, out_dir: Path, *, reference: str) -> Path:
+    """``pretrain_seeds.csv`` and ``pretrain_seeds.md`` in ``out_dir``: mean and spread over the
+    pretraining runs ``<method>.ps<k>`` of the prediction ``tree``, tests with the pretraining run as
+    unit, raw and Holm-adjusted p-values (:func:`modan_pacs.report.stats.pretrain_seed_table`)."""
+    from modan_pacs.report.stats import fold_auc_table, pretrain_seed_table, repeat_summaries, scan_prediction_tree
+
+    repeats, _ = repeat_summaries(fold_auc_table(scan_prediction_tree(tree)))
+    table = pretrain_seed_table(repeats, reference=reference)
+    table.to_csv(out_dir / "pretrain_seeds.csv", index=False, float_format="%.6g", na_rep="")
+    lines = [
+        f"# Over pretraining runs (reference {reference}; unit = one pretraining run, its AUC averaged over the downstream repeats)",
+        "",
+        "| dataset | regime | method | runs | mean AUC | SD over pretraining | min-max | test | p one-sided (Holm) | p two-sided (Holm) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    fmt = lambda v: "" if pd.isna(v) else f"{v:.4f}"  # noqa: E731
+    for r in table.itertuples():
+        lines.append(
+            f"| {r.dataset} | {r.regime} | {r.method} | {r.n_pretrain_runs} | {r.mean_auc:.4f} | {fmt(r.sd_over_pretraining)} | "
+            f"{r.min_run_auc:.4f}-{r.max_run_auc:.4f} | {r.test} | {fmt(r.p_one_sided)} ({fmt(r.p_one_sided_holm)}) | "
+            f"{fmt(r.p_two_sided)} ({fmt(r.p_two_sided_holm)}) |"
+        )
+    lines += ["", "Holm's adjustment runs over every comparison of this table (one family)."]
+    path = out_dir / "pretrain_seeds.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def run_proxy_study(data_dir: str | Path, out_dir: str | Path, *, settings: ProxySettings | None = None, console: Console | None = None) -> Path:
@@ -188,32 +254,31 @@ def run_proxy_study(data_dir: str | Path, out_dir: str | Path, *, settings: Prox
         return result
 
     export = out / "export"
-    truth = timed("wrap pool as DICOM", lambda: wrap_pool_as_export(data_dir, export / "pool", seed=s.seed))
+    truth = timed("wrap pool as DICOM", lambda: wrap_pool_as_export(data_dir, export / "pool", seed=s.seed, no_anatomy_share=s.no_anatomy_share))
     timed("copy real CT", lambda: copy_real_ct(export / "ct"))
     index = timed("index", lambda: build_index(export, out / "index", workers=s.workers, salt_file=out / "salt"))
     frame = index.tables.frame
     by_path = frame.set_index("path")[["modality_label", "anatomy_label"]]
     found = truth.join(by_path, on="path")
-    agree = float(((found["anatomy"] == found["anatomy_label"]) & found["modality_label"].notna()).mean())
-    console.print(f"{len(frame)} images indexed; anatomy recovered from the messy headers for {agree:.1%} of the pool")
+    told = found[found["anatomy_in_header"]]
+    agree = float(((told["anatomy"] == told["anatomy_label"]) & told["modality_label"].notna()).mean())
+    console.print(
+        f"{len(frame)} images indexed; anatomy recovered from the messy headers for {agree:.1%} of the pool images that name it"
+        + (f"; {int((~found['anatomy_in_header']).sum())} written without any anatomy" if s.no_anatomy_share else "")
+    )
     n_cached = timed("cache", lambda: cache_index_once(out / "index", out / "cache", size=s.image_size, workers=s.workers))
     console.print(f"{n_cached} cached images")
 
-    recipes = {"modan-mulsupcon": "pretrain_modan.yaml", "simclr": "pretrain_simclr.yaml", "supervised-anatomy": "pretrain_supervised.yaml"}
     encoders: dict[str, Path] = {}
-    for name, recipe in recipes.items():
-        run = out / "runs" / name
-        cfg = load_config(
-            config_path(recipe),
-            overrides=[
-                f"train.epochs={s.pretrain_epochs}", f"train.batch_size={s.pretrain_batch}", f"data.size={s.image_size}",
-                f"model.stem={s.stem}", f"seed={s.seed}", "data.workers=0", "train.log_every=1",
-            ],
-        )
-        done = (run / "encoder.pt").exists() and not (run / "checkpoints" / "last.pt").exists()
-        if not done:
-            timed(f"pretrain {name}", lambda: pretrain(cfg, out / "cache", run, resume=(run / "checkpoints" / "last.pt").exists()))
-        encoders[name] = run / "encoder.pt"
+    for name, recipe in RECIPES.items():
+        for k in range(s.pretrain_seeds):
+            run = out / "runs" / name / f"seed_{s.seed + k}"
+            cfg = load_config(config_path(recipe), overrides=budget_overrides(s, s.seed + k))
+            done = (run / "encoder.pt").exists() and not (run / "checkpoints" / "last.pt").exists()
+            if not done:
+                timed(f"pretrain {name} seed {s.seed + k}", lambda: pretrain(cfg, out / "cache", run, resume=(run / "checkpoints" / "last.pt").exists()))
+            encoders[f"{name}.ps{s.seed + k}"] = run / "encoder.pt"
+    reference = f"modan-mulsupcon.ps{s.seed}"
 
     inits: dict[str, str | Path | None] = {**encoders, "scratch": None}
     if s.imagenet_weights:
@@ -228,17 +293,20 @@ def run_proxy_study(data_dir: str | Path, out_dir: str | Path, *, settings: Prox
             lambda: run_benchmark(
                 dataset=dataset, data_dir=dataset_dirs[dataset], inits=inits, out_dir=bench_dir, repeats=s.repeats,
                 regimes=list(s.regimes), epochs=s.bench_epochs, batch_size=s.bench_batch, image_size=s.image_size,
-                seed=s.seed, reference="modan-mulsupcon", report=False, imagenet_weights=s.imagenet_weights,
+                seed=s.seed, reference=reference, report=False, imagenet_weights=s.imagenet_weights,
                 options={"scratch_stem": s.stem, **({"subsample": s.subsample} if s.subsample else {})}, console=console,
             ),
         )
         link = tree / dataset
         if not link.exists():
             link.symlink_to((bench_dir / dataset).resolve(), target_is_directory=True)
+    first = {name: path for name, path in encoders.items() if name.endswith(f".ps{s.seed}")}  # UMAP of one run per method
     report = timed(
         "report",
-        lambda: build_report(tree, reference="modan-mulsupcon", out_dir=out / "report", embed_cache=out / "cache", encoders=encoders),
+        lambda: build_report(tree, reference=reference, out_dir=out / "report", embed_cache=out / "cache", encoders=first),
     )
+    seeds = write_pretrain_seed_tables(tree, Path(report), reference="modan-mulsupcon")
+    console.print(f"pretraining-seed statistics: {seeds}")
     (out / "stage_seconds.json").write_text(json.dumps(s.stage_seconds, indent=2))
     console.print("seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in s.stage_seconds.items()))
     console.print(f"[bold green]report:[/] {report}")

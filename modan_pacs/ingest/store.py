@@ -181,7 +181,7 @@ def _unmapped(frame: pd.DataFrame) -> pd.DataFrame:
     parts = []
     no_mod = frame[frame["modality_label"].isna() & frame["modality"].notna()]
     parts.append(pd.DataFrame({"field": "modality", "raw_value": no_mod["modality"]}))
-    not_body = frame["anatomy_source"] != "body_part"
+    not_body = ~frame["anatomy_source"].isin(["body_part", "refined", "conflict"])  # these read a mapped body part
     bp = frame[not_body & frame["body_part_examined"].notna()]
     parts.append(pd.DataFrame({"field": "body_part_examined", "raw_value": bp["body_part_examined"]}))
     undecided = frame["anatomy_source"].isin(["description", "unknown"])

@@ -29,7 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from modan_pacs.errors import ConfigError, InputError
 
-ANATOMY_SOURCES = ("body_part", "anatomic_region", "description", "unknown")
+ANATOMY_SOURCES = ("body_part", "anatomic_region", "description", "refined", "conflict", "unknown")
+#: separator of the anatomies of a multi-region label (``"lung|abdomen|pelvis"``) in ``anatomy_label``
+MULTI_SEP = "|"
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
 
 
@@ -73,6 +75,9 @@ class AnatomyEntry(_Strict):
     region_meanings: list[str] = []
     keywords: list[str] = []
     radimagenet: list[str] = []
+    refines: list[str] = []
+    """Broader anatomies this one is part of (thyroid refines neck): a description naming it wins
+    over a body part or region naming one of these."""
 
     @field_validator("region_codes")
     @classmethod
@@ -81,6 +86,16 @@ class AnatomyEntry(_Strict):
             if ":" not in code:
                 raise ValueError(f"region code {code!r} must be 'SCHEME:VALUE', e.g. 'SCT:818981001'")
         return codes
+
+
+class MultiRegion(_Strict):
+    """A value naming several regions (CHEST_TO_PELVIS, WHOLEBODY, "CT ABD PELVIS"): the image
+    gets every anatomy in ``anatomies``."""
+
+    name: str
+    anatomies: list[str] = Field(min_length=2)
+    body_parts: list[str] = []
+    keywords: list[str] = []
 
 
 class ExtraValue(_Strict):
@@ -101,8 +116,10 @@ class VocabularyModel(_Strict):
     version: Literal[1] = 1
     label_groups: list[str] = ["modality", "anatomy"]
     unknown_anatomy: Literal["keep", "drop"] = "keep"
+    anatomy_conflict: Literal["unknown", "body_part", "description"] = "unknown"
     modalities: list[ModalityEntry] = Field(min_length=1)
     anatomies: list[AnatomyEntry] = Field(min_length=1)
+    multi_regions: list[MultiRegion] = []
     extra_groups: dict[str, ExtraGroup] = {}
 
     @model_validator(mode="after")
@@ -130,12 +147,21 @@ class VocabularyModel(_Strict):
                     raise ValueError(f"modality code {code!r} is listed under both {seen[key]!r} and {m.name!r}")
                 seen[key] = m.name
         seen = {}
-        for a in self.anatomies:
-            for bp in a.body_parts:
+        for entry in [*self.anatomies, *self.multi_regions]:
+            for bp in entry.body_parts:
                 key = _normalise_code(bp)
-                if key in seen and seen[key] != a.name:
-                    raise ValueError(f"body part {bp!r} is listed under both {seen[key]!r} and {a.name!r}")
-                seen[key] = a.name
+                if key in seen and seen[key] != entry.name:
+                    raise ValueError(f"body part {bp!r} is listed under both {seen[key]!r} and {entry.name!r}")
+                seen[key] = entry.name
+        names = {a.name for a in self.anatomies}
+        for a in self.anatomies:
+            for broader in a.refines:
+                if broader not in names or broader == a.name:
+                    raise ValueError(f"anatomy {a.name!r} refines {broader!r}, which is not another anatomy of the vocabulary")
+        for m in self.multi_regions:
+            for part in m.anatomies:
+                if part not in names:
+                    raise ValueError(f"multi_regions {m.name!r} names {part!r}, which is not an anatomy of the vocabulary")
         return self
 
 
@@ -146,6 +172,9 @@ class Vocabulary:
         groups: ordered ``{group: [canonical values]}`` of the groups in ``label_groups``.
         label_names: the K column names of the multi-hot matrix, ``"group:value"`` in order.
         unknown_anatomy: ``"keep"`` (row kept, anatomy block empty) or ``"drop"`` (row left out of the index).
+        anatomy_conflict: what a description that contradicts the body part (or region) gives:
+            ``"unknown"`` (default), ``"body_part"`` (the header field wins, as before 2026-12) or
+            ``"description"``; the source is ``"conflict"`` either way.
         source: the file it was loaded from, or None.
     """
 
@@ -153,8 +182,16 @@ class Vocabulary:
         self.model = model
         self.source = source
         self.unknown_anatomy = model.unknown_anatomy
+        self.anatomy_conflict = model.anatomy_conflict
+        order = {a.name: i for i, a in enumerate(model.anatomies)}
+        self._refines = {a.name: frozenset(a.refines) for a in model.anatomies}
+        #: multi-region name -> its anatomies joined in vocabulary order ("lung|abdomen|pelvis")
+        self._multi = {m.name: MULTI_SEP.join(sorted(m.anatomies, key=order.__getitem__)) for m in model.multi_regions}
         self._modality_by_code = {c.strip().upper(): m.name for m in model.modalities for c in m.codes}
         self._anatomy_by_body_part = {_normalise_code(bp): a.name for a in model.anatomies for bp in a.body_parts}
+        self._anatomy_by_body_part.update(
+            {_normalise_code(bp): self._multi[m.name] for m in model.multi_regions for bp in m.body_parts}
+        )
         self._anatomy_by_code: dict[str, str] = {}
         for a in model.anatomies:
             for code in a.region_codes:
@@ -167,7 +204,7 @@ class Vocabulary:
         # (pattern, anatomy, keyword length): the longest keyword found in a text wins.
         self._keywords = [
             (_keyword_pattern(k), a.name, len(k.rstrip("*"))) for a in model.anatomies for k in a.keywords
-        ]
+        ] + [(_keyword_pattern(k), self._multi[m.name], len(k.rstrip("*"))) for m in model.multi_regions for k in m.keywords]
         self._radimagenet = {r.lower(): a.name for a in model.anatomies for r in a.radimagenet}
         self._extra = {
             name: (g.column, [(_keyword_pattern(k), v.name, len(k)) for v in g.values for k in v.keywords])
@@ -309,22 +346,39 @@ class Vocabulary:
     ) -> tuple[str | None, str]:
         """Anatomy and the source that decided it.
 
-        Order: BodyPartExamined, then AnatomicRegionSequence, then keywords in ``texts`` (pass
-        SeriesDescription, ProtocolName, StudyDescription: most specific first).
+        The header field (BodyPartExamined, else AnatomicRegionSequence) and the keywords in
+        ``texts`` (pass SeriesDescription, ProtocolName, StudyDescription: most specific first) are
+        both read, then:
+
+        - only one names an anatomy: that one (``body_part`` / ``anatomic_region`` / ``description``);
+        - they agree or overlap (CHEST and "CT CHEST ABD PELVIS"), or the header names the more
+          specific part (THYROID and "NECK"): the header field;
+        - the description names a more specific part of it (``refines`` in the vocabulary: NECK and
+          "US THYROID" -> thyroid): the description, source ``refined``;
+        - they contradict (CHEST and "CT ABD PELVIS"): source ``conflict``, anatomy by
+          :attr:`anatomy_conflict` (default None: a wrong anatomy would make false positives).
+
+        A multi-region value (CHEST_TO_PELVIS, WHOLEBODY, "CT ABD PELVIS") gives every anatomy it
+        names, joined by ``|`` in vocabulary order (``"lung|abdomen|pelvis"``).
 
         Returns:
-            ``(anatomy or None, source)``, source in ``body_part | anatomic_region | description | unknown``.
+            ``(anatomy or None, source)``, source in :data:`ANATOMY_SOURCES` (not ``unknown`` for a conflict).
         """
-        hit = self.map_body_part(body_part)
-        if hit is not None:
-            return hit, "body_part"
-        hit = self.map_region(region_code, region_meaning)
-        if hit is not None:
-            return hit, "anatomic_region"
-        hit = self.match_keywords(texts)
-        if hit is not None:
-            return hit, "description"
-        return None, "unknown"
+        header, source = self.map_body_part(body_part), "body_part"
+        if header is None:
+            header, source = self.map_region(region_code, region_meaning), "anatomic_region"
+        described = self.match_keywords(texts)
+        if header is None:
+            return (described, "description") if described is not None else (None, "unknown")
+        if described is None:
+            return header, source
+        have, said = set(header.split(MULTI_SEP)), set(described.split(MULTI_SEP))
+        if have & said or all(self._refines[h] & said for h in have):  # agree, or the header is the more specific
+            return header, source
+        if all(self._refines[d] & have for d in said):
+            return described, "refined"
+        chosen = {"unknown": None, "body_part": header, "description": described}[self.anatomy_conflict]
+        return chosen, "conflict"
 
     def map_radimagenet(self, modality_dir: str, anatomy_dir: str) -> tuple[str, str]:
         """``(modality, anatomy)`` of a RadImageNet folder pair such as ``("CT", "abd")``.
@@ -361,7 +415,8 @@ class Vocabulary:
 
     # ----------------------------------------------------------------- encoding
     def encode_frame(self, df) -> np.ndarray:
-        """Multi-hot matrix ``(N, K) uint8`` from columns ``<group>_label`` (None/NaN = empty block).
+        """Multi-hot matrix ``(N, K) uint8`` from columns ``<group>_label`` (None/NaN = empty block;
+        ``"a|b"`` = both values set, a multi-region anatomy).
 
         Columns ``modality_label`` and ``anatomy_label`` (plus ``<group>_label`` for extra groups in
         ``label_groups``); column order is :attr:`label_names`.
@@ -382,11 +437,12 @@ class Vocabulary:
             for r, value in enumerate(raw):
                 if value is None or (isinstance(value, float) and value != value):
                     continue
-                col = index.get(value)
-                if col is None:
-                    raise InputError(f"{column} value {value!r} (row {r}) is not a {group} of the vocabulary: {values}")
-                rows.append(r)
-                cols.append(offset + col)
+                for part in str(value).split(MULTI_SEP):  # a multi-region anatomy sets several bits
+                    col = index.get(part)
+                    if col is None:
+                        raise InputError(f"{column} value {value!r} (row {r}) is not a {group} of the vocabulary: {values}")
+                    rows.append(r)
+                    cols.append(offset + col)
             out[np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)] = 1
             offset += len(values)
         return out

@@ -1,9 +1,15 @@
 """Projection / classification heads on top of the 512-d ResNet-18 features.
 
-- ``none``: the loss sees the 512-d penultimate features.
-- ``linear``: 512 -> 1000, like the authors' code (torchvision's ``fc`` output fed to the loss).
+- ``linear`` (the pretraining default, every method): 512 -> 1000, like the authors' code
+  (torchvision's ``fc`` output fed to the loss): a signed embedding, so a negative pair can reach
+  cosine -1.
 - ``mlp``: 512 -> 2048 -> ReLU -> 128, like the authors' SimCLR.
+- ``none``: the loss sees the 512-d penultimate features, which follow a ReLU and average pool:
+  every cosine is >= 0, negatives can at best be made orthogonal (this project's default before 2026-12).
 - ``classifier``: 512 -> number of classes (supervised baseline).
+
+The paper's text does not state the embedding the loss sees; the head is dropped after
+pretraining and downstream tasks always use the 512-d pooled features.
 """
 
 from __future__ import annotations

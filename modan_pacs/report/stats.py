@@ -227,3 +227,111 @@ def compute_tables(tree: str | Path, *, reference: str, order: list[str] | None 
     return ProtocolTables(
         rows=pd.DataFrame(rows, columns=TABLE_COLUMNS), repeats=repeats, folds=folds, reference=reference, notes=notes
     )
+
+
+# ------------------------------------------------------------------ multiple comparisons
+
+
+def holm_adjust(pvalues) -> np.ndarray:  # noqa: ANN001
+    """Holm's step-down adjusted p-values (Holm 1979), NaN entries left out and kept NaN.
+
+    With the m finite p-values sorted ascending, ``p(1) <= ... <= p(m)``, the adjusted value of
+    ``p(i)`` is ``max_{j <= i} min(1, (m - j + 1) p(j))``: rejecting where the adjusted value is at
+    most alpha controls the family-wise error rate at alpha. Returned in the input order.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(~np.isnan(p))
+    m = len(finite)
+    if m == 0:
+        return out
+    order = finite[np.argsort(p[finite], kind="stable")]
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])  # (m - j + 1) p(j), j = 1..m
+    out[order] = np.maximum.accumulate(scaled)
+    return out
+
+
+# ------------------------------------------------------------------ pretraining-seed statistics
+
+#: a method folder of one pretraining run: ``<method>.ps<seed>`` (e.g. ``modan-mulsupcon.ps2``)
+PRETRAIN_SEED_RE = re.compile(r"^(?P<method>.+)\.ps(?P<seed>\d+)$")
+#: columns of :func:`pretrain_seed_table`
+SEED_COLUMNS = [
+    "dataset", "regime", "method", "n_pretrain_runs", "mean_auc", "sd_over_pretraining", "min_run_auc", "max_run_auc",
+    "test", "p_one_sided", "p_two_sided", "p_one_sided_holm", "p_two_sided_holm",
+]  # fmt: skip
+
+
+def split_pretrain_seed(method: str) -> tuple[str, int | None]:
+    """``"modan.ps2" -> ("modan", 2)``; a method without the suffix (scratch, imagenet) -> ``(method, None)``."""
+    match = PRETRAIN_SEED_RE.match(method)
+    return (match["method"], int(match["seed"])) if match else (method, None)
+
+
+def pretrain_run_aucs(repeats: pd.DataFrame) -> pd.DataFrame:
+    """One row per pretraining run: the mean over its downstream repeats of the repeat AUCs.
+
+    Args:
+        repeats: :func:`repeat_summaries`' frame (``dataset, regime, method, repeat, auc``).
+
+    Returns:
+        ``dataset, regime, method, pretrain_seed, auc, n_repeats`` (``pretrain_seed`` -1 for a
+        method without pretraining runs: its one "run" is the initialisation itself).
+    """
+    frame = repeats.copy()
+    split = frame["method"].map(split_pretrain_seed)
+    frame["method"] = [m for m, _ in split]
+    frame["pretrain_seed"] = [-1 if s is None else s for _, s in split]
+    keys = ["dataset", "regime", "method", "pretrain_seed"]
+    return frame.groupby(keys, sort=True).agg(auc=("auc", "mean"), n_repeats=("repeat", "nunique")).reset_index()
+
+
+def _run_test(ref: np.ndarray, other: np.ndarray) -> tuple[str, float, float]:
+    """Test of the reference's pretraining runs against another method's: Welch's t-test when both
+    have >= 2 runs; a one-sample t-test of the reference's runs against the other's single value
+    (an initialisation without pretraining, e.g. scratch); nothing otherwise."""
+    from scipy.stats import ttest_1samp, ttest_ind
+
+    if len(ref) >= 2 and len(other) >= 2:
+        one = ttest_ind(ref, other, equal_var=False, alternative="greater").pvalue
+        two = ttest_ind(ref, other, equal_var=False).pvalue
+        return "welch", float(one), float(two)
+    if len(ref) >= 2 and len(other) == 1:
+        one = ttest_1samp(ref, other[0], alternative="greater").pvalue
+        two = ttest_1samp(ref, other[0]).pvalue
+        return "one-sample", float(one), float(two)
+    return "none", math.nan, math.nan
+
+
+def pretrain_seed_table(repeats: pd.DataFrame, *, reference: str) -> pd.DataFrame:
+    """Mean and spread over pretraining runs, and tests whose unit is the pretraining run.
+
+    Each pretraining run contributes one number per (dataset, regime): its AUC averaged over the
+    downstream repeats (:func:`pretrain_run_aucs`), so the variance between pretraining runs --
+    which the repeat-level Wilcoxon test leaves out -- is what the tests see. The reference
+    (``method`` without the ``.ps<seed>`` suffix) is compared with every other method (see
+    :func:`_run_test`); Holm's adjustment (:func:`holm_adjust`) runs over every comparison of the
+    table (all datasets, regimes and methods: one family), beside the raw p-values.
+
+    Raises:
+        InputError: the reference has no pretraining run in some (dataset, regime).
+    """
+    runs = pretrain_run_aucs(repeats)
+    rows = []
+    for (dataset, regime), block in runs.groupby(["dataset", "regime"], sort=True):
+        ref = block[block["method"] == reference]["auc"].to_numpy()
+        if len(ref) == 0:
+            raise InputError(f"reference {reference!r} has no pretraining run in {dataset}/{regime}")
+        for method in method_order(list(block["method"].unique()), reference):
+            values = block[block["method"] == method]["auc"].to_numpy()
+            test, p_one, p_two = ("reference", math.nan, math.nan) if method == reference else _run_test(ref, values)
+            rows.append({
+                "dataset": dataset, "regime": regime, "method": method, "n_pretrain_runs": len(values),
+                "mean_auc": float(values.mean()), "sd_over_pretraining": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
+                "min_run_auc": float(values.min()), "max_run_auc": float(values.max()), "test": test,
+                "p_one_sided": p_one, "p_two_sided": p_two,
+            })  # fmt: skip
+    table = pd.DataFrame(rows)
+    table["p_one_sided_holm"] = holm_adjust(table["p_one_sided"])
+    table["p_two_sided_holm"] = holm_adjust(table["p_two_sided"])
+    return table[SEED_COLUMNS]

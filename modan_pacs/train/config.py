@@ -23,10 +23,14 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    stem: Literal["paper", "authors"] = "paper"
-    """``paper``: 3x3 stride-1 first conv, no max-pool; ``authors``: 7x7 stride 2 with max-pool."""
-    head: Literal["none", "linear", "mlp"] = "none"
-    """Projection head for contrastive losses (``linear`` 512->1000 as the authors, ``mlp`` 512->2048->128)."""
+    stem: Literal["paper", "authors", "paper-nopool"] = "paper"
+    """``paper``: 3x3 stride-1 first conv, max-pool kept (the paper's text); ``authors``: 7x7 stride 2 with
+    max-pool (their code); ``paper-nopool``: 3x3 stride 1 without max-pool (this project before 2026-12)."""
+    head: Literal["none", "linear", "mlp"] = "linear"
+    """Embedding head the contrastive loss sees: ``linear`` 512->1000 (the authors' code: torchvision's
+    ``fc``; signed), ``mlp`` 512->2048->ReLU->128 (SimCLR's projection), or ``none`` (the 512-d
+    post-ReLU features, all cosines >= 0). Downstream always uses the 512-d pooled features. With
+    loss ``cross_entropy`` a 512 -> n_classes classifier is the head and this field is not used."""
     sync_batchnorm: bool = False
     """Under DDP, convert BatchNorm to SyncBatchNorm (global-batch statistics)."""
 
@@ -60,6 +64,15 @@ class SupervisedConfig(_Section):
         if self.label_group is not None and self.column is not None:
             raise ValueError("give supervised.label_group or supervised.column, not both")
         return self
+
+
+class LabelsConfig(_Section):
+    unknown_anatomy: Literal["distinct", "match", "drop"] = "distinct"
+    """An image whose header names no anatomy: ``distinct`` (its unknown anatomy matches no other
+    image's), ``match`` (all unknowns of a modality are one class: Jaccard 1.0), ``drop`` (left out).
+    See :mod:`modan_pacs.train.targets`."""
+    anatomy_group: str = "anatomy"
+    """The label group ``unknown_anatomy`` is about."""
 
 
 class OptimizerConfig(_Section):
@@ -128,6 +141,7 @@ class PretrainConfig(_Section):
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     supervised: SupervisedConfig = SupervisedConfig()
+    labels: LabelsConfig = LabelsConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     data: DataConfig = DataConfig()
@@ -142,8 +156,6 @@ class PretrainConfig(_Section):
             raise ValueError(f"supervised.* is only used with loss 'cross_entropy', not {self.loss.name!r}")
         if self.loss.name not in CONTRASTIVE and not has_target:
             raise ValueError("loss 'cross_entropy' needs a target: set supervised.label_group (e.g. anatomy) or supervised.column")
-        if self.loss.name not in CONTRASTIVE and self.model.head != "none":
-            raise ValueError("loss 'cross_entropy' uses a classifier head; leave model.head at 'none'")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from .checkpoint import FORMAT_VERSION, capture_rng, load_checkpoint, restore_rn
 from .config import PretrainConfig, load_config, resolve_config
 from .distributed import DistEnv, all_gather_objects, barrier, gather_with_grad, init_distributed
 from .schedule import build_optimizer, build_scheduler
-from .targets import class_targets
+from .targets import class_targets, drop_unknown_anatomy, wrap_loss_for_unknown
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +257,8 @@ def _supervised_targets(cfg: PretrainConfig, cache: Any, data_dir: Path) -> tupl
         manifest_column=cache.manifest[column].to_numpy() if column and column in cache.manifest else None,
         column_name=column,
         where=f"cache {data_dir}",
+        unknown_anatomy=cfg.labels.unknown_anatomy,
+        anatomy_group=cfg.labels.anatomy_group,
     )
     return torch.from_numpy(found.targets), len(found.class_names)
 
@@ -295,6 +297,10 @@ def build_training(cfg: PretrainConfig, data_dir: Path, env: DistEnv, *, start_e
     per_rank = cfg.train.batch_size // env.world_size
     _seed_everything(cfg.seed)
     cache = _load_cache(data_dir, cfg.train.batch_size, env.world_size)
+    if cfg.labels.unknown_anatomy == "drop":
+        cache = drop_unknown_anatomy(cache, cfg.labels.anatomy_group)
+        if len(cache) < cfg.train.batch_size:
+            raise InputError(f"cache {data_dir}: {len(cache)} images of known anatomy, fewer than one batch ({cfg.train.batch_size})")
     contrastive = cfg.loss.name in CONTRASTIVE
     targets, n_classes = (None, None) if contrastive else _supervised_targets(cfg, cache, data_dir)
 
@@ -321,7 +327,11 @@ def build_training(cfg: PretrainConfig, data_dir: Path, env: DistEnv, *, start_e
         train_model = torch.compile(train_model)
     return TrainSetup(
         cfg=cfg, env=env, device=device, n_images=len(cache), model=model, train_model=train_model,
-        loss_fn=build_loss(cfg.loss.name, **cfg.loss.params).to(device), loader=loader, optimizer=optimizer,
+        loss_fn=wrap_loss_for_unknown(
+            build_loss(cfg.loss.name, **cfg.loss.params), cfg.labels.unknown_anatomy, list(cache.vocabulary.label_names),
+            cfg.labels.anatomy_group, contrastive=contrastive,
+        ).to(device),
+        loader=loader, optimizer=optimizer,
         scheduler=build_scheduler(optimizer, cfg.schedule, len(loader), cfg.train.epochs),
         scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16), amp_dtype=amp_dtype,
         channels_last=channels_last, contrastive=contrastive, targets=targets, arch=arch,

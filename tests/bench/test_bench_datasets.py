@@ -76,13 +76,17 @@ def test_merge_groups_matches_union_find():
             assert (groups[i] == groups[j]) == (find(i) == find(j))
 
 
-def test_breast_folder_layout_ignores_masks_and_normal(tmp_path):
+def test_breast_folder_layout_normal_as_negative_or_dropped_masks_ignored(tmp_path):
     for klass, n in (("benign", 6), ("malignant", 5), ("normal", 3)):
         for i in range(n):
             _png(tmp_path / klass / f"{klass} ({i}).png", hash(klass) % 100 + i)
             _png(tmp_path / klass / f"{klass} ({i})_mask.png", 1)
     _png(tmp_path / "malignant" / "dup.png", hash("benign") % 100)  # byte-identical to a benign image
     data = load_dataset("breast", tmp_path, load_benchmark_config())
+    assert len(data) == 15 and data.labels.sum() == 6  # normal images are negatives (the paper's count)
+    assert (data.records[data.records["item"].str.startswith("normal/")]["label"] == 0).all()
+    assert any("3 normal image(s) counted as class 0" in n for n in data.notes)
+    data = load_dataset("breast", tmp_path, load_benchmark_config(breast_normal="drop"))
     assert len(data) == 12 and data.labels.sum() == 6
     assert not data.records["item"].str.contains("mask").any()
     rec = data.records.set_index("item")
@@ -148,7 +152,8 @@ def test_folds_saved_reused_and_checked(tmp_path):
 def test_real_busi_and_ddti_partitions_keep_cases_and_duplicates_together(shared_data, tmp_path):
     cfg = load_benchmark_config()
     busi = load_dataset("breast", shared_data / "busi", cfg)
-    assert len(busi) == 647 and busi.labels.sum() == 210
+    assert len(busi) == 780 and busi.labels.sum() == 210  # 437 benign + 133 normal negatives
+    assert len(load_dataset("breast", shared_data / "busi", cfg.model_copy(update={"breast_normal": "drop"}))) == 647
     ddti = load_dataset("thyroid", shared_data / "ddti", cfg)
     meta = pd.read_csv(shared_data / "ddti" / "metadata.csv", dtype=str, keep_default_na=False)
     assert len(ddti) == int((meta["tirads"] != "").sum())

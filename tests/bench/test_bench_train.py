@@ -108,7 +108,7 @@ def test_imagenet_conv1_sum_equals_three_equal_channels(tmp_path):
     rgb = resnet18(weights=None).eval()
     path = tmp_path / "r18.pth"
     torch.save(rgb.state_dict(), path)
-    gray = imagenet_encoder(path, conv1="sum").eval()
+    gray = imagenet_encoder(path, conv1="sum", norm="none").eval()
     rgb.fc = nn.Identity()
     x = torch.rand(2, 1, 64, 64)
     with torch.no_grad():
@@ -119,6 +119,39 @@ def test_imagenet_conv1_sum_equals_three_equal_channels(tmp_path):
     torch.save({"conv1.weight": torch.zeros(1)}, bad)
     with pytest.raises(InputError, match="not torchvision ResNet-18"):
         imagenet_encoder(bad)
+
+
+def test_imagenet_normalisation_folded_into_conv1_and_bn1(tmp_path):
+    """A grey image through the folded 1-channel stem equals torchvision's model fed the ImageNet-
+    normalised three-channel image: conv1 + bn1 exactly away from the padded border, and the whole
+    encoder's features closely (only the 3-pixel border of conv1 differs)."""
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    rgb = resnet18(weights=None)
+    with torch.no_grad():  # non-trivial BatchNorm statistics, as pretrained weights have
+        rgb.bn1.running_mean.uniform_(-1, 1)
+        rgb.bn1.running_var.uniform_(0.5, 2)
+    rgb.eval()
+    path = tmp_path / "r18.pth"
+    torch.save(rgb.state_dict(), path)
+    folded = imagenet_encoder(path, conv1="sum", norm="fold").eval()
+    raw = imagenet_encoder(path, conv1="sum", norm="none").eval()
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x = torch.rand(2, 1, 64, 64)
+    normalised = (x.repeat(1, 3, 1, 1) - mean) / std
+    with torch.no_grad():
+        want = rgb.bn1(rgb.conv1(normalised))
+        got = folded.bn1(folded.conv1(x))
+        torch.testing.assert_close(got[..., 2:-2, 2:-2], want[..., 2:-2, 2:-2], atol=1e-4, rtol=1e-4)
+        assert not torch.allclose(raw.bn1(raw.conv1(x))[..., 2:-2, 2:-2], want[..., 2:-2, 2:-2], atol=1e-2)
+        rgb.fc = nn.Identity()
+        full_want, full_got = rgb(normalised), folded(x)
+        corr = torch.corrcoef(torch.stack([full_want.flatten(), full_got.flatten()]))[0, 1]
+        assert corr > 0.99
+    with pytest.raises(InputError, match="imagenet_norm"):
+        imagenet_encoder(path, norm="bogus")
 
 
 def test_parse_init_messages(tmp_path):

@@ -30,11 +30,36 @@ def test_wrapped_pool_keeps_labels_through_messy_headers(shared_data, tmp_path):
 @pytest.mark.slow
 @pytest.mark.data
 def test_quick_proxy_study_writes_every_output(shared_data, tmp_path):
-    report = run_proxy_study(shared_data, tmp_path / "study", settings=ProxySettings.quick())
+    settings = ProxySettings.quick()
+    assert settings.pretrain_seeds == 2  # CI exercises the statistics over pretraining runs
+    report = run_proxy_study(shared_data, tmp_path / "study", settings=settings)
     tables = pd.read_csv(report / "tables.csv")
-    assert set(tables["method"]) == {"modan-mulsupcon", "simclr", "supervised-anatomy", "scratch"}
+    methods = ("modan-mulsupcon", "simclr", "supervised")
+    assert set(tables["method"]) == {f"{m}.ps{k}" for m in methods for k in (0, 1)} | {"scratch"}
     assert set(tables["regime"]) == {"finetune", "linear"}
     assert tables["mean_auc"].between(0, 1).all()
-    for name in ("modan-mulsupcon", "simclr", "supervised-anatomy"):
-        assert (tmp_path / "study" / "runs" / name / "encoder.pt").is_file()
-        assert (report / f"umap_{name}.png").is_file()
+    for name in methods:
+        for k in (0, 1):
+            assert (tmp_path / "study" / "runs" / name / f"seed_{k}" / "encoder.pt").is_file()
+        assert (report / f"umap_{name}.ps0.png").is_file()
+    seeds = pd.read_csv(report / "pretrain_seeds.csv")
+    assert set(seeds["method"]) == {*methods, "scratch"}
+    assert (seeds[seeds["method"] != "scratch"]["n_pretrain_runs"] == 2).all()
+    assert {"p_two_sided", "p_two_sided_holm"} <= set(seeds.columns)
+    assert (report / "pretrain_seeds.md").is_file()
+
+
+@pytest.mark.data
+def test_a_share_of_the_pool_can_be_written_without_anatomy(shared_data, tmp_path):
+    """The unknown-anatomy choices need images whose headers name no anatomy: with a share of 0.3,
+    about that share carries the modality only and the index finds no anatomy for exactly those."""
+    from modan_pacs.ingest import build_index
+
+    truth = wrap_pool_as_export(shared_data, tmp_path / "export", seed=0, no_anatomy_share=0.3)
+    assert 0.25 < (~truth["anatomy_in_header"]).mean() < 0.35
+    frame = build_index(tmp_path / "export", tmp_path / "index", workers=1, salt_file=tmp_path / "salt").tables.frame
+    found = truth.join(frame.set_index("path")[["anatomy_label", "anatomy_source"]], on="path")
+    hidden = found[~found["anatomy_in_header"]]
+    assert hidden["anatomy_label"].isna().all() and (hidden["anatomy_source"] == "unknown").all()
+    told = found[found["anatomy_in_header"]]
+    assert (told["anatomy_label"] == told["anatomy"]).all()

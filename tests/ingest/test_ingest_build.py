@@ -233,7 +233,8 @@ def test_relabel_without_reading_files(tmp_path, salt_env):
     data = __import__("yaml").safe_load(vocab.to_yaml())
     data.pop("label_names")
     data["unknown_anatomy"] = "drop"
-    data["anatomies"] = [a for a in data["anatomies"] if a["name"] != "lung"]
+    data["anatomies"] = [dict(a, refines=[r for r in a["refines"] if r != "lung"]) for a in data["anatomies"] if a["name"] != "lung"]
+    data["multi_regions"] = [m for m in data["multi_regions"] if "lung" not in m["anatomies"]]  # a vocabulary names only its anatomies
     custom = tmp_path / "custom.yaml"
     custom.write_text(__import__("yaml").safe_dump(data))
     assert main(["labels", str(out), "--vocab", str(custom)]) == 0

@@ -44,11 +44,12 @@ def test_map_modality(vocab, raw, expected):
     ({"region_code": "SRT:T-D4000", "region_meaning": "Abdomen"}, ("abdomen", "anatomic_region")),
     ({"region_meaning": "Shoulder"}, ("shoulder", "anatomic_region")),
     ({"texts": [None, "L-SPINE SAG T2", "MRI"]}, ("spine", "description")),
-    ({"texts": ["CT ABD/PELVIS W CONTRAST"]}, ("abdomen", "description")),
+    ({"texts": ["CT ABD/PELVIS W CONTRAST"]}, ("abdomen|pelvis", "description")),
     ({"texts": ["US fetal head circumference"]}, ("fetal", "description")),
     ({"texts": ["Axial T2 spin echo"]}, (None, "unknown")),
-    # BodyPartExamined wins over a conflicting region code and description.
-    ({"body_part": "KNEE", "region_code": "SCT:818981001", "texts": ["brain"]}, ("knee", "body_part")),
+    # BodyPartExamined wins over a conflicting region code; a contradicting description is a conflict.
+    ({"body_part": "KNEE", "region_code": "SCT:818981001"}, ("knee", "body_part")),
+    ({"body_part": "KNEE", "region_code": "SCT:818981001", "texts": ["brain"]}, (None, "conflict")),
 ])
 def test_map_anatomy_order(vocab, kwargs, expected):
     assert vocab.map_anatomy(**kwargs) == expected
@@ -112,3 +113,54 @@ def test_extra_group_and_label_frame(vocab, tmp_path):
     assert out["manufacturer_label"].tolist() == ["GE", None]
     labels = v.encode_frame(out)
     assert labels[0, v.label_names.index("manufacturer:GE")] == 1 and labels[1].sum() == 1
+
+
+@pytest.mark.parametrize("kwargs,expected", [
+    # a more specific description wins over a generic body part
+    ({"body_part": "NECK", "texts": ["Thyroid"]}, ("thyroid", "refined")),
+    ({"body_part": "NECK", "texts": ["US THYROID LEFT LOBE"]}, ("thyroid", "refined")),
+    ({"body_part": "CHEST", "texts": ["US BREAST RIGHT"]}, ("breast", "refined")),
+    ({"body_part": "EXTREMITY", "texts": ["MR KNEE W/O"]}, ("knee", "refined")),
+    ({"body_part": "PELVIS", "texts": ["OB US FETAL BIOMETRY"]}, ("fetal", "refined")),
+    # a description contradicting the body part: recorded, anatomy unknown by default
+    ({"body_part": "CHEST", "texts": ["CT ABD PELVIS"]}, (None, "conflict")),
+    ({"body_part": "THYROID", "texts": ["NECK"]}, ("thyroid", "body_part")),  # the header is the more specific
+    # agreeing or overlapping: the header field
+    ({"body_part": "CHEST", "texts": ["CT CHEST ABD PELVIS"]}, ("lung", "body_part")),
+    ({"body_part": "NECK", "texts": ["SOFT TISSUE NECK"]}, ("neck", "body_part")),
+    # multi-region values map to every region they name
+    ({"body_part": "CHEST_TO_PELVIS"}, ("abdomen|lung|pelvis", "body_part")),
+    ({"body_part": "CHESTABDPELVIS"}, ("abdomen|lung|pelvis", "body_part")),
+    ({"body_part": "ABDOMEN_PELVIS"}, ("abdomen|pelvis", "body_part")),
+    ({"body_part": "WHOLEBODY"}, ("abdomen|lung|brain|pelvis|neck|extremity", "body_part")),
+    ({"body_part": "HEAD_NECK"}, ("brain|neck", "body_part")),
+    ({"texts": ["PET/CT WHOLE BODY"]}, ("abdomen|lung|brain|pelvis|neck|extremity", "description")),
+    ({"body_part": "ABDOMEN", "texts": ["CT ABD PELVIS"]}, ("abdomen", "body_part")),
+])
+def test_specific_sources_conflicts_and_multi_regions(vocab, kwargs, expected):
+    assert vocab.map_anatomy(**kwargs) == expected
+
+
+def test_conflict_policy_and_multi_region_encoding(tmp_path):
+    data = yaml.safe_load(Vocabulary.load().to_yaml())
+    data.pop("label_names")
+    for policy, expected in (("body_part", "lung"), ("description", "abdomen|pelvis"), ("unknown", None)):
+        vocab = Vocabulary.from_dict({**data, "anatomy_conflict": policy})
+        assert vocab.map_anatomy(body_part="CHEST", texts=["CT ABD PELVIS"]) == (expected, "conflict")
+    vocab = Vocabulary.from_dict(data)
+    frame = label_frame(pd.DataFrame({
+        "modality": ["CT", "CT", "US"], "body_part_examined": ["CHEST_TO_PELVIS", "CHEST", "NECK"],
+        "series_description": [None, "CT ABD PELVIS", "Thyroid"],
+    }), vocab)  # fmt: skip
+    assert frame["anatomy_label"].tolist() == ["abdomen|lung|pelvis", None, "thyroid"]
+    assert frame["anatomy_source"].tolist() == ["body_part", "conflict", "refined"]
+    labels = vocab.encode_frame(frame)
+    names = vocab.label_names
+    assert {names[i] for i in np.flatnonzero(labels[0])} == {"modality:CT", "anatomy:lung", "anatomy:abdomen", "anatomy:pelvis"}
+    assert {names[i] for i in np.flatnonzero(labels[1])} == {"modality:CT"}
+    bad = {**data, "anatomies": [dict(a, refines=["nowhere"]) if a["name"] == "thyroid" else a for a in data["anatomies"]]}
+    with pytest.raises(ConfigError, match="refines 'nowhere'"):
+        Vocabulary.from_dict(bad)
+    bad = {**data, "multi_regions": [{"name": "x", "anatomies": ["lung", "moon"]}]}
+    with pytest.raises(ConfigError, match="names 'moon'"):
+        Vocabulary.from_dict(bad)
