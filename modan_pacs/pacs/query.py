@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from modan_pacs.errors import InputError, PacsError
-from modan_pacs.pacs.association import PacsSettings, make_settings, open_association
+from modan_pacs.pacs.association import PacsSettings, make_settings, no_response_problem, open_association
 
 LOGGER = logging.getLogger(__name__)
 
@@ -228,20 +229,19 @@ class FindSession:
         model = _STUDY_FIND if self.model == "study" else _PATIENT_FIND
         results = []
         final = None
+        heard = time.monotonic()
         for status, identifier in self.assoc.send_c_find(query, model):
             code = getattr(status, "Status", None)
             if code in (0xFF00, 0xFF01):
+                heard = time.monotonic()
                 if identifier is not None:
                     results.append(identifier)
                 continue
             final = code
         if final is None:
+            problem = no_response_problem(self.settings, f"C-FIND {level}", time.monotonic() - heard)
             self.close()
-            raise PacsError(
-                f"C-FIND {level} on {self.settings.label}: no final response (association aborted or "
-                f"DIMSE timeout {self.settings.dimse_timeout:g} s; is calling AE {self.settings.calling_aet} "
-                "allowed to query?)"
-            )
+            raise PacsError(f"{problem} (is calling AE {self.settings.calling_aet} allowed to query?)")
         if final != 0x0000:
             raise PacsError(f"C-FIND {level} on {self.settings.label} with {match}: status 0x{final:04X}")
         return results
