@@ -39,6 +39,14 @@ def index(
     modality: Annotated[Optional[str], typer.Option("--modality", help="Only this modality (with --pacs), e.g. CT.")] = None,
     date_from: Annotated[Optional[str], typer.Option("--date-from", help="Studies from this date, YYYYMMDD (with --pacs).")] = None,
     date_to: Annotated[Optional[str], typer.Option("--date-to", help="Studies up to this date, YYYYMMDD (with --pacs).")] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="With --pacs: seconds to wait for each answer of the PACS (DIMSE).")
+    ] = 15.0,
+    connect_timeout: Annotated[
+        float, typer.Option("--connect-timeout", help="With --pacs: TCP connect and association timeout, seconds.")
+    ] = 10.0,
+    retries: Annotated[int, typer.Option("--retries", help="With --pacs: retries of a failed connection.")] = 2,
+    backoff: Annotated[float, typer.Option("--backoff", help="With --pacs: first backoff in seconds; doubles on each retry.")] = 0.5,
 ) -> None:
     """Read DICOM headers (never pixels) into OUT: index.parquet, labels.npy, errors.parquet, series, summaries."""
     from rich.console import Console
@@ -52,7 +60,10 @@ def index(
                          else "give PATH (an export folder) or --pacs HOST:PORT")
     vocabulary = Vocabulary.load(vocab)
     if pacs is not None:
-        tables = _index_pacs(pacs, out, vocabulary, salt_file, called_aet, calling_aet, level, modality, date_from, date_to)
+        network = dict(connection_timeout=connect_timeout, acse_timeout=connect_timeout, dimse_timeout=timeout,
+                       retries=retries, backoff=backoff)
+        tables = _index_pacs(pacs, out, vocabulary, salt_file, called_aet, calling_aet, level, modality, date_from, date_to,
+                             network)
         _print_summary(console, tables, out, header=f"PACS {pacs}")
         return
 
@@ -84,20 +95,19 @@ def index(
     _print_summary(console, report.tables, report.out_dir, header=str(path))
 
 
-def _index_pacs(pacs, out, vocabulary, salt_file, called_aet, calling_aet, level, modality, date_from, date_to):
+def _index_pacs(pacs, out, vocabulary, salt_file, called_aet, calling_aet, level, modality, date_from, date_to, network):
     from modan_pacs.errors import InputError
+    from modan_pacs.pacs.association import parse_address
 
-    host, sep, port_text = pacs.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise InputError(f"--pacs {pacs!r} must be HOST:PORT, e.g. 127.0.0.1:4242")
+    host, port = parse_address(pacs)
     if level not in ("study", "series", "image"):
         raise InputError(f"--level {level!r} must be study, series or image")
     from modan_pacs.pacs.query import build_pacs_index
 
     return build_pacs_index(
-        host=host, port=int(port_text), called_aet=called_aet, calling_aet=calling_aet, level=level,
+        host=host, port=port, called_aet=called_aet, calling_aet=calling_aet, level=level,
         modality=modality, date_from=date_from, date_to=date_to, out_dir=out, vocabulary=vocabulary,
-        salt_file=salt_file,
+        salt_file=salt_file, **network,
     )
 
 

@@ -99,11 +99,17 @@ def set_tcp_nodelay(event: Any) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-DUL_POLL_DELAY = float(__import__("os").environ.get("MODAN_DUL_DELAY", "0.0001"))
+DUL_POLL_DELAY = 0.0001
 
 
 def shorten_idle_poll(assoc: Any) -> None:
-    """Poll the socket every 0.1 ms instead of pynetdicom's 1 ms when it was idle."""
+    """Make pynetdicom's DUL thread poll an idle socket every 0.1 ms instead of every 1 ms.
+
+    The DUL reactor sleeps ``_run_loop_delay`` (1 ms in pynetdicom 3.0) whenever a loop found
+    nothing to do, which adds up to 1 ms to each C-STORE response and each incoming PDU: about
+    a fifth of the time per 0.5 MB instance of a C-GET on loopback. pynetdicom has no public
+    setting for it (checked on 3.0.4); the attribute is read on every loop.
+    """
     assoc.dul._run_loop_delay = DUL_POLL_DELAY
 
 

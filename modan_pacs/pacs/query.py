@@ -456,8 +456,11 @@ def build_pacs_index(
     salt_file: str | Path | None = None,
     slice_days: int = 30,
     query_model: str = "auto",
-    dimse_timeout: float = 30.0,
+    connection_timeout: float = 10.0,
+    acse_timeout: float = 10.0,
+    dimse_timeout: float = 15.0,
     retries: int = 2,
+    backoff: float = 0.5,
     show_progress: bool = True,
 ):
     """Index a live PACS by C-FIND into ``out_dir`` with the folder index's schema and labels.
@@ -477,8 +480,11 @@ def build_pacs_index(
         port=port,
         called_aet=called_aet,
         calling_aet=calling_aet,
+        connection_timeout=connection_timeout,
+        acse_timeout=acse_timeout,
         dimse_timeout=dimse_timeout,
         retries=retries,
+        backoff=backoff,
     )
     vocab = vocabulary if isinstance(vocabulary, Vocabulary) else Vocabulary.load(vocabulary)
     frame = query_pacs(
