@@ -308,12 +308,15 @@ def _account(summary: PullSummary, result: DimseResult, plan: PullPlan, store: S
 def _fill_sop_classes(settings, units: list[RetrievalUnit]) -> None:
     """Ask the PACS (IMAGE-level C-FIND) for the SOP classes of units whose index rows lack them.
 
-    C-GET needs a storage context per SOP class; an index built elsewhere may not carry them.
+    C-GET needs a storage context per SOP class; an index built elsewhere may not carry them, and
+    some archives (dcmqrscp) do not return them either: those units get every image storage class
+    of pynetdicom's default list, as getscu proposes its fixed list.
     """
     missing = [unit for unit in units if not unit.sop_classes]
     if not missing:
         return
     from modan_pacs.pacs.query import FindSession, iter_instances_of_series
+    from modan_pacs.pacs.retrieve import image_storage_classes
 
     with FindSession(settings) as session:
         for unit in missing:
@@ -321,7 +324,7 @@ def _fill_sop_classes(settings, units: list[RetrievalUnit]) -> None:
             unit.sop_classes = {
                 cls for uid, cls in iter_instances_of_series(settings, unit.study_uid, unit.series_uid, session)
                 if cls and uid in wanted
-            }
+            } or image_storage_classes()
 
 
 def plan_lines(plan: PullPlan, store: str | Path) -> list[str]:

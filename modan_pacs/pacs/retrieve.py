@@ -140,6 +140,18 @@ class _Counter:
             self.unrequested += 1
 
 
+def image_storage_classes() -> set[str]:
+    """The image storage SOP classes of pynetdicom's default storage list (54 in pynetdicom 3.0).
+
+    Proposed, as getscu proposes its fixed list, when neither the index nor the PACS's C-FIND
+    answers name the SOP classes of a series (dcmqrscp returns no SOPClassUID).
+    """
+    from pydicom.uid import UID
+    from pynetdicom.presentation import StoragePresentationContexts
+
+    return {cx.abstract_syntax for cx in StoragePresentationContexts if "Image" in UID(cx.abstract_syntax).name}
+
+
 def storage_contexts(sop_classes: Iterable[str]) -> list[tuple[str, Sequence[str]]]:
     """Two contexts per storage SOP class: uncompressed syntaxes, and compressed ones."""
     contexts: list[tuple[str, Sequence[str]]] = []
