@@ -30,6 +30,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -67,11 +68,18 @@ def find_dcmqrscp() -> str | None:
     return binary if binary and shutil.which("dcmqridx") else None
 
 
-def association_profile(storage_classes: Iterable[str]) -> str:
-    """An ``-xf`` association config: Q/R models uncompressed, each storage class with any syntax.
+def association_profile(stored: Iterable[tuple[str, str]]) -> str:
+    """An ``-xf`` association config for the ``(SOP class, transfer syntax)`` pairs of the stored files.
 
-    At most 128 presentation contexts fit in a profile, so only the storage classes in use are listed.
+    Profile ``Archive`` (incoming): the Q/R models uncompressed, each storage class with any syntax
+    and the SCP/SCU role both ways (C-GET). Profile ``Outgoing`` (C-MOVE sub-associations): each
+    storage class once per syntax stored for it, each in its own context, the most frequent first.
+    dcmqrscp never transcodes and sends each instance on the first accepted context of its SOP
+    class, so a class stored in two syntaxes can be moved only in the more frequent one (a limit
+    of dcmqrscp's C-MOVE; its C-GET has the same limit, which ``pull`` works around).
+    A profile holds at most 128 presentation contexts.
     """
+    from pydicom.uid import UID
     from pynetdicom import sop_class
 
     qr = [
@@ -83,15 +91,28 @@ def association_profile(storage_classes: Iterable[str]) -> str:
         sop_class.PatientRootQueryRetrieveInformationModelMove,
         sop_class.StudyRootQueryRetrieveInformationModelMove,
     ]
-    storage = sorted(set(storage_classes))
-    if len(qr) + len(storage) > 128:
-        raise PacsError(f"{len(storage)} storage SOP classes: more than a dcmqrscp profile's 128 presentation contexts")
-    contexts = [f"{uid}\\Uncompressed" for uid in qr] + [f"{uid}\\Any" for uid in storage]
-    lines = [_SYNTAXES, "[[PresentationContexts]]", "[Contexts]"]
-    lines += [f"PresentationContext{n} = {text}" for n, text in enumerate(contexts, 1)]
+    counts = Counter(stored)
+    storage = sorted({sop for sop, _ in counts})
+    compressed = sorted({ts for _, ts in counts if UID(ts).is_compressed})
+    incoming = [f"{uid}\\Uncompressed" for uid in qr] + [f"{uid}\\Any" for uid in storage]
+    outgoing = []
+    for sop in storage:
+        syntaxes = sorted({ts for s, ts in counts if s == sop}, key=lambda ts: -counts[(sop, ts)])
+        names = dict.fromkeys(f"Only{compressed.index(ts)}" if ts in compressed else "Uncompressed" for ts in syntaxes)
+        outgoing += [f"{sop}\\{name}" for name in names]
+    if max(len(incoming), len(outgoing)) > 128:
+        raise PacsError(f"{len(counts)} (SOP class, syntax) pairs: more than a dcmqrscp profile's 128 presentation contexts")
+    lines = [_SYNTAXES]
+    for n, ts in enumerate(compressed):
+        lines += [f"[Only{n}]", f"TransferSyntax1 = {ts}"]
+    lines += ["[[PresentationContexts]]", "[Incoming]"]
+    lines += [f"PresentationContext{n} = {text}" for n, text in enumerate(incoming, 1)]
+    lines += ["[Outgoing]"]
+    lines += [f"PresentationContext{n} = {text}" for n, text in enumerate(outgoing, 1)]
     lines += ["[[SCPSCURoleSelection]]", "[Roles]"]
     lines += [f"Role{n} = {uid}\\BOTH" for n, uid in enumerate(storage, 1)]
-    lines += ["[[Profiles]]", "[Archive]", "PresentationContexts = Contexts", "SCPSCURoleSelection = Roles", ""]
+    lines += ["[[Profiles]]", "[Archive]", "PresentationContexts = Incoming", "SCPSCURoleSelection = Roles",
+              "[Outgoing]", "PresentationContexts = Outgoing", ""]
     return "\n".join(lines)
 
 
@@ -103,6 +124,7 @@ class DcmqrscpServer:
         aet: the archive's AE title. Any calling AE may query and retrieve (``ANY``).
         peers: C-MOVE destinations, AE title -> (host, port) (dcmqrscp's ``HostTable``).
         port: fixed port (default: a free one). workdir: default a new temporary folder.
+        extra_args: more dcmqrscp options, e.g. ``["-xs"]`` to propose JPEG lossless on C-MOVE.
     """
 
     def __init__(
@@ -113,6 +135,7 @@ class DcmqrscpServer:
         peers: dict[str, tuple[str, int]] | None = None,
         port: int | None = None,
         workdir: str | Path | None = None,
+        extra_args: Iterable[str] = (),
         ready_timeout: float = 10.0,
     ) -> None:
         self.files = [Path(f) for f in files]
@@ -120,6 +143,7 @@ class DcmqrscpServer:
         self.peers = dict(peers or {})
         self.port = port
         self.ready_timeout = ready_timeout
+        self.extra_args = list(extra_args)
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir is not None else None
         self.process: subprocess.Popen | None = None
@@ -138,15 +162,15 @@ class DcmqrscpServer:
             f"AETable BEGIN\n{self.aet} {self.storage} RW (500, 1024mb) ANY\nAETable END\n"
         )
 
-    def _load(self) -> list[str]:
-        """Copy the files into the archive and index them; returns their SOP class UIDs."""
+    def _load(self) -> list[tuple[str, str]]:
+        """Copy the files into the archive and index them; returns their (SOP class, syntax) UIDs."""
         from pydicom import dcmread
 
         self.storage.mkdir(parents=True, exist_ok=True)
         copies, classes = [], []
         for n, path in enumerate(self.files):
             header = dcmread(path, stop_before_pixels=True)
-            classes.append(str(header.SOPClassUID))
+            classes.append((str(header.SOPClassUID), str(header.file_meta.TransferSyntaxUID)))
             copy = self.storage / f"{n:05d}.dcm"
             shutil.copyfile(path, copy)
             copies.append(str(copy))
@@ -173,7 +197,7 @@ class DcmqrscpServer:
         (self.workdir / "assoc.cfg").write_text(association_profile(classes))
         self.process = subprocess.Popen(
             [self.binary, "-c", str(self.workdir / "dcmqrscp.cfg"), "-xf", str(self.workdir / "assoc.cfg"), "Archive",
-             "Archive", str(self.port)],
+             "Outgoing", *self.extra_args, str(self.port)],
             env=dict(os.environ, TCP_NODELAY="1"), cwd=self.workdir, start_new_session=True,
             stdout=subprocess.DEVNULL, stderr=open(self.workdir / "dcmqrscp.log", "wb"),
         )  # fmt: skip

@@ -339,21 +339,22 @@ def _failed_uids(final: Any) -> list[str]:
 
 def _retrieve_units(
     op: str, units: queue.SimpleQueue, job: _Job, open_assoc, send
-) -> list[str]:
+) -> list[tuple[RetrievalUnit | None, str]]:
     """Send one retrieve request per unit over one (re-opened when lost) association.
 
     Shared by C-GET and C-MOVE: ``open_assoc()`` opens the association, ``send(assoc, unit)``
     yields ``(status, identifier)`` pairs. Failed sub-operations are recorded in the store; an
-    aborted association stops the whole pull (``job.stop``). Returns the problems, one line each.
+    aborted association stops the whole pull (``job.stop``). Returns the problems, one line each,
+    with the unit they concern (None when they concern the association).
     """
     from pynetdicom.status import STATUS_PENDING, code_to_category
 
-    problems: list[str] = []
+    problems: list[tuple[RetrievalUnit | None, str]] = []
     assoc = None
     try:
         for unit in _drain(units):
             if job.stop.is_set():
-                problems.append(f"{op} of {unit.label}: not started (an earlier failure stopped the pull)")
+                problems.append((unit, f"{op} of {unit.label}: not started (an earlier failure stopped the pull)"))
                 continue
             if assoc is None or not assoc.is_established:
                 assoc = open_assoc()
@@ -375,14 +376,14 @@ def _retrieve_units(
             waited = time.monotonic() - max(heard, job.counter.heard)
             problem = _final_status_problem(op, unit, job.settings, final, waited)
             if problem is not None:
-                problems.append(problem)
+                problems.append((unit, problem))
                 if getattr(final, "Status", None) is None:
                     job.stop.set()
                     if assoc.is_established:
                         assoc.abort()
                     assoc = None
     except PacsError as exc:
-        problems.append(str(exc))
+        problems.append((None, str(exc)))
         job.stop.set()
     finally:
         if assoc is not None and assoc.is_established:
@@ -403,14 +404,21 @@ class _Job:
     requests: int = 0
 
 
-def _c_get_worker(job: _Job, units: queue.SimpleQueue, sop_classes: set[str]) -> list[str]:
-    """Fetch ``units`` over one association by C-GET; returns problems (one line each)."""
+def _c_get_worker(
+    job: _Job, units: queue.SimpleQueue, sop_classes: set[str], syntax: str | None = None
+) -> list[tuple[RetrievalUnit | None, str]]:
+    """Fetch ``units`` over one association by C-GET; returns problems (one line each).
+
+    Storage contexts: :func:`storage_contexts`, or, with ``syntax``, one context per class
+    offering only that transfer syntax.
+    """
     from pynetdicom import evt
     from pynetdicom.presentation import build_role
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as study_get
 
     on_store = make_store_handler(job.writer, job.expected)
-    contexts = [(study_get, uncompressed_syntaxes()), *storage_contexts(sop_classes)]
+    storage = storage_contexts(sop_classes) if syntax is None else [(sop, (syntax,)) for sop in sorted(sop_classes)]
+    contexts = [(study_get, uncompressed_syntaxes()), *storage]
     roles = [build_role(sop, scp_role=True) for sop in sorted(sop_classes)]
     return _retrieve_units(
         "C-GET", units, job,
@@ -475,7 +483,7 @@ class MoveDestination:
             self.server = None
 
 
-def _c_move_worker(job: _Job, units: queue.SimpleQueue, destination: str) -> list[str]:
+def _c_move_worker(job: _Job, units: queue.SimpleQueue, destination: str) -> list[tuple[RetrievalUnit | None, str]]:
     """Ask the PACS to C-MOVE ``units`` to ``destination`` (our SCP); returns problems."""
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as study_move
 
@@ -530,16 +538,57 @@ def retrieve_dimse(
     if workers < 1:
         raise InputError(f"--workers {workers} must be >= 1")
     counter = _Counter(on_progress)
+    units = list(units)
     with StoreWriter(store, counter) as writer:
         job = _Job(settings=settings, store=store, counter=counter, expected=expected, writer=writer)
-        problems = _run_workers(job, list(units), method, workers, move_port)
-    return DimseResult(counter.arrived, counter.bytes, counter.unrequested, job.requests, problems)
+        problems = _run_workers(job, units, method, workers, move_port)
+    if method == "get" and not job.stop.is_set() and _missing_units(job, units):
+        with StoreWriter(store, counter) as writer:
+            job.writer = writer
+            _get_in_stored_syntaxes(job, _missing_units(job, units))
+    arrived = store.arrived
+    unsolved = [text for unit, text in problems if unit is None or any(u not in arrived for u in unit.sop_uids)]
+    return DimseResult(counter.arrived, counter.bytes, counter.unrequested, job.requests, unsolved)
 
 
-def _run_workers(job: _Job, units: list[RetrievalUnit], method: str, workers: int, move_port: int) -> list[str]:
+def _missing_units(job: _Job, units: Sequence[RetrievalUnit]) -> list[RetrievalUnit]:
+    """IMAGE-level units for the instances of ``units`` that have not arrived, by series."""
+    arrived = job.store.arrived
+    by_series: dict[tuple[str, str], RetrievalUnit] = {}
+    for unit in units:
+        for uid in unit.sop_uids:
+            if uid in arrived or uid not in job.expected:
+                continue
+            study, series = job.expected[uid]
+            missing = by_series.setdefault((study, series), RetrievalUnit(study, series, [], set(unit.sop_classes)))
+            missing.sop_uids.append(uid)
+    return split_units(list(by_series.values()), 50)
+
+
+def _get_in_stored_syntaxes(job: _Job, units: list[RetrievalUnit]) -> None:
+    """Ask again for instances a C-GET did not deliver, offering one compressed syntax at a time.
+
+    An archive that never transcodes (dcmqrscp) sends each instance on the first accepted context
+    of its SOP class and fails it when that context's syntax is not the stored one. So the
+    missing instances are asked for again over associations that offer, for every class, only
+    one compressed syntax (JPEG lossless, then JPEG-LS, ...), until none is missing.
+    """
+    for syntax in compressed_syntaxes():
+        if not units:
+            return
+        LOGGER.info("%d instances not delivered; asking again offering only %s", sum(len(u.sop_uids) for u in units), syntax)
+        for group in group_by_contexts(units, per_association=127):
+            classes = set().union(*(u.sop_classes for u in group))
+            _c_get_worker(job, _queue(group), classes, syntax)
+        units = _missing_units(job, units)
+
+
+def _run_workers(
+    job: _Job, units: list[RetrievalUnit], method: str, workers: int, move_port: int
+) -> list[tuple[RetrievalUnit | None, str]]:
     """C-GET or C-MOVE ``units`` on ``workers`` threads, one association each; returns the problems."""
     settings = job.settings
-    problems: list[str] = []
+    problems: list[tuple[RetrievalUnit | None, str]] = []
     if units and method == "get":
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for group in group_by_contexts(units):  # one group unless > 63 SOP classes are needed
