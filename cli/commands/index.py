@@ -65,6 +65,7 @@ def index(
         tables = _index_pacs(pacs, out, vocabulary, salt_file, called_aet, calling_aet, level, modality, date_from, date_to,
                              network)
         _print_summary(console, tables, out, header=f"PACS {pacs}")
+        _print_missing_attributes(console, tables.frame)
         return
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -108,6 +109,20 @@ def _index_pacs(pacs, out, vocabulary, salt_file, called_aet, calling_aet, level
         host=host, port=port, called_aet=called_aet, calling_aet=calling_aet, level=level,
         modality=modality, date_from=date_from, date_to=date_to, out_dir=out, vocabulary=vocabulary,
         salt_file=salt_file, **network,
+    )
+
+
+def _print_missing_attributes(console, frame) -> None:
+    """How many rows the PACS's C-FIND answers left without each attribute the labels use."""
+    from modan_pacs.pacs.query import missing_label_attributes
+
+    missing = {key: n for key, n in missing_label_attributes(frame).items() if n}
+    if not missing:
+        return
+    parts = ", ".join(f"{key} {n:,}" for key, n in missing.items())
+    console.print(
+        f"C-FIND answers lacked, of {len(frame):,} rows: {parts}. Labels use what there is; after a pull, "
+        "`modan-pacs pull ... --complete-labels` relabels from the files' headers.", highlight=False,
     )
 
 

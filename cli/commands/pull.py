@@ -57,6 +57,10 @@ def pull(
     connect_timeout: Annotated[float, typer.Option("--connect-timeout", help="TCP connect and association timeout, seconds.")] = 10.0,
     retries: Annotated[int, typer.Option("--retries", help="Retries of a failed connection (exponential backoff).")] = 2,
     backoff: Annotated[float, typer.Option("--backoff", help="First backoff in seconds; doubles on each retry.")] = 0.5,
+    complete_labels: Annotated[
+        bool, typer.Option("--complete-labels", help="After the pull, replace the index's header attributes by those "
+                           "of the pulled files and relabel (for a PACS whose C-FIND answers lack attributes).")
+    ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print what would be fetched (instances, bytes, studies, requests); fetch nothing.")
     ] = False,
@@ -102,4 +106,13 @@ def pull(
 
         summary = run_pull(**options, on_progress=on_progress, on_plan=on_plan)
     console.print(summary_line(summary, out), highlight=False)
+    if complete_labels:
+        from modan_pacs.pacs.complete import complete_labels as complete
+
+        done = complete(index, out)
+        console.print(
+            f"labels completed from {done.completed:,} pulled files' headers: {done.relabelled:,} of {done.rows:,} rows "
+            f"relabelled, {done.no_pixel_data:,} without pixel data moved to the errors, {done.unreadable:,} unreadable; "
+            f"rewrote {index}", highlight=False,
+        )
     raise_if_incomplete(summary, out)

@@ -40,6 +40,17 @@ _PATIENT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _EXPLICIT_LE = "1.2.840.10008.1.2.1"
 
+# series attributes the labels use; many archives return them at IMAGE level only (or not at all)
+LABEL_SERIES_KEYS = ("Modality", "BodyPartExamined", "SeriesDescription", "ProtocolName")
+# index columns the labels are derived from, and the C-FIND key of each
+LABEL_COLUMNS = {
+    "modality": "Modality",
+    "body_part_examined": "BodyPartExamined",
+    "study_description": "StudyDescription",
+    "series_description": "SeriesDescription",
+    "protocol_name": "ProtocolName",
+}
+
 STUDY_KEYS = ("PatientID", "StudyInstanceUID", "StudyDate", "StudyDescription", "ModalitiesInStudy")
 SERIES_KEYS = (
     "StudyInstanceUID",
@@ -283,10 +294,11 @@ class FindSession:
         keys = SERIES_KEYS if attributes else ("SeriesInstanceUID", "Modality")
         return self.find("SERIES", [k for k in keys if k not in match], match)
 
-    def images(self, study: Any, series: Any, *, attributes: bool = True) -> list[Any]:
-        """Instances of a series; with ``attributes=False`` only SOP Instance/Class UIDs are asked for."""
+    def images(self, study: Any, series: Any, *, attributes: bool = True, extra: Sequence[str] = ()) -> list[Any]:
+        """Instances of a series; with ``attributes=False`` only SOP Instance/Class UIDs (and ``extra``) are asked for."""
         match = {**self._upper(study), "SeriesInstanceUID": str(series.SeriesInstanceUID)}
         keys = [*IMAGE_KEYS, "AnatomicRegionSequence"] if attributes else ["SOPInstanceUID", "SOPClassUID"]
+        keys += [k for k in extra if k not in keys]
         return self.find("IMAGE", [k for k in keys if k not in match], match)
 
 
@@ -312,8 +324,12 @@ def _row(
     sop_uid = _text(image, "SOPInstanceUID")
     series_attrs = series if level in ("series", "image") else None
     image_attrs = image if level == "image" else None
+
+    def series_value(keyword: str) -> str | None:  # the series answer, else the image answer (asked when missing)
+        return _text(series_attrs, keyword) or (_text(image, keyword) if series_attrs is not None else None)
+
     if series_attrs is not None:
-        modality = _text(series_attrs, "Modality")
+        modality = series_value("Modality")
     else:
         modality = _text(study, "ModalitiesInStudy") or _text(series, "Modality")
     code, meaning = _anatomic_region(image_attrs)
@@ -323,10 +339,10 @@ def _row(
         "study_instance_uid": study_uid,
         "patient_hash": patient_hash,
         "modality": modality,
-        "body_part_examined": _text(series_attrs, "BodyPartExamined"),
+        "body_part_examined": series_value("BodyPartExamined"),
         "study_description": _text(study, "StudyDescription"),
-        "series_description": _text(series_attrs, "SeriesDescription"),
-        "protocol_name": _text(series_attrs, "ProtocolName"),
+        "series_description": series_value("SeriesDescription"),
+        "protocol_name": series_value("ProtocolName"),
         "anatomic_region_code": code,
         "anatomic_region_meaning": meaning,
         "manufacturer": _text(series_attrs, "Manufacturer"),
@@ -394,7 +410,9 @@ def query_pacs(
                     pid = _text(study, "PatientID")
                     patient_hash = hash_patient_id(pid) if (hash_patient_id is not None and pid) else None
                     for series in session.series(study, mod, attributes=level != "study"):
-                        for image in session.images(study, series, attributes=level == "image"):
+                        # label attributes the series answer lacks are asked again at IMAGE level
+                        lacking = [k for k in LABEL_SERIES_KEYS if _text(series, k) is None] if level != "study" else []
+                        for image in session.images(study, series, attributes=level == "image", extra=lacking):
                             rows.append(_row(settings, patient_hash, study, series, image, level))
                 bar.advance(task)
     frame = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
@@ -406,6 +424,16 @@ def query_pacs(
         else:
             frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
     return frame
+
+
+def missing_label_attributes(frame) -> dict[str, int]:
+    """C-FIND key -> number of index rows without a value for it, for the keys the labels use.
+
+    A PACS that answers only key attributes (dcmqrscp, many archives' defaults) leaves anatomy to
+    the descriptions, or unknown; :func:`modan_pacs.pacs.complete_labels` fills them from the
+    headers of pulled files.
+    """
+    return {key: int(frame[column].isna().sum()) for column, key in LABEL_COLUMNS.items() if column in frame.columns}
 
 
 def split_non_images(frame):

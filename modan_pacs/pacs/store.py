@@ -102,6 +102,11 @@ class Store:
         with self._lock:
             return sop_uid in self._arrived
 
+    def arrived_paths(self) -> dict[str, Path]:
+        """SOP Instance UID -> file, for every instance that arrived (in the log and on disk)."""
+        with self._lock:
+            return {uid: self.root / relative for uid, relative in self._arrived.items()}
+
     @property
     def arrived(self) -> set[str]:
         with self._lock:

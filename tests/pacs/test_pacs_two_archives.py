@@ -70,3 +70,43 @@ def test_pull_everything(archive, tmp_path, method):
             assert got.file_meta.TransferSyntaxUID == want.file_meta.TransferSyntaxUID
         elif "PixelData" in want:
             assert np.array_equal(got.pixel_array, want.pixel_array), uid
+
+
+def test_missing_attributes_are_counted_and_completed_from_the_pulled_files(archive, tmp_path, capsys):
+    """dcmqrscp answers no BodyPartExamined / SeriesDescription: the index says how many rows lack
+    them; after `pull --complete-labels` the labels equal a folder index of the pulled files."""
+    import pandas as pd
+
+    from modan_pacs.cli.main import main
+    from modan_pacs.ingest import build_index, load_index
+    from modan_pacs.pacs.query import missing_label_attributes
+
+    s = archive.settings
+    salt = tmp_path / "salt"
+    rc = main(["index", "--pacs", f"{s.host}:{s.port}", "--called-aet", s.called_aet, "--level", "series",
+               "--out", str(tmp_path / "idx"), "--salt-file", str(salt), "--timeout", "8"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    frame = pd.read_parquet(tmp_path / "idx" / "index.parquet")
+    missing = missing_label_attributes(frame)
+    headers = _headers(archive.files)
+    indexed = {u: headers[u] for u in frame["sop_instance_uid"]}
+    if archive.server.__class__.__name__ == "DcmqrscpServer":
+        assert missing["BodyPartExamined"] == missing["SeriesDescription"] == len(frame)
+        assert f"BodyPartExamined {len(frame):,}" in " ".join(out.split())
+    else:  # Orthanc answers them: only rows whose files lack the attribute are missing
+        assert missing["BodyPartExamined"] == sum(1 for h in indexed.values() if not h.get("BodyPartExamined"))
+
+    rc = main(["pull", "--index", str(tmp_path / "idx"), "--out", str(tmp_path / "store"), "--timeout", "8",
+               "--move-port", str(archive.move_port), "--complete-labels"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert rc == 0 and f"labels completed from {len(frame)} pulled files" in out
+    build_index(tmp_path / "store", tmp_path / "folder_idx", workers=1, salt_file=salt)
+    folder, pacs = load_index(tmp_path / "folder_idx"), load_index(tmp_path / "idx")
+    folder_labels = dict(zip(folder.frame["sop_instance_uid"], map(tuple, folder.labels)))
+    pacs_labels = dict(zip(pacs.frame["sop_instance_uid"], map(tuple, pacs.labels)))
+    # the same rows (files without pixel data moved to the errors, as the folder index does) and labels
+    assert set(folder_labels) == set(pacs_labels) and len(folder_labels) >= 30
+    assert all(pacs_labels[u] == folder_labels[u] for u in folder_labels)
+    assert set(pacs.errors["reason"]) >= {"no_pixel_data"}
+    assert pacs.frame["location"].str.startswith(f"pacs://{s.called_aet}@").all()  # still points at the PACS
