@@ -436,6 +436,48 @@ def missing_label_attributes(frame) -> dict[str, int]:
     return {key: int(frame[column].isna().sum()) for column, key in LABEL_COLUMNS.items() if column in frame.columns}
 
 
+UID_COLUMNS = {
+    "study_instance_uid": "StudyInstanceUID",
+    "series_instance_uid": "SeriesInstanceUID",
+    "sop_instance_uid": "SOPInstanceUID",
+    "sop_class_uid": "SOPClassUID",
+}
+
+
+def split_invalid_uids(frame, label: str):
+    """Move rows holding an identifier that is not a valid DICOM UID to an errors table.
+
+    Valid means ``pydicom.uid.UID(value).is_valid``: digits and dots, no empty or zero-led
+    component, at most 64 characters. An archive answering ``../../x`` or a 300-character UID
+    keeps that row out of the index; the error's ``path`` names the row with the UIDs made
+    file-system safe (:func:`~modan_pacs.pacs.store.safe_uid_name`), never the raw value.
+    A missing SOP Class UID is allowed (some archives do not return it). Returns ``(valid, errors)``.
+    """
+    import pandas as pd
+    from pydicom.uid import UID
+
+    from modan_pacs.pacs.store import safe_uid_name
+
+    def invalid(value: Any) -> bool:
+        return value is not None and value is not pd.NA and not UID(str(value)).is_valid
+
+    reasons = pd.Series("", index=frame.index, dtype=object)
+    for column, keyword in UID_COLUMNS.items():
+        bad = frame[column].map(invalid).astype(bool)
+        reasons[bad] = reasons[bad] + (keyword + " ")
+    mask = reasons != ""
+    rows = frame.loc[mask]
+    errors = pd.DataFrame({
+        "path": [
+            f"pacs://{label}/{safe_uid_name(a)}/{safe_uid_name(b)}/{safe_uid_name(c)}"
+            for a, b, c in zip(rows["study_instance_uid"], rows["series_instance_uid"], rows["sop_instance_uid"])
+        ],
+        "reason": "invalid_uid",
+        "detail": [f"not a valid DICOM UID: {r.strip().replace(' ', ', ')}" for r in reasons[mask]],
+    })  # fmt: skip
+    return frame.loc[~mask].reset_index(drop=True), errors
+
+
 def split_non_images(frame):
     """Move rows whose SOP class is not an image class and that report no Rows to an errors table.
 
@@ -526,7 +568,13 @@ def build_pacs_index(
         hash_patient_id=_patient_hasher(salt_file, out_dir),
         show_progress=show_progress,
     )
-    frame, errors = split_non_images(frame)
+    import pandas as pd
+
+    frame, bad_uids = split_invalid_uids(frame, settings.label)
+    frame, non_images = split_non_images(frame)
+    errors = pd.concat([bad_uids, non_images], ignore_index=True)
+    if len(bad_uids):
+        LOGGER.warning("%d C-FIND rows with identifiers that are not valid DICOM UIDs kept out of the index", len(bad_uids))
     return ingest.write_index(frame, Path(out_dir), vocab, errors=errors)
 
 
