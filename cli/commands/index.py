@@ -39,6 +39,11 @@ def index(
     modality: Annotated[Optional[str], typer.Option("--modality", help="Only this modality (with --pacs), e.g. CT.")] = None,
     date_from: Annotated[Optional[str], typer.Option("--date-from", help="Studies from this date, YYYYMMDD (with --pacs).")] = None,
     date_to: Annotated[Optional[str], typer.Option("--date-to", help="Studies up to this date, YYYYMMDD (with --pacs).")] = None,
+    filters: Annotated[
+        Optional[list[str]],
+        typer.Option("--filter", help="With --pacs: a C-FIND matching key KEY=VALUE (repeatable), as findscu's -k, "
+                     "e.g. StudyDescription=*KNEE*, AccessionNumber=A123, StationName=CT01."),
+    ] = None,
     timeout: Annotated[
         float, typer.Option("--timeout", help="With --pacs: seconds to wait for each answer of the PACS (DIMSE).")
     ] = 15.0,
@@ -61,7 +66,7 @@ def index(
     vocabulary = Vocabulary.load(vocab)
     if pacs is not None:
         network = dict(connection_timeout=connect_timeout, acse_timeout=connect_timeout, dimse_timeout=timeout,
-                       retries=retries, backoff=backoff)
+                       retries=retries, backoff=backoff, filters=filters or [])
         tables = _index_pacs(pacs, out, vocabulary, salt_file, called_aet, calling_aet, level, modality, date_from, date_to,
                              network)
         _print_summary(console, tables, out, header=f"PACS {pacs}")

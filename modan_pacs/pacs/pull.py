@@ -133,7 +133,7 @@ class PullPlan:
 
     ``bytes`` is the sum of the index's ``size`` column when every selected row has one (a folder
     index), else None; ``estimated_pixel_bytes`` is Rows x Columns x frames x bytes per sample
-    (uncompressed pixel data, no header) when every row carries those, else None.
+    (uncompressed pixel data, no header) summed over the ``estimated_rows`` rows that carry them.
     """
 
     requested: int
@@ -143,7 +143,8 @@ class PullPlan:
     studies: int
     series: int
     bytes: int | None
-    estimated_pixel_bytes: int | None
+    estimated_pixel_bytes: int
+    estimated_rows: int
 
     @property
     def to_fetch(self) -> int:
@@ -168,15 +169,16 @@ def plan_pull(rows, frame, store: Store, *, method: str, workers: int, chunk: in
         units = split_units(units, chunk)
     todo = rows[~rows["sop_instance_uid"].isin(store.arrived)]
     size = _known_sum(todo["size"]) if "size" in todo.columns else None
-    pixel = None
+    pixel, estimated = 0, 0
     if {"rows", "columns", "bits_stored"} <= set(todo.columns):
         frames = todo["number_of_frames"].fillna(1) if "number_of_frames" in todo.columns else 1
         per_sample = np.ceil(todo["bits_stored"].astype("Float64") / 8)
-        pixel = _known_sum(todo["rows"].astype("Float64") * todo["columns"].astype("Float64") * frames * per_sample)
+        each = (todo["rows"].astype("Float64") * todo["columns"].astype("Float64") * frames * per_sample).dropna()
+        pixel, estimated = int(each.sum()), len(each)
     return PullPlan(
         requested=len(rows), skipped=skipped, units=units, expected=expected_locations(todo),
         studies=todo["study_instance_uid"].nunique(), series=todo["series_instance_uid"].nunique(),
-        bytes=size, estimated_pixel_bytes=pixel,
+        bytes=size, estimated_pixel_bytes=pixel, estimated_rows=estimated,
     )  # fmt: skip
 
 
@@ -331,9 +333,10 @@ def plan_lines(plan: PullPlan, store: str | Path) -> list[str]:
     """What ``pull --dry-run`` prints: counts, size (or that it is unknown), studies and requests."""
     if plan.bytes is not None:
         size = f"{plan.bytes / 1e6:,.1f} MB (sum of the index's file sizes)"
-    elif plan.estimated_pixel_bytes is not None:
-        size = (f"size unknown (the index holds no file sizes); pixel data alone, uncompressed, would be about "
-                f"{plan.estimated_pixel_bytes / 1e6:,.1f} MB (Rows x Columns x frames x bytes per sample)")
+    elif plan.estimated_rows:
+        size = (f"size unknown (the index holds no file sizes); the pixel data of the {plan.estimated_rows:,} instances "
+                f"whose dimensions it holds, uncompressed, is about {plan.estimated_pixel_bytes / 1e6:,.1f} MB "
+                "(Rows x Columns x frames x bytes per sample)")
     else:
         size = "size unknown (the index holds neither file sizes nor image dimensions: index with --level image to estimate)"
     levels = {level: sum(1 for u in plan.units if u.level == level) for level in ("SERIES", "IMAGE")}

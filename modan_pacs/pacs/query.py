@@ -175,16 +175,71 @@ def _int(ds: Any, keyword: str) -> int | None:
         return None
 
 
+# Query/Retrieve level of the matching keys a --filter may name (PS3.4 C.6.1.1 and the modules
+# archives index at each level); any other attribute is matched at IMAGE level.
+_STUDY_LEVEL = {
+    "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "StudyDescription", "ReferringPhysicianName",
+    "ModalitiesInStudy", "SOPClassesInStudy", "PatientID", "PatientName", "PatientBirthDate", "PatientSex",
+    "PatientAge", "IssuerOfPatientID", "NameOfPhysiciansReadingStudy", "AdmittingDiagnosesDescription",
+    "InstitutionName", "RequestedProcedureDescription",
+}
+_SERIES_LEVEL = {
+    "Modality", "SeriesNumber", "SeriesDescription", "SeriesDate", "SeriesTime", "BodyPartExamined", "ProtocolName",
+    "StationName", "Manufacturer", "ManufacturerModelName", "InstitutionalDepartmentName", "OperatorsName",
+    "PerformingPhysicianName", "Laterality", "PerformedProcedureStepStartDate", "PerformedProcedureStepDescription",
+    "PerformedProcedureStepID", "SoftwareVersions", "DeviceSerialNumber",
+}
+
+
+def parse_filters(filters: Sequence[str] | dict[str, str] | None) -> dict[str, dict[str, str]]:
+    """``["StudyDescription=*KNEE*", "0008,1010=CT01", ...]`` -> ``{level: {keyword: value}}``, as findscu's ``-k``.
+
+    A key is a DICOM keyword or a ``gggg,eeee`` tag; the value is a C-FIND matching value
+    (``*``/``?`` wildcards, ``A-B`` ranges, ``\\``-separated lists). Each filter is sent at the
+    level its attribute belongs to (study, series, else image), so only matching studies, series
+    or instances enter the index.
+
+    Raises:
+        InputError: no ``=``, or a key that is not a DICOM attribute.
+    """
+    from pydicom.datadict import keyword_for_tag, tag_for_keyword
+
+    items = filters.items() if isinstance(filters, dict) else [_split_filter(f) for f in filters or ()]
+    out: dict[str, dict[str, str]] = {"STUDY": {}, "SERIES": {}, "IMAGE": {}}
+    for key, value in items:
+        keyword = key.strip()
+        if "," in keyword:
+            group, _, element = keyword.strip("()").partition(",")
+            try:
+                keyword = keyword_for_tag((int(group, 16) << 16) | int(element, 16))
+            except ValueError:
+                keyword = ""
+        if not keyword or tag_for_keyword(keyword) is None:
+            raise InputError(f"--filter {key}={value}: {key!r} is not a DICOM attribute keyword or gggg,eeee tag")
+        level = "STUDY" if keyword in _STUDY_LEVEL else "SERIES" if keyword in _SERIES_LEVEL else "IMAGE"
+        out[level][keyword] = value
+    return out
+
+
+def _split_filter(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise InputError(f"--filter {text!r}: expected KEY=VALUE, e.g. StudyDescription=*KNEE*")
+    return key, value
+
+
 class FindSession:
     """One association used for many C-FIND requests (reopened after an abort).
 
     ``model`` is ``"study"``, ``"patient"`` or ``"auto"`` (Study Root if accepted, else Patient Root).
+    ``filters`` (from :func:`parse_filters`) are added to the matching keys of each level.
     """
 
-    def __init__(self, settings: PacsSettings, model: str = "auto") -> None:
+    def __init__(self, settings: PacsSettings, model: str = "auto", filters: dict[str, dict[str, str]] | None = None) -> None:
         if model not in QUERY_MODELS:
             raise InputError(f"query model {model!r} must be one of {', '.join(QUERY_MODELS)}")
         self.settings = settings
+        self.filters = filters or {}
         self.requested = model
         self.assoc = None
         self.model = ""
@@ -260,7 +315,7 @@ class FindSession:
     # -- hierarchy walk -------------------------------------------------------------------------
     def studies(self, study_date: str, modality: str | None) -> list[Any]:
         """Studies matching a StudyDate range value and (optionally) one modality."""
-        match = {}
+        match = dict(self.filters.get("STUDY", {}))
         if study_date:
             match["StudyDate"] = study_date
         if modality:
@@ -288,7 +343,7 @@ class FindSession:
 
     def series(self, study: Any, modality: str | None, *, attributes: bool = True) -> list[Any]:
         """Series of a study; with ``attributes=False`` only UIDs and Modality are asked for."""
-        match = self._upper(study)
+        match = {**self.filters.get("SERIES", {}), **self._upper(study)}
         if modality:
             match["Modality"] = modality
         keys = SERIES_KEYS if attributes else ("SeriesInstanceUID", "Modality")
@@ -296,7 +351,7 @@ class FindSession:
 
     def images(self, study: Any, series: Any, *, attributes: bool = True, extra: Sequence[str] = ()) -> list[Any]:
         """Instances of a series; with ``attributes=False`` only SOP Instance/Class UIDs (and ``extra``) are asked for."""
-        match = {**self._upper(study), "SeriesInstanceUID": str(series.SeriesInstanceUID)}
+        match = {**self.filters.get("IMAGE", {}), **self._upper(study), "SeriesInstanceUID": str(series.SeriesInstanceUID)}
         keys = [*IMAGE_KEYS, "AnatomicRegionSequence"] if attributes else ["SOPInstanceUID", "SOPClassUID"]
         keys += [k for k in extra if k not in keys]
         return self.find("IMAGE", [k for k in keys if k not in match], match)
@@ -371,6 +426,7 @@ def query_pacs(
     date_to: str | dt.date | None = None,
     slice_days: int = 30,
     query_model: str = "auto",
+    filters: Sequence[str] | dict[str, str] | None = None,
     hash_patient_id=None,
     show_progress: bool = False,
 ):
@@ -381,6 +437,7 @@ def query_pacs(
             rows are always one per instance.
         modality: one modality code, a comma-separated list, or a list; one query slice each.
         date_from, date_to: StudyDate bounds (inclusive), sliced into ``slice_days`` windows.
+        filters: more matching keys, ``["KEY=VALUE", ...]`` or ``{KEY: VALUE}`` (:func:`parse_filters`).
         hash_patient_id: ``PatientID -> hash`` (the folder index's salted hash); None leaves the hash empty.
 
     Raises:
@@ -398,7 +455,7 @@ def query_pacs(
     slices = date_slices(parse_date(date_from, "date_from"), parse_date(date_to, "date_to"), slice_days)
     rows: list[dict[str, Any]] = []
     seen_studies: set[tuple[str, str | None]] = set()
-    with FindSession(settings, query_model) as session, Progress(transient=True, disable=not show_progress) as bar:
+    with FindSession(settings, query_model, parse_filters(filters)) as session, Progress(transient=True, disable=not show_progress) as bar:
         task = bar.add_task(f"C-FIND {settings.label}", total=len(slices) * max(1, len(modalities)))
         for study_date in slices:
             for mod in modalities or [None]:
@@ -526,6 +583,7 @@ def build_pacs_index(
     salt_file: str | Path | None = None,
     slice_days: int = 30,
     query_model: str = "auto",
+    filters: Sequence[str] | dict[str, str] | None = None,
     connection_timeout: float = 10.0,
     acse_timeout: float = 10.0,
     dimse_timeout: float = 15.0,
@@ -565,6 +623,7 @@ def build_pacs_index(
         date_to=date_to,
         slice_days=slice_days,
         query_model=query_model,
+        filters=filters,
         hash_patient_id=_patient_hasher(salt_file, out_dir),
         show_progress=show_progress,
     )

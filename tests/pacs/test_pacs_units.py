@@ -111,3 +111,18 @@ def test_dicomweb_credentials_from_file_or_environment(tmp_path, monkeypatch):
     creds.write_text("no-colon\n")
     with pytest.raises(InputError, match="user:password"):
         read_credentials(creds)
+
+
+def test_filters_go_to_the_level_of_their_attribute():
+    from modan_pacs.pacs.query import parse_filters
+
+    parsed = parse_filters(["StudyDescription=*KNEE*", "0008,1010=CT01", "SeriesDescription=AX*", "ImageType=ORIGINAL*",
+                            "AccessionNumber=A=1"])
+    assert parsed == {
+        "STUDY": {"StudyDescription": "*KNEE*", "AccessionNumber": "A=1"},
+        "SERIES": {"StationName": "CT01", "SeriesDescription": "AX*"},
+        "IMAGE": {"ImageType": "ORIGINAL*"},
+    }
+    for bad in ("StudyDescription", "=x", "NotAKeyword=1", "zzzz,0010=1"):
+        with pytest.raises(InputError, match="--filter"):
+            parse_filters([bad])
