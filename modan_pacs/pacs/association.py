@@ -113,6 +113,29 @@ def shorten_idle_poll(assoc: Any) -> None:
     assoc.dul._run_loop_delay = DUL_POLL_DELAY
 
 
+@contextlib.contextmanager
+def quiet_event_logging():
+    """Associations opened inside skip pynetdicom's standard logging handlers, unless its log is at DEBUG.
+
+    Those handlers (bound to every association when ``pynetdicom._config.LOG_HANDLER_LEVEL`` is
+    ``"standard"``) format every PDU and DIMSE message for the debug log even when nothing is
+    logged, decoding each command set once more: on a loopback C-GET of 0.5 MB instances they cost
+    about a sixth of the time per instance. ``"none"`` is pynetdicom's documented switch; it is
+    process-wide, so it is set for the duration of a retrieval and restored after.
+    """
+    from pynetdicom import _config
+
+    if logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
+        yield
+        return
+    before = _config.LOG_HANDLER_LEVEL
+    _config.LOG_HANDLER_LEVEL = "none"
+    try:
+        yield
+    finally:
+        _config.LOG_HANDLER_LEVEL = before
+
+
 def guard_reactor_race(assoc: Any) -> None:
     """Keep pynetdicom's reactor thread from swallowing a response meant for a ``send_c_*`` call.
 

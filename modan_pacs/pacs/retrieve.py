@@ -27,7 +27,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modan_pacs.errors import InputError, PacsError
-from modan_pacs.pacs.association import PacsSettings, no_response_problem, open_association, set_tcp_nodelay, shorten_idle_poll
+from modan_pacs.pacs.association import (
+    PacsSettings,
+    no_response_problem,
+    open_association,
+    quiet_event_logging,
+    set_tcp_nodelay,
+    shorten_idle_poll,
+)
 from modan_pacs.pacs.store import Store
 
 LOGGER = logging.getLogger(__name__)
@@ -539,11 +546,11 @@ def retrieve_dimse(
         raise InputError(f"--workers {workers} must be >= 1")
     counter = _Counter(on_progress)
     units = list(units)
-    with StoreWriter(store, counter) as writer:
+    with quiet_event_logging(), StoreWriter(store, counter) as writer:
         job = _Job(settings=settings, store=store, counter=counter, expected=expected, writer=writer)
         problems = _run_workers(job, units, method, workers, move_port)
     if method == "get" and not job.stop.is_set() and _missing_units(job, units):
-        with StoreWriter(store, counter) as writer:
+        with quiet_event_logging(), StoreWriter(store, counter) as writer:
             job.writer = writer
             _get_in_stored_syntaxes(job, _missing_units(job, units))
     arrived = store.arrived

@@ -16,7 +16,10 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import generate_uid
 
-pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Invalid value for VR UI"),
+    pytest.mark.filterwarnings("ignore:The value length .* exceeds the maximum length"),
+]
 
 BAD_SOP = "../../x"
 LONG_SERIES = "1." + "2" * 298
