@@ -350,7 +350,7 @@ def plan_lines(plan: PullPlan, store: str | Path) -> list[str]:
 
 def summary_line(summary: PullSummary, store: str | Path) -> str:
     """One line describing a pull (for the CLI and logs)."""
-    unrequested = f", {summary.unrequested} sent unasked (refused, not stored)" if summary.unrequested else ""
+    unrequested = f", {summary.unrequested} sent unasked (not stored)" if summary.unrequested else ""
     return (
         f"{summary.arrived} arrived, {summary.skipped} already in {store}, {summary.failed} failed "
         f"of {summary.requested} selected{unrequested}; {summary.bytes / 1e6:.1f} MB in {summary.seconds:.1f} s "
