@@ -34,11 +34,15 @@ LOGGER = logging.getLogger(__name__)
 LEVELS = ("study", "series", "image")
 QUERY_MODELS = ("auto", "study", "patient")
 
-# pynetdicom's names for the Q/R information models
-_STUDY_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
-_PATIENT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
-_IMPLICIT_LE = "1.2.840.10008.1.2"
-_EXPLICIT_LE = "1.2.840.10008.1.2.1"
+
+def _find_models() -> tuple[str, str]:
+    """(Study Root, Patient Root) C-FIND information models, by pynetdicom's names."""
+    from pynetdicom.sop_class import (
+        PatientRootQueryRetrieveInformationModelFind,
+        StudyRootQueryRetrieveInformationModelFind,
+    )
+
+    return StudyRootQueryRetrieveInformationModelFind, PatientRootQueryRetrieveInformationModelFind
 
 # series attributes the labels use; many archives return them at IMAGE level only (or not at all)
 LABEL_SERIES_KEYS = ("Modality", "BodyPartExamined", "SeriesDescription", "ProtocolName")
@@ -245,14 +249,17 @@ class FindSession:
         self.model = ""
 
     def _open(self) -> None:
-        wanted = {"auto": (_STUDY_FIND, _PATIENT_FIND), "study": (_STUDY_FIND,), "patient": (_PATIENT_FIND,)}[self.requested]
+        from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+        study_find, patient_find = _find_models()
+        wanted = {"auto": (study_find, patient_find), "study": (study_find,), "patient": (patient_find,)}[self.requested]
         self.assoc = open_association(
-            self.settings, [(uid, [_EXPLICIT_LE, _IMPLICIT_LE]) for uid in wanted], purpose="C-FIND"
+            self.settings, [(uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]) for uid in wanted], purpose="C-FIND"
         )
         accepted = {cx.abstract_syntax for cx in self.assoc.accepted_contexts}
-        if _STUDY_FIND in accepted and self.requested in ("auto", "study"):
+        if study_find in accepted and self.requested in ("auto", "study"):
             self.model = "study"
-        elif _PATIENT_FIND in accepted:
+        elif patient_find in accepted:
             self.model = "patient"
             LOGGER.info("%s does not accept Study Root C-FIND; using Patient Root", self.settings.label)
         else:
@@ -280,6 +287,7 @@ class FindSession:
             PacsError: a failure status, or no final status (abort / DIMSE timeout).
         """
         from pydicom.dataset import Dataset
+        from pynetdicom.status import STATUS_PENDING, STATUS_SUCCESS, code_to_category
 
         if self.assoc is None or not self.assoc.is_established:
             self._open()
@@ -292,13 +300,13 @@ class FindSession:
                 setattr(query, keyword, None)
         for keyword, value in match.items():
             setattr(query, keyword, value)
-        model = _STUDY_FIND if self.model == "study" else _PATIENT_FIND
+        model = _find_models()[0 if self.model == "study" else 1]
         results = []
         final = None
         heard = time.monotonic()
         for status, identifier in self.assoc.send_c_find(query, model):
             code = getattr(status, "Status", None)
-            if code in (0xFF00, 0xFF01):
+            if code is not None and code_to_category(code) == STATUS_PENDING:
                 heard = time.monotonic()
                 if identifier is not None:
                     results.append(identifier)
@@ -308,7 +316,7 @@ class FindSession:
             problem = no_response_problem(self.settings, f"C-FIND {level}", time.monotonic() - heard)
             self.close()
             raise PacsError(f"{problem} (is calling AE {self.settings.calling_aet} allowed to query?)")
-        if final != 0x0000:
+        if code_to_category(final) != STATUS_SUCCESS:
             raise PacsError(f"C-FIND {level} on {self.settings.label} with {match}: status 0x{final:04X}")
         return results
 

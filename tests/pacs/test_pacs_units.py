@@ -126,3 +126,42 @@ def test_filters_go_to_the_level_of_their_attribute():
     for bad in ("StudyDescription", "=x", "NotAKeyword=1", "zzzz,0010=1"):
         with pytest.raises(InputError, match="--filter"):
             parse_filters([bad])
+
+
+def test_cached_file_meta_equals_pynetdicoms_encoding():
+    """The file meta written before each received data set equals ``encode_file_meta(event.file_meta)``."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEGLosslessSV1, MRImageStorage, generate_uid
+    from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+    from pynetdicom.dsutils import encode_file_meta
+
+    from modan_pacs.pacs.retrieve import FileMetaEncoder
+
+    encoder = FileMetaEncoder()
+    uids = [generate_uid(), "1.2.3", "1.2.34", "1.9" * 10, generate_uid(), "9" * 63]  # odd and even lengths, repeats
+    for sop_class, syntax in ((CTImageStorage, ExplicitVRLittleEndian), (MRImageStorage, JPEGLosslessSV1)):
+        for uid in uids:
+            meta = FileMetaDataset()  # what pynetdicom's Event.file_meta holds
+            meta.MediaStorageSOPClassUID = sop_class
+            meta.MediaStorageSOPInstanceUID = uid
+            meta.TransferSyntaxUID = syntax
+            meta.ImplementationClassUID = PYNETDICOM_IMPLEMENTATION_UID
+            meta.ImplementationVersionName = PYNETDICOM_IMPLEMENTATION_VERSION
+            assert encoder(sop_class, uid, syntax) == encode_file_meta(meta), (uid, syntax)
+
+
+def test_plan_asks_whole_series_at_series_level_and_lists_the_rest():
+    from modan_pacs.pacs.pull import units_from_rows
+
+    frame = pd.DataFrame({
+        "study_instance_uid": ["1"] * 6,
+        "series_instance_uid": ["1.1"] * 3 + ["1.2"] * 3,
+        "sop_instance_uid": [f"1.1.{i}" for i in range(3)] + [f"1.2.{i}" for i in range(3)],
+        "sop_class_uid": ["1.2.840.10008.5.1.4.1.1.2"] * 6,
+    })
+    units, _ = units_from_rows(frame.iloc[[0, 1, 2, 3]], set(), frame, coarsest="SERIES")
+    assert [(u.level, u.series_uid, len(u.sop_uids)) for u in units] == [("SERIES", "1.1", 3), ("IMAGE", "1.2", 1)]
+    units, _ = units_from_rows(frame, {"1.1.0"}, frame, coarsest="SERIES")  # a received instance: list the rest
+    assert [(u.level, u.series_uid, len(u.sop_uids)) for u in units] == [("IMAGE", "1.1", 2), ("SERIES", "1.2", 3)]
+    units, _ = units_from_rows(frame, set(), frame, coarsest="STUDY")
+    assert [(u.level, u.series_uid, len(u.sop_uids)) for u in units] == [("STUDY", None, 6)]
