@@ -187,7 +187,7 @@ def open_association(
             accepted presentation context, after ``settings.retries`` retries for transient failures.
         InputError: more than 128 presentation contexts.
     """
-    from pynetdicom import AE, evt
+    from pynetdicom import AE
 
     if len(contexts) > 128:
         raise InputError(f"{purpose}: {len(contexts)} presentation contexts proposed; DICOM allows at most 128")
@@ -208,67 +208,77 @@ def open_association(
     while attempt <= settings.retries:
         if attempt:
             time.sleep(settings.backoff * 2 ** (attempt - 1))
-        state: dict[str, Any] = {"opened": False, "reject": None, "heard": False}
-
-        def _on_open(event: Any, state: dict = state) -> None:
-            state["opened"] = True
-            set_tcp_nodelay(event)
-
-        def _on_data(event: Any, state: dict = state) -> None:
-            state["heard"] = True
-
-        def _on_acse_recv(event: Any, state: dict = state) -> None:
-            primitive = event.primitive
-            if getattr(primitive, "result", None) in (0x01, 0x02):
-                state["reject"] = f"{primitive.reason_str} ({primitive.source_str})"
-
-        handlers = [
-            (evt.EVT_CONN_OPEN, _on_open),
-            (evt.EVT_DATA_RECV, _on_data),
-            (evt.EVT_ACSE_RECV, _on_acse_recv),
-            *(evt_handlers or []),
-        ]
-        assoc = ae.associate(
-            settings.host,
-            settings.port,
-            ae_title=settings.called_aet,
-            max_pdu=settings.max_pdu,
-            ext_neg=list(ext_neg) if ext_neg else None,
-            evt_handlers=handlers,
-        )
+        assoc, state = _associate_once(ae, settings, ext_neg, evt_handlers)
         if assoc.is_established:
-            assoc.unbind(evt.EVT_DATA_RECV, _on_data)  # needed only until the peer first answers
-            guard_reactor_race(assoc)
-            shorten_idle_poll(assoc)
             return assoc
-        if assoc.is_rejected or state["reject"]:
-            raise PacsError(
-                f"{purpose} with {settings.label} (calling AE {settings.calling_aet}) rejected: {state['reject']}"
-            )
-        if state["opened"] and not state["heard"]:
-            # accepted TCP, then sent nothing at all: waiting again would only multiply the delay
-            raise PacsError(
-                f"{purpose}: no answer from {settings.host}:{settings.port} within {settings.acse_timeout:g} s "
-                "(it accepted the TCP connection but sent no association response; is this the PACS's DICOM port?)"
-            )
-        if not state["opened"]:
-            reason = _probe_connect(settings.host, settings.port, min(settings.connection_timeout, 2.0)) or "no answer"
-            last_problem = f"cannot connect to {settings.host}:{settings.port}: {reason} (is the PACS running, is the port right?)"
-        elif assoc.is_established is False and assoc.is_aborted and not assoc.accepted_contexts and state["reject"] is None:
-            last_problem = (
-                f"{purpose} with {settings.label} aborted during negotiation "
-                "(no accepted presentation context, or the peer dropped the connection)"
-            )
-            if diagnostic_tries:
-                diagnostic_tries -= 1
-                LOGGER.info("%s; trying again to learn why", last_problem)
-                time.sleep(0.05)
-                continue
-        else:
-            last_problem = f"{purpose} with {settings.label} failed (no A-ASSOCIATE-AC within {settings.acse_timeout:g} s)"
+        last_problem, aborted = _failure(settings, purpose, assoc, state)  # raises for permanent failures
+        if aborted and diagnostic_tries:
+            diagnostic_tries -= 1
+            LOGGER.info("%s; trying again to learn why", last_problem)
+            time.sleep(0.05)
+            continue
         LOGGER.info("attempt %d: %s", attempt + 1, last_problem)
         attempt += 1
     raise PacsError(last_problem + (f" after {settings.retries + 1} attempts" if settings.retries else ""))
+
+
+def _associate_once(ae: Any, settings: PacsSettings, ext_neg, evt_handlers) -> tuple[Any, dict[str, Any]]:
+    """One association request; returns it (established or not) and what was seen on the way."""
+    from pynetdicom import evt
+
+    state: dict[str, Any] = {"opened": False, "reject": None, "heard": False}
+
+    def on_open(event: Any) -> None:
+        state["opened"] = True
+        set_tcp_nodelay(event)
+
+    def on_data(event: Any) -> None:
+        state["heard"] = True
+
+    def on_acse_recv(event: Any) -> None:
+        primitive = event.primitive
+        if getattr(primitive, "result", None) in (0x01, 0x02):
+            state["reject"] = f"{primitive.reason_str} ({primitive.source_str})"
+
+    handlers = [(evt.EVT_CONN_OPEN, on_open), (evt.EVT_DATA_RECV, on_data), (evt.EVT_ACSE_RECV, on_acse_recv)]
+    assoc = ae.associate(
+        settings.host,
+        settings.port,
+        ae_title=settings.called_aet,
+        max_pdu=settings.max_pdu,
+        ext_neg=list(ext_neg) if ext_neg else None,
+        evt_handlers=[*handlers, *(evt_handlers or [])],
+    )
+    if assoc.is_established:
+        assoc.unbind(evt.EVT_DATA_RECV, on_data)  # needed only until the peer first answers
+        guard_reactor_race(assoc)
+        shorten_idle_poll(assoc)
+    return assoc, state
+
+
+def _failure(settings: PacsSettings, purpose: str, assoc: Any, state: dict[str, Any]) -> tuple[str, bool]:
+    """Why an association failed: ``(problem, aborted during negotiation)``.
+
+    Raises:
+        PacsError: for failures a retry cannot mend: a rejection, or a silent peer.
+    """
+    if assoc.is_rejected or state["reject"]:
+        raise PacsError(f"{purpose} with {settings.label} (calling AE {settings.calling_aet}) rejected: {state['reject']}")
+    if state["opened"] and not state["heard"]:
+        # accepted TCP, then sent nothing at all: waiting again would only multiply the delay
+        raise PacsError(
+            f"{purpose}: no answer from {settings.host}:{settings.port} within {settings.acse_timeout:g} s "
+            "(it accepted the TCP connection but sent no association response; is this the PACS's DICOM port?)"
+        )
+    if not state["opened"]:
+        reason = _probe_connect(settings.host, settings.port, min(settings.connection_timeout, 2.0)) or "no answer"
+        return f"cannot connect to {settings.host}:{settings.port}: {reason} (is the PACS running, is the port right?)", False
+    if assoc.is_aborted and not assoc.accepted_contexts:
+        return (
+            f"{purpose} with {settings.label} aborted during negotiation "
+            "(no accepted presentation context, or the peer dropped the connection)"
+        ), True
+    return f"{purpose} with {settings.label} failed (no A-ASSOCIATE-AC within {settings.acse_timeout:g} s)", False
 
 
 def no_response_problem(settings: PacsSettings, operation: str, waited: float) -> str:

@@ -98,14 +98,21 @@ def units_from_rows(rows, skip: set[str], frame=None, *, coarsest: str = "IMAGE"
             classes = set(study_rows["sop_class_uid"].dropna())
             units.append(RetrievalUnit(str(study), None, [str(u) for u in wanted_study], classes, level="STUDY"))
             continue
-        for series, group in study_rows.groupby("series_instance_uid", sort=True):
-            wanted = [str(u) for u in group["sop_instance_uid"] if u not in skip]
-            if not wanted:
-                continue
-            whole = coarsest in ("SERIES", "STUDY") and len(set(wanted)) == series_size[series]
-            classes = set(group["sop_class_uid"].dropna())
-            units.append(RetrievalUnit(str(study), str(series), wanted, classes, level="SERIES" if whole else "IMAGE"))
+        units.extend(_series_units(study, study_rows, skip, series_size, whole_series=coarsest != "IMAGE"))
     return units, skipped
+
+
+def _series_units(study, study_rows, skip: set[str], series_size, *, whole_series: bool) -> list[RetrievalUnit]:
+    """One unit per series of a study: SERIES level when every instance is wanted, else IMAGE level."""
+    units = []
+    for series, group in study_rows.groupby("series_instance_uid", sort=True):
+        wanted = [str(u) for u in group["sop_instance_uid"] if u not in skip]
+        if not wanted:
+            continue
+        whole = whole_series and len(set(wanted)) == series_size[series]
+        classes = set(group["sop_class_uid"].dropna())
+        units.append(RetrievalUnit(str(study), str(series), wanted, classes, level="SERIES" if whole else "IMAGE"))
+    return units
 
 
 def expected_locations(rows) -> dict[str, tuple[str, str]]:

@@ -425,6 +425,15 @@ def _row(
     }
 
 
+def _study_rows(session: FindSession, study: Any, modality: str | None, level: str, patient_hash: str | None):
+    """Index rows of one study: its series, then the instances of each series."""
+    for series in session.series(study, modality, attributes=level != "study"):
+        # label attributes the series answer lacks are asked again at IMAGE level
+        lacking = [k for k in LABEL_SERIES_KEYS if _text(series, k) is None] if level != "study" else []
+        for image in session.images(study, series, attributes=level == "image", extra=lacking):
+            yield _row(session.settings, patient_hash, study, series, image, level)
+
+
 def query_pacs(
     settings: PacsSettings,
     *,
@@ -474,11 +483,7 @@ def query_pacs(
                     seen_studies.add((study_uid, mod))
                     pid = _text(study, "PatientID")
                     patient_hash = hash_patient_id(pid) if (hash_patient_id is not None and pid) else None
-                    for series in session.series(study, mod, attributes=level != "study"):
-                        # label attributes the series answer lacks are asked again at IMAGE level
-                        lacking = [k for k in LABEL_SERIES_KEYS if _text(series, k) is None] if level != "study" else []
-                        for image in session.images(study, series, attributes=level == "image", extra=lacking):
-                            rows.append(_row(settings, patient_hash, study, series, image, level))
+                    rows.extend(_study_rows(session, study, mod, level, patient_hash))
                 bar.advance(task)
     frame = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
     frame = frame[frame["sop_instance_uid"].notna()]

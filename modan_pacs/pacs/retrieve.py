@@ -344,6 +344,25 @@ def _failed_uids(final: Any) -> list[str]:
     return [str(v) for v in values]
 
 
+def _final_response(responses) -> tuple[Any, float]:
+    """The final (non-pending) status of a C-GET/C-MOVE, and when the peer last answered.
+
+    The final status is None when there was none (abort or DIMSE timeout).
+    """
+    from pynetdicom.status import STATUS_PENDING, code_to_category
+
+    final = None
+    heard = time.monotonic()
+    for status, _ in responses:
+        code = getattr(status, "Status", None)
+        if code is not None:
+            heard = time.monotonic()
+        if code is not None and code_to_category(code) == STATUS_PENDING:
+            continue
+        final = status
+    return final, heard
+
+
 def _retrieve_units(
     op: str, units: queue.SimpleQueue, job: _Job, open_assoc, send
 ) -> list[tuple[RetrievalUnit | None, str]]:
@@ -354,8 +373,6 @@ def _retrieve_units(
     aborted association stops the whole pull (``job.stop``). Returns the problems, one line each,
     with the unit they concern (None when they concern the association).
     """
-    from pynetdicom.status import STATUS_PENDING, code_to_category
-
     problems: list[tuple[RetrievalUnit | None, str]] = []
     assoc = None
     try:
@@ -365,15 +382,7 @@ def _retrieve_units(
                 continue
             if assoc is None or not assoc.is_established:
                 assoc = open_assoc()
-            final = None
-            heard = time.monotonic()
-            for status, _ in send(assoc, unit):
-                code = getattr(status, "Status", None)
-                if code is not None:
-                    heard = time.monotonic()
-                if code is not None and code_to_category(code) == STATUS_PENDING:
-                    continue
-                final = status
+            final, heard = _final_response(send(assoc, unit))
             with job.counter.lock:
                 job.requests += 1
             for uid in _failed_uids(final):
