@@ -269,7 +269,8 @@ def pull(
             arrived, nbytes, problems = retrieve_dicomweb(
                 dicomweb, plan.units, store, workers=workers, credentials_file=dicomweb_credentials, on_progress=on_progress
             )
-            result = DimseResult(arrived, nbytes, 0, sum(len(u.sop_uids) for u in plan.units), problems)
+            requests = sum(1 if u.level == "SERIES" else len(u.sop_uids) for u in plan.units)
+            result = DimseResult(arrived, nbytes, 0, requests, problems)
         else:
             settings = _settings_for(frame, pacs, called_aet, calling_aet, connection_timeout=connection_timeout,
                                      acse_timeout=acse_timeout, dimse_timeout=dimse_timeout, retries=retries, backoff=backoff)
