@@ -173,7 +173,7 @@ def retrieve_dicomweb(
     workers: int = 1,
     credentials_file: str | Path | None = None,
     on_progress: Callable[[int, int], None] | None = None,
-) -> tuple[int, int, list[str]]:
+) -> tuple[int, int, int, list[str]]:
     """WADO-RS retrieval of ``units`` into ``store`` on ``workers`` threads.
 
     A SERIES-level unit (every instance of the series wanted) is one ``iter_series`` request
@@ -181,12 +181,12 @@ def retrieve_dicomweb(
     (one HTTP round trip each: 9x slower for a series of 32 on loopback). Instances the server
     sends that were not asked for are not stored.
 
-    Returns ``(arrived, bytes, problems)``.
+    Returns ``(arrived, bytes, unrequested, problems)``.
     """
     read_credentials(credentials_file)  # fail early on a bad file
     local = threading.local()
     lock = threading.Lock()
-    totals = {"arrived": 0, "bytes": 0}
+    totals = {"arrived": 0, "bytes": 0, "unrequested": 0}
     stop = threading.Event()
 
     def client():
@@ -197,6 +197,8 @@ def retrieve_dicomweb(
     def keep(unit: RetrievalUnit, ds: Any, wanted: set[str]) -> None:
         sop = str(ds.get("SOPInstanceUID", ""))
         if sop not in wanted:
+            with lock:
+                totals["unrequested"] += 1
             return
         data = _encode(ds)
         _, new = store.write(unit.study_uid, ds.get("SeriesInstanceUID") or unit.series_uid, sop, data)
@@ -241,4 +243,4 @@ def retrieve_dicomweb(
             problem = future.result()
             if problem:
                 problems.append(problem)
-    return totals["arrived"], totals["bytes"], problems
+    return totals["arrived"], totals["bytes"], totals["unrequested"], problems

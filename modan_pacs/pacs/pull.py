@@ -266,11 +266,11 @@ def pull(
             from modan_pacs.pacs.dicomweb import retrieve_dicomweb
 
             start = time.perf_counter()
-            arrived, nbytes, problems = retrieve_dicomweb(
+            arrived, nbytes, unrequested, problems = retrieve_dicomweb(
                 dicomweb, plan.units, store, workers=workers, credentials_file=dicomweb_credentials, on_progress=on_progress
             )
             requests = sum(1 if u.level == "SERIES" else len(u.sop_uids) for u in plan.units)
-            result = DimseResult(arrived, nbytes, 0, requests, problems)
+            result = DimseResult(arrived, nbytes, unrequested, requests, problems)
         else:
             settings = _settings_for(frame, pacs, called_aet, calling_aet, connection_timeout=connection_timeout,
                                      acse_timeout=acse_timeout, dimse_timeout=dimse_timeout, retries=retries, backoff=backoff)
