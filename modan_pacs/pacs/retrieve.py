@@ -1,15 +1,21 @@
 """Retrieve instances from a PACS into a local STORE: C-GET, C-MOVE or DICOMweb WADO-RS.
 
-The work is a list of :class:`RetrievalUnit` (one series, or a chunk of its instances). Units run
-on ``workers`` threads, each with its own association (parallel associations), and every instance
-is written atomically into the :class:`~modan_pacs.pacs.store.Store`. Instances already in the
-store are skipped, so an interrupted pull resumes where it stopped.
+The work is a list of :class:`RetrievalUnit` (a whole series at SERIES level, or a list of its
+instances at IMAGE level). Units run on ``workers`` threads, each with its own association
+(parallel associations). Instances already in the store are skipped, so an interrupted pull
+resumes where it stopped.
 
+- **Receiving** (C-GET and C-MOVE alike): the C-STORE handler decodes nothing. The data set is
+  written as received after a preamble and the file meta pynetdicom would write
+  (:class:`FileMetaEncoder`), into the folder the index names for the request's SOP Instance UID,
+  by a :class:`StoreWriter` thread, atomically; an instance that was not requested is dropped and
+  counted.
 - **C-GET**: one Study Root GET context plus, for every SOP class needed, a context offering the
   uncompressed syntaxes (the PACS transcodes to them) and one offering the compressed syntaxes
-  pydicom can decode (so stored compressed data need not be transcoded), with SCP role selection
-  for each storage class; at most 128 contexts per association (units are grouped so that each
-  group's SOP classes fit).
+  pydicom can decode, with SCP role selection for each storage class; at most 128 contexts per
+  association (units are grouped so that each group's SOP classes fit). An archive that never
+  transcodes may fail instances stored compressed: they are asked for again offering one
+  compressed syntax at a time (:func:`_get_in_stored_syntaxes`).
 - **C-MOVE**: our own storage SCP (AE title = the calling AE) is started on ``move_port``; it
   accepts associations only from the PACS's AE title and only storage SOP classes.
 - **DICOMweb**: see :mod:`modan_pacs.pacs.dicomweb`.
@@ -92,7 +98,7 @@ class RetrievalUnit:
 class PullSummary:
     """What a pull did. ``interrupted`` holds one-line reasons for units that did not complete.
 
-    ``unrequested`` counts instances the PACS sent that were not asked for (refused, not stored).
+    ``unrequested`` counts instances the PACS sent that were not asked for (dropped, not stored).
     """
 
     requested: int = 0
@@ -290,6 +296,10 @@ class StoreWriter:
             except OSError as exc:
                 self.store.record(status="failed", sop_instance_uid=sop_uid, reason=f"write failed: {exc.strerror}")
                 continue
+            except Exception as exc:  # anything else must not stop the thread the handlers wait on
+                LOGGER.exception("writing %s failed", sop_uid)
+                self.store.record(status="failed", sop_instance_uid=sop_uid, reason=f"write failed: {type(exc).__name__}")
+                continue
             if new:
                 self.counter.add(sum(len(p) for p in parts))
 
@@ -386,7 +396,7 @@ def _retrieve_units(
             with job.counter.lock:
                 job.requests += 1
             for uid in _failed_uids(final):
-                if uid in job.expected:  # a refused unrequested instance is counted elsewhere
+                if uid in job.expected:  # only what was asked for counts as failed
                     job.store.record(status="failed", sop_instance_uid=uid, series_instance_uid=unit.series_uid,
                                      reason=f"{op} sub-operation failed")
             waited = time.monotonic() - max(heard, job.counter.heard)

@@ -165,3 +165,23 @@ def test_plan_asks_whole_series_at_series_level_and_lists_the_rest():
     assert [(u.level, u.series_uid, len(u.sop_uids)) for u in units] == [("IMAGE", "1.1", 2), ("SERIES", "1.2", 3)]
     units, _ = units_from_rows(frame, set(), frame, coarsest="STUDY")
     assert [(u.level, u.series_uid, len(u.sop_uids)) for u in units] == [("STUDY", None, 6)]
+
+
+def test_store_writer_records_a_failed_write_and_goes_on(tmp_path):
+    """A write that fails (here: the series folder's name is taken by a file) is logged as failed;
+    the writer thread keeps writing the next instances."""
+    from modan_pacs.pacs import Store
+    from modan_pacs.pacs.retrieve import StoreWriter, _Counter
+
+    store = Store(tmp_path / "store")
+    (store.root / "1.2").mkdir()
+    (store.root / "1.2" / "1.2.3").write_bytes(b"not a folder")
+    counter = _Counter()
+    with StoreWriter(store, counter, depth=1) as writer:
+        writer.submit(("1.2", "1.2.3"), "1.2.3.1", (b"DICM",))
+        for n in range(3):
+            writer.submit(("1.2", "1.2.4"), f"1.2.4.{n}", (b"DI", b"CM"))
+    assert counter.arrived == 3 and store.arrived == {"1.2.4.0", "1.2.4.1", "1.2.4.2"}
+    log = store.read_log()
+    assert log.loc[log["sop_instance_uid"] == "1.2.3.1", "status"].tolist() == ["failed"]
+    assert (store.root / "1.2" / "1.2.4" / "1.2.4.2.dcm").read_bytes() == b"DICM"
