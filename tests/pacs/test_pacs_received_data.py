@@ -15,6 +15,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import generate_uid
+from pynetdicom.status import Status
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Invalid value for VR UI"),
@@ -68,13 +69,13 @@ class FakeArchive:
             for keyword in identifier.dir():
                 if keyword in ds and keyword != "QueryRetrieveLevel":
                     setattr(answer, keyword, ds.data_element(keyword).value)
-            yield 0xFF00, answer
+            yield Status.PENDING, answer
 
     def on_get(self, event):
         matches = self._matches(event.identifier)
         yield len(matches) + 1
         for ds in [*matches, self.extra]:
-            yield 0xFF00, ds
+            yield Status.PENDING, ds
 
 
 @pytest.fixture

@@ -99,6 +99,7 @@ def test_peer_that_accepts_the_association_but_never_answers_a_query():
     """A C-FIND SCP whose handler hangs: the query fails after the DIMSE timeout, saying so."""
     from pynetdicom import AE, evt
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
+    from pynetdicom.status import Status
 
     from modan_pacs.pacs import make_settings, query_pacs
     from modan_pacs.pacs.orthanc import free_port
@@ -107,7 +108,7 @@ def test_peer_that_accepts_the_association_but_never_answers_a_query():
 
     def hang(event):
         release.wait(10)
-        yield 0x0000, None
+        yield Status.SUCCESS, None
 
     ae = AE(ae_title="HUNG")
     ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
