@@ -16,7 +16,7 @@ Every rate is instances per second of wall time of the whole retrieval (process 
 dcmtk). Ratios are taken within the same repeat; the table gives each repeat and the median.
 
 Usage:
-    .venv/bin/python benchmarks/pull_bench.py --instances 192 --repeats 3 --workers 1 2 [--dicomweb]
+    .venv/bin/python benchmarks/pull_bench.py --instances 192 --repeats 5 --workers 1 2 --dicomweb [--cli]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import platform
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -120,6 +121,8 @@ def main() -> None:  # noqa: C901 - a linear script
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-move", action="store_true", help="skip movescu and pull --method move")
     parser.add_argument("--dicomweb", action="store_true", help="also WADO-RS: pull --dicomweb vs a dicomweb-client loop")
+    parser.add_argument("--cli", action="store_true",
+                        help="also the whole `modan-pacs pull` command in a subprocess (Python start-up and imports included)")
     args = parser.parse_args()
 
     from pydicom.data import get_testdata_file
@@ -171,6 +174,12 @@ def main() -> None:  # noqa: C901 - a linear script
             for w in args.workers:
                 s = pull(index_dir=work / "idx", out=base / f"get{w}", calling_aet=OUR_AET, method="get", workers=w)
                 record(f"pull get, {w} worker(s)", s.seconds, s.arrived)
+            if args.cli:
+                cli = [str(Path(sys.executable).with_name("modan-pacs")), "pull", "--index", str(work / "idx"),
+                       "--out", str(base / "cli"), "--calling-aet", OUR_AET]
+                start = time.perf_counter()
+                subprocess.run(cli, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                record("modan-pacs pull command", time.perf_counter() - start, count_files(base / "cli"))
             if have_movescu:
                 out = base / "movescu"
                 cmd = ["movescu", *peer, "-aem", OUR_AET, "--port", str(move_port), *queries]
@@ -199,6 +208,8 @@ def main() -> None:  # noqa: C901 - a linear script
             print(f"| {name} | {statistics.median(values):.0f} | {', '.join(f'{v:.0f}' for v in values)} |")
         print("\nratios, median of the per-repeat ratios (each repeat):")
         print(f"- pull get (1 worker) / getscu: {ratio('pull get, 1 worker(s)', 'getscu')}")
+        if args.cli:
+            print(f"- modan-pacs pull command / getscu (both whole processes): {ratio('modan-pacs pull command', 'getscu')}")
         print(f"- pull move (1 worker) / pull get (1 worker): {ratio('pull move, 1 worker(s)', 'pull get, 1 worker(s)')}")
         print(f"- movescu / getscu: {ratio('movescu', 'getscu')}")
         print(f"- pull move (1 worker) / movescu: {ratio('pull move, 1 worker(s)', 'movescu')}")

@@ -18,7 +18,15 @@ from pathlib import Path
 
 from modan_pacs.errors import InputError, PacsError
 from modan_pacs.pacs.association import make_settings, parse_address
-from modan_pacs.pacs.retrieve import METHODS, DimseResult, PullSummary, RetrievalUnit, retrieve_dimse, split_units
+from modan_pacs.pacs.retrieve import (
+    METHODS,
+    DimseResult,
+    PullSummary,
+    RetrievalUnit,
+    merge_whole_series,
+    retrieve_dimse,
+    split_units,
+)
 from modan_pacs.pacs.store import Store
 
 _PER_LABEL = re.compile(r"^\s*per-label\s+(\d+)\s*$")
@@ -172,8 +180,8 @@ def plan_pull(rows, frame, store: Store, *, method: str, workers: int, chunk: in
     # Whole series are asked for at SERIES level. Not STUDY level: an index built with --modality
     # (or trimmed by hand) can hold part of a study, and the archive would send all of it.
     units, skipped = units_from_rows(rows, store.arrived, frame, coarsest="SERIES", min_units=workers)
-    if method != "dicomweb":
-        units = split_units(units, chunk)
+    if method != "dicomweb":  # WADO-RS here streams one series per request
+        units = merge_whole_series(split_units(units, chunk), min_units=workers)
     todo = rows[~rows["sop_instance_uid"].isin(store.arrived)]
     size = _known_sum(todo["size"]) if "size" in todo.columns else None
     pixel, estimated = 0, 0
@@ -332,7 +340,8 @@ def _fill_sop_classes(settings, units: list[RetrievalUnit]) -> None:
         for unit in missing:
             wanted = set(unit.sop_uids)
             unit.sop_classes = {
-                cls for uid, cls in iter_instances_of_series(settings, unit.study_uid, unit.series_uid, session)
+                cls for series in unit.series_uids
+                for uid, cls in iter_instances_of_series(settings, unit.study_uid, series, session)
                 if cls and uid in wanted
             } or image_storage_classes()
 

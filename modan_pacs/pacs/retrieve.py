@@ -81,6 +81,12 @@ class RetrievalUnit:
     sop_uids: list[str] = field(default_factory=list)
     sop_classes: set[str] = field(default_factory=set)
     level: str = "IMAGE"
+    more_series: list[str] = field(default_factory=list)  # further whole series of the study (SERIES level)
+
+    @property
+    def series_uids(self) -> list[str]:
+        """Every series this request names (one, or a list at SERIES level)."""
+        return [u for u in (self.series_uid, *self.more_series) if u is not None]
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
@@ -90,7 +96,12 @@ class RetrievalUnit:
 
     @property
     def label(self) -> str:
-        what = f"study {self.study_uid}" if self.level == "STUDY" else f"series {self.series_uid}"
+        if self.level == "STUDY":
+            what = f"study {self.study_uid}"
+        elif self.more_series:
+            what = f"{len(self.series_uids)} series of study {self.study_uid}"
+        else:
+            what = f"series {self.series_uid}"
         return f"{what} ({len(self.sop_uids)} instances)"
 
 
@@ -215,7 +226,8 @@ def _identifier(unit: RetrievalUnit):
     ds.QueryRetrieveLevel = unit.level
     ds.StudyInstanceUID = unit.study_uid
     if unit.level in ("SERIES", "IMAGE"):
-        ds.SeriesInstanceUID = unit.series_uid
+        series = unit.series_uids
+        ds.SeriesInstanceUID = series if len(series) > 1 else series[0]  # a list of UIDs: PS3.4 C.4.2.2.1
     if unit.level == "IMAGE":
         ds.SOPInstanceUID = list(unit.sop_uids) if len(unit.sop_uids) > 1 else unit.sop_uids[0]
     return ds
@@ -397,7 +409,7 @@ def _retrieve_units(
                 job.requests += 1
             for uid in _failed_uids(final):
                 if uid in job.expected:  # only what was asked for counts as failed
-                    job.store.record(status="failed", sop_instance_uid=uid, series_instance_uid=unit.series_uid,
+                    job.store.record(status="failed", sop_instance_uid=uid, series_instance_uid=job.expected[uid][1],
                                      reason=f"{op} sub-operation failed")
             waited = time.monotonic() - max(heard, job.counter.heard)
             problem = _final_status_problem(op, unit, job.settings, final, waited)
@@ -518,6 +530,32 @@ def _c_move_worker(job: _Job, units: queue.SimpleQueue, destination: str) -> lis
         open_assoc=lambda: open_association(job.settings, [(study_move, uncompressed_syntaxes())], purpose="C-MOVE"),
         send=lambda assoc, unit: assoc.send_c_move(_identifier(unit), destination, study_move),
     )  # fmt: skip
+
+
+def merge_whole_series(units: Sequence[RetrievalUnit], min_units: int = 1) -> list[RetrievalUnit]:
+    """One SERIES-level request per study for all its whole series (a list of Series Instance UIDs).
+
+    An archive then sends exactly those series in one retrieve: fewer requests (Orthanc schedules
+    each C-MOVE as a job), and never a series the index does not hold whole, as a STUDY-level
+    request could. Units are left as they are when merging would leave fewer than ``min_units``
+    (parallel associations need that many).
+    """
+    merged: dict[str, RetrievalUnit] = {}
+    out: list[RetrievalUnit] = []
+    for unit in units:
+        if unit.level != "SERIES":
+            out.append(unit)
+            continue
+        first = merged.get(unit.study_uid)
+        if first is None:
+            first = merged[unit.study_uid] = RetrievalUnit(
+                unit.study_uid, unit.series_uid, list(unit.sop_uids), set(unit.sop_classes), "SERIES")
+            out.append(first)
+        else:
+            first.more_series.append(str(unit.series_uid))
+            first.sop_uids.extend(unit.sop_uids)
+            first.sop_classes |= unit.sop_classes
+    return out if len(out) >= min_units else list(units)
 
 
 def split_units(units: Sequence[RetrievalUnit], chunk: int) -> list[RetrievalUnit]:

@@ -185,3 +185,22 @@ def test_store_writer_records_a_failed_write_and_goes_on(tmp_path):
     log = store.read_log()
     assert log.loc[log["sop_instance_uid"] == "1.2.3.1", "status"].tolist() == ["failed"]
     assert (store.root / "1.2" / "1.2.4" / "1.2.4.2.dcm").read_bytes() == b"DICM"
+
+
+def test_whole_series_of_a_study_go_in_one_request():
+    from modan_pacs.pacs.retrieve import RetrievalUnit, _identifier, merge_whole_series
+
+    units = [
+        RetrievalUnit("1", "1.1", ["1.1.0", "1.1.1"], {"a"}, "SERIES"),
+        RetrievalUnit("1", "1.2", ["1.2.0"], {"b"}, "IMAGE"),
+        RetrievalUnit("1", "1.3", ["1.3.0"], {"c"}, "SERIES"),
+        RetrievalUnit("2", "2.1", ["2.1.0"], {"a"}, "SERIES"),
+    ]
+    merged = merge_whole_series(units)
+    assert [(u.study_uid, u.series_uids, u.level) for u in merged] == [
+        ("1", ["1.1", "1.3"], "SERIES"), ("1", ["1.2"], "IMAGE"), ("2", ["2.1"], "SERIES")]
+    assert merged[0].sop_uids == ["1.1.0", "1.1.1", "1.3.0"] and merged[0].sop_classes == {"a", "c"}
+    identifier = _identifier(merged[0])
+    assert identifier.QueryRetrieveLevel == "SERIES" and list(identifier.SeriesInstanceUID) == ["1.1", "1.3"]
+    assert "SOPInstanceUID" not in identifier
+    assert merge_whole_series(units, min_units=4) == units  # parallel associations keep one unit each
