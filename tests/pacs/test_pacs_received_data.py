@@ -47,8 +47,12 @@ def _values(value) -> set[str]:
 class FakeArchive:
     """C-FIND over ``instances`` at STUDY/SERIES/IMAGE level; C-GET sends the matches plus ``extra``."""
 
+    current: FakeArchive | None = None  # the running one, for tests that change its behaviour
+
     def __init__(self, instances: dict[str, Dataset], extra: Dataset) -> None:
         self.instances, self.extra = instances, extra
+        self.on_get_impl = self.send_matches_and_extra
+        FakeArchive.current = self
 
     def _matches(self, identifier: Dataset) -> list[Dataset]:
         keys = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
@@ -72,6 +76,9 @@ class FakeArchive:
             yield Status.PENDING, answer
 
     def on_get(self, event):
+        yield from self.on_get_impl(event)
+
+    def send_matches_and_extra(self, event):
         matches = self._matches(event.identifier)
         yield len(matches) + 1
         for ds in [*matches, self.extra]:
@@ -146,3 +153,32 @@ def test_an_instance_nobody_asked_for_is_not_stored_and_is_counted(fake_archive,
 
 def store_root_holds(root, path) -> bool:
     return root.resolve() in path.resolve().parents
+
+
+def test_an_archive_that_stops_answering_a_c_get_fails_within_the_timeout(fake_archive, tmp_path):
+    """The C-GET is accepted, then nothing comes: the pull stops after --timeout and says so."""
+    import threading
+    import time
+
+    from modan_pacs.pacs import build_pacs_index, pull
+
+    port, instances, _ = fake_archive
+    build_pacs_index(host="127.0.0.1", port=port, called_aet="FAKE", calling_aet="MODANPACS", level="image",
+                     out_dir=tmp_path / "idx", salt_file=tmp_path / "salt", show_progress=False, dimse_timeout=5)
+    release = threading.Event()
+    archive = FakeArchive.current
+
+    def hang(event):
+        release.wait(10)
+        yield 0
+
+    archive.on_get_impl = hang
+    try:
+        start = time.perf_counter()
+        summary = pull(index_dir=tmp_path / "idx", out=tmp_path / "store", dimse_timeout=1, retries=0)
+        elapsed = time.perf_counter() - start
+    finally:
+        release.set()
+    assert not summary.complete and summary.arrived == 0
+    assert f"no answer from 127.0.0.1:{port} within 1 s; re-run to resume" in summary.interrupted[0]
+    assert elapsed < 4.0
