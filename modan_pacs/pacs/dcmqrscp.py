@@ -195,12 +195,13 @@ class DcmqrscpServer:
         classes = self._load()
         (self.workdir / "dcmqrscp.cfg").write_text(self.config())
         (self.workdir / "assoc.cfg").write_text(association_profile(classes))
-        self.process = subprocess.Popen(
-            [self.binary, "-c", str(self.workdir / "dcmqrscp.cfg"), "-xf", str(self.workdir / "assoc.cfg"), "Archive",
-             "Outgoing", *self.extra_args, str(self.port)],
-            env=dict(os.environ, TCP_NODELAY="1"), cwd=self.workdir, start_new_session=True,
-            stdout=subprocess.DEVNULL, stderr=open(self.workdir / "dcmqrscp.log", "wb"),
-        )  # fmt: skip
+        with open(self.workdir / "dcmqrscp.log", "wb") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                [self.binary, "-c", str(self.workdir / "dcmqrscp.cfg"), "-xf", str(self.workdir / "assoc.cfg"),
+                 "Archive", "Outgoing", *self.extra_args, str(self.port)],
+                env=dict(os.environ, TCP_NODELAY="1"), cwd=self.workdir, start_new_session=True,
+                stdout=subprocess.DEVNULL, stderr=log,
+            )  # fmt: skip
         self._wait_ready()
         return self
 
