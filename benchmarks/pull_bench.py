@@ -1,12 +1,22 @@
-"""Instances/s of `pull` by C-GET with 1 versus several parallel associations, against Orthanc on loopback.
+"""`modan-pacs pull` beside dcmtk's getscu / movescu on the same Orthanc, in the same run.
 
-Starts a throw-away Orthanc (``/usr/sbin/Orthanc``), loads N real instances (pydicom's CT_small,
-re-identified into series of 30 with new UIDs; 512x512 16-bit would be larger, CT_small is
-128x128), builds an image-level index by C-FIND, then pulls everything into a fresh STORE once per
-worker count, in one run. Optionally also C-MOVE and DICOMweb.
+Starts a throw-away Orthanc (``/usr/sbin/Orthanc``, ``TCP_NODELAY=1``) on loopback, loads N real
+instances (by default pydicom-data's ``693_UNCR.dcm``, a 512x512 16-bit CT of 526 kB, re-identified
+into studies of several series with new UIDs), builds an image-level index by C-FIND, then, for
+each repeat and in interleaved order, retrieves everything into a fresh folder with:
+
+- ``getscu`` (dcmtk): one process, one association, one study-level C-GET per study;
+- ``modan-pacs pull --method get`` (library call) with each ``--workers`` value;
+- ``movescu`` (dcmtk): one process with its own storage SCP, one study-level C-MOVE per study;
+- ``modan-pacs pull --method move``;
+- optionally ``modan-pacs pull --dicomweb`` and a plain dicomweb-client loop (one
+  ``retrieve_study`` per study, files written with pydicom) on the same Orthanc.
+
+Every rate is instances per second of wall time of the whole retrieval (process start included for
+dcmtk). Ratios are taken within the same repeat; the table gives each repeat and the median.
 
 Usage:
-    .venv/bin/python benchmarks/pull_bench.py --instances 240 --workers 1 2 4 [--methods get move dicomweb]
+    .venv/bin/python benchmarks/pull_bench.py --instances 192 --repeats 5 --workers 1 2 --dicomweb [--cli]
 """
 
 from __future__ import annotations
@@ -15,21 +25,29 @@ import argparse
 import os
 import platform
 import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+OUR_AET = "MODANPACS"
+PACS_AET = "ORTHANC"
 
-def make_instances(out: Path, n: int, per_series: int) -> list[Path]:
+
+def make_instances(out: Path, source: Path, n: int, per_series: int, series_per_study: int) -> list[Path]:
+    """``n`` copies of ``source`` with new Study/Series/SOP UIDs (same pixels)."""
     from pydicom import dcmread
-    from pydicom.data import get_testdata_file
     from pydicom.uid import generate_uid
 
     out.mkdir(parents=True)
-    ds = dcmread(get_testdata_file("CT_small.dcm"))
-    study = generate_uid()
+    ds = dcmread(source)
     paths = []
+    study = series = None
     for i in range(n):
+        if i % (per_series * series_per_study) == 0:
+            study = generate_uid()
         if i % per_series == 0:
             series = generate_uid()
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
@@ -42,57 +60,163 @@ def make_instances(out: Path, n: int, per_series: int) -> list[Path]:
     return paths
 
 
-def main() -> None:
+def write_study_queries(out: Path, study_uids: list[str]) -> list[Path]:
+    """One study-level query file per study, for getscu / movescu."""
+    from pydicom.dataset import Dataset
+
+    out.mkdir(parents=True)
+    files = []
+    for n, uid in enumerate(study_uids):
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = uid
+        path = out / f"q{n:03d}.dcm"
+        query.save_as(path, implicit_vr=True, little_endian=True)
+        files.append(path)
+    return files
+
+
+def count_files(folder: Path) -> int:
+    return sum(1 for p in folder.rglob("*") if p.is_file() and p.suffix != ".jsonl")
+
+
+def run_dcmtk(args: list[str], out: Path) -> float:
+    """Run a dcmtk tool with TCP_NODELAY; returns wall seconds.
+
+    Debian's dcmtk 3.6.7-9~deb12u4 segfaults in ``DUL_DropAssociation`` when it releases an
+    association (see the PACS notes), after every file has been received and written: exit 139
+    is accepted here, and the caller checks that every instance arrived.
+    """
+    out.mkdir(parents=True)
+    start = time.perf_counter()
+    done = subprocess.run(args + ["-od", str(out)], env=dict(os.environ, TCP_NODELAY="1"),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seconds = time.perf_counter() - start
+    if done.returncode not in (0, -11, 139):
+        raise SystemExit(f"{args[0]} failed ({done.returncode}): {done.stderr.decode(errors='replace')[-500:]}")
+    return seconds
+
+
+def dicomweb_client_loop(url: str, user: str, password: str, study_uids: list[str], out: Path) -> float:
+    """A plain dicomweb-client loop: ``retrieve_study`` per study, each instance saved by pydicom."""
+    from dicomweb_client.api import DICOMwebClient
+    from dicomweb_client.session_utils import create_session_from_user_pass
+
+    out.mkdir(parents=True)
+    start = time.perf_counter()
+    client = DICOMwebClient(url=url, session=create_session_from_user_pass(user, password))
+    for uid in study_uids:
+        for ds in client.retrieve_study(uid):
+            ds.save_as(out / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:  # noqa: C901 - a linear script
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--instances", type=int, default=240)
-    parser.add_argument("--per-series", type=int, default=30)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--chunk", type=int, default=15, help="instances per C-GET request")
-    parser.add_argument("--methods", nargs="+", default=["get"], choices=["get", "move", "dicomweb"])
+    parser.add_argument("--instances", type=int, default=192)
+    parser.add_argument("--per-series", type=int, default=32)
+    parser.add_argument("--series-per-study", type=int, default=3)
+    parser.add_argument("--source", default="693_UNCR.dcm", help="pydicom-data or pydicom test file to copy")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-move", action="store_true", help="skip movescu and pull --method move")
+    parser.add_argument("--dicomweb", action="store_true", help="also WADO-RS: pull --dicomweb vs a dicomweb-client loop")
+    parser.add_argument("--cli", action="store_true",
+                        help="also the whole `modan-pacs pull` command in a subprocess (Python start-up and imports included)")
     args = parser.parse_args()
-    if args.instances < 200:
-        parser.error("--instances must be at least 200")
+
+    from pydicom.data import get_testdata_file
 
     from modan_pacs.pacs import OrthancServer, build_pacs_index, make_settings, pull, send_files
     from modan_pacs.pacs.dicomweb import PASSWORD_ENV, USER_ENV
     from modan_pacs.pacs.orthanc import free_port
 
+    source = Path(get_testdata_file(args.source))
     work = Path(tempfile.mkdtemp(prefix="pull-bench-"))
     move_port = free_port()
-    server = OrthancServer(modalities={"MODANPACS": ("127.0.0.1", move_port)}, workdir=work / "orthanc")
+    server = OrthancServer(aet=PACS_AET, modalities={OUR_AET: ("127.0.0.1", move_port)}, workdir=work / "orthanc")
     server.start()
     try:
-        settings = make_settings(host="127.0.0.1", port=server.dicom_port, called_aet="ORTHANC")
-        paths = make_instances(work / "src", args.instances, args.per_series)
-        t = time.perf_counter()
+        settings = make_settings(host="127.0.0.1", port=server.dicom_port, called_aet=PACS_AET, calling_aet=OUR_AET)
+        paths = make_instances(work / "src", source, args.instances, args.per_series, args.series_per_study)
         report = send_files(settings, paths)
-        load_s = time.perf_counter() - t
-        assert len(report.stored) == args.instances, report.failed[:3]
-        t = time.perf_counter()
-        build_pacs_index(host="127.0.0.1", port=server.dicom_port, called_aet="ORTHANC", calling_aet="MODANPACS",
-                         level="image", modality=None, date_from=None, date_to=None, out_dir=work / "idx",
-                         vocabulary=None, salt_file=work / "salt", show_progress=False)
-        index_s = time.perf_counter() - t
-        os.environ[USER_ENV], os.environ[PASSWORD_ENV] = server.user, server.password
+        if len(report.stored) != args.instances:
+            raise SystemExit(f"loading failed: {report.failed[:3]}")
+        build_pacs_index(host="127.0.0.1", port=server.dicom_port, called_aet=PACS_AET, calling_aet=OUR_AET,
+                         level="image", out_dir=work / "idx", salt_file=work / "salt", show_progress=False)
+        import pandas as pd
 
-        print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; Orthanc on loopback; "
-              f"{args.instances} instances of CT_small ({paths[0].stat().st_size / 1e3:.0f} kB) in series of {args.per_series}")
-        print(f"C-STORE load: {args.instances / load_s:.0f} instances/s; C-FIND image-level index: {index_s:.2f} s")
-        print("| method | workers | instances | seconds | instances/s | MB/s | speed-up vs 1 worker |")
-        print("| --- | --- | --- | --- | --- | --- | --- |")
-        for method in args.methods:
-            base = None
-            for workers in args.workers:
-                store = work / f"store-{method}-{workers}"
-                summary = pull(index_dir=work / "idx", out=store, calling_aet="MODANPACS", method=method,
-                               workers=workers, chunk=args.chunk, move_port=move_port,
-                               dicomweb=server.dicomweb_url if method == "dicomweb" else None)
-                assert summary.complete and summary.arrived == args.instances, summary
-                rate = summary.instances_per_second
-                base = base or rate
-                print(f"| {method} | {workers} | {summary.arrived} | {summary.seconds:.2f} | {rate:.0f} | "
-                      f"{summary.megabytes_per_second:.1f} | {rate / base:.2f}x |", flush=True)
-                shutil.rmtree(store)
+        studies = sorted(pd.read_parquet(work / "idx" / "index.parquet")["study_instance_uid"].unique())
+        queries = [str(q) for q in write_study_queries(work / "queries", studies)]
+        os.environ[USER_ENV], os.environ[PASSWORD_ENV] = server.user, server.password
+        peer = ["-S", "-aet", OUR_AET, "-aec", PACS_AET, "127.0.0.1", str(server.dicom_port)]
+        have_getscu = shutil.which("getscu") is not None
+        have_movescu = shutil.which("movescu") is not None and not args.no_move
+
+        size_mb = source.stat().st_size / 1e6
+        print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; "
+              f"Orthanc on loopback (TCP_NODELAY=1); {args.instances} instances of {source.name} ({size_mb:.2f} MB) in "
+              f"{len(studies)} studies of {args.series_per_study} series of {args.per_series}")
+        rates: dict[str, list[float]] = {}
+
+        def record(name: str, seconds: float, n: int) -> None:
+            if n != args.instances:
+                raise SystemExit(f"{name}: {n} of {args.instances} instances arrived")
+            rates.setdefault(name, []).append(n / seconds)
+            print(f"  {name:<28} {seconds:6.2f} s  {n / seconds:7.1f} instances/s  {n * size_mb / seconds:6.1f} MB/s", flush=True)
+
+        for repeat in range(args.repeats):
+            print(f"repeat {repeat + 1} (load average {os.getloadavg()[0]:.1f})")
+            base = work / f"r{repeat}"
+            if have_getscu:
+                out = base / "getscu"
+                record("getscu", run_dcmtk(["getscu", *peer, *queries], out), count_files(out))
+            for w in args.workers:
+                s = pull(index_dir=work / "idx", out=base / f"get{w}", calling_aet=OUR_AET, method="get", workers=w)
+                record(f"pull get, {w} worker(s)", s.seconds, s.arrived)
+            if args.cli:
+                cli = [str(Path(sys.executable).with_name("modan-pacs")), "pull", "--index", str(work / "idx"),
+                       "--out", str(base / "cli"), "--calling-aet", OUR_AET]
+                start = time.perf_counter()
+                subprocess.run(cli, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                record("modan-pacs pull command", time.perf_counter() - start, count_files(base / "cli"))
+            if have_movescu:
+                out = base / "movescu"
+                cmd = ["movescu", *peer, "-aem", OUR_AET, "--port", str(move_port), *queries]
+                record("movescu", run_dcmtk(cmd, out), count_files(out))
+            if not args.no_move:
+                for w in args.workers:
+                    s = pull(index_dir=work / "idx", out=base / f"move{w}", calling_aet=OUR_AET, method="move",
+                             workers=w, move_port=move_port)
+                    record(f"pull move, {w} worker(s)", s.seconds, s.arrived)
+            if args.dicomweb:
+                seconds = dicomweb_client_loop(server.dicomweb_url, server.user, server.password, studies, base / "dwc")
+                record("dicomweb-client loop", seconds, count_files(base / "dwc"))
+                s = pull(index_dir=work / "idx", out=base / "web", dicomweb=server.dicomweb_url, workers=1)
+                record("pull dicomweb, 1 worker", s.seconds, s.arrived)
+            shutil.rmtree(base)
+
+        def ratio(a: str, b: str) -> str:
+            if a not in rates or b not in rates:
+                return "-"
+            each = [x / y for x, y in zip(rates[a], rates[b])]
+            return f"{statistics.median(each):.2f} (" + ", ".join(f"{r:.2f}" for r in each) + ")"
+
+        print("\n| client | median instances/s | per repeat |")
+        print("| --- | --- | --- |")
+        for name, values in rates.items():
+            print(f"| {name} | {statistics.median(values):.0f} | {', '.join(f'{v:.0f}' for v in values)} |")
+        print("\nratios, median of the per-repeat ratios (each repeat):")
+        print(f"- pull get (1 worker) / getscu: {ratio('pull get, 1 worker(s)', 'getscu')}")
+        if args.cli:
+            print(f"- modan-pacs pull command / getscu (both whole processes): {ratio('modan-pacs pull command', 'getscu')}")
+        print(f"- pull move (1 worker) / pull get (1 worker): {ratio('pull move, 1 worker(s)', 'pull get, 1 worker(s)')}")
+        print(f"- movescu / getscu: {ratio('movescu', 'getscu')}")
+        print(f"- pull move (1 worker) / movescu: {ratio('pull move, 1 worker(s)', 'movescu')}")
+        if args.dicomweb:
+            print(f"- pull dicomweb / dicomweb-client loop: {ratio('pull dicomweb, 1 worker', 'dicomweb-client loop')}")
+        for w in args.workers[1:]:
+            print(f"- pull get {w} workers / 1 worker: {ratio(f'pull get, {w} worker(s)', 'pull get, 1 worker(s)')}")
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)

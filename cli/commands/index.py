@@ -44,6 +44,19 @@ def index(
     modality: Annotated[Optional[str], typer.Option("--modality", help="Only this modality (with --pacs), e.g. CT.")] = None,
     date_from: Annotated[Optional[str], typer.Option("--date-from", help="Studies from this date, YYYYMMDD (with --pacs).")] = None,
     date_to: Annotated[Optional[str], typer.Option("--date-to", help="Studies up to this date, YYYYMMDD (with --pacs).")] = None,
+    filters: Annotated[
+        Optional[list[str]],
+        typer.Option("--filter", help="With --pacs: a C-FIND matching key KEY=VALUE (repeatable), as findscu's -k, "
+                     "e.g. StudyDescription=*KNEE*, AccessionNumber=A123, StationName=CT01."),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="With --pacs: seconds to wait for each answer of the PACS (DIMSE).")
+    ] = 15.0,
+    connect_timeout: Annotated[
+        float, typer.Option("--connect-timeout", help="With --pacs: TCP connect and association timeout, seconds.")
+    ] = 10.0,
+    retries: Annotated[int, typer.Option("--retries", help="With --pacs: retries of a failed connection.")] = 2,
+    backoff: Annotated[float, typer.Option("--backoff", help="With --pacs: first backoff in seconds; doubles on each retry.")] = 0.5,
 ) -> None:
     """Read DICOM headers (never pixels) into OUT: index.parquet, labels.npy, errors.parquet, series, summaries."""
     from rich.console import Console
@@ -57,8 +70,12 @@ def index(
                          else "give PATH (an export folder) or --pacs HOST:PORT")
     vocabulary = Vocabulary.load(vocab)
     if pacs is not None:
-        tables = _index_pacs(pacs, out, vocabulary, salt_file, called_aet, calling_aet, level, modality, date_from, date_to)
+        network = dict(connection_timeout=connect_timeout, acse_timeout=connect_timeout, dimse_timeout=timeout,
+                       retries=retries, backoff=backoff, filters=filters or [])
+        tables = _index_pacs(pacs, out, vocabulary, salt_file, called_aet, calling_aet, level, modality, date_from, date_to,
+                             network)
         _print_summary(console, tables, out, header=f"PACS {pacs}")
+        _print_missing_attributes(console, tables.frame)
         return
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -89,20 +106,33 @@ def index(
     _print_summary(console, report.tables, report.out_dir, header=str(path))
 
 
-def _index_pacs(pacs, out, vocabulary, salt_file, called_aet, calling_aet, level, modality, date_from, date_to):
+def _index_pacs(pacs, out, vocabulary, salt_file, called_aet, calling_aet, level, modality, date_from, date_to, network):
     from modan_pacs.errors import InputError
+    from modan_pacs.pacs.association import parse_address
 
-    host, sep, port_text = pacs.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise InputError(f"--pacs {pacs!r} must be HOST:PORT, e.g. 127.0.0.1:4242")
+    host, port = parse_address(pacs)
     if level not in ("study", "series", "image"):
         raise InputError(f"--level {level!r} must be study, series or image")
     from modan_pacs.pacs.query import build_pacs_index
 
     return build_pacs_index(
-        host=host, port=int(port_text), called_aet=called_aet, calling_aet=calling_aet, level=level,
+        host=host, port=port, called_aet=called_aet, calling_aet=calling_aet, level=level,
         modality=modality, date_from=date_from, date_to=date_to, out_dir=out, vocabulary=vocabulary,
-        salt_file=salt_file,
+        salt_file=salt_file, **network,
+    )
+
+
+def _print_missing_attributes(console, frame) -> None:
+    """How many rows the PACS's C-FIND answers left without each attribute the labels use."""
+    from modan_pacs.pacs.query import missing_label_attributes
+
+    missing = {key: n for key, n in missing_label_attributes(frame).items() if n}
+    if not missing:
+        return
+    parts = ", ".join(f"{key} {n:,}" for key, n in missing.items())
+    console.print(
+        f"C-FIND answers lacked, of {len(frame):,} rows: {parts}. Labels use what there is; after a pull, "
+        "`modan-pacs pull ... --complete-labels` relabels from the files' headers.", highlight=False,
     )
 
 

@@ -36,7 +36,10 @@ def pull(
         Optional[list[str]], typer.Option("--anatomy", help="Only rows with this anatomy label (repeatable).")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the per-label series draw.")] = 0,
-    chunk: Annotated[int, typer.Option("--chunk", help="At most this many instances per C-GET/C-MOVE request.")] = 50,
+    chunk: Annotated[
+        int, typer.Option("--chunk", help="At most this many instances per C-GET/C-MOVE request listing instances "
+                          "(a series selected whole is asked for in one series-level request).")
+    ] = 50,
     move_port: Annotated[
         int, typer.Option("--move-port", help="Port of our storage SCP for --method move (the PACS must know it).")
     ] = 11113,
@@ -48,10 +51,19 @@ def pull(
     dicomweb_credentials: Annotated[
         Optional[Path], typer.Option("--dicomweb-credentials", help="File whose first line is user:password.")
     ] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="DIMSE timeout in seconds (per response).")] = 30.0,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for each answer of the PACS (DIMSE) before giving up.")
+    ] = 15.0,
     connect_timeout: Annotated[float, typer.Option("--connect-timeout", help="TCP connect and association timeout, seconds.")] = 10.0,
     retries: Annotated[int, typer.Option("--retries", help="Retries of a failed connection (exponential backoff).")] = 2,
     backoff: Annotated[float, typer.Option("--backoff", help="First backoff in seconds; doubles on each retry.")] = 0.5,
+    complete_labels: Annotated[
+        bool, typer.Option("--complete-labels", help="After the pull, replace the index's header attributes by those "
+                           "of the pulled files and relabel (for a PACS whose C-FIND answers lack attributes).")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would be fetched (instances, bytes, studies, requests); fetch nothing.")
+    ] = False,
 ) -> None:
     """Retrieve the selected instances of an index into OUT; re-running resumes (received instances are skipped)."""
     from rich.console import Console
@@ -61,6 +73,18 @@ def pull(
     from modan_pacs.pacs.pull import raise_if_incomplete, summary_line
 
     console = Console()
+    options = dict(
+        index_dir=index, out=out, pacs=pacs, called_aet=called_aet, calling_aet=calling_aet, method=method,
+        workers=workers, select=select, modality=modality or (), anatomy=anatomy or (), seed=seed, chunk=chunk,
+        move_port=move_port, dicomweb=dicomweb, dicomweb_credentials=dicomweb_credentials,
+        connection_timeout=connect_timeout, acse_timeout=connect_timeout, dimse_timeout=timeout,
+        retries=retries, backoff=backoff,
+    )  # fmt: skip
+    if dry_run:
+        from modan_pacs.pacs.pull import plan_lines
+
+        run_pull(**options, dry_run=True, on_plan=lambda plan: console.print("\n".join(plan_lines(plan, out)), highlight=False))
+        return
     with Progress(
         TextColumn("[bold]pulling"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
         TimeElapsedColumn(), console=console, transient=False,
@@ -68,10 +92,10 @@ def pull(
         task = bar.add_task("pull", total=None, rate="")
         totals = {"n": 0, "bytes": 0}
 
-        def on_plan(to_fetch: int, skipped: int) -> None:
-            bar.update(task, total=to_fetch)
-            if skipped:
-                console.print(f"{skipped} instance(s) already in {out}: skipped")
+        def on_plan(plan) -> None:
+            bar.update(task, total=plan.to_fetch)
+            if plan.skipped:
+                console.print(f"{plan.skipped} instance(s) already in {out}: skipped")
 
         def on_progress(n: int, nbytes: int) -> None:
             totals["n"] += n
@@ -80,12 +104,15 @@ def pull(
             rate = f"{totals['n'] / elapsed:,.1f} inst/s  {totals['bytes'] / 1e6 / elapsed:,.1f} MB/s" if elapsed > 0 else ""
             bar.update(task, advance=n, rate=rate)
 
-        summary = run_pull(
-            index_dir=index, out=out, pacs=pacs, called_aet=called_aet, calling_aet=calling_aet, method=method,
-            workers=workers, select=select, modality=modality or (), anatomy=anatomy or (), seed=seed, chunk=chunk,
-            move_port=move_port, dicomweb=dicomweb, dicomweb_credentials=dicomweb_credentials,
-            connection_timeout=connect_timeout, acse_timeout=connect_timeout, dimse_timeout=timeout,
-            retries=retries, backoff=backoff, on_progress=on_progress, on_plan=on_plan,
-        )
+        summary = run_pull(**options, on_progress=on_progress, on_plan=on_plan)
     console.print(summary_line(summary, out), highlight=False)
+    if complete_labels:
+        from modan_pacs.pacs.complete import complete_labels as complete
+
+        done = complete(index, out)
+        console.print(
+            f"labels completed from {done.completed:,} pulled files' headers: {done.relabelled:,} of {done.rows:,} rows "
+            f"relabelled, {done.no_pixel_data:,} without pixel data moved to the errors, {done.unreadable:,} unreadable; "
+            f"rewrote {index}", highlight=False,
+        )
     raise_if_incomplete(summary, out)

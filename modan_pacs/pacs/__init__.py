@@ -8,10 +8,13 @@ Public API:
     build_pacs_index(host=, port=, called_aet=, calling_aet=, level=, modality=, date_from=,
                      date_to=, out_dir=, vocabulary=, salt_file=) -> IndexTables
     pull(index_dir=, out=, pacs=, method=, workers=, select=, ...) -> PullSummary
-    Store(root);  safe_uid_name(uid);  send_files(settings, paths);  OrthancServer(...)
+    complete_labels(index_dir, store_dir) -> LabelCompletion  (labels from the pulled files' headers)
+    Store(root);  safe_uid_name(uid);  send_files(settings, paths);  OrthancServer(...);  DcmqrscpServer(...)
 """
 
 from modan_pacs.pacs.association import PacsSettings, echo, make_settings, open_association, parse_address
+from modan_pacs.pacs.complete import LabelCompletion, complete_labels
+from modan_pacs.pacs.dcmqrscp import DcmqrscpServer
 from modan_pacs.pacs.orthanc import OrthancServer
 from modan_pacs.pacs.pull import pull
 from modan_pacs.pacs.query import build_pacs_index, query_pacs
@@ -20,12 +23,15 @@ from modan_pacs.pacs.send import send_files
 from modan_pacs.pacs.store import Store, safe_uid_name
 
 __all__ = [
+    "DcmqrscpServer",
+    "LabelCompletion",
     "OrthancServer",
     "PacsSettings",
     "PullSummary",
     "RetrievalUnit",
     "Store",
     "build_pacs_index",
+    "complete_labels",
     "echo",
     "make_settings",
     "open_association",

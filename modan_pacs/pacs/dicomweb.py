@@ -173,15 +173,20 @@ def retrieve_dicomweb(
     workers: int = 1,
     credentials_file: str | Path | None = None,
     on_progress: Callable[[int, int], None] | None = None,
-) -> tuple[int, int, list[str]]:
-    """WADO-RS retrieval of each instance of ``units`` into ``store`` on ``workers`` threads.
+) -> tuple[int, int, int, list[str]]:
+    """WADO-RS retrieval of ``units`` into ``store`` on ``workers`` threads.
 
-    Returns ``(arrived, bytes, problems)``.
+    A SERIES-level unit (every instance of the series wanted) is one ``iter_series`` request
+    streaming the whole series; other units are one ``retrieve_instance`` request per instance
+    (one HTTP round trip each: 9x slower for a series of 32 on loopback). Instances the server
+    sends that were not asked for are not stored.
+
+    Returns ``(arrived, bytes, unrequested, problems)``.
     """
     read_credentials(credentials_file)  # fail early on a bad file
     local = threading.local()
     lock = threading.Lock()
-    totals = {"arrived": 0, "bytes": 0}
+    totals = {"arrived": 0, "bytes": 0, "unrequested": 0}
     stop = threading.Event()
 
     def client():
@@ -189,34 +194,53 @@ def retrieve_dicomweb(
             local.client = make_client(url, credentials_file)
         return local.client
 
-    def fetch(unit: RetrievalUnit, sop: str) -> str | None:
-        if stop.is_set():
-            return None
-        try:
-            ds = client().retrieve_instance(unit.study_uid, unit.series_uid, sop)
-        except Exception as exc:
-            problem = _http_problem(exc, url, f"retrieve of {sop}")
-            store.record(status="failed", sop_instance_uid=sop, series_instance_uid=unit.series_uid, reason=str(problem))
-            import requests
-
-            if isinstance(exc, requests.ConnectionError):
-                stop.set()
-            return str(problem)
+    def keep(unit: RetrievalUnit, ds: Any, wanted: set[str]) -> None:
+        sop = str(ds.get("SOPInstanceUID", ""))
+        if sop not in wanted:
+            with lock:
+                totals["unrequested"] += 1
+            return
         data = _encode(ds)
-        _, new = store.write(ds.get("StudyInstanceUID") or unit.study_uid, ds.get("SeriesInstanceUID") or unit.series_uid, sop, data)
+        _, new = store.write(unit.study_uid, ds.get("SeriesInstanceUID") or unit.series_uid, sop, data)
         if new:
             with lock:
                 totals["arrived"] += 1
                 totals["bytes"] += len(data)
             if on_progress is not None:
                 on_progress(1, len(data))
+
+    def failed(exc: Exception, what: str, uids: Sequence[str], series: str | None) -> str:
+        import requests
+
+        problem = _http_problem(exc, url, f"retrieve of {what}")
+        for sop in uids:
+            store.record(status="failed", sop_instance_uid=sop, series_instance_uid=series, reason=str(problem))
+        if isinstance(exc, requests.ConnectionError):
+            stop.set()
+        return str(problem)
+
+    def fetch(unit: RetrievalUnit, sop: str | None) -> str | None:
+        if stop.is_set():
+            return None
+        what = f"series {unit.series_uid}" if sop is None else sop
+        try:
+            if sop is None:
+                wanted = set(unit.sop_uids)
+                for ds in client().iter_series(unit.study_uid, unit.series_uid):
+                    keep(unit, ds, wanted)
+            else:
+                keep(unit, client().retrieve_instance(unit.study_uid, unit.series_uid, sop), {sop})
+        except Exception as exc:  # an HTTP, connection or decoding failure of this request
+            return failed(exc, what, unit.sop_uids if sop is None else [sop], unit.series_uid)
         return None
 
+    tasks = [(unit, None) if unit.level == "SERIES" else (unit, sop) for unit in units
+             for sop in (unit.sop_uids if unit.level != "SERIES" else [None])]  # fmt: skip
     problems: list[str] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(fetch, unit, sop) for unit in units for sop in unit.sop_uids]
+        futures = [pool.submit(fetch, unit, sop) for unit, sop in tasks]
         for future in as_completed(futures):
             problem = future.result()
             if problem:
                 problems.append(problem)
-    return totals["arrived"], totals["bytes"], problems
+    return totals["arrived"], totals["bytes"], totals["unrequested"], problems

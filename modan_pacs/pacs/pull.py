@@ -13,11 +13,20 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from modan_pacs.errors import InputError, PacsError
 from modan_pacs.pacs.association import make_settings, parse_address
-from modan_pacs.pacs.retrieve import METHODS, PullSummary, RetrievalUnit, retrieve_dimse, split_units
+from modan_pacs.pacs.retrieve import (
+    METHODS,
+    DimseResult,
+    PullSummary,
+    RetrievalUnit,
+    merge_whole_series,
+    retrieve_dimse,
+    split_units,
+)
 from modan_pacs.pacs.store import Store
 
 _PER_LABEL = re.compile(r"^\s*per-label\s+(\d+)\s*$")
@@ -68,20 +77,58 @@ def select_rows(frame, *, per_label: int | None = None, modality: Sequence[str] 
     return rows[rows["series_instance_uid"].isin(set(keep))]
 
 
-def units_from_rows(rows, skip: set[str]) -> tuple[list[RetrievalUnit], int]:
-    """Group index rows by series into retrieval units, leaving out SOP UIDs in ``skip``.
+def units_from_rows(rows, skip: set[str], frame=None, *, coarsest: str = "IMAGE", min_units: int = 1) -> tuple[list[RetrievalUnit], int]:
+    """Group index rows into retrieval requests, leaving out SOP UIDs in ``skip``.
+
+    A study (or series) whose every instance in ``frame`` (the whole index; default ``rows``) is
+    wanted and none is already received is asked for at STUDY (or SERIES) level, as getscu does:
+    one request, no instance list for the archive to resolve. Otherwise its wanted instances are
+    listed (IMAGE level). ``coarsest`` caps the level (``IMAGE``, ``SERIES`` or ``STUDY``); study
+    level is used only when there are at least ``min_units`` studies (so that that many parallel
+    associations have work), else series level.
 
     Returns ``(units, n_skipped)``.
     """
+    frame = rows if frame is None else frame
+    series_size = frame.groupby("series_instance_uid")["sop_instance_uid"].nunique()
+    study_size = frame.groupby("study_instance_uid")["sop_instance_uid"].nunique()
+    if coarsest == "STUDY" and rows["study_instance_uid"].nunique() < min_units:
+        coarsest = "SERIES"
     units: list[RetrievalUnit] = []
     skipped = 0
-    for (study, series), group in rows.groupby(["study_instance_uid", "series_instance_uid"], sort=True):
-        wanted = [u for u in group["sop_instance_uid"] if u not in skip]
-        skipped += len(group) - len(wanted)
-        if wanted:
-            classes = {c for c in group["sop_class_uid"].dropna()}
-            units.append(RetrievalUnit(str(study), str(series), [str(u) for u in wanted], classes))
+    for study, study_rows in rows.groupby("study_instance_uid", sort=True):
+        wanted_study = [u for u in study_rows["sop_instance_uid"] if u not in skip]
+        skipped += len(study_rows) - len(wanted_study)
+        if not wanted_study:
+            continue
+        typed = study_rows["sop_class_uid"].notna().all()  # else _fill_sop_classes asks per series
+        if coarsest == "STUDY" and typed and len(set(wanted_study)) == study_size[study]:
+            classes = set(study_rows["sop_class_uid"].dropna())
+            units.append(RetrievalUnit(str(study), None, [str(u) for u in wanted_study], classes, level="STUDY"))
+            continue
+        units.extend(_series_units(study, study_rows, skip, series_size, whole_series=coarsest != "IMAGE"))
     return units, skipped
+
+
+def _series_units(study, study_rows, skip: set[str], series_size, *, whole_series: bool) -> list[RetrievalUnit]:
+    """One unit per series of a study: SERIES level when every instance is wanted, else IMAGE level."""
+    units = []
+    for series, group in study_rows.groupby("series_instance_uid", sort=True):
+        wanted = [str(u) for u in group["sop_instance_uid"] if u not in skip]
+        if not wanted:
+            continue
+        whole = whole_series and len(set(wanted)) == series_size[series]
+        classes = set(group["sop_class_uid"].dropna())
+        units.append(RetrievalUnit(str(study), str(series), wanted, classes, level="SERIES" if whole else "IMAGE"))
+    return units
+
+
+def expected_locations(rows) -> dict[str, tuple[str, str]]:
+    """SOP Instance UID -> (study, series) UIDs of the selected rows: what may be stored, and where."""
+    return {
+        str(sop): (str(study), str(series))
+        for sop, study, series in zip(rows["sop_instance_uid"], rows["study_instance_uid"], rows["series_instance_uid"])
+    }
 
 
 def pacs_from_index(frame) -> tuple[str, int, str] | None:
@@ -93,6 +140,61 @@ def pacs_from_index(frame) -> tuple[str, int, str] | None:
     if match is None:
         return None
     return match.group("host"), int(match.group("port")), match.group("aet")
+
+
+@dataclass
+class PullPlan:
+    """What a pull would fetch: the requests, the instances by UID, and their size when known.
+
+    ``bytes`` is the sum of the index's ``size`` column when every selected row has one (a folder
+    index), else None; ``estimated_pixel_bytes`` is Rows x Columns x frames x bytes per sample
+    (uncompressed pixel data, no header) summed over the ``estimated_rows`` rows that carry them.
+    """
+
+    requested: int
+    skipped: int
+    units: list[RetrievalUnit]
+    expected: dict[str, tuple[str, str]]
+    studies: int
+    series: int
+    bytes: int | None
+    estimated_pixel_bytes: int
+    estimated_rows: int
+
+    @property
+    def to_fetch(self) -> int:
+        return self.requested - self.skipped
+
+
+def _known_sum(values) -> int | None:
+    import pandas as pd
+
+    numbers = pd.to_numeric(values, errors="coerce")
+    return None if len(numbers) == 0 or numbers.isna().any() else int(numbers.sum())
+
+
+def plan_pull(rows, frame, store: Store, *, method: str, workers: int, chunk: int) -> PullPlan:
+    """Requests for the selected ``rows`` of index ``frame`` minus what ``store`` already holds."""
+    import numpy as np
+
+    # Whole series are asked for at SERIES level. Not STUDY level: an index built with --modality
+    # (or trimmed by hand) can hold part of a study, and the archive would send all of it.
+    units, skipped = units_from_rows(rows, store.arrived, frame, coarsest="SERIES", min_units=workers)
+    if method != "dicomweb":  # WADO-RS here streams one series per request
+        units = merge_whole_series(split_units(units, chunk), min_units=workers)
+    todo = rows[~rows["sop_instance_uid"].isin(store.arrived)]
+    size = _known_sum(todo["size"]) if "size" in todo.columns else None
+    pixel, estimated = 0, 0
+    if {"rows", "columns", "bits_stored"} <= set(todo.columns):
+        frames = todo["number_of_frames"].fillna(1) if "number_of_frames" in todo.columns else 1
+        per_sample = np.ceil(todo["bits_stored"].astype("Float64") / 8)
+        each = (todo["rows"].astype("Float64") * todo["columns"].astype("Float64") * frames * per_sample).dropna()
+        pixel, estimated = int(each.sum()), len(each)
+    return PullPlan(
+        requested=len(rows), skipped=skipped, units=units, expected=expected_locations(todo),
+        studies=todo["study_instance_uid"].nunique(), series=todo["series_instance_uid"].nunique(),
+        bytes=size, estimated_pixel_bytes=pixel, estimated_rows=estimated,
+    )  # fmt: skip
 
 
 def pull(
@@ -114,11 +216,12 @@ def pull(
     dicomweb_credentials: str | Path | None = None,
     connection_timeout: float = 10.0,
     acse_timeout: float = 10.0,
-    dimse_timeout: float = 30.0,
+    dimse_timeout: float = 15.0,
     retries: int = 2,
     backoff: float = 0.5,
+    dry_run: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
-    on_plan: Callable[[int, int], None] | None = None,
+    on_plan: Callable[[PullPlan], None] | None = None,
 ) -> PullSummary:
     """Retrieve the selected instances of an index into ``out``.
 
@@ -130,8 +233,10 @@ def pull(
             ``dicomweb`` (set by giving ``dicomweb``).
         workers: parallel associations (or HTTP sessions).
         select: ``"per-label N"``; ``modality`` / ``anatomy``: label filters.
-        chunk: at most this many instances per C-GET/C-MOVE request (parallel work units).
-        on_progress: called ``(n_instances, n_bytes)`` per arrival; ``on_plan(to_fetch, skipped)`` once.
+        chunk: at most this many instances per IMAGE-level request (whole studies or series
+            selected are asked for at study or series level, in one request).
+        dry_run: plan only: ``on_plan`` gets the plan, nothing is fetched or written.
+        on_progress: called ``(n_instances, n_bytes)`` per arrival; ``on_plan(plan)`` once.
 
     Returns:
         A :class:`PullSummary`; ``summary.complete`` is False when instances failed or were not received.
@@ -150,87 +255,124 @@ def pull(
     per_label = parse_select(select)
     frame = read_index_frame(index_dir)
     rows = select_rows(frame, per_label=per_label, modality=modality, anatomy=anatomy, seed=seed)
-    store = Store(out)
-    units, skipped = units_from_rows(rows, store.arrived)
-    requested = len(rows)
-    if on_plan is not None:
-        on_plan(requested - skipped, skipped)
-    summary = PullSummary(requested=requested, skipped=skipped, workers=workers, method=method)
-    if not units:
-        return summary
+    rows = rows.drop_duplicates(subset=["sop_instance_uid"])
+    if dry_run:
+        store = Store.existing(out)
+        plan = plan_pull(rows, frame, store, method=method, workers=workers, chunk=chunk)
+        if on_plan is not None:
+            on_plan(plan)
+        return PullSummary(requested=plan.requested, skipped=plan.skipped, workers=workers, method=method,
+                           requests=len(plan.units))
+    with Store(out) as store:
+        plan = plan_pull(rows, frame, store, method=method, workers=workers, chunk=chunk)
+        if on_plan is not None:
+            on_plan(plan)
+        summary = PullSummary(requested=plan.requested, skipped=plan.skipped, workers=workers, method=method)
+        if not plan.units:
+            return summary
+        if method == "dicomweb":
+            from modan_pacs.pacs.dicomweb import retrieve_dicomweb
 
-    start = time.perf_counter()
-    if method == "dicomweb":
-        from modan_pacs.pacs.dicomweb import retrieve_dicomweb
-
-        arrived, nbytes, problems = retrieve_dicomweb(
-            dicomweb, units, store, workers=workers, credentials_file=dicomweb_credentials, on_progress=on_progress
-        )
-    else:
-        if pacs:
-            host, port = parse_address(pacs)
-            aet = called_aet
+            start = time.perf_counter()
+            arrived, nbytes, unrequested, problems = retrieve_dicomweb(
+                dicomweb, plan.units, store, workers=workers, credentials_file=dicomweb_credentials, on_progress=on_progress
+            )
+            requests = sum(1 if u.level == "SERIES" else len(u.sop_uids) for u in plan.units)
+            result = DimseResult(arrived, nbytes, unrequested, requests, problems)
         else:
-            found = pacs_from_index(frame)
-            if found is None:
-                raise InputError("--pacs HOST:PORT is required: the index holds no pacs:// locations")
-            host, port, aet = found
-            aet = called_aet or aet
-        if not aet:
-            raise InputError("--called-aet is required (the PACS's AE title)")
-        settings = make_settings(
-            host=host,
-            port=port,
-            called_aet=aet,
-            calling_aet=calling_aet,
-            connection_timeout=connection_timeout,
-            acse_timeout=acse_timeout,
-            dimse_timeout=dimse_timeout,
-            retries=retries,
-            backoff=backoff,
-        )
-        _fill_sop_classes(settings, units)
-        arrived, nbytes, problems = retrieve_dimse(
-            settings, split_units(units, chunk), store, method=method, workers=workers, move_port=move_port, on_progress=on_progress
-        )
-    summary.seconds = time.perf_counter() - start
-    summary.arrived = arrived
-    summary.bytes = nbytes
-    summary.interrupted = problems
-    wanted = {u for unit in units for u in unit.sop_uids}
-    missing = wanted - store.arrived
-    for uid in sorted(missing):
-        store.record(status="failed", sop_instance_uid=uid, reason="not received" + (f": {problems[0]}" if problems else ""))
-    summary.failed = len(missing)
+            settings = _settings_for(frame, pacs, called_aet, calling_aet, connection_timeout=connection_timeout,
+                                     acse_timeout=acse_timeout, dimse_timeout=dimse_timeout, retries=retries, backoff=backoff)
+            _fill_sop_classes(settings, plan.units)
+            import pynetdicom  # noqa: F401  (imported before the clock starts: a one-off cost, not transfer time)
+
+            start = time.perf_counter()
+            result = retrieve_dimse(settings, plan.units, store, expected=plan.expected, method=method, workers=workers,
+                                    move_port=move_port, on_progress=on_progress)
+        summary.seconds = time.perf_counter() - start
+        _account(summary, result, plan, store)
     return summary
+
+
+def _settings_for(frame, pacs: str | None, called_aet: str | None, calling_aet: str, **timeouts):
+    """PacsSettings from ``--pacs`` / ``--called-aet``, or from the index's ``location`` column."""
+    if pacs:
+        host, port = parse_address(pacs)
+        aet = called_aet
+    else:
+        found = pacs_from_index(frame)
+        if found is None:
+            raise InputError("--pacs HOST:PORT is required: the index holds no pacs:// locations")
+        host, port, aet = found
+        aet = called_aet or aet
+    if not aet:
+        raise InputError("--called-aet is required (the PACS's AE title)")
+    return make_settings(host=host, port=port, called_aet=aet, calling_aet=calling_aet, **timeouts)
+
+
+def _account(summary: PullSummary, result: DimseResult, plan: PullPlan, store: Store) -> None:
+    """Fill the summary and log every requested instance that did not arrive."""
+    summary.arrived = result.arrived
+    summary.bytes = result.bytes
+    summary.unrequested = result.unrequested
+    summary.requests = result.requests
+    summary.interrupted = result.problems
+    missing = set(plan.expected) - store.arrived
+    first = f": {result.problems[0]}" if result.problems else ""
+    for uid in sorted(missing):
+        store.record(status="failed", sop_instance_uid=uid, reason="not received" + first)
+    summary.failed = len(missing)
 
 
 def _fill_sop_classes(settings, units: list[RetrievalUnit]) -> None:
     """Ask the PACS (IMAGE-level C-FIND) for the SOP classes of units whose index rows lack them.
 
-    C-GET needs a storage context per SOP class; an index built elsewhere may not carry them.
+    C-GET needs a storage context per SOP class; an index built elsewhere may not carry them, and
+    some archives (dcmqrscp) do not return them either: those units get every image storage class
+    of pynetdicom's default list, as getscu proposes its fixed list.
     """
     missing = [unit for unit in units if not unit.sop_classes]
     if not missing:
         return
     from modan_pacs.pacs.query import FindSession, iter_instances_of_series
+    from modan_pacs.pacs.retrieve import image_storage_classes
 
     with FindSession(settings) as session:
         for unit in missing:
             wanted = set(unit.sop_uids)
             unit.sop_classes = {
-                cls for uid, cls in iter_instances_of_series(settings, unit.study_uid, unit.series_uid, session)
+                cls for series in unit.series_uids
+                for uid, cls in iter_instances_of_series(settings, unit.study_uid, series, session)
                 if cls and uid in wanted
-            }
+            } or image_storage_classes()
+
+
+def plan_lines(plan: PullPlan, store: str | Path) -> list[str]:
+    """What ``pull --dry-run`` prints: counts, size (or that it is unknown), studies and requests."""
+    if plan.bytes is not None:
+        size = f"{plan.bytes / 1e6:,.1f} MB (sum of the index's file sizes)"
+    elif plan.estimated_rows:
+        size = (f"size unknown (the index holds no file sizes); the pixel data of the {plan.estimated_rows:,} instances "
+                f"whose dimensions it holds, uncompressed, is about {plan.estimated_pixel_bytes / 1e6:,.1f} MB "
+                "(Rows x Columns x frames x bytes per sample)")
+    else:
+        size = "size unknown (the index holds neither file sizes nor image dimensions: index with --level image to estimate)"
+    levels = {level: sum(1 for u in plan.units if u.level == level) for level in ("SERIES", "IMAGE")}
+    return [
+        f"would fetch {plan.to_fetch:,} of {plan.requested:,} selected instances "
+        f"({plan.skipped:,} already in {store}) from {plan.studies:,} studies, {plan.series:,} series",
+        size,
+        f"{len(plan.units):,} request(s): {levels['SERIES']:,} whole series, {levels['IMAGE']:,} instance lists",
+    ]
 
 
 def summary_line(summary: PullSummary, store: str | Path) -> str:
     """One line describing a pull (for the CLI and logs)."""
+    unrequested = f", {summary.unrequested} sent unasked (not stored)" if summary.unrequested else ""
     return (
         f"{summary.arrived} arrived, {summary.skipped} already in {store}, {summary.failed} failed "
-        f"of {summary.requested} selected; {summary.bytes / 1e6:.1f} MB in {summary.seconds:.1f} s "
+        f"of {summary.requested} selected{unrequested}; {summary.bytes / 1e6:.1f} MB in {summary.seconds:.1f} s "
         f"({summary.instances_per_second:.1f} instances/s, {summary.megabytes_per_second:.1f} MB/s, "
-        f"{summary.workers} worker(s), {summary.method})"
+        f"{summary.requests} request(s), {summary.workers} worker(s), {summary.method})"
     )
 
 

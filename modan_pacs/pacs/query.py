@@ -21,23 +21,39 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from modan_pacs.errors import InputError, PacsError
-from modan_pacs.pacs.association import PacsSettings, make_settings, open_association
+from modan_pacs.pacs.association import PacsSettings, make_settings, no_response_problem, open_association
 
 LOGGER = logging.getLogger(__name__)
 
 LEVELS = ("study", "series", "image")
 QUERY_MODELS = ("auto", "study", "patient")
 
-# pynetdicom's names for the Q/R information models
-_STUDY_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
-_PATIENT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
-_IMPLICIT_LE = "1.2.840.10008.1.2"
-_EXPLICIT_LE = "1.2.840.10008.1.2.1"
+
+def _find_models() -> tuple[str, str]:
+    """(Study Root, Patient Root) C-FIND information models, by pynetdicom's names."""
+    from pynetdicom.sop_class import (
+        PatientRootQueryRetrieveInformationModelFind,
+        StudyRootQueryRetrieveInformationModelFind,
+    )
+
+    return StudyRootQueryRetrieveInformationModelFind, PatientRootQueryRetrieveInformationModelFind
+
+# series attributes the labels use; many archives return them at IMAGE level only (or not at all)
+LABEL_SERIES_KEYS = ("Modality", "BodyPartExamined", "SeriesDescription", "ProtocolName")
+# index columns the labels are derived from, and the C-FIND key of each
+LABEL_COLUMNS = {
+    "modality": "Modality",
+    "body_part_examined": "BodyPartExamined",
+    "study_description": "StudyDescription",
+    "series_description": "SeriesDescription",
+    "protocol_name": "ProtocolName",
+}
 
 STUDY_KEYS = ("PatientID", "StudyInstanceUID", "StudyDate", "StudyDescription", "ModalitiesInStudy")
 SERIES_KEYS = (
@@ -163,29 +179,87 @@ def _int(ds: Any, keyword: str) -> int | None:
         return None
 
 
+# Query/Retrieve level of the matching keys a --filter may name (PS3.4 C.6.1.1 and the modules
+# archives index at each level); any other attribute is matched at IMAGE level.
+_STUDY_LEVEL = {
+    "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "StudyDescription", "ReferringPhysicianName",
+    "ModalitiesInStudy", "SOPClassesInStudy", "PatientID", "PatientName", "PatientBirthDate", "PatientSex",
+    "PatientAge", "IssuerOfPatientID", "NameOfPhysiciansReadingStudy", "AdmittingDiagnosesDescription",
+    "InstitutionName", "RequestedProcedureDescription",
+}
+_SERIES_LEVEL = {
+    "Modality", "SeriesNumber", "SeriesDescription", "SeriesDate", "SeriesTime", "BodyPartExamined", "ProtocolName",
+    "StationName", "Manufacturer", "ManufacturerModelName", "InstitutionalDepartmentName", "OperatorsName",
+    "PerformingPhysicianName", "Laterality", "PerformedProcedureStepStartDate", "PerformedProcedureStepDescription",
+    "PerformedProcedureStepID", "SoftwareVersions", "DeviceSerialNumber",
+}
+
+
+def parse_filters(filters: Sequence[str] | dict[str, str] | None) -> dict[str, dict[str, str]]:
+    """``["StudyDescription=*KNEE*", "0008,1010=CT01", ...]`` -> ``{level: {keyword: value}}``, as findscu's ``-k``.
+
+    A key is a DICOM keyword or a ``gggg,eeee`` tag; the value is a C-FIND matching value
+    (``*``/``?`` wildcards, ``A-B`` ranges, ``\\``-separated lists). Each filter is sent at the
+    level its attribute belongs to (study, series, else image), so only matching studies, series
+    or instances enter the index.
+
+    Raises:
+        InputError: no ``=``, or a key that is not a DICOM attribute.
+    """
+    from pydicom.datadict import keyword_for_tag, tag_for_keyword
+
+    items = filters.items() if isinstance(filters, dict) else [_split_filter(f) for f in filters or ()]
+    out: dict[str, dict[str, str]] = {"STUDY": {}, "SERIES": {}, "IMAGE": {}}
+    for key, value in items:
+        keyword = key.strip()
+        if "," in keyword:
+            group, _, element = keyword.strip("()").partition(",")
+            try:
+                keyword = keyword_for_tag((int(group, 16) << 16) | int(element, 16))
+            except ValueError:
+                keyword = ""
+        if not keyword or tag_for_keyword(keyword) is None:
+            raise InputError(f"--filter {key}={value}: {key!r} is not a DICOM attribute keyword or gggg,eeee tag")
+        level = "STUDY" if keyword in _STUDY_LEVEL else "SERIES" if keyword in _SERIES_LEVEL else "IMAGE"
+        out[level][keyword] = value
+    return out
+
+
+def _split_filter(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise InputError(f"--filter {text!r}: expected KEY=VALUE, e.g. StudyDescription=*KNEE*")
+    return key, value
+
+
 class FindSession:
     """One association used for many C-FIND requests (reopened after an abort).
 
     ``model`` is ``"study"``, ``"patient"`` or ``"auto"`` (Study Root if accepted, else Patient Root).
+    ``filters`` (from :func:`parse_filters`) are added to the matching keys of each level.
     """
 
-    def __init__(self, settings: PacsSettings, model: str = "auto") -> None:
+    def __init__(self, settings: PacsSettings, model: str = "auto", filters: dict[str, dict[str, str]] | None = None) -> None:
         if model not in QUERY_MODELS:
             raise InputError(f"query model {model!r} must be one of {', '.join(QUERY_MODELS)}")
         self.settings = settings
+        self.filters = filters or {}
         self.requested = model
         self.assoc = None
         self.model = ""
 
     def _open(self) -> None:
-        wanted = {"auto": (_STUDY_FIND, _PATIENT_FIND), "study": (_STUDY_FIND,), "patient": (_PATIENT_FIND,)}[self.requested]
+        from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+        study_find, patient_find = _find_models()
+        wanted = {"auto": (study_find, patient_find), "study": (study_find,), "patient": (patient_find,)}[self.requested]
         self.assoc = open_association(
-            self.settings, [(uid, [_EXPLICIT_LE, _IMPLICIT_LE]) for uid in wanted], purpose="C-FIND"
+            self.settings, [(uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]) for uid in wanted], purpose="C-FIND"
         )
         accepted = {cx.abstract_syntax for cx in self.assoc.accepted_contexts}
-        if _STUDY_FIND in accepted and self.requested in ("auto", "study"):
+        if study_find in accepted and self.requested in ("auto", "study"):
             self.model = "study"
-        elif _PATIENT_FIND in accepted:
+        elif patient_find in accepted:
             self.model = "patient"
             LOGGER.info("%s does not accept Study Root C-FIND; using Patient Root", self.settings.label)
         else:
@@ -213,6 +287,7 @@ class FindSession:
             PacsError: a failure status, or no final status (abort / DIMSE timeout).
         """
         from pydicom.dataset import Dataset
+        from pynetdicom.status import STATUS_PENDING, STATUS_SUCCESS, code_to_category
 
         if self.assoc is None or not self.assoc.is_established:
             self._open()
@@ -225,31 +300,30 @@ class FindSession:
                 setattr(query, keyword, None)
         for keyword, value in match.items():
             setattr(query, keyword, value)
-        model = _STUDY_FIND if self.model == "study" else _PATIENT_FIND
+        model = _find_models()[0 if self.model == "study" else 1]
         results = []
         final = None
+        heard = time.monotonic()
         for status, identifier in self.assoc.send_c_find(query, model):
             code = getattr(status, "Status", None)
-            if code in (0xFF00, 0xFF01):
+            if code is not None and code_to_category(code) == STATUS_PENDING:
+                heard = time.monotonic()
                 if identifier is not None:
                     results.append(identifier)
                 continue
             final = code
         if final is None:
+            problem = no_response_problem(self.settings, f"C-FIND {level}", time.monotonic() - heard)
             self.close()
-            raise PacsError(
-                f"C-FIND {level} on {self.settings.label}: no final response (association aborted or "
-                f"DIMSE timeout {self.settings.dimse_timeout:g} s; is calling AE {self.settings.calling_aet} "
-                "allowed to query?)"
-            )
-        if final != 0x0000:
+            raise PacsError(f"{problem} (is calling AE {self.settings.calling_aet} allowed to query?)")
+        if code_to_category(final) != STATUS_SUCCESS:
             raise PacsError(f"C-FIND {level} on {self.settings.label} with {match}: status 0x{final:04X}")
         return results
 
     # -- hierarchy walk -------------------------------------------------------------------------
     def studies(self, study_date: str, modality: str | None) -> list[Any]:
         """Studies matching a StudyDate range value and (optionally) one modality."""
-        match = {}
+        match = dict(self.filters.get("STUDY", {}))
         if study_date:
             match["StudyDate"] = study_date
         if modality:
@@ -277,16 +351,17 @@ class FindSession:
 
     def series(self, study: Any, modality: str | None, *, attributes: bool = True) -> list[Any]:
         """Series of a study; with ``attributes=False`` only UIDs and Modality are asked for."""
-        match = self._upper(study)
+        match = {**self.filters.get("SERIES", {}), **self._upper(study)}
         if modality:
             match["Modality"] = modality
         keys = SERIES_KEYS if attributes else ("SeriesInstanceUID", "Modality")
         return self.find("SERIES", [k for k in keys if k not in match], match)
 
-    def images(self, study: Any, series: Any, *, attributes: bool = True) -> list[Any]:
-        """Instances of a series; with ``attributes=False`` only SOP Instance/Class UIDs are asked for."""
-        match = {**self._upper(study), "SeriesInstanceUID": str(series.SeriesInstanceUID)}
+    def images(self, study: Any, series: Any, *, attributes: bool = True, extra: Sequence[str] = ()) -> list[Any]:
+        """Instances of a series; with ``attributes=False`` only SOP Instance/Class UIDs (and ``extra``) are asked for."""
+        match = {**self.filters.get("IMAGE", {}), **self._upper(study), "SeriesInstanceUID": str(series.SeriesInstanceUID)}
         keys = [*IMAGE_KEYS, "AnatomicRegionSequence"] if attributes else ["SOPInstanceUID", "SOPClassUID"]
+        keys += [k for k in extra if k not in keys]
         return self.find("IMAGE", [k for k in keys if k not in match], match)
 
 
@@ -312,8 +387,12 @@ def _row(
     sop_uid = _text(image, "SOPInstanceUID")
     series_attrs = series if level in ("series", "image") else None
     image_attrs = image if level == "image" else None
+
+    def series_value(keyword: str) -> str | None:  # the series answer, else the image answer (asked when missing)
+        return _text(series_attrs, keyword) or (_text(image, keyword) if series_attrs is not None else None)
+
     if series_attrs is not None:
-        modality = _text(series_attrs, "Modality")
+        modality = series_value("Modality")
     else:
         modality = _text(study, "ModalitiesInStudy") or _text(series, "Modality")
     code, meaning = _anatomic_region(image_attrs)
@@ -323,10 +402,10 @@ def _row(
         "study_instance_uid": study_uid,
         "patient_hash": patient_hash,
         "modality": modality,
-        "body_part_examined": _text(series_attrs, "BodyPartExamined"),
+        "body_part_examined": series_value("BodyPartExamined"),
         "study_description": _text(study, "StudyDescription"),
-        "series_description": _text(series_attrs, "SeriesDescription"),
-        "protocol_name": _text(series_attrs, "ProtocolName"),
+        "series_description": series_value("SeriesDescription"),
+        "protocol_name": series_value("ProtocolName"),
         "anatomic_region_code": code,
         "anatomic_region_meaning": meaning,
         "manufacturer": _text(series_attrs, "Manufacturer"),
@@ -346,6 +425,15 @@ def _row(
     }
 
 
+def _study_rows(session: FindSession, study: Any, modality: str | None, level: str, patient_hash: str | None):
+    """Index rows of one study: its series, then the instances of each series."""
+    for series in session.series(study, modality, attributes=level != "study"):
+        # label attributes the series answer lacks are asked again at IMAGE level
+        lacking = [k for k in LABEL_SERIES_KEYS if _text(series, k) is None] if level != "study" else []
+        for image in session.images(study, series, attributes=level == "image", extra=lacking):
+            yield _row(session.settings, patient_hash, study, series, image, level)
+
+
 def query_pacs(
     settings: PacsSettings,
     *,
@@ -355,6 +443,7 @@ def query_pacs(
     date_to: str | dt.date | None = None,
     slice_days: int = 30,
     query_model: str = "auto",
+    filters: Sequence[str] | dict[str, str] | None = None,
     hash_patient_id=None,
     show_progress: bool = False,
 ):
@@ -365,6 +454,7 @@ def query_pacs(
             rows are always one per instance.
         modality: one modality code, a comma-separated list, or a list; one query slice each.
         date_from, date_to: StudyDate bounds (inclusive), sliced into ``slice_days`` windows.
+        filters: more matching keys, ``["KEY=VALUE", ...]`` or ``{KEY: VALUE}`` (:func:`parse_filters`).
         hash_patient_id: ``PatientID -> hash`` (the folder index's salted hash); None leaves the hash empty.
 
     Raises:
@@ -382,7 +472,7 @@ def query_pacs(
     slices = date_slices(parse_date(date_from, "date_from"), parse_date(date_to, "date_to"), slice_days)
     rows: list[dict[str, Any]] = []
     seen_studies: set[tuple[str, str | None]] = set()
-    with FindSession(settings, query_model) as session, Progress(transient=True, disable=not show_progress) as bar:
+    with FindSession(settings, query_model, parse_filters(filters)) as session, Progress(transient=True, disable=not show_progress) as bar:
         task = bar.add_task(f"C-FIND {settings.label}", total=len(slices) * max(1, len(modalities)))
         for study_date in slices:
             for mod in modalities or [None]:
@@ -393,9 +483,7 @@ def query_pacs(
                     seen_studies.add((study_uid, mod))
                     pid = _text(study, "PatientID")
                     patient_hash = hash_patient_id(pid) if (hash_patient_id is not None and pid) else None
-                    for series in session.series(study, mod, attributes=level != "study"):
-                        for image in session.images(study, series, attributes=level == "image"):
-                            rows.append(_row(settings, patient_hash, study, series, image, level))
+                    rows.extend(_study_rows(session, study, mod, level, patient_hash))
                 bar.advance(task)
     frame = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
     frame = frame[frame["sop_instance_uid"].notna()]
@@ -406,6 +494,58 @@ def query_pacs(
         else:
             frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
     return frame
+
+
+def missing_label_attributes(frame) -> dict[str, int]:
+    """C-FIND key -> number of index rows without a value for it, for the keys the labels use.
+
+    A PACS that answers only key attributes (dcmqrscp, many archives' defaults) leaves anatomy to
+    the descriptions, or unknown; :func:`modan_pacs.pacs.complete_labels` fills them from the
+    headers of pulled files.
+    """
+    return {key: int(frame[column].isna().sum()) for column, key in LABEL_COLUMNS.items() if column in frame.columns}
+
+
+UID_COLUMNS = {
+    "study_instance_uid": "StudyInstanceUID",
+    "series_instance_uid": "SeriesInstanceUID",
+    "sop_instance_uid": "SOPInstanceUID",
+    "sop_class_uid": "SOPClassUID",
+}
+
+
+def split_invalid_uids(frame, label: str):
+    """Move rows holding an identifier that is not a valid DICOM UID to an errors table.
+
+    Valid means ``pydicom.uid.UID(value).is_valid``: digits and dots, no empty or zero-led
+    component, at most 64 characters. An archive answering ``../../x`` or a 300-character UID
+    keeps that row out of the index; the error's ``path`` names the row with the UIDs made
+    file-system safe (:func:`~modan_pacs.pacs.store.safe_uid_name`), never the raw value.
+    A missing SOP Class UID is allowed (some archives do not return it). Returns ``(valid, errors)``.
+    """
+    import pandas as pd
+    from pydicom.uid import UID
+
+    from modan_pacs.pacs.store import safe_uid_name
+
+    def invalid(value: Any) -> bool:
+        return value is not None and value is not pd.NA and not UID(str(value)).is_valid
+
+    reasons = pd.Series("", index=frame.index, dtype=object)
+    for column, keyword in UID_COLUMNS.items():
+        bad = frame[column].map(invalid).astype(bool)
+        reasons[bad] = reasons[bad] + (keyword + " ")
+    mask = reasons != ""
+    rows = frame.loc[mask]
+    errors = pd.DataFrame({
+        "path": [
+            f"pacs://{label}/{safe_uid_name(a)}/{safe_uid_name(b)}/{safe_uid_name(c)}"
+            for a, b, c in zip(rows["study_instance_uid"], rows["series_instance_uid"], rows["sop_instance_uid"])
+        ],
+        "reason": "invalid_uid",
+        "detail": [f"not a valid DICOM UID: {r.strip().replace(' ', ', ')}" for r in reasons[mask]],
+    })  # fmt: skip
+    return frame.loc[~mask].reset_index(drop=True), errors
 
 
 def split_non_images(frame):
@@ -456,8 +596,12 @@ def build_pacs_index(
     salt_file: str | Path | None = None,
     slice_days: int = 30,
     query_model: str = "auto",
-    dimse_timeout: float = 30.0,
+    filters: Sequence[str] | dict[str, str] | None = None,
+    connection_timeout: float = 10.0,
+    acse_timeout: float = 10.0,
+    dimse_timeout: float = 15.0,
     retries: int = 2,
+    backoff: float = 0.5,
     show_progress: bool = True,
 ):
     """Index a live PACS by C-FIND into ``out_dir`` with the folder index's schema and labels.
@@ -477,8 +621,11 @@ def build_pacs_index(
         port=port,
         called_aet=called_aet,
         calling_aet=calling_aet,
+        connection_timeout=connection_timeout,
+        acse_timeout=acse_timeout,
         dimse_timeout=dimse_timeout,
         retries=retries,
+        backoff=backoff,
     )
     vocab = vocabulary if isinstance(vocabulary, Vocabulary) else Vocabulary.load(vocabulary)
     frame = query_pacs(
@@ -489,10 +636,17 @@ def build_pacs_index(
         date_to=date_to,
         slice_days=slice_days,
         query_model=query_model,
+        filters=filters,
         hash_patient_id=_patient_hasher(salt_file, out_dir),
         show_progress=show_progress,
     )
-    frame, errors = split_non_images(frame)
+    import pandas as pd
+
+    frame, bad_uids = split_invalid_uids(frame, settings.label)
+    frame, non_images = split_non_images(frame)
+    errors = pd.concat([bad_uids, non_images], ignore_index=True)
+    if len(bad_uids):
+        LOGGER.warning("%d C-FIND rows with identifiers that are not valid DICOM UIDs kept out of the index", len(bad_uids))
     return ingest.write_index(frame, Path(out_dir), vocab, errors=errors)
 
 

@@ -31,6 +31,7 @@ def send_files(settings: PacsSettings, paths: Iterable[str | Path]) -> SendRepor
     """
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
+    from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 
     report = SendReport()
     groups: dict[tuple[str, str], list[tuple[Path, object]]] = {}
@@ -59,7 +60,7 @@ def send_files(settings: PacsSettings, paths: Iterable[str | Path]) -> SendRepor
                         report.failed.append((path, "no response (timeout or abort)"))
                         assoc.abort()
                         assoc = open_association(settings, [(s, [t]) for s, t in chunk], purpose="C-STORE")
-                    elif code in (0x0000, 0xB000, 0xB007, 0xB006):
+                    elif code_to_category(code) in (STATUS_SUCCESS, STATUS_WARNING):
                         report.stored.append(path)
                     else:
                         report.failed.append((path, f"status 0x{code:04X}"))

@@ -19,6 +19,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,17 +47,26 @@ class Store:
     Thread-safe: several retrieval threads and the storage SCP's threads write concurrently.
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, create: bool = True) -> None:
         self.root = Path(root).resolve()
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"--out {root}: cannot create the store folder ({exc.strerror})") from None
         self.log_path = self.root / LOG_NAME
         self._lock = threading.Lock()
         self._arrived: dict[str, str] = {}
+        self._folders: set[Path] = set()
+        self._log_fd: int | None = None
+        if create:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputError(f"--out {root}: cannot create the store folder ({exc.strerror})") from None
         self._read_log()
-        self._remove_stale_temporaries()
+        if create:
+            self._remove_stale_temporaries()
+
+    @classmethod
+    def existing(cls, root: str | Path) -> Store:
+        """A read-only view of a store (possibly not there yet): what has arrived. Creates nothing."""
+        return cls(root, create=False)
 
     def _read_log(self) -> None:
         if not self.log_path.is_file():
@@ -76,34 +86,50 @@ class Store:
             tmp.unlink(missing_ok=True)
 
     def path_for(self, study_uid: Any, series_uid: Any, sop_uid: Any) -> Path:
-        """Final path of one instance; raises if it would not lie inside STORE."""
-        path = self.root / safe_uid_name(study_uid) / safe_uid_name(series_uid) / f"{safe_uid_name(sop_uid)}.dcm"
-        resolved = path.resolve()
-        if self.root not in resolved.parents:
-            raise PacsError(f"refusing to write {resolved}: outside the store {self.root}")
-        return resolved
+        """Final path of one instance; raises if it would not lie inside STORE.
+
+        :func:`safe_uid_name` never yields a separator, ``.`` or ``..``, so the three names cannot
+        leave STORE; the check below restates that without a ``resolve()`` (several ``lstat``
+        calls per file on the hot path).
+        """
+        names = (safe_uid_name(study_uid), safe_uid_name(series_uid), f"{safe_uid_name(sop_uid)}.dcm")
+        if any(os.sep in n or (os.altsep and os.altsep in n) or n in ("", ".", "..") for n in names):
+            raise PacsError(f"refusing to write {names}: not a plain name inside the store {self.root}")
+        return self.root.joinpath(*names)
 
     def has(self, sop_uid: str) -> bool:
         """Whether this instance already arrived (in the log and on disk)."""
         with self._lock:
             return sop_uid in self._arrived
 
+    def arrived_paths(self) -> dict[str, Path]:
+        """SOP Instance UID -> file, for every instance that arrived (in the log and on disk)."""
+        with self._lock:
+            return {uid: self.root / relative for uid, relative in self._arrived.items()}
+
     @property
     def arrived(self) -> set[str]:
         with self._lock:
             return set(self._arrived)
 
-    def write(self, study_uid: Any, series_uid: Any, sop_uid: Any, data: bytes) -> tuple[Path, bool]:
-        """Write one encoded DICOM file atomically; returns ``(path, new)`` (``new`` False if it was already there)."""
+    def write(self, study_uid: Any, series_uid: Any, sop_uid: Any, data: bytes | Sequence[bytes]) -> tuple[Path, bool]:
+        """Write one encoded DICOM file atomically; returns ``(path, new)`` (``new`` False if it was already there).
+
+        ``data`` is the file's bytes, or its parts in order (written without joining them).
+        """
         path = self.path_for(study_uid, series_uid, sop_uid)
         key = str(sop_uid)
         with self._lock:
             if key in self._arrived and path.is_file():
                 return path, False
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.stem}.{os.getpid()}.{threading.get_ident()}.part"
+        folder = path.parent
+        if folder not in self._folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._folders.add(folder)
+        parts = (data,) if isinstance(data, (bytes, bytearray, memoryview)) else tuple(data)
+        tmp = folder / f".{path.stem}.{os.getpid()}.{threading.get_ident()}.part"
         with open(tmp, "wb") as handle:
-            handle.write(data)
+            handle.writelines(parts)
         os.replace(tmp, path)
         self.record(
             status="arrived",
@@ -111,19 +137,37 @@ class Store:
             series_instance_uid=str(series_uid),
             study_instance_uid=str(study_uid),
             path=str(path.relative_to(self.root)),
-            bytes=len(data),
+            bytes=sum(len(p) for p in parts),
         )
         return path, True
 
     def record(self, *, status: str, sop_instance_uid: str | None, **fields: Any) -> None:
         """Append one record (``arrived`` or ``failed``) to the pull log."""
         entry = {"status": status, "sop_instance_uid": sop_instance_uid, **fields, "time": time.time()}
-        line = json.dumps(entry, default=str) + "\n"
+        line = (json.dumps(entry, default=str) + "\n").encode()
         with self._lock:
-            with open(self.log_path, "a") as handle:
-                handle.write(line)
+            if self._log_fd is None:
+                self._log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.write(self._log_fd, line)  # one write of one whole line, appended
             if status == "arrived" and sop_instance_uid is not None:
                 self._arrived[sop_instance_uid] = fields["path"]
+
+    def close(self) -> None:
+        """Close the pull log (the store can still be read; a later record reopens it)."""
+        with self._lock:
+            if self._log_fd is not None:
+                os.close(self._log_fd)
+                self._log_fd = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_log_fd", None) is not None:
+            os.close(self._log_fd)
 
     def read_log(self):
         """The pull log as a DataFrame (one row per record)."""

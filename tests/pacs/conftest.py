@@ -94,3 +94,46 @@ def loaded_pacs(request, pydicom_data_dir: Path, pydicom_extra_data_dir: Path):
         yield LoadedPacs(server=server, settings=settings, move_port=move_port, files=files)
     finally:
         server.stop()
+
+
+def require_dcmqrscp(request) -> None:
+    """Skip (or fail under MODAN_PACS_REQUIRE_ALL=1) when dcmtk's dcmqrscp / dcmqridx are missing."""
+    root = _root_conftest(request)
+    root.require_binary("dcmqrscp")
+    root.require_binary("dcmqridx")
+
+
+@pytest.fixture(scope="session")
+def loaded_dcmqrscp(request, pydicom_data_dir: Path, pydicom_extra_data_dir: Path):
+    """dcmtk's dcmqrscp serving the same real files as the Orthanc fixture: a second, independent archive.
+
+    The files are copied into its storage folder and indexed with ``dcmqridx`` (no C-STORE), the
+    archive listens on a free port, knows our AE title as a C-MOVE destination, and is stopped
+    (process group SIGTERM) in teardown.
+    """
+    require_dcmqrscp(request)
+    from pydicom import dcmread
+
+    from modan_pacs.pacs import make_settings
+    from modan_pacs.pacs.dcmqrscp import DcmqrscpServer
+    from modan_pacs.pacs.orthanc import free_port
+
+    paths = source_files(pydicom_data_dir, pydicom_extra_data_dir)
+    move_port = free_port()
+    server = DcmqrscpServer(files=paths, peers={OUR_AET: ("127.0.0.1", move_port)})
+    server.start()
+    try:
+        settings = make_settings(
+            host="127.0.0.1", port=server.port, called_aet=server.aet, calling_aet=OUR_AET,
+            dimse_timeout=8, acse_timeout=5, connection_timeout=5, retries=0,
+        )
+        files = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID): p for p in paths}
+        yield LoadedPacs(server=server, settings=settings, move_port=move_port, files=files)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["orthanc", "dcmqrscp"])
+def archive(request) -> LoadedPacs:
+    """Each of the two archives in turn (Orthanc, dcmqrscp), loaded with the same real files."""
+    return request.getfixturevalue("loaded_pacs" if request.param == "orthanc" else "loaded_dcmqrscp")

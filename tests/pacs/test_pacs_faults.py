@@ -110,7 +110,7 @@ def test_storage_scp_files_a_crafted_uid_inside_the_store_and_refuses_strangers(
     from pynetdicom.sop_class import CTImageStorage, Verification
 
     from modan_pacs.pacs.orthanc import free_port
-    from modan_pacs.pacs.retrieve import MoveDestination, _Counter
+    from modan_pacs.pacs.retrieve import MoveDestination, StoreWriter, _Counter
     from modan_pacs.pacs.store import Store
 
     ds = dcmread(pydicom_data_dir / "CT_small.dcm")
@@ -118,7 +118,10 @@ def test_storage_scp_files_a_crafted_uid_inside_the_store_and_refuses_strangers(
     ds.StudyInstanceUID = "/tmp"
     store = Store(tmp_path / "store")
     port = free_port()
-    with MoveDestination(aet="MODANPACS", port=port, peer_aet="ORTHANC", store=store, counter=_Counter(), bind="127.0.0.1"):
+    expected = {str(ds.SOPInstanceUID): (ds.StudyInstanceUID, ds.SeriesInstanceUID)}  # as the index would hold them
+    with StoreWriter(store, _Counter()) as writer, MoveDestination(
+        aet="MODANPACS", port=port, peer_aet="ORTHANC", writer=writer, expected=expected, bind="127.0.0.1"
+    ):
         peer = AE(ae_title="ORTHANC")
         peer.add_requested_context(CTImageStorage, ds.file_meta.TransferSyntaxUID)
         peer.add_requested_context(Verification)

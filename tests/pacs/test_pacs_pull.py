@@ -171,6 +171,17 @@ def test_dicomweb_search_and_retrieval(loaded_pacs, pacs_index, tmp_path, monkey
     again = pull(index_dir=index, out=tmp_path / "store2", dicomweb=server.dicomweb_url, dicomweb_credentials=creds)
     assert again.complete and again.arrived == 7
 
+    # part of a series missing: one WADO-RS request per instance instead of the series request
+    import shutil
+
+    shutil.copytree(tmp_path / "store2", tmp_path / "store3")
+    removed = sorted((tmp_path / "store3").rglob("*.dcm"))[:3]
+    for path in removed:
+        path.unlink()
+    third = pull(index_dir=index, out=tmp_path / "store3", dicomweb=server.dicomweb_url, dicomweb_credentials=creds)
+    assert third.complete and third.arrived == 3 and third.skipped == 4 and third.requests == 3
+    assert all(path.is_file() for path in removed)
+
 
 def test_dicomweb_without_credentials_is_a_one_line_error(loaded_pacs, monkeypatch):
     from modan_pacs.errors import PacsError
@@ -180,3 +191,30 @@ def test_dicomweb_without_credentials_is_a_one_line_error(loaded_pacs, monkeypat
     with pytest.raises(PacsError, match="HTTP 401") as err:
         query_dicomweb(loaded_pacs.server.dicomweb_url)
     assert "\n" not in str(err.value)
+
+
+def test_dry_run_prints_the_plan_and_fetches_nothing(loaded_pacs, pacs_index, tmp_path, capsys):
+    import pandas as pd
+
+    from modan_pacs.cli.main import main
+
+    frame = pd.read_parquet(pacs_index / "index.parquet")
+    store = tmp_path / "store"
+    rc = main(["pull", "--index", str(pacs_index), "--out", str(store), "--dry-run"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert rc == 0 and not store.exists()
+    assert f"would fetch {len(frame)} of {len(frame)} selected instances (0 already in {store})" in out
+    assert f"from {frame['study_instance_uid'].nunique()} studies, {frame['series_instance_uid'].nunique()} series" in out
+    # a PACS index has no file sizes; its image-level rows give the uncompressed pixel bytes
+    pixels = (frame["rows"] * frame["columns"] * frame["number_of_frames"].fillna(1) * ((frame["bits_stored"] + 7) // 8)).sum()
+    n_known = int(frame["rows"].notna().sum())
+    assert "size unknown" in out and f"the {n_known} instances whose dimensions it holds" in out
+    assert f"about {pixels / 1e6:,.1f} MB" in out
+    series = _series_uid_of(loaded_pacs, "77654033/CT2")
+    index = _one_series_index(pacs_index, tmp_path, series)
+    assert main(["pull", "--index", str(index), "--out", str(store), "--pacs", f"{loaded_pacs.settings.host}:{loaded_pacs.settings.port}",
+                 "--called-aet", loaded_pacs.settings.called_aet]) == 0
+    capsys.readouterr()
+    assert main(["pull", "--index", str(pacs_index), "--out", str(store), "--dry-run"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"would fetch {len(frame) - 4} of {len(frame)} selected instances (4 already in {store})" in out

@@ -127,3 +127,32 @@ def test_pacs_index_holds_no_raw_patient_id(loaded_pacs, tmp_path):
             assert pid.encode() not in text, pid
     frame = pd.read_parquet(tmp_path / "idx" / "index.parquet")
     assert frame["patient_hash"].dropna().str.fullmatch(r"[0-9a-f]{64}").all()
+
+
+def test_find_filters_on_any_key_at_its_level(loaded_pacs, tmp_path, capsys):
+    """`index --pacs --filter KEY=VALUE` (repeatable) matches like findscu's -k, at study, series and image level."""
+    import pandas as pd
+
+    from modan_pacs.cli.main import main
+    from modan_pacs.pacs import query_pacs
+
+    headers = _headers(loaded_pacs.files)
+
+    def expected(test):
+        return sorted(u for u, h in headers.items() if test(h))
+
+    frame = query_pacs(loaded_pacs.settings, level="series", filters=["StudyDescription=*Brain*"])
+    assert sorted(frame["sop_instance_uid"]) == expected(lambda h: "Brain" in str(h.get("StudyDescription", "")))
+    frame = query_pacs(loaded_pacs.settings, level="series", filters={"SeriesDescription": "Cervical*", "Modality": "CR"})
+    assert sorted(frame["sop_instance_uid"]) == expected(
+        lambda h: str(h.get("SeriesDescription", "")).startswith("Cervical") and h.get("Modality") == "CR")
+    assert len(frame) == 3
+    s = loaded_pacs.settings
+    rc = main(["index", "--pacs", f"{s.host}:{s.port}", "--called-aet", s.called_aet, "--out", str(tmp_path / "idx"),
+               "--salt-file", str(tmp_path / "salt"), "--filter", "StudyDescription=*Brain*", "--filter", "Modality=MR"])
+    assert rc == 0
+    got = sorted(pd.read_parquet(tmp_path / "idx" / "index.parquet")["sop_instance_uid"])
+    assert got == expected(lambda h: "Brain" in str(h.get("StudyDescription", "")) and h.get("Modality") == "MR") and got
+    rc = main(["index", "--pacs", f"{s.host}:{s.port}", "--out", str(tmp_path / "idx2"), "--filter", "Nonsense=1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--filter Nonsense=1" in err and len(err.splitlines()) == 1

@@ -111,3 +111,96 @@ def test_dicomweb_credentials_from_file_or_environment(tmp_path, monkeypatch):
     creds.write_text("no-colon\n")
     with pytest.raises(InputError, match="user:password"):
         read_credentials(creds)
+
+
+def test_filters_go_to_the_level_of_their_attribute():
+    from modan_pacs.pacs.query import parse_filters
+
+    parsed = parse_filters(["StudyDescription=*KNEE*", "0008,1010=CT01", "SeriesDescription=AX*", "ImageType=ORIGINAL*",
+                            "AccessionNumber=A=1"])
+    assert parsed == {
+        "STUDY": {"StudyDescription": "*KNEE*", "AccessionNumber": "A=1"},
+        "SERIES": {"StationName": "CT01", "SeriesDescription": "AX*"},
+        "IMAGE": {"ImageType": "ORIGINAL*"},
+    }
+    for bad in ("StudyDescription", "=x", "NotAKeyword=1", "zzzz,0010=1"):
+        with pytest.raises(InputError, match="--filter"):
+            parse_filters([bad])
+
+
+def test_cached_file_meta_equals_pynetdicoms_encoding():
+    """The file meta written before each received data set equals ``encode_file_meta(event.file_meta)``."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEGLosslessSV1, MRImageStorage, generate_uid
+    from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+    from pynetdicom.dsutils import encode_file_meta
+
+    from modan_pacs.pacs.retrieve import FileMetaEncoder
+
+    encoder = FileMetaEncoder()
+    uids = [generate_uid(), "1.2.3", "1.2.34", "1.9" * 10, generate_uid(), "9" * 63]  # odd and even lengths, repeats
+    for sop_class, syntax in ((CTImageStorage, ExplicitVRLittleEndian), (MRImageStorage, JPEGLosslessSV1)):
+        for uid in uids:
+            meta = FileMetaDataset()  # what pynetdicom's Event.file_meta holds
+            meta.MediaStorageSOPClassUID = sop_class
+            meta.MediaStorageSOPInstanceUID = uid
+            meta.TransferSyntaxUID = syntax
+            meta.ImplementationClassUID = PYNETDICOM_IMPLEMENTATION_UID
+            meta.ImplementationVersionName = PYNETDICOM_IMPLEMENTATION_VERSION
+            assert encoder(sop_class, uid, syntax) == encode_file_meta(meta), (uid, syntax)
+
+
+def test_plan_asks_whole_series_at_series_level_and_lists_the_rest():
+    from modan_pacs.pacs.pull import units_from_rows
+
+    frame = pd.DataFrame({
+        "study_instance_uid": ["1"] * 6,
+        "series_instance_uid": ["1.1"] * 3 + ["1.2"] * 3,
+        "sop_instance_uid": [f"1.1.{i}" for i in range(3)] + [f"1.2.{i}" for i in range(3)],
+        "sop_class_uid": ["1.2.840.10008.5.1.4.1.1.2"] * 6,
+    })
+    units, _ = units_from_rows(frame.iloc[[0, 1, 2, 3]], set(), frame, coarsest="SERIES")
+    assert [(u.level, u.series_uid, len(u.sop_uids)) for u in units] == [("SERIES", "1.1", 3), ("IMAGE", "1.2", 1)]
+    units, _ = units_from_rows(frame, {"1.1.0"}, frame, coarsest="SERIES")  # a received instance: list the rest
+    assert [(u.level, u.series_uid, len(u.sop_uids)) for u in units] == [("IMAGE", "1.1", 2), ("SERIES", "1.2", 3)]
+    units, _ = units_from_rows(frame, set(), frame, coarsest="STUDY")
+    assert [(u.level, u.series_uid, len(u.sop_uids)) for u in units] == [("STUDY", None, 6)]
+
+
+def test_store_writer_records_a_failed_write_and_goes_on(tmp_path):
+    """A write that fails (here: the series folder's name is taken by a file) is logged as failed;
+    the writer thread keeps writing the next instances."""
+    from modan_pacs.pacs import Store
+    from modan_pacs.pacs.retrieve import StoreWriter, _Counter
+
+    store = Store(tmp_path / "store")
+    (store.root / "1.2").mkdir()
+    (store.root / "1.2" / "1.2.3").write_bytes(b"not a folder")
+    counter = _Counter()
+    with StoreWriter(store, counter, depth=1) as writer:
+        writer.submit(("1.2", "1.2.3"), "1.2.3.1", (b"DICM",))
+        for n in range(3):
+            writer.submit(("1.2", "1.2.4"), f"1.2.4.{n}", (b"DI", b"CM"))
+    assert counter.arrived == 3 and store.arrived == {"1.2.4.0", "1.2.4.1", "1.2.4.2"}
+    log = store.read_log()
+    assert log.loc[log["sop_instance_uid"] == "1.2.3.1", "status"].tolist() == ["failed"]
+    assert (store.root / "1.2" / "1.2.4" / "1.2.4.2.dcm").read_bytes() == b"DICM"
+
+
+def test_whole_series_of_a_study_go_in_one_request():
+    from modan_pacs.pacs.retrieve import RetrievalUnit, _identifier, merge_whole_series
+
+    units = [
+        RetrievalUnit("1", "1.1", ["1.1.0", "1.1.1"], {"a"}, "SERIES"),
+        RetrievalUnit("1", "1.2", ["1.2.0"], {"b"}, "IMAGE"),
+        RetrievalUnit("1", "1.3", ["1.3.0"], {"c"}, "SERIES"),
+        RetrievalUnit("2", "2.1", ["2.1.0"], {"a"}, "SERIES"),
+    ]
+    merged = merge_whole_series(units)
+    assert [(u.study_uid, u.series_uids, u.level) for u in merged] == [
+        ("1", ["1.1", "1.3"], "SERIES"), ("1", ["1.2"], "IMAGE"), ("2", ["2.1"], "SERIES")]
+    assert merged[0].sop_uids == ["1.1.0", "1.1.1", "1.3.0"] and merged[0].sop_classes == {"a", "c"}
+    identifier = _identifier(merged[0])
+    assert identifier.QueryRetrieveLevel == "SERIES" and list(identifier.SeriesInstanceUID) == ["1.1", "1.3"]
+    assert "SOPInstanceUID" not in identifier
+    assert merge_whole_series(units, min_units=4) == units  # parallel associations keep one unit each

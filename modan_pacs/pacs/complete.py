@@ -1,0 +1,108 @@
+"""Complete a PACS index from the headers of the files a pull brought in.
+
+A C-FIND answer holds what the archive chose to return: many archives return key attributes
+only (dcmqrscp: no BodyPartExamined, SeriesDescription, ProtocolName, SOPClassUID), so labels
+built from it can lack anatomy, or differ from a folder index of the same files. Once files are
+in a STORE, their headers are the ground truth: :func:`complete_labels` reads each pulled file's
+header with the folder index's reader and replaces the header attributes of its index row, then
+relabels the whole index with its own vocabulary. Rows whose file is not in the STORE keep the
+C-FIND values. UIDs, the PatientID hash (already salted from the C-FIND answer) and ``location``
+are kept, so the index still points at the PACS.
+
+After a complete pull, the labels of the completed rows equal those of a folder index of the
+STORE (tested against Orthanc and dcmqrscp).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from modan_pacs.errors import InputError
+
+# header attributes taken from the file (everything the labels and the image checks use)
+FILE_COLUMNS = (
+    "modality",
+    "body_part_examined",
+    "study_description",
+    "series_description",
+    "protocol_name",
+    "anatomic_region_code",
+    "anatomic_region_meaning",
+    "manufacturer",
+    "view_position",
+    "laterality",
+    "rows",
+    "columns",
+    "number_of_frames",
+    "bits_stored",
+    "transfer_syntax_uid",
+    "photometric_interpretation",
+    "sop_class_uid",
+)
+
+
+@dataclass
+class LabelCompletion:
+    """What :func:`complete_labels` did: rows completed from files, rows whose labels changed,
+    unreadable files, and rows moved to the errors because their file holds no pixel data."""
+
+    rows: int
+    completed: int
+    relabelled: int
+    unreadable: int
+    no_pixel_data: int
+
+
+def complete_labels(index_dir: str | Path, store_dir: str | Path) -> LabelCompletion:
+    """Replace the header attributes of index rows by those of their pulled files, then relabel.
+
+    Args:
+        index_dir: a PACS index folder (``modan-pacs index --pacs``); rewritten in place.
+        store_dir: the STORE a pull wrote (its ``pull_log.jsonl`` maps SOP Instance UIDs to files).
+
+    A pulled file without pixel data moves its row to ``errors.parquet`` as ``no_pixel_data``,
+    as a folder index files it (the C-FIND answers could not show it).
+
+    Raises:
+        InputError: the index or the store is missing.
+    """
+    import pandas as pd
+
+    from modan_pacs.ingest import load_index, read_header, write_index
+    from modan_pacs.pacs.store import Store
+
+    tables = load_index(index_dir)
+    if not Path(store_dir).is_dir():
+        raise InputError(f"--out {store_dir}: no STORE there (pull first)")
+    files = Store.existing(store_dir).arrived_paths()
+    frame = tables.frame.copy()
+    before = frame.set_index("sop_instance_uid")[["modality_label", "anatomy_label"]].astype(object).fillna("-")
+    completed = unreadable = 0
+    no_pixels: list[int] = []
+    for position, uid in enumerate(frame["sop_instance_uid"]):
+        path = files.get(str(uid))
+        if path is None:
+            continue
+        record = read_header(str(path), b"")  # salt unused: the row keeps its C-FIND PatientID hash
+        if record.get("sop_instance_uid") != str(uid):  # header not read (a file without pixels still has one)
+            unreadable += 1
+            continue
+        for column in FILE_COLUMNS:
+            frame.iat[position, frame.columns.get_loc(column)] = record.get(column)
+        completed += 1
+        if record.get("error") == "no_pixel_data":
+            no_pixels.append(position)
+    dropped = frame.iloc[no_pixels]
+    errors = pd.concat([
+        tables.errors,
+        pd.DataFrame({"path": dropped["location"].astype(object), "reason": "no_pixel_data",
+                      "detail": "the pulled file holds no pixel data"}),
+    ], ignore_index=True) if no_pixels else tables.errors  # fmt: skip
+    frame = frame.drop(index=frame.index[no_pixels])
+    written = write_index(frame, index_dir, tables.vocabulary, errors=errors)
+    after = written.frame.set_index("sop_instance_uid")[["modality_label", "anatomy_label"]].astype(object).fillna("-")
+    common = before.index.intersection(after.index)
+    relabelled = int((before.loc[common] != after.loc[common]).any(axis=1).sum())
+    return LabelCompletion(rows=len(written.frame), completed=completed, relabelled=relabelled, unreadable=unreadable,
+                           no_pixel_data=len(no_pixels))
