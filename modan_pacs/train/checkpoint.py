@@ -63,3 +63,88 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_VERSION or "model" not in ckpt:
         raise InputError(f"{path}: not a modan-pacs pretraining checkpoint (format {FORMAT_VERSION})")
     return ckpt
+
+
+#: how the encoder expects its input (written into every encoder's metadata and model card)
+INTENSITY = {
+    "input": "float32 (B, 1, H, W) in [0, 1]",
+    "from_uint8": "x / 255",
+    "normalisation": "none (no mean/std subtraction)",
+    "display_mapping": (
+        "CT: a window per anatomy (modan_pacs.pixels.windows); others: the header's VOI LUT or first window, "
+        "else the full stored range (<= 8 bits) or the image's min..max; MONOCHROME1 inverted; colour -> BT.601 luma"
+    ),
+}
+
+
+def code_version() -> dict[str, str | None]:
+    """The package version and, in a git checkout, the commit (``None`` when not a checkout or git is absent)."""
+    import subprocess
+
+    from modan_pacs import __version__
+    from modan_pacs.paths import REPO_ROOT
+
+    commit = None
+    if (REPO_ROOT / ".git").exists():
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
+            )
+            commit = (done.stdout.strip() or None) if done.returncode == 0 else None
+        except (OSError, subprocess.SubprocessError):
+            commit = None
+    return {"package": __version__, "git_commit": commit}
+
+
+def encoder_metadata(
+    config: dict[str, Any], *, label_names: list[str], label_counts: list[int], n_images: int, epochs_done: int
+) -> dict[str, Any]:
+    """What an encoder file says about itself; plain types only, so it loads with ``weights_only=True``.
+
+    Args:
+        config: the resolved pretraining config (``PretrainConfig.to_dict()``).
+        label_names: the multi-hot columns of the training cache (``modality:CT``, ``anatomy:brain``, ...).
+        label_counts: training images carrying each label, same order.
+        n_images: images in the training cache.
+        epochs_done: epochs trained so far.
+    """
+    from modan_pacs.models.encoder import STEMS
+
+    stem = config["model"]["stem"]
+    kernel, stride, padding, maxpool = STEMS[stem]
+    return {
+        "architecture": "resnet18",
+        "stem": stem,
+        "stem_detail": f"conv1 {kernel}x{kernel} stride {stride} padding {padding}, {'with' if maxpool else 'no'} max-pool",
+        "in_channels": 1,
+        "input_size": int(config["data"]["size"]),
+        "feature_dim": 512,
+        "intensity": dict(INTENSITY),
+        "method": {"loss": config["loss"]["name"], "head": config["model"]["head"]},
+        "labels": {"names": list(label_names), "counts": [int(c) for c in label_counts], "n_images": int(n_images)},
+        "epochs_done": int(epochs_done),
+        "config": copy_plain(config),
+        "code_version": code_version(),
+    }
+
+
+def copy_plain(value: Any) -> Any:
+    """A deep copy made of dict / list / str / int / float / bool / None only (tuples become lists).
+
+    Raises:
+        TypeError: a value of another type (it would not load with ``weights_only=True``).
+    """
+    if isinstance(value, dict):
+        return {str(k): copy_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [copy_plain(v) for v in value]
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    raise TypeError(f"metadata value {value!r} of type {type(value).__name__} is not a plain type")
+
+
+def encoder_file(state: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """The content of a self-describing ``encoder.pt`` (see :func:`modan_pacs.models.encoder.read_encoder_file`)."""
+    from modan_pacs.models.encoder import ENCODER_FORMAT, ENCODER_FORMAT_VERSION
+
+    return {"format": ENCODER_FORMAT, "format_version": ENCODER_FORMAT_VERSION, "encoder": state, "meta": copy_plain(meta)}

@@ -32,7 +32,7 @@ from modan_pacs.errors import ConfigError, InputError
 from modan_pacs.losses import CONTRASTIVE, build_loss
 from modan_pacs.models import EncoderWithHead, build_encoder, build_head, encoder_state_dict
 
-from .checkpoint import FORMAT_VERSION, capture_rng, load_checkpoint, restore_rng, save_atomic
+from .checkpoint import FORMAT_VERSION, capture_rng, encoder_file, encoder_metadata, load_checkpoint, restore_rng, save_atomic
 from .config import PretrainConfig, load_config, resolve_config
 from .distributed import DistEnv, all_gather_objects, barrier, gather_with_grad, init_distributed
 from .schedule import build_optimizer, build_scheduler
@@ -258,6 +258,8 @@ def _run(cfg, data_dir, out_dir, env, ckpt, progress, load_cache, build_pretrain
     channels_last = device.type == "cuda" and cfg.train.channels_last
     model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
     arch = {"stem": cfg.model.stem, "head": cfg.model.head, "loss": cfg.loss.name, "n_classes": n_classes, "n_labels": int(cache.labels.shape[1])}
+    describe = {"label_names": list(cache.vocabulary.label_names), "label_counts": np.asarray(cache.labels).sum(axis=0).round().astype(int).tolist(),
+                "n_images": len(cache)}  # fmt: skip
 
     loss_fn = build_loss(cfg.loss.name, **cfg.loss.params).to(device)
     start_epoch = int(ckpt["epoch"]) if ckpt else 0
@@ -336,6 +338,7 @@ def _run(cfg, data_dir, out_dir, env, ckpt, progress, load_cache, build_pretrain
                     "config": cfg.to_dict(), "model": unwrap(model).state_dict(),
                     "encoder": encoder_state_dict(unwrap(model).encoder), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_states,
+                    "meta": encoder_metadata(cfg.to_dict(), epochs_done=epoch + 1, **describe),
                 }
                 save_atomic(state, out_dir / "checkpoints" / "last.pt")
                 _write_metrics(out_dir / "metrics.csv", [row], keep_until_epoch=epoch if (ckpt or epoch > 0) else None)
@@ -347,7 +350,8 @@ def _run(cfg, data_dir, out_dir, env, ckpt, progress, load_cache, build_pretrain
 
     encoder_path = out_dir / "encoder.pt"
     if env.is_main:
-        save_atomic(encoder_state_dict(unwrap(model).encoder), encoder_path)
+        meta = encoder_metadata(cfg.to_dict(), epochs_done=start_epoch + len(history), **describe)
+        save_atomic(encoder_file(encoder_state_dict(unwrap(model).encoder), meta), encoder_path)
         if writer is not None:
             writer.close()
     barrier()
