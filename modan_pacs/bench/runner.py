@@ -89,12 +89,15 @@ class _FeatureStore:
 
 
 def _progress(console=None):
+    """A live bar on a terminal; one line per fold with an ETA otherwise (a log file, a pipe)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    return Progress(
+    from modan_pacs.progress import make_progress
+
+    return make_progress(console, lambda: Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TimeRemainingColumn(), console=console, transient=False,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def run_benchmark(
@@ -178,6 +181,10 @@ def run_benchmark(
         for k in range(1, cfg.folds + 1)
     ]
     todo = [t for t in tasks if not fold_path(out, data.name, t[1], t[0].name, t[2], t[3]).is_file()]
+    console.print(
+        f"{len(tasks)} trainings planned ({len(specs)} init(s) x {len(cfg.regimes)} regime(s) x {cfg.repeats} repeat(s) "
+        f"x {cfg.folds} folds), {len(todo)} to run"
+    )
     if len(todo) < len(tasks):
         console.print(f"resuming: {len(tasks) - len(todo)} of {len(tasks)} folds already done")
     if todo:

@@ -31,6 +31,7 @@ from torch import nn
 from modan_pacs.errors import ConfigError, InputError
 from modan_pacs.losses import CONTRASTIVE, build_loss
 from modan_pacs.models import EncoderWithHead, build_encoder, build_head, encoder_state_dict
+from modan_pacs.progress import format_eta
 
 from .checkpoint import FORMAT_VERSION, capture_rng, encoder_file, encoder_metadata, load_checkpoint, restore_rng, save_atomic
 from .config import PretrainConfig, load_config, resolve_config
@@ -322,6 +323,7 @@ def _run(cfg, data_dir, out_dir, env, ckpt, progress, load_cache, build_pretrain
 
     history: list[dict[str, float]] = []
     bar = _progress(progress and env.is_main)
+    loop_start = time.perf_counter()
     with bar:
         for epoch in range(start_epoch, cfg.train.epochs):
             row = _train_epoch(
@@ -345,7 +347,9 @@ def _run(cfg, data_dir, out_dir, env, ckpt, progress, load_cache, build_pretrain
                 writer.add_scalar("epoch/loss", row["loss"], epoch + 1)
                 writer.add_scalar("epoch/images_per_s", row["images_per_s"], epoch + 1)
                 writer.flush()
-                log.info("epoch %d/%d loss %.4f lr %.4g %.1f images/s", epoch + 1, cfg.train.epochs, row["loss"], row["lr"], row["images_per_s"])
+                eta = (time.perf_counter() - loop_start) / len(history) * (cfg.train.epochs - epoch - 1)
+                log.info("epoch %d/%d loss %.4f lr %.4g %.1f images/s, ETA %s", epoch + 1, cfg.train.epochs, row["loss"], row["lr"],
+                         row["images_per_s"], format_eta(eta))
             barrier()
 
     encoder_path = out_dir / "encoder.pt"
