@@ -95,7 +95,8 @@ def _messy_header(rng: np.random.Generator, anatomy: str, modality: str) -> dict
 def wrap_pool_as_export(data_dir: str | Path, out_dir: str | Path, *, seed: int = 0) -> pd.DataFrame:
     """Write every pool PNG of ``data_dir`` (``shared/data``) as DICOM under ``out_dir``.
 
-    Returns the truth table (``path, modality, anatomy``) of what was written, for checks.
+    Returns the truth table (``path``: absolute, as the index records it; ``modality, anatomy``) of
+    what was written, for checks.
 
     Raises:
         DataNotFoundError: no ``pool_*/metadata.csv`` under ``data_dir``.
@@ -105,7 +106,7 @@ def wrap_pool_as_export(data_dir: str | Path, out_dir: str | Path, *, seed: int 
 
     from modan_pacs.demo.export import write_dicom_image
 
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    data_dir, out_dir = Path(data_dir), Path(out_dir).absolute()
     pools = sorted(data_dir.glob("pool_*/metadata.csv"))
     if not pools:
         raise DataNotFoundError(f"{data_dir}: no pool_*/metadata.csv (the shared/data pretraining pool)")
@@ -163,6 +164,19 @@ def copy_real_ct(out_dir: str | Path) -> int:
     return n
 
 
+def anatomy_agreement(truth: pd.DataFrame, index_frame: pd.DataFrame) -> float:
+    """Share of the written pool images (``truth``: ``path, anatomy``) that the index labelled with
+    their true anatomy and some modality. Paths are compared as real absolute paths, so a relative
+    ``--out`` (truth paths relative, index paths absolute) matches too."""
+    import os
+
+    by_path = index_frame.assign(key=[os.path.realpath(p) for p in index_frame["path"]]).set_index("key")
+    found = truth.assign(key=[os.path.realpath(p) for p in truth["path"]]).join(
+        by_path[["modality_label", "anatomy_label"]], on="key"
+    )
+    return float(((found["anatomy"] == found["anatomy_label"]) & found["modality_label"].notna()).mean())
+
+
 def run_proxy_study(data_dir: str | Path, out_dir: str | Path, *, settings: ProxySettings | None = None, console: Console | None = None) -> Path:
     """Run the whole proxy study into ``out_dir``; returns the report folder. Re-running resumes."""
     import json
@@ -192,9 +206,7 @@ def run_proxy_study(data_dir: str | Path, out_dir: str | Path, *, settings: Prox
     timed("copy real CT", lambda: copy_real_ct(export / "ct"))
     index = timed("index", lambda: build_index(export, out / "index", workers=s.workers, salt_file=out / "salt"))
     frame = index.tables.frame
-    by_path = frame.set_index("path")[["modality_label", "anatomy_label"]]
-    found = truth.join(by_path, on="path")
-    agree = float(((found["anatomy"] == found["anatomy_label"]) & found["modality_label"].notna()).mean())
+    agree = anatomy_agreement(truth, frame)
     console.print(f"{len(frame)} images indexed; anatomy recovered from the messy headers for {agree:.1%} of the pool")
     n_cached = timed("cache", lambda: cache_index_once(out / "index", out / "cache", size=s.image_size, workers=s.workers))
     console.print(f"{n_cached} cached images")
