@@ -265,3 +265,15 @@ def test_terminal_table_wraps_long_method_names_instead_of_cutting_them(tmp_path
         assert "…" not in text and "..." not in text
         method_column = "".join(line.split("│")[3].strip() for line in text.splitlines() if line.count("│") > 3)
         assert long in method_column and long + "-2" in method_column
+
+
+@pytest.mark.parametrize("n", [3, 10, 11, 20, 25, 199, 200, 201, 450])
+def test_group_styles_stay_distinct_for_any_number_of_labels(n):
+    from modan_pacs.report.figures import LINESTYLES, group_styles
+
+    styles = group_styles(n)
+    assert len(styles) == n and len({(tuple(c), m) for c, m in styles}) == n
+    if n > 200:  # past tab20 x markers: every colour itself differs
+        assert len({tuple(c) for c, _ in styles}) == n
+    lines = group_styles(n, LINESTYLES)
+    assert len({(tuple(c), m) for c, m in lines}) == n
