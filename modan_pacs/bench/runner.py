@@ -100,6 +100,20 @@ def _progress(console=None):
     ))  # fmt: skip
 
 
+def _named(data, name: str | None):  # noqa: ANN001, ANN202
+    """``data`` renamed to ``name`` (csv datasets only: the others have their paper names)."""
+    import dataclasses
+    import re
+
+    if name is None:
+        return data
+    if data.name != "csv":
+        raise InputError(f"--name {name!r}: only a csv dataset takes a name (this one is {data.name!r})")
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", name):
+        raise InputError(f"--name {name!r}: letters, digits, '.', '_' or '-' only (it names a folder)")
+    return dataclasses.replace(data, name=name)
+
+
 def run_benchmark(
     *,
     dataset: str,
@@ -121,6 +135,7 @@ def run_benchmark(
     report: bool = True,
     embed_cache: str | Path | None = None,
     console=None,
+    name: str | None = None,
 ) -> Path:
     """Run the paper's downstream protocol and write its report; returns ``out_dir``.
 
@@ -140,6 +155,7 @@ def run_benchmark(
             checkpoint, else the first initialisation).
         report: write ``out_dir/report`` at the end.
         embed_cache: an image cache; with it the report adds a UMAP per pretrained encoder.
+        name: the name of a ``csv`` dataset in folders and tables (default ``csv``).
 
     Raises:
         InputError, ConfigError, DataNotFoundError: bad settings, files or data.
@@ -161,7 +177,7 @@ def run_benchmark(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    data = load_dataset(dataset, data_dir, cfg)
+    data = _named(load_dataset(dataset, data_dir, cfg), name)
     _check_config(out / data.name / "config.yaml", cfg)
     partition = load_or_make_folds(out, data, cfg.folds, cfg.seed)
     inner = load_or_make_inner(out, data.name, partition, cfg.val_fraction, cfg.seed)
