@@ -133,10 +133,15 @@ def _loading(meta: dict[str, Any], files: list[str]) -> list[str]:
             "",
         ]
     else:
+        from modan_pacs.models.encoder import STEMS
+
+        kernel, stride, padding, maxpool = STEMS[meta["stem"]]
+        swap = f"m.conv1 = nn.Conv2d(1, 64, {kernel}, {stride}, {padding}, bias=False); "
+        swap += "" if maxpool else "m.maxpool = nn.Identity(); "
         lines += [
-            "The paper's stem (3x3 stride-1 `conv1`, no max-pool) is not a stock torchvision/timm ResNet-18;",
+            f"The `{meta['stem']}` stem ({meta.get('stem_detail', '')}) is not a stock torchvision/timm ResNet-18;",
             "`model.safetensors` keeps torchvision's key names, so it loads into `torchvision.models.resnet18()` after",
-            "`m.conv1 = nn.Conv2d(1, 64, 3, 1, 1, bias=False); m.maxpool = nn.Identity(); m.fc = nn.Identity()`.",
+            f"`{swap}m.fc = nn.Identity()`.",
             "",
         ]
     return lines

@@ -83,6 +83,29 @@ def read_export_folder(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]
     return state, meta if isinstance(meta, dict) else {}
 
 
+def encoder_from_state(state: dict[str, Any], meta: dict[str, Any], *, source: str):
+    """A 1-channel ResNet-18 encoder with ``state`` loaded: the stem named by ``meta`` (the weights
+    cannot tell stems that differ only in the max-pool apart), else inferred from ``conv1``.
+
+    Raises:
+        InputError: an unknown stem, or weights that do not fit it.
+    """
+    from modan_pacs.models.encoder import STEMS, build_encoder, stem_of_state_dict
+
+    try:
+        inferred = stem_of_state_dict(state)
+    except InputError as exc:
+        raise InputError(f"{source}: {exc}") from None
+    stem = meta.get("stem") or inferred
+    if stem not in STEMS or STEMS[stem][0] != STEMS[inferred][0]:
+        raise InputError(f"{source}: stem {stem!r} does not fit its {STEMS[inferred][0]}x{STEMS[inferred][0]} first convolution")
+    model = build_encoder(stem)
+    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=False)
+    if missing or unexpected:
+        raise InputError(f"{source}: not a ResNet-18 encoder (missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+    return model
+
+
 def load_encoder(path: str | Path):
     """A ready encoder (``nn.Module`` in eval mode, ``(B, 1, H, W) -> (B, 512)``) from an
     ``encoder.pt`` (or training checkpoint), a run folder or an export folder.
@@ -93,26 +116,25 @@ def load_encoder(path: str | Path):
     Raises:
         InputError: missing path, unreadable file, or not a 1-channel ResNet-18.
     """
-    from modan_pacs.models.encoder import encoder_from_state, load_encoder as load_encoder_file
+    from modan_pacs.models import load_encoder as load_encoder_file
 
     kind, found = find_encoder(path)
     if kind == "file":
         return load_encoder_file(found).eval()
     state, meta = read_export_folder(found)
-    model = encoder_from_state(state, source=str(found / WEIGHTS_NAME))
+    model = encoder_from_state(state, meta, source=str(found / WEIGHTS_NAME))
     model.meta = meta
     return model.eval()
 
 
-def complete_metadata(state: dict[str, Any], meta: dict[str, Any], run_dir: Path | None) -> dict[str, Any]:
-    """``meta`` as it is when present; for an encoder written before encoders carried metadata,
-    what can still be known: the stem (from the weights) and the run's ``config.yaml`` if beside it."""
-    if meta:
-        return meta
+def complete_metadata(model, run_dir: Path | None) -> dict[str, Any]:  # noqa: ANN001
+    """The loaded encoder's ``meta`` when present; for an encoder written before encoders carried
+    metadata, what can still be known: its stem and the run's ``config.yaml`` if beside it."""
+    if model.meta:
+        return model.meta
     import yaml
 
-    from modan_pacs.models.encoder import stem_of_state_dict
-    from modan_pacs.train.checkpoint import INTENSITY
+    from modan_pacs.train.checkpoint import INTENSITY, stem_detail
 
     config = None
     if run_dir is not None and (run_dir / "config.yaml").is_file():
@@ -120,7 +142,8 @@ def complete_metadata(state: dict[str, Any], meta: dict[str, Any], run_dir: Path
     config = config if isinstance(config, dict) else None
     return {
         "architecture": "resnet18",
-        "stem": stem_of_state_dict(state),
+        "stem": model.stem,
+        "stem_detail": stem_detail(model.stem),
         "in_channels": 1,
         "input_size": int(config["data"]["size"]) if config and "size" in config.get("data", {}) else None,
         "feature_dim": 512,
@@ -168,7 +191,7 @@ def _hf_config(meta: dict[str, Any], files: list[str]) -> dict[str, Any]:
 
 
 def total_stride(stem: str) -> int:
-    """Downsampling from the input to ``layer4`` (paper stem 8, authors' stem 32)."""
+    """Downsampling from the input to ``layer4`` (e.g. 32 for the authors' stem: stride 2, max-pool 2, layers 8)."""
     from modan_pacs.models.encoder import STEMS
 
     _kernel, stride, _padding, maxpool = STEMS[stem]
@@ -216,16 +239,16 @@ def export_encoder(
     """
     from safetensors.torch import save_file
 
-    from modan_pacs.models.encoder import encoder_from_state, read_encoder_file
+    from modan_pacs.models import encoder_state_dict, load_encoder as load_encoder_file
 
     from .card import read_report_rows, render_model_card
 
     kind, found = find_encoder(run)
     if kind == "export":
         raise InputError(f"{run}: already an export folder; export a run folder or an encoder.pt")
-    state, meta = read_encoder_file(found)
-    model = encoder_from_state(state, source=str(found)).eval()
-    meta = complete_metadata(state, meta, found.parent)
+    model = load_encoder_file(found).eval()
+    state = encoder_state_dict(model)
+    meta = complete_metadata(model, found.parent)
     rows = read_report_rows(report) if report is not None else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -66,20 +66,16 @@ def stem_of_state_dict(state: dict[str, torch.Tensor]) -> str:
     raise InputError(f"conv1.weight has kernel {tuple(weight.shape[-2:])}; expected 3x3 (paper) or 7x7 (authors)")
 
 
-#: ``format`` of an encoder file with metadata: ``{"format", "format_version", "encoder", "meta"}``
-ENCODER_FORMAT = "modan-pacs-encoder"
-ENCODER_FORMAT_VERSION = 1
+def load_encoder(path: str | Path) -> nn.Module:
+    """Load an encoder exported by ``modan-pacs pretrain`` (``encoder.pt``), stem inferred.
 
-
-def read_encoder_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The state dict and metadata of an encoder file (``torch.load(weights_only=True)``).
-
-    Accepts a self-describing ``encoder.pt`` (``{"format": "modan-pacs-encoder", "encoder": state,
-    "meta": {...}}``), a training checkpoint (its ``encoder`` and ``meta``) or a plain state dict
-    (older runs; metadata ``{}``).
+    Reads a self-describing ``encoder.pt`` (``{"format": "modan-pacs-encoder", "encoder": state dict,
+    "meta": {...}}``), a training checkpoint (its ``encoder`` and ``meta``) or a plain state dict.
+    The module's ``meta`` attribute holds the metadata (``{}`` for a plain state dict); see
+    :func:`modan_pacs.load_encoder` for run and export folders.
 
     Raises:
-        InputError: the file is missing or is not a loadable state dict.
+        InputError: the file is missing, is not a plain state dict, or is not a 1-channel ResNet-18.
     """
     path = Path(path)
     if not path.is_file():
@@ -87,46 +83,19 @@ def read_encoder_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, truncated files
-        raise InputError(f"{path}: not a loadable state dict ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
+        raise InputError(f"{path}: not a loadable state dict ({exc.__class__.__name__}: {exc})") from exc
     meta: dict[str, Any] = {}
-    if isinstance(state, dict) and isinstance(state.get("encoder"), dict):
-        meta = state.get("meta") if isinstance(state.get("meta"), dict) else {}
-        state = state["encoder"]  # a self-describing encoder file or a training checkpoint
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise InputError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
-    return state, meta
-
-
-def encoder_from_state(state: dict[str, torch.Tensor], *, source: str = "state dict") -> nn.Module:
-    """A 1-channel ResNet-18 encoder with ``state`` loaded (stem inferred from ``conv1``).
-
-    Raises:
-        InputError: the state dict is not that of a 1-channel ResNet-18.
-    """
-    try:
-        model = build_encoder(stem_of_state_dict(state))
-    except InputError as exc:
-        raise InputError(f"{source}: {exc}") from None
+    if isinstance(state, dict) and "encoder" in state and isinstance(state["encoder"], dict):
+        meta = state["meta"] if isinstance(state.get("meta"), dict) else {}
+        state = state["encoder"]  # a self-describing encoder.pt or a training checkpoint: take its encoder
+    if not isinstance(state, dict):
+        raise InputError(f"{path}: expected a state dict, got {type(state).__name__}")
+    model = build_encoder(stem_of_state_dict(state))
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise InputError(
-            f"{source}: not a ResNet-18 encoder state dict (missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
+            f"{path}: not a ResNet-18 encoder state dict (missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
         )
-    return model
-
-
-def load_encoder(path: str | Path) -> nn.Module:
-    """Load an encoder written by ``modan-pacs pretrain`` (``encoder.pt``, or a checkpoint), stem inferred.
-
-    The returned module carries the file's metadata as the plain attribute ``meta`` (``{}`` for
-    files written before encoders carried metadata). See :func:`modan_pacs.load_encoder` for run
-    and export folders.
-
-    Raises:
-        InputError: the file is missing, is not a state dict, or is not a 1-channel ResNet-18.
-    """
-    state, meta = read_encoder_file(path)
-    model = encoder_from_state(state, source=str(path))
-    model.meta = meta  # type: ignore[attr-defined]  # plain attribute, not in the state dict
+    model.meta = meta  # type: ignore[attr-defined]  # the file's metadata ({} for a plain state dict)
     return model

@@ -13,6 +13,9 @@ import torch
 from modan_pacs.errors import InputError
 
 FORMAT_VERSION = 1
+#: ``format`` of a self-describing encoder file: ``{"format", "format_version", "encoder", "meta"}``
+ENCODER_FORMAT = "modan-pacs-encoder"
+ENCODER_FORMAT_VERSION = 1
 
 
 def capture_rng() -> dict[str, Any]:
@@ -96,6 +99,14 @@ def code_version() -> dict[str, str | None]:
     return {"package": __version__, "git_commit": commit}
 
 
+def stem_detail(stem: str) -> str:
+    """``"conv1 7x7 stride 2 padding 3, with max-pool"``."""
+    from modan_pacs.models.encoder import STEMS
+
+    kernel, stride, padding, maxpool = STEMS[stem]
+    return f"conv1 {kernel}x{kernel} stride {stride} padding {padding}, {'with' if maxpool else 'no'} max-pool"
+
+
 def encoder_metadata(
     config: dict[str, Any], *, label_names: list[str], label_counts: list[int], n_images: int, epochs_done: int
 ) -> dict[str, Any]:
@@ -108,14 +119,11 @@ def encoder_metadata(
         n_images: images in the training cache.
         epochs_done: epochs trained so far.
     """
-    from modan_pacs.models.encoder import STEMS
-
     stem = config["model"]["stem"]
-    kernel, stride, padding, maxpool = STEMS[stem]
     return {
         "architecture": "resnet18",
         "stem": stem,
-        "stem_detail": f"conv1 {kernel}x{kernel} stride {stride} padding {padding}, {'with' if maxpool else 'no'} max-pool",
+        "stem_detail": stem_detail(stem),
         "in_channels": 1,
         "input_size": int(config["data"]["size"]),
         "feature_dim": 512,
@@ -144,7 +152,5 @@ def copy_plain(value: Any) -> Any:
 
 
 def encoder_file(state: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    """The content of a self-describing ``encoder.pt`` (see :func:`modan_pacs.models.encoder.read_encoder_file`)."""
-    from modan_pacs.models.encoder import ENCODER_FORMAT, ENCODER_FORMAT_VERSION
-
+    """The content of a self-describing ``encoder.pt`` (read by :func:`modan_pacs.models.load_encoder`)."""
     return {"format": ENCODER_FORMAT, "format_version": ENCODER_FORMAT_VERSION, "encoder": state, "meta": copy_plain(meta)}
