@@ -55,11 +55,15 @@ def _label_table(labels: dict[str, Any] | None) -> list[str]:
     if not labels:
         return ["Unknown: this encoder file was written before encoders carried their training-data summary.", ""]
     names, counts, n = labels["names"], labels["counts"], labels["n_images"]
-    lines = [f"{n:,} images (cache rows). Images per label (an image has one modality and at most one anatomy):", ""]
+    lines = [f"{n:,} images (cache rows). Training images carrying each label:", ""]
     lines += ["| group | label | images | share |", "|---|---|---:|---:|"]
     for name, count in zip(names, counts):
-        group, _, value = name.partition(":")
-        lines.append(f"| {group} | {value or name} | {count:,} | {count / n:.1%} |" if n else f"| {group} | {value} | {count} | - |")
+        if count:
+            group, _, value = name.partition(":")
+            lines.append(f"| {group} | {value or name} | {count:,} | {count / n:.1%} |")
+    absent = [name for name, count in zip(names, counts) if not count]
+    if absent:
+        lines += ["", f"Labels of the vocabulary with no training image: {', '.join(absent)}."]
     return [*lines, ""]
 
 
@@ -77,7 +81,8 @@ def _results_table(rows: list[dict[str, Any]] | None) -> list[str]:
         line = (f"| {row['dataset']} | {row['regime']} | {row['method']} | {_number(row['mean_auc'])} | "
                 f"{_number(row['std_auc'])} | {int(row['n_repeats'])} |")  # fmt: skip
         if has_ci:
-            line += f" {_number(row['ci_low'], 3)}–{_number(row['ci_high'], 3)} |"
+            low, high = _number(row["ci_low"], 3), _number(row["ci_high"], 3)
+            line += f" {low}–{high} |" if low != "–" else " – |"
         lines.append(line)
     return [*lines, "", "AUC = mean over repeats of the mean fold AUC of the paper's k-fold protocol (`modan-pacs benchmark`).", ""]
 
@@ -200,7 +205,7 @@ def render_model_card(meta: dict[str, Any], *, files: list[str], report_rows: li
         *[f"- `{name}`" for name in files],
         "",
         f"Written by modan-pacs {version.get('package', 'unknown')}"
-        + (f" (commit {commit[:12]})" if commit else "") + ".",
+        + (f" (commit {commit[:12]}{', with uncommitted changes' if version.get('dirty') else ''})" if commit else "") + ".",
         "",
     ]
     if meta.get("note"):

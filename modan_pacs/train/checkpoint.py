@@ -80,23 +80,29 @@ INTENSITY = {
 }
 
 
-def code_version() -> dict[str, str | None]:
-    """The package version and, in a git checkout, the commit (``None`` when not a checkout or git is absent)."""
+def _git(*args: str) -> str | None:
+    """Output of ``git -C REPO_ROOT ARGS`` in a git checkout, else None (no checkout, no git)."""
     import subprocess
 
-    from modan_pacs import __version__
     from modan_pacs.paths import REPO_ROOT
 
-    commit = None
-    if (REPO_ROOT / ".git").exists():
-        try:
-            done = subprocess.run(
-                ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
-            )
-            commit = (done.stdout.strip() or None) if done.returncode == 0 else None
-        except (OSError, subprocess.SubprocessError):
-            commit = None
-    return {"package": __version__, "git_commit": commit}
+    if not (REPO_ROOT / ".git").exists():
+        return None
+    try:
+        done = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def code_version() -> dict[str, Any]:
+    """The package version and, in a git checkout, the commit and whether tracked files differ from it
+    (``git_commit`` None when not a checkout or git is absent)."""
+    from modan_pacs import __version__
+
+    commit = _git("rev-parse", "HEAD") or None
+    status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"package": __version__, "git_commit": commit, "dirty": bool(status) if commit else None}
 
 
 def stem_detail(stem: str) -> str:

@@ -62,7 +62,7 @@ def test_encoder_and_checkpoint_carry_metadata_as_plain_types(run, cache):
         assert meta["code_version"]["package"] == modan_pacs.__version__
         if (REPO_ROOT / ".git").exists():
             head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-            assert meta["code_version"]["git_commit"] == head
+            assert meta["code_version"]["git_commit"] == head and isinstance(meta["code_version"]["dirty"], bool)
     assert torch.load(run / "encoder.pt", weights_only=True)["format"] == "modan-pacs-encoder"
 
 
@@ -105,7 +105,8 @@ def test_export_formats_give_the_project_encoders_outputs(run, tmp_path):
     assert config["program_input"]["side"] == ("any side >= 9" if stem == "paper" else "32 only")
     assert config["modan_pacs"]["labels"]["n_images"] == 16
     card = (out / "README.md").read_text()
-    assert "## Training data" in card and "| modality | CT | 8 |" in card and "## Intended use and limits" in card
+    assert "## Training data" in card and "| modality | CT | 8 | 50.0% |" in card and "## Intended use and limits" in card
+    assert "| anatomy | knee |" not in card and "no training image: " in card and "anatomy:knee" in card
     assert (out / TORCHVISION_RGB_NAME).is_file() == (stem == "authors")
 
 
