@@ -110,10 +110,10 @@ def test_export_formats_give_the_project_encoders_outputs(run, tmp_path):
     assert (out / TORCHVISION_RGB_NAME).is_file() == (stem == "authors")
 
 
+@pytest.mark.parametrize("run", ["authors"], indirect=True)  # stock torchvision/timm ResNet-18 have this stem only
 def test_authors_stem_loads_into_torchvision_and_timm(run, tmp_path):
     ours = modan_pacs.load_encoder(run)
-    if ours.meta["stem"] != "authors":
-        pytest.skip("stock torchvision/timm ResNet-18 have the authors' stem only")
+    assert ours.meta["stem"] == "authors"
     out = export_encoder(run, tmp_path / "export", program=False).out_dir
     from safetensors.torch import load_file
     from torchvision.models import resnet18
