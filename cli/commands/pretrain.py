@@ -56,7 +56,7 @@ def pretrain(
         if resume and config is None and (out / "config.yaml").is_file():
             config = out / "config.yaml"
         resolved = load_config(config, overrides)
-    result = run_pretrain(resolved, data, out, resume=resume, progress=progress and Console(stderr=True).is_terminal)
+    result = run_pretrain(resolved, data, out, resume=resume, progress=progress)
     if rank == 0:
         last = result.history[-1] if result.history else None
         summary = f"final loss {last['loss']:.4f}, " if last else "nothing to do (already at train.epochs), "

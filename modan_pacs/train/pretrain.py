@@ -363,7 +363,9 @@ def _run(cfg, data_dir, out_dir, env, ckpt, progress, load_cache, build_pretrain
 
 
 def _progress(enabled: bool):  # noqa: ANN202
-    if not enabled:
+    from rich.console import Console
+
+    if not enabled or not Console().is_terminal:  # off a terminal: the per-epoch log line (with ETA) instead
         return _NoProgress()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
