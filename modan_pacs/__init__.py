@@ -28,7 +28,8 @@ def load_encoder(path):  # noqa: ANN001, ANN201  (annotations would import torch
     """A ready pretrained encoder in one line: ``modan_pacs.load_encoder(path)``.
 
     ``path`` is an ``encoder.pt`` (or a training checkpoint), a run folder of ``modan-pacs
-    pretrain`` or an export folder of ``modan-pacs export``. Returns a ``torch.nn.Module`` in eval
+    pretrain``, an export folder of ``modan-pacs export`` or one of its ``model.safetensors`` /
+    ``encoder.pt2`` files. Returns a ``torch.nn.Module`` in eval
     mode mapping ``(B, 1, H, W)`` float images in ``[0, 1]`` to ``(B, 512)`` features; its ``meta``
     attribute holds the metadata (stem, input size, intensity scaling, labels, config, code version).
 

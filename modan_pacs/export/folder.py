@@ -108,7 +108,8 @@ def encoder_from_state(state: dict[str, Any], meta: dict[str, Any], *, source: s
 
 def load_encoder(path: str | Path):
     """A ready encoder (``nn.Module`` in eval mode, ``(B, 1, H, W) -> (B, 512)``) from an
-    ``encoder.pt`` (or training checkpoint), a run folder or an export folder.
+    ``encoder.pt`` (or training checkpoint), a run folder, an export folder, or an export's
+    ``model.safetensors`` or ``encoder.pt2`` (the latter a ``torch.export`` module, always in eval mode).
 
     The module's ``meta`` attribute holds the metadata (stem, input size, intensity scaling,
     label vocabulary and counts, config, code version); ``{}`` for encoders written before it existed.
@@ -119,12 +120,38 @@ def load_encoder(path: str | Path):
     from modan_pacs.models import load_encoder as load_encoder_file
 
     kind, found = find_encoder(path)
-    if kind == "file":
+    if kind == "file" and found.suffix == ".pt2":
+        return _load_program(found)
+    if kind == "file" and found.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(found)
+        except (OSError, SafetensorError) as exc:
+            raise InputError(f"{found}: unreadable ({exc.__class__.__name__}: {exc})") from None
+        meta = read_export_folder(found.parent)[1] if (found.parent / CONFIG_NAME).is_file() else {}
+        model = encoder_from_state(state, meta, source=str(found))
+    elif kind == "file":
         return load_encoder_file(found).eval()
-    state, meta = read_export_folder(found)
-    model = encoder_from_state(state, meta, source=str(found / WEIGHTS_NAME))
+    else:
+        state, meta = read_export_folder(found)
+        model = encoder_from_state(state, meta, source=str(found / WEIGHTS_NAME))
     model.meta = meta
     return model.eval()
+
+
+def _load_program(path: Path):
+    """The module of a ``torch.export`` program with its metadata as ``meta``."""
+    import torch
+
+    extra = {META_FILE_IN_PROGRAM: ""}
+    try:
+        module = torch.export.load(path, extra_files=extra).module()
+    except Exception as exc:  # torch.export raises many types for a foreign or truncated file
+        raise InputError(f"{path}: not a torch.export program ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
+    module.meta = json.loads(extra[META_FILE_IN_PROGRAM]) if extra[META_FILE_IN_PROGRAM] else {}
+    return module
 
 
 def complete_metadata(model, run_dir: Path | None) -> dict[str, Any]:  # noqa: ANN001

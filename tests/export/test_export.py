@@ -91,6 +91,11 @@ def test_export_formats_give_the_project_encoders_outputs(run, tmp_path):
     state = load_file(out / WEIGHTS_NAME)
     assert state.keys() == encoder_state_dict(ours).keys()
 
+    for single_file in (out / WEIGHTS_NAME, out / PROGRAM_NAME):
+        loaded = modan_pacs.load_encoder(single_file)
+        torch.testing.assert_close(features(loaded, x) if single_file.suffix != ".pt2" else loaded(x), expected)
+        assert loaded.meta["stem"] == stem and loaded.meta["labels"]["n_images"] == 16
+
     program = torch.export.load(out / PROGRAM_NAME).module()  # torch alone
     with torch.no_grad():
         torch.testing.assert_close(program(x), expected)
