@@ -96,7 +96,8 @@ def _recipe(config: dict[str, Any] | None, meta: dict[str, Any]) -> list[str]:
     params = ", ".join(f"{k} {v}" for k, v in loss.items()) or "defaults"
     return [
         f"- loss: `{name}` ({params}); projection head `{config.get('model', {}).get('head')}` (dropped from the export)",
-        f"- epochs: {meta.get('epochs_done', train.get('epochs'))} of {train.get('epochs')}; global batch {train.get('batch_size')}; seed {config.get('seed')}",
+        f"- epochs: {meta.get('epochs_done', train.get('epochs'))} of {train.get('epochs')}; "
+        f"global batch {train.get('batch_size')}; seed {config.get('seed')}",
         f"- optimiser: {opt.get('name')} lr {opt.get('lr')}, momentum {opt.get('momentum')}, weight decay {opt.get('weight_decay')}",
         f"- schedule: {sched.get('name')}, warm-up {sched.get('warmup_epochs')} epoch(s) from {sched.get('warmup_start_lr')}"
         + (f", milestones {sched.get('milestones')} x{sched.get('gamma')}" if sched.get("name") == "step" else ""),

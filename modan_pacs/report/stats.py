@@ -215,7 +215,8 @@ def _paired_test(ref: pd.Series, values: pd.Series, where: str, reference: str, 
     if len(common) < len(values) or len(common) < len(ref):
         notes.append(f"{where}: paired on the {len(common)} repeat(s) it shares with {reference}")
     if len(common) < MIN_PAIRED_REPEATS:
-        notes.append(f"{where}: p n/a: {len(common)} paired repeat{'' if len(common) == 1 else 's'} with {reference} (a test needs 2 or more)")
+        plural = "" if len(common) == 1 else "s"
+        notes.append(f"{where}: p n/a: {len(common)} paired repeat{plural} with {reference} (a test needs 2 or more)")
         return len(common), math.nan, math.nan
     p_one, p_two = paired_wilcoxon(ref[common].to_numpy(), values[common].to_numpy())
     if math.isnan(p_one):
