@@ -57,6 +57,8 @@ def find_encoder(path: str | Path) -> tuple[str, Path]:
             return "export", path
         if (path / "encoder.pt").is_file():
             return "file", path / "encoder.pt"
+        if (path / "checkpoints" / "last.pt").is_file():
+            raise InputError(f"{path}: no encoder.pt yet (an unfinished run?); load {path / 'checkpoints' / 'last.pt'} explicitly")
         raise InputError(f"{path}: neither a run folder (encoder.pt) nor an export folder ({WEIGHTS_NAME} + {CONFIG_NAME})")
     raise InputError(f"{path}: no such encoder file or folder")
 

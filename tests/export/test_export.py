@@ -169,3 +169,7 @@ def test_export_cli_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="neither a run folder"):
         modan_pacs.load_encoder(tmp_path / "empty")
+    (tmp_path / "empty" / "checkpoints").mkdir()
+    (tmp_path / "empty" / "checkpoints" / "last.pt").touch()
+    with pytest.raises(InputError, match="no encoder.pt yet"):
+        modan_pacs.load_encoder(tmp_path / "empty")
