@@ -20,6 +20,9 @@ def export(
         typer.Option("--report", help="Benchmark report folder (tables.csv) whose results go into the model card."),
     ] = None,
     program: Annotated[bool, typer.Option("--program/--no-program", help="Also write encoder.pt2 (torch.export).")] = True,
+    monai_bundle: Annotated[
+        bool, typer.Option("--monai-bundle", help="Also write OUT/monai_bundle/ (configs/metadata.json, inference.json, models/model.pt).")
+    ] = False,
 ) -> None:
     """Write model.safetensors, config.json, a model card README.md, encoder.pt2 (torch.export) and,
     for the authors' stem, torchvision weights; load any of them with modan_pacs.load_encoder(OUT)."""
@@ -27,7 +30,7 @@ def export(
 
     from modan_pacs.export import export_encoder
 
-    result = export_encoder(run, out, report=report, program=program)
+    result = export_encoder(run, out, report=report, program=program, monai_bundle=monai_bundle)
     console = Console()
     for path in result.files:
         console.print(f"  {path}  ({path.stat().st_size / 1e6:.1f} MB)", highlight=False)

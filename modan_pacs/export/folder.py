@@ -14,6 +14,7 @@ Layout of ``OUT/``:
 - authors' stem only: ``torchvision_resnet18_rgb.safetensors``: the same weights for an unmodified
   ``torchvision.models.resnet18()`` (``fc = nn.Identity()``), ``conv1`` spread over three equal
   channels (each kernel / 3), so a grey image repeated on 3 channels gives the same features.
+- with ``monai_bundle``: ``monai_bundle/`` (:mod:`modan_pacs.export.monai_bundle`).
 """
 
 from __future__ import annotations
@@ -252,7 +253,7 @@ def _export_program(model, meta: dict[str, Any], path: Path) -> None:
 
 
 def export_encoder(
-    run: str | Path, out_dir: str | Path, *, report: str | Path | None = None, program: bool = True
+    run: str | Path, out_dir: str | Path, *, report: str | Path | None = None, program: bool = True, monai_bundle: bool = False
 ) -> ExportResult:
     """Write an export folder (see the module docstring) for a run folder or an ``encoder.pt``.
 
@@ -262,6 +263,7 @@ def export_encoder(
         report: a report folder (``tables.csv``), a benchmark run folder (``report/tables.csv``) or
             a ``tables.csv``; its downstream results go into the model card.
         program: also write ``encoder.pt2`` (``torch.export``).
+        monai_bundle: also write ``monai_bundle/`` (:mod:`modan_pacs.export.monai_bundle`).
 
     Raises:
         InputError: no encoder at ``run``, an unreadable encoder or report, or an export failure.
@@ -271,6 +273,7 @@ def export_encoder(
     from modan_pacs.models import encoder_state_dict, load_encoder as load_encoder_file
 
     from .card import read_report_rows, render_model_card
+    from .monai_bundle import BUNDLE_DIR, write_monai_bundle
 
     kind, found = find_encoder(run)
     if kind == "export":
@@ -292,6 +295,9 @@ def export_encoder(
         written.append(out / PROGRAM_NAME)
     names = [p.name for p in written] + [CONFIG_NAME, CARD_NAME]
     (out / CONFIG_NAME).write_text(json.dumps(_hf_config(meta, names), indent=2) + "\n")
-    (out / CARD_NAME).write_text(render_model_card(meta, files=names, report_rows=rows))
+    card = render_model_card(meta, files=names + ([f"{BUNDLE_DIR}/"] if monai_bundle else []), report_rows=rows)
+    (out / CARD_NAME).write_text(card)
     written += [out / CONFIG_NAME, out / CARD_NAME]
+    if monai_bundle:
+        written += write_monai_bundle(out, state, meta, card)
     return ExportResult(out_dir=out, files=written, meta=meta)

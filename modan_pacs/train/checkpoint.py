@@ -158,5 +158,8 @@ def copy_plain(value: Any) -> Any:
 
 
 def encoder_file(state: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    """The content of a self-describing ``encoder.pt`` (read by :func:`modan_pacs.models.load_encoder`)."""
-    return {"format": ENCODER_FORMAT, "format_version": ENCODER_FORMAT_VERSION, "encoder": state, "meta": copy_plain(meta)}
+    """The content of a self-describing ``encoder.pt`` (read by :func:`modan_pacs.models.load_encoder`);
+    ``config`` repeats ``meta["config"]`` at the top level, where training checkpoints keep theirs."""
+    meta = copy_plain(meta)
+    return {"format": ENCODER_FORMAT, "format_version": ENCODER_FORMAT_VERSION, "encoder": state, "meta": meta,
+            "config": meta.get("config")}  # fmt: skip

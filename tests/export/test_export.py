@@ -173,3 +173,21 @@ def test_export_cli_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "empty" / "checkpoints" / "last.pt").touch()
     with pytest.raises(InputError, match="no encoder.pt yet"):
         modan_pacs.load_encoder(tmp_path / "empty")
+
+
+def test_monai_bundle_parses_loads_and_passes_monais_own_check(run, tmp_path, monkeypatch):
+    from monai.bundle import ConfigParser, verify_net_in_out
+
+    out = export_encoder(run, tmp_path / "export", program=False, monai_bundle=True).out_dir / "monai_bundle"
+    monkeypatch.chdir(out)  # bundle_root "." as MONAI's tools run it
+    parser = ConfigParser()
+    parser.read_config(out / "configs" / "inference.json")
+    parser.read_meta(out / "configs" / "metadata.json")
+    network = parser.get_parsed_content("network")
+    x = torch.rand(3, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(network.cpu()(x), features(modan_pacs.load_encoder(run), x))
+    assert parser.get("_meta_#network_data_format#inputs#image#spatial_shape") == [32, 32]
+    verify_net_in_out(net_id="network_def", meta_file=str(out / "configs" / "metadata.json"),
+                      config_file=str(out / "configs" / "inference.json"), device="cpu")  # fmt: skip
+    assert (out / "docs" / "README.md").read_text().startswith("---")
