@@ -74,6 +74,9 @@ def benchmark(
     slice_policy: Annotated[
         Optional[str], typer.Option("--slice-policy", help="acl: middle (default), center:K or all slices of each exam.")
     ] = None,
+    name: Annotated[
+        Optional[str], typer.Option("--name", help="csv: the dataset's name in folders and tables (default: csv).")
+    ] = None,
     positive_label: Annotated[
         Optional[str], typer.Option("--positive-label", help="csv: label value of class 1 when labels are not 0/1.")
     ] = None,
@@ -140,7 +143,7 @@ def benchmark(
         dataset=dataset, data_dir=data_dir, inits=list(init), out_dir=out, repeats=repeats, folds=folds,
         regimes=regime or None, epochs=epochs, batch_size=batch_size, image_size=image_size, seed=seed, device=device,
         imagenet_weights=imagenet_weights, config=config, options=options,
-        reference=reference, embed_cache=embed_cache, console=console,
+        reference=reference, embed_cache=embed_cache, console=console, name=name,
     )  # fmt: skip
     console.print(f"[green]done[/]: predictions in {run}, report in {run / 'report'}")
 

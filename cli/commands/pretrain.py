@@ -19,18 +19,21 @@ def pretrain(
     ] = None,
     config: Annotated[
         Optional[Path],
-        typer.Option("--config", "-c", help="Pretraining YAML (default: shipped configs/pretrain_modan.yaml; "
-                     "with --resume: the run's own config.yaml)."),
+        typer.Option("--config", "-c", help="Pretraining YAML or a shipped name (pretrain_tiny, pretrain_simclr, ...; "
+                     "default: pretrain_modan; with --resume: the run's own config.yaml)."),
     ] = None,
     data: Annotated[Path, typer.Option("--data", "-d", help="Image cache folder (from `modan-pacs cache`).")] = Path("cache"),
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: encoder.pt, checkpoints/, metrics.csv, tb/, config.yaml, seeds.json.")] = Path("runs/modan"),
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUT from checkpoints/last.pt.")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     profile: Annotated[
         Optional[int],
         typer.Option("--profile", help="Run N timed training steps (after one warm-up step), print images/s, the "
                      "time shares and peak memory, and exit; writes nothing to OUT."),
     ] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar (on a terminal; "
+                                           "otherwise one line per epoch with an ETA).")] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config (and where each value came "
+                                          "from), the data and the steps, then stop.")] = False,
 ) -> None:
     """Pretrain with MulSupCon (paper), SupCon, SimCLR (NT-Xent) or cross-entropy; multi-GPU under torchrun."""
     import logging
@@ -41,6 +44,11 @@ def pretrain(
 
     from modan_pacs.train import load_config, pretrain as run_pretrain
 
+    if dry_run:
+        from modan_pacs.train.plan import plan_pretrain
+
+        _print_plan(plan_pretrain(config, overrides, data, out, resume=resume), Console())
+        return
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,
@@ -95,3 +103,25 @@ def print_profile(result, console) -> None:  # noqa: ANN001
         highlight=False,
         soft_wrap=True,
     )
+def _print_plan(plan, console) -> None:  # noqa: ANN001
+    from rich.table import Table
+
+    table = Table(title=f"config ({plan.config_file})", title_justify="left")
+    for column in ("key", "value", "from"):
+        table.add_column(column, overflow="fold")
+    styles = {"default": "dim", "file": "", "override": "bold yellow"}
+    for key, value in plan.values.items():
+        source = plan.sources[key]
+        table.add_row(key, str(value), source, style=styles[source])
+    console.print(table)
+    labels = ", ".join(f"{name} {count}" for name, count in plan.label_counts.items())
+    cfg = plan.config
+    console.print(f"data: {plan.data_dir}: {plan.n_images} images of {plan.image_side}x{plan.image_side} px; labels: {labels}", highlight=False, soft_wrap=True)
+    console.print(
+        f"steps: {plan.steps_per_epoch} per epoch ({plan.n_images} images // global batch {cfg.train.batch_size}, "
+        f"{plan.world_size} process(es) x {plan.per_process_batch}); epochs {plan.start_epoch + 1}..{cfg.train.epochs} "
+        f"= {plan.total_steps} steps", highlight=False, soft_wrap=True,
+    )
+    for note in plan.notes:
+        console.print(note, highlight=False)
+    console.print(f"out: {plan.out_dir} (nothing written: --dry-run)", highlight=False)

@@ -30,11 +30,9 @@ def report(
     """Fold AUCs, mean per repeat, mean over repeats and exact Wilcoxon tests (one- and two-sided)
     of REFERENCE against every other method; tables.csv, tables.md, tables.json, ROC/repeat/UMAP PNGs."""
     from rich.console import Console
-    from rich.table import Table
 
     from modan_pacs.errors import InputError
     from modan_pacs.report import build_report
-    from modan_pacs.report.stats import TABLE_COLUMNS
 
     encoders = {}
     for item in encoder or []:
@@ -50,9 +48,30 @@ def report(
         )  # fmt: skip
     import pandas as pd
 
-    rows = pd.read_csv(out_dir / "tables.csv")
-    table = Table(*TABLE_COLUMNS)
-    for row in rows.itertuples(index=False):
-        table.add_row(*("" if isinstance(v, float) and v != v else f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
-    console.print(table)
+    console.print(results_table(pd.read_csv(out_dir / "tables.csv"), reference))
     console.print(f"[green]report[/] in {out_dir}: tables.csv, tables.md, tables.json and PNG figures")
+
+
+def results_table(rows, reference: str):  # noqa: ANN001, ANN201  (pandas/rich types imported lazily)
+    """A rich table of ``tables.csv`` rows whose cells wrap (never cut with an ellipsis) at any width."""
+    import math
+
+    from rich.table import Table
+
+    from modan_pacs.report.tables import p_value_text
+
+    def number(value: float, digits: int = 4) -> str:
+        return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+    table = Table(title=f"reference: {reference}", title_justify="left")
+    # text columns wrap (fold) at any width; number columns keep their digits whole
+    for name, justify, width in (("dataset", "left", None), ("regime", "left", None), ("method", "left", None),
+                                 ("mean AUC", "right", 6), ("95% CI", "right", 11), ("std", "right", 6),
+                                 ("repeats", "right", 3), ("p (vs reference)", "left", None)):  # fmt: skip
+        table.add_column(name, justify=justify, overflow="fold", min_width=width, no_wrap=width is not None)
+    for row in rows.to_dict(orient="records"):
+        ci = f"{number(row['ci_low'], 3)}-{number(row['ci_high'], 3)}" if number(row["ci_low"]) else ""
+        p_text = "" if row["method"] == reference else p_value_text(row, markdown=False)
+        table.add_row(str(row["dataset"]), str(row["regime"]), str(row["method"]), number(row["mean_auc"]), ci,
+                      number(row["std_auc"]), str(row["n_repeats"]), p_text)  # fmt: skip
+    return table

@@ -92,12 +92,29 @@ class _FeatureStore:
 
 
 def _progress(console=None):
+    """A live bar on a terminal; one line per fold with an ETA otherwise (a log file, a pipe)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    return Progress(
+    from modan_pacs.progress import make_progress
+
+    return make_progress(console, lambda: Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TimeRemainingColumn(), console=console, transient=False,
-    )  # fmt: skip
+    ))  # fmt: skip
+
+
+def _named(data, name: str | None):  # noqa: ANN001, ANN202
+    """``data`` renamed to ``name`` (csv datasets only: the others have their paper names)."""
+    import dataclasses
+    import re
+
+    if name is None:
+        return data
+    if data.name != "csv":
+        raise InputError(f"--name {name!r}: only a csv dataset takes a name (this one is {data.name!r})")
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", name):
+        raise InputError(f"--name {name!r}: letters, digits, '.', '_' or '-' only (it names a folder)")
+    return dataclasses.replace(data, name=name)
 
 
 @dataclass
@@ -206,6 +223,7 @@ def run_benchmark(
     report: bool = True,
     embed_cache: str | Path | None = None,
     console=None,
+    name: str | None = None,
 ) -> Path:
     """Run the paper's downstream protocol and write its report; returns ``out_dir``.
 
@@ -225,6 +243,7 @@ def run_benchmark(
             checkpoint, else the first initialisation).
         report: write ``out_dir/report`` at the end.
         embed_cache: an image cache; with it the report adds a UMAP per pretrained encoder.
+        name: the name of a ``csv`` dataset in folders and tables (default ``csv``).
 
     Raises:
         InputError, ConfigError, DataNotFoundError: bad settings, files or data.
@@ -246,7 +265,7 @@ def run_benchmark(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    data = load_dataset(dataset, data_dir, cfg)
+    data = _named(load_dataset(dataset, data_dir, cfg), name)
     plan, partition, inner = _prepare(data, cfg, specs, out)
     for note in data.notes:
         console.print(f"[dim]{data.name}: {note}[/]")
@@ -265,6 +284,10 @@ def run_benchmark(
         for k in range(1, cfg.folds + 1)
     ]
     todo = [t for t in tasks if not fold_path(out, data.name, t[1], t[0].name, t[2], t[3]).is_file()]
+    console.print(
+        f"{len(tasks)} trainings planned ({len(specs)} init(s) x {len(cfg.regimes)} regime(s) x {cfg.repeats} repeat(s) "
+        f"x {cfg.folds} folds), {len(todo)} to run"
+    )
     if len(todo) < len(tasks):
         console.print(f"resuming: {len(tasks) - len(todo)} of {len(tasks)} folds already done")
     if todo:

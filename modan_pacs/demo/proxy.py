@@ -113,7 +113,8 @@ def wrap_pool_as_export(data_dir: str | Path, out_dir: str | Path, *, seed: int 
     all (no BodyPartExamined, region code or anatomical description), as on a real archive; their
     truth row keeps the anatomy, the index will not find it.
 
-    Returns the truth table (``path, modality, anatomy, anatomy_in_header``) of what was written, for checks.
+    Returns the truth table (``path``: absolute, as the index records it; ``modality, anatomy,
+    anatomy_in_header``) of what was written, for checks.
 
     Raises:
         DataNotFoundError: no ``pool_*/metadata.csv`` under ``data_dir``.
@@ -123,7 +124,7 @@ def wrap_pool_as_export(data_dir: str | Path, out_dir: str | Path, *, seed: int 
 
     from modan_pacs.demo.export import write_dicom_image
 
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    data_dir, out_dir = Path(data_dir), Path(out_dir).absolute()
     pools = sorted(data_dir.glob("pool_*/metadata.csv"))
     if not pools:
         raise DataNotFoundError(f"{data_dir}: no pool_*/metadata.csv (the shared/data pretraining pool)")
@@ -227,6 +228,17 @@ def write_pretrain_seed_tables(tree: Path, out_dir: Path, *, reference: str) -> 
     path = out_dir / "pretrain_seeds.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+def anatomy_agreement(truth: pd.DataFrame, index_frame: pd.DataFrame) -> float:
+    """Share of the written pool images (``truth``: ``path, anatomy``) that the index labelled with
+    their true anatomy and some modality. Paths are compared as real absolute paths, so a relative
+    ``--out`` (truth paths relative, index paths absolute) matches too."""
+    import os
+
+    by_path = index_frame.assign(key=[os.path.realpath(p) for p in index_frame["path"]]).set_index("key")
+    found = truth.assign(key=[os.path.realpath(p) for p in truth["path"]]).join(
+        by_path[["modality_label", "anatomy_label"]], on="key"
+    )
+    return float(((found["anatomy"] == found["anatomy_label"]) & found["modality_label"].notna()).mean())
 
 
 def run_proxy_study(data_dir: str | Path, out_dir: str | Path, *, settings: ProxySettings | None = None, console: Console | None = None) -> Path:
@@ -258,13 +270,10 @@ def run_proxy_study(data_dir: str | Path, out_dir: str | Path, *, settings: Prox
     timed("copy real CT", lambda: copy_real_ct(export / "ct"))
     index = timed("index", lambda: build_index(export, out / "index", workers=s.workers, salt_file=out / "salt"))
     frame = index.tables.frame
-    by_path = frame.set_index("path")[["modality_label", "anatomy_label"]]
-    found = truth.join(by_path, on="path")
-    told = found[found["anatomy_in_header"]]
-    agree = float(((told["anatomy"] == told["anatomy_label"]) & told["modality_label"].notna()).mean())
+    agree = anatomy_agreement(truth[truth["anatomy_in_header"]], frame)
     console.print(
         f"{len(frame)} images indexed; anatomy recovered from the messy headers for {agree:.1%} of the pool images that name it"
-        + (f"; {int((~found['anatomy_in_header']).sum())} written without any anatomy" if s.no_anatomy_share else "")
+        + (f"; {int((~truth['anatomy_in_header']).sum())} written without any anatomy" if s.no_anatomy_share else "")
     )
     n_cached = timed("cache", lambda: cache_index_once(out / "index", out / "cache", size=s.image_size, workers=s.workers))
     console.print(f"{n_cached} cached images")

@@ -15,6 +15,7 @@ of ``paper`` in every later layer).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -108,6 +109,11 @@ def load_encoder(path: str | Path, stem: str | None = None) -> nn.Module:
     The stem is ``stem`` when given, else the run's (``config.yaml`` beside the file, or the
     checkpoint's config), else inferred from the kernel size (3x3 -> ``paper``, 7x7 -> ``authors``).
 
+    Reads a self-describing ``encoder.pt`` (``{"format": "modan-pacs-encoder", "encoder": state dict,
+    "meta": {...}}``), a training checkpoint (its ``encoder`` and ``meta``) or a plain state dict.
+    The module's ``meta`` attribute holds the metadata (``{}`` for a plain state dict); see
+    :func:`modan_pacs.load_encoder` for run and export folders.
+
     Raises:
         InputError: the file is missing, is not a plain state dict, or is not a 1-channel ResNet-18,
             or the stem does not fit its first convolution.
@@ -120,12 +126,14 @@ def load_encoder(path: str | Path, stem: str | None = None) -> nn.Module:
     except Exception as exc:  # pickle errors, truncated files
         raise InputError(f"{path}: not a loadable state dict ({exc.__class__.__name__}: {exc})") from exc
     run_stem = _stem_from_run(path, state)
+    meta: dict[str, Any] = {}
     if isinstance(state, dict) and "encoder" in state and isinstance(state["encoder"], dict):
-        state = state["encoder"]  # a training checkpoint: take its encoder
+        meta = state["meta"] if isinstance(state.get("meta"), dict) else {}
+        state = state["encoder"]  # a self-describing encoder.pt or a training checkpoint: take its encoder
     if not isinstance(state, dict):
         raise InputError(f"{path}: expected a state dict, got {type(state).__name__}")
     inferred = stem_of_state_dict(state)
-    chosen = stem or run_stem or inferred
+    chosen = stem or meta.get("stem") or run_stem or inferred
     if chosen not in STEMS or STEMS[chosen][0] != STEMS[inferred][0]:
         raise InputError(f"{path}: stem {chosen!r} does not fit its {STEMS[inferred][0]}x{STEMS[inferred][0]} first convolution")
     model = build_encoder(chosen)
@@ -135,4 +143,5 @@ def load_encoder(path: str | Path, stem: str | None = None) -> nn.Module:
         raise InputError(
             f"{path}: not a ResNet-18 encoder state dict (missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
         )
+    model.meta = meta  # type: ignore[attr-defined]  # the file's metadata ({} for a plain state dict)
     return model

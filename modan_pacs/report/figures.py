@@ -30,6 +30,31 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
+#: scatter markers paired with colours once there are more groups than colours
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
+LINESTYLES = ["-", "--", ":", "-."]
+
+
+def group_styles(n: int, kinds: list[str] | None = None) -> list[tuple[tuple[float, ...], str]]:
+    """``n`` distinct (colour, marker-or-linestyle) pairs, for any ``n``.
+
+    Up to 10 groups: tab10 colours; up to 20: tab20; beyond, tab20's colours each paired with a
+    different marker (``kinds``: :data:`MARKERS` for scatter, :data:`LINESTYLES` for lines); when
+    even those pairs run out, ``n`` evenly spaced hues (all colours different) with markers cycling.
+    """
+    import matplotlib
+
+    kinds = kinds or MARKERS
+    if n <= 10:
+        return [(matplotlib.colormaps["tab10"](k), kinds[0]) for k in range(n)]
+    if n <= 20 * len(kinds):
+        tab20 = matplotlib.colormaps["tab20"]
+        return [(tab20(k % 20), kinds[k // 20]) for k in range(n)]
+    from matplotlib.colors import hsv_to_rgb
+
+    return [(tuple(hsv_to_rgb((k / n, 0.95 - 0.35 * (k % 2), 0.9 - 0.3 * (k // 2 % 2)))), kinds[k % len(kinds)]) for k in range(n)]
+
+
 def mean_roc(paths: list[str], grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Vertically averaged ROC over folds: each fold's TPR interpolated on ``grid`` (FPR), then
     mean and standard deviation over folds (curves of separately trained models are not pooled)."""
@@ -58,12 +83,13 @@ def plot_roc_curves(tables: ProtocolTables, out_dir: Path) -> list[Path]:
     for (dataset, regime), block in folds.groupby(["dataset", "regime"], sort=True):
         fig, ax = plt.subplots(figsize=(5.2, 5.0))
         rows = tables.rows[(tables.rows["dataset"] == dataset) & (tables.rows["regime"] == regime)]
-        for method in rows["method"]:
+        styles = group_styles(len(rows), LINESTYLES)
+        for method, (color, linestyle) in zip(rows["method"], styles):
             paths = block[block["method"] == method]["path"].tolist()
             mean, std = mean_roc(paths, grid)
             auc = float(rows[rows["method"] == method]["mean_auc"].iloc[0])
             width = 2.4 if method == tables.reference else 1.4
-            (line,) = ax.plot(grid, mean, lw=width, label=f"{method} (AUC {auc:.3f}, {len(paths)} folds)")
+            (line,) = ax.plot(grid, mean, lw=width, color=color, ls=linestyle, label=f"{method} (AUC {auc:.3f}, {len(paths)} folds)")
             ax.fill_between(grid, np.clip(mean - std, 0, 1), np.clip(mean + std, 0, 1), color=line.get_color(), alpha=0.08)
         ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
         ax.set(
@@ -153,16 +179,16 @@ def plot_umap(
     reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(features) - 1), random_state=seed, n_jobs=1)
     coords = reducer.fit_transform(features)
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.0, 5.0))
+    fig, ax = plt.subplots(figsize=(8.0, 5.0))
     labels = pd.Series(groups)
-    cmap = plt.get_cmap("tab20")
-    for k, group in enumerate(sorted(labels.unique())):
+    names = sorted(labels.unique())
+    for group, (color, marker) in zip(names, group_styles(len(names))):
         mask = (labels == group).to_numpy()
-        ax.scatter(coords[mask, 0], coords[mask, 1], s=6, color=cmap(k % 20), label=f"{group} ({mask.sum()})")
+        ax.scatter(coords[mask, 0], coords[mask, 1], s=6, color=color, marker=marker, label=f"{group} ({mask.sum()})")
     ax.set(title=title, xticks=[], yticks=[])
-    ax.legend(fontsize=7, markerscale=2, loc="best")
+    ax.legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=1 + len(names) // 25)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # the legend sits outside the axes
     plt.close(fig)
     return path
 

@@ -7,7 +7,12 @@ From a prediction tree ``<dataset>/<regime>/<method>/repeat_NN/fold_K.csv`` (hea
 - the table's AUC = mean of the repeat summaries (``std_auc``: their sample standard deviation, ddof 1);
 - p-values = :func:`scipy.stats.wilcoxon` (``method="exact"``) on the repeat summaries of the
   reference method and another method, paired by repeat number; one-sided (alternative "reference
-  greater", what the paper printed) and two-sided (what the paper said it computed).
+  greater", what the paper printed) and two-sided (what the paper said it computed). Only with 2 or
+  more paired repeats (with 1 no test is possible: "n/a: 1 repeat"); the smallest attainable p
+  (``1/2**n`` one-sided) is reported beside it, since with few repeats even the most extreme result
+  cannot reach 0.05 (5 repeats: one-sided 0.031, two-sided 0.063);
+- ``ci_low``/``ci_high`` = percentile bootstrap (:func:`scipy.stats.bootstrap`, 9999 resamples,
+  seed 0) 95% interval of the mean AUC over the repeat summaries (spread between training repeats).
 """
 
 from __future__ import annotations
@@ -22,8 +27,19 @@ import pandas as pd
 
 from modan_pacs.errors import InputError
 
-#: columns of ``tables.csv``, in order
-TABLE_COLUMNS = ["dataset", "regime", "method", "mean_auc", "std_auc", "n_repeats", "p_one_sided", "p_two_sided"]
+#: columns of ``tables.csv``, in order. ``n_paired``: repeats paired with the reference;
+#: ``p_min_*``: the smallest p the exact test can give with that many pairs (``1/2**n`` one-sided,
+#: ``2/2**n`` two-sided); ``ci_low``/``ci_high``: bootstrap interval of ``mean_auc`` over repeats.
+TABLE_COLUMNS = [
+    "dataset", "regime", "method", "mean_auc", "std_auc", "n_repeats", "p_one_sided", "p_two_sided",
+    "n_paired", "p_min_one_sided", "p_min_two_sided", "ci_low", "ci_high",
+]  # fmt: skip
+#: fewest paired repeats for which a p-value is reported (with 1 pair no test is possible)
+MIN_PAIRED_REPEATS = 2
+#: bootstrap of the mean AUC over repeats: confidence level, resamples, seed
+CI_LEVEL = 0.95
+CI_RESAMPLES = 9999
+CI_SEED = 0
 
 _REPEAT_RE = re.compile(r"^repeat_(\d+)$")
 _FOLD_RE = re.compile(r"^fold_(\d+)\.csv$")
@@ -152,6 +168,34 @@ def paired_wilcoxon(reference: np.ndarray, other: np.ndarray) -> tuple[float, fl
     return float(one), float(two)
 
 
+def smallest_attainable_p(n_pairs: int) -> tuple[float, float]:
+    """Smallest (one-sided, two-sided) p-value of the exact signed-rank test with ``n_pairs`` pairs:
+    all ``2**n`` sign patterns are equally likely under the null, the most extreme has ``1/2**n``."""
+    if n_pairs < 1:
+        return math.nan, math.nan
+    one = 0.5**n_pairs
+    return one, min(1.0, 2 * one)
+
+
+def bootstrap_mean_ci(values: np.ndarray, *, level: float = CI_LEVEL, n_resamples: int = CI_RESAMPLES,
+                      seed: int = CI_SEED) -> tuple[float, float]:  # fmt: skip
+    """Percentile bootstrap interval of the mean of ``values`` (:func:`scipy.stats.bootstrap`).
+
+    Over repeat summaries it shows how much the mean AUC moves between training repeats on the
+    same fixed partition; it does not cover the sampling of the test images. NaN for fewer than 2 values.
+    """
+    from scipy.stats import bootstrap
+
+    values = np.asarray(values, dtype=float)
+    if values.size < 2:
+        return math.nan, math.nan
+    if np.all(values == values[0]):
+        return float(values[0]), float(values[0])
+    result = bootstrap((values,), np.mean, confidence_level=level, n_resamples=n_resamples, method="percentile",
+                       random_state=np.random.default_rng(seed))  # fmt: skip
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
 def method_order(methods: list[str], reference: str, preferred: list[str] | None = None) -> list[str]:
     """Table order: the reference first, then ``preferred`` (e.g. the run's inits), then the rest
     sorted by name with ``imagenet`` and ``scratch`` last (the paper's order for its five methods)."""
@@ -162,6 +206,22 @@ def method_order(methods: list[str], reference: str, preferred: list[str] | None
             ordered.append(name)
     rest = sorted((m for m in methods if m not in ordered), key=lambda m: (baselines.get(m, 0), m))
     return ordered + rest
+
+
+def _paired_test(ref: pd.Series, values: pd.Series, where: str, reference: str, notes: list[str]) -> tuple[int, float, float]:
+    """(pairs, one-sided p, two-sided p) of ``values`` against the reference, paired by repeat
+    number; p is NaN (with a note) when fewer than :data:`MIN_PAIRED_REPEATS` pairs allow no test."""
+    common = ref.index.intersection(values.index)
+    if len(common) < len(values) or len(common) < len(ref):
+        notes.append(f"{where}: paired on the {len(common)} repeat(s) it shares with {reference}")
+    if len(common) < MIN_PAIRED_REPEATS:
+        plural = "" if len(common) == 1 else "s"
+        notes.append(f"{where}: p n/a: {len(common)} paired repeat{plural} with {reference} (a test needs 2 or more)")
+        return len(common), math.nan, math.nan
+    p_one, p_two = paired_wilcoxon(ref[common].to_numpy(), values[common].to_numpy())
+    if math.isnan(p_one):
+        notes.append(f"{where}: identical to {reference} in every repeat; no p-value")
+    return len(common), p_one, p_two
 
 
 @dataclass
@@ -200,18 +260,11 @@ def compute_tables(tree: str | Path, *, reference: str, order: list[str] | None 
         for method in method_order(methods, reference, order):
             values = block[block["method"] == method].set_index("repeat")["auc"]
             p_one = p_two = math.nan
+            n_paired = 0
             if method != reference:
-                common = ref.index.intersection(values.index)
-                if len(common) < len(values) or len(common) < len(ref):
-                    notes.append(
-                        f"{dataset}/{regime}/{method}: paired on the {len(common)} repeat(s) it shares with {reference}"
-                    )
-                if len(common) == 0:
-                    notes.append(f"{dataset}/{regime}/{method}: no repeat shared with {reference}; no p-value")
-                else:
-                    p_one, p_two = paired_wilcoxon(ref[common].to_numpy(), values[common].to_numpy())
-                    if math.isnan(p_one):
-                        notes.append(f"{dataset}/{regime}/{method}: identical to {reference} in every repeat; no p-value")
+                n_paired, p_one, p_two = _paired_test(ref, values, f"{dataset}/{regime}/{method}", reference, notes)
+            ci_low, ci_high = bootstrap_mean_ci(values.to_numpy())
+            p_min_one, p_min_two = smallest_attainable_p(n_paired) if n_paired >= MIN_PAIRED_REPEATS else (math.nan, math.nan)
             rows.append(
                 {
                     "dataset": dataset,
@@ -222,6 +275,11 @@ def compute_tables(tree: str | Path, *, reference: str, order: list[str] | None 
                     "n_repeats": int(len(values)),
                     "p_one_sided": p_one,
                     "p_two_sided": p_two,
+                    "n_paired": n_paired,
+                    "p_min_one_sided": p_min_one,
+                    "p_min_two_sided": p_min_two,
+                    "ci_low": ci_low,
+                    "ci_high": ci_high,
                 }
             )
     return ProtocolTables(

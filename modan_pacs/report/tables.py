@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .stats import TABLE_COLUMNS, ProtocolTables
+from .stats import MIN_PAIRED_REPEATS, TABLE_COLUMNS, ProtocolTables, smallest_attainable_p
 
 REGIME_TITLES = {"finetune": "Fine-tuning (Table 4)", "linear": "Linear probing (Table 5)"}
 DATASET_TITLES = {"acl": "ACL", "breast": "Breast", "thyroid": "Thyroid"}
@@ -48,17 +48,40 @@ def _bold(text: str, on: bool) -> str:
     return f"**{text}**" if on else text
 
 
+def _is_nan(value) -> bool:  # noqa: ANN001
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def p_value_text(row: pd.Series | dict, *, markdown: bool = True) -> str:
+    """``p 0.0010 one-sided; 0.0020 two-sided`` (p <= 0.05 bold in markdown), or why there is none
+    (``p n/a: 1 repeat``). ``row``: a row of :data:`TABLE_COLUMNS`."""
+    n = int(row["n_paired"])
+    if n < MIN_PAIRED_REPEATS:
+        return f"p n/a: {n} repeat{'' if n == 1 else 's'}"
+    p1, p2 = row["p_one_sided"], row["p_two_sided"]
+    if _is_nan(p1):
+        return "p n/a: identical repeats"
+    return (f"p {_bold(f'{p1:.4f}', markdown and p1 <= SIGNIFICANCE)} one-sided; "
+            f"{_bold(f'{p2:.4f}', markdown and p2 <= SIGNIFICANCE)} two-sided")  # fmt: skip
+
+
 def _cell(row: pd.Series, best: bool, reference: str) -> str:
     auc = _bold(f"{row['mean_auc']:.4f}", best)
+    if not _is_nan(row["ci_low"]):
+        auc += f" [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
     if row["method"] == reference:
         return auc
-    p1, p2 = row["p_one_sided"], row["p_two_sided"]
-    if isinstance(p1, float) and math.isnan(p1):
-        return f"{auc} (p n/a)"
-    return (
-        f"{auc} (p {_bold(f'{p1:.4f}', p1 <= SIGNIFICANCE)} one-sided; "
-        f"{_bold(f'{p2:.4f}', p2 <= SIGNIFICANCE)} two-sided)"
-    )
+    return f"{auc} ({p_value_text(row)})"
+
+
+def _attainable_note(block: pd.DataFrame) -> list[str]:
+    """One line per number of paired repeats in the block: the smallest p the exact test can reach."""
+    lines = []
+    for n in sorted({int(n) for n in block["n_paired"] if n >= MIN_PAIRED_REPEATS}):
+        one, two = smallest_attainable_p(n)
+        reach = "" if two <= SIGNIFICANCE else (" (two-sided cannot reach 0.05)" if one <= SIGNIFICANCE else " (cannot reach 0.05)")
+        lines.append(f"With {n} paired repeats the smallest attainable p is {one:.4g} one-sided, {two:.4g} two-sided{reach}.")
+    return lines
 
 
 def render_markdown(tables: ProtocolTables) -> str:
@@ -72,9 +95,9 @@ def render_markdown(tables: ProtocolTables) -> str:
     lines = [
         "# Downstream results",
         "",
-        f"Reference method: `{tables.reference}`. AUC = mean over repeats of the per-repeat mean fold AUC; "
-        "p = exact Wilcoxon signed-rank test on the repeat summaries, paired by repeat "
-        "(one-sided: reference greater; two-sided).",
+        f"Reference method: `{tables.reference}`. AUC = mean over repeats of the per-repeat mean fold AUC "
+        "[95% percentile bootstrap interval over repeats]; p = exact Wilcoxon signed-rank test on the repeat "
+        "summaries, paired by repeat (one-sided: reference greater; two-sided), reported from 2 paired repeats.",
         "",
     ]
     regimes = [r for r in REGIME_TITLES if r in set(rows["regime"])] + sorted(set(rows["regime"]) - set(REGIME_TITLES))
@@ -98,6 +121,9 @@ def render_markdown(tables: ProtocolTables) -> str:
             n = int(block[block["method"] == method]["n_repeats"].max())
             lines.append(f"| {method} ({n} repeat{'' if n == 1 else 's'}) | " + " | ".join(cells) + " |")
         lines.append("")
+        attainable = _attainable_note(block)
+        if attainable:
+            lines += [*attainable, ""]
     if tables.notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in tables.notes] + [""]
     return "\n".join(lines)

@@ -13,6 +13,9 @@ import torch
 from modan_pacs.errors import InputError
 
 FORMAT_VERSION = 1
+#: ``format`` of a self-describing encoder file: ``{"format", "format_version", "encoder", "meta"}``
+ENCODER_FORMAT = "modan-pacs-encoder"
+ENCODER_FORMAT_VERSION = 1
 
 
 def capture_rng() -> dict[str, Any]:
@@ -63,3 +66,100 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_VERSION or "model" not in ckpt:
         raise InputError(f"{path}: not a modan-pacs pretraining checkpoint (format {FORMAT_VERSION})")
     return ckpt
+
+
+#: how the encoder expects its input (written into every encoder's metadata and model card)
+INTENSITY = {
+    "input": "float32 (B, 1, H, W) in [0, 1]",
+    "from_uint8": "x / 255",
+    "normalisation": "none (no mean/std subtraction)",
+    "display_mapping": (
+        "CT: a window per anatomy (modan_pacs.pixels.windows); others: the header's VOI LUT or first window, "
+        "else the full stored range (<= 8 bits) or the image's min..max; MONOCHROME1 inverted; colour -> BT.601 luma"
+    ),
+}
+
+
+def _git(*args: str) -> str | None:
+    """Output of ``git -C REPO_ROOT ARGS`` in a git checkout, else None (no checkout, no git)."""
+    import subprocess
+
+    from modan_pacs.paths import REPO_ROOT
+
+    if not (REPO_ROOT / ".git").exists():
+        return None
+    try:
+        done = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def code_version() -> dict[str, Any]:
+    """The package version and, in a git checkout, the commit and whether tracked files differ from it
+    (``git_commit`` None when not a checkout or git is absent)."""
+    from modan_pacs import __version__
+
+    commit = _git("rev-parse", "HEAD") or None
+    status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"package": __version__, "git_commit": commit, "dirty": bool(status) if commit else None}
+
+
+def stem_detail(stem: str) -> str:
+    """``"conv1 7x7 stride 2 padding 3, with max-pool"``."""
+    from modan_pacs.models.encoder import STEMS
+
+    kernel, stride, padding, maxpool = STEMS[stem]
+    return f"conv1 {kernel}x{kernel} stride {stride} padding {padding}, {'with' if maxpool else 'no'} max-pool"
+
+
+def encoder_metadata(
+    config: dict[str, Any], *, label_names: list[str], label_counts: list[int], n_images: int, epochs_done: int
+) -> dict[str, Any]:
+    """What an encoder file says about itself; plain types only, so it loads with ``weights_only=True``.
+
+    Args:
+        config: the resolved pretraining config (``PretrainConfig.to_dict()``).
+        label_names: the multi-hot columns of the training cache (``modality:CT``, ``anatomy:brain``, ...).
+        label_counts: training images carrying each label, same order.
+        n_images: images in the training cache.
+        epochs_done: epochs trained so far.
+    """
+    stem = config["model"]["stem"]
+    return {
+        "architecture": "resnet18",
+        "stem": stem,
+        "stem_detail": stem_detail(stem),
+        "in_channels": 1,
+        "input_size": int(config["data"]["size"]),
+        "feature_dim": 512,
+        "intensity": dict(INTENSITY),
+        "method": {"loss": config["loss"]["name"], "head": config["model"]["head"]},
+        "labels": {"names": list(label_names), "counts": [int(c) for c in label_counts], "n_images": int(n_images)},
+        "epochs_done": int(epochs_done),
+        "config": copy_plain(config),
+        "code_version": code_version(),
+    }
+
+
+def copy_plain(value: Any) -> Any:
+    """A deep copy made of dict / list / str / int / float / bool / None only (tuples become lists).
+
+    Raises:
+        TypeError: a value of another type (it would not load with ``weights_only=True``).
+    """
+    if isinstance(value, dict):
+        return {str(k): copy_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [copy_plain(v) for v in value]
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    raise TypeError(f"metadata value {value!r} of type {type(value).__name__} is not a plain type")
+
+
+def encoder_file(state: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """The content of a self-describing ``encoder.pt`` (read by :func:`modan_pacs.models.load_encoder`);
+    ``config`` repeats ``meta["config"]`` at the top level, where training checkpoints keep theirs."""
+    meta = copy_plain(meta)
+    return {"format": ENCODER_FORMAT, "format_version": ENCODER_FORMAT_VERSION, "encoder": state, "meta": meta,
+            "config": meta.get("config")}  # fmt: skip

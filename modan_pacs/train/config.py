@@ -199,7 +199,10 @@ def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. train.epochs=10)")
-        value = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: value is not a YAML scalar or list ({str(exc).splitlines()[0]})") from None
         parts = key.strip().split(".")
         node = nested
         for part in parts[:-1]:
@@ -220,34 +223,98 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def resolve_config(data: dict[str, Any] | None = None, overrides: list[str] | None = None, source: str = "config") -> PretrainConfig:
-    """Validate ``data`` (a YAML mapping) with ``overrides`` applied on top."""
-    merged = _merge(data or {}, parse_overrides(overrides))
-    try:
-        return PretrainConfig.model_validate(merged)
-    except ValidationError as exc:
-        raise _format_error(exc, source) from None
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+def _blamed_override(loc: tuple[Any, ...], overrides: list[str] | None) -> str | None:
+    """The override that set the key at ``loc`` (or a key inside it), if one did: errors there are its fault."""
+    key = ".".join(str(p) for p in loc)
+    if not key:
+        return None
+    for item in reversed(overrides or []):
+        name = item.partition("=")[0].strip()
+        if name == key or name.startswith(key + ".") or key.startswith(name + "."):
+            return item
+    return None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PretrainConfig:
-    """Read a pretraining YAML (``None`` = shipped ``configs/pretrain_modan.yaml``) and apply overrides.
+def value_sources(data: dict[str, Any] | None, overrides: list[str] | None, cfg: PretrainConfig) -> dict[str, str]:
+    """Where each resolved value came from: ``{"train.epochs": "override", "seed": "file", "data.size": "default", ...}``."""
+    from_file = set(flatten_config(data or {}))
+    from_override = set(flatten_config(parse_overrides(overrides)))
+    return {
+        key: "override" if key in from_override else "file" if key in from_file else "default"
+        for key in flatten_config(cfg.to_dict())
+    }
+
+
+def flatten_config(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten_config(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def find_config_file(path: str | Path | None) -> Path:
+    """A config path as given if it exists, else a shipped config by bare name (``pretrain_tiny`` or
+    ``pretrain_tiny.yaml``) from any folder; ``None`` = shipped ``pretrain_modan.yaml``.
 
     Raises:
-        ConfigError: unreadable YAML, unknown keys (with a suggestion), bad values.
+        ConfigError: neither a file nor a shipped name (the shipped names are listed).
     """
     from modan_pacs.paths import config_path
 
     if path is None:
-        path = config_path("pretrain_modan.yaml")
+        return config_path("pretrain_modan.yaml")
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+    if path.is_file():
+        return path
+    if path.parent == Path("."):
+        for name in (path.name, f"{path.name}.yaml"):
+            try:
+                return config_path(name)
+            except FileNotFoundError:
+                continue
+    shipped = sorted(p.stem for p in config_path("pretrain_modan.yaml").parent.glob("pretrain_*.yaml"))
+    raise ConfigError(f"{path}: config file not found (nor a shipped config; shipped: {', '.join(shipped)})")
+
+
+def read_config_file(path: str | Path | None) -> tuple[Path, dict[str, Any]]:
+    """(path, mapping) of a pretraining YAML found by :func:`find_config_file`.
+
+    Raises:
+        ConfigError: not found, not valid YAML, or not a mapping.
+    """
+    path = find_config_file(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
+    return path, data
+
+
+def resolve_config(data: dict[str, Any] | None = None, overrides: list[str] | None = None, source: str = "config") -> PretrainConfig:
+    """Validate ``data`` (a YAML mapping) with ``overrides`` applied on top."""
+    merged = _merge(data or {}, parse_overrides(overrides))
+    try:
+        return PretrainConfig.model_validate(merged)
+    except ValidationError as exc:
+        blamed = _blamed_override(tuple(exc.errors()[0]["loc"]), overrides)
+        raise _format_error(exc, f"override {blamed!r}" if blamed else source) from None
+    except ConfigError as exc:  # raised by a loss's own parameter check
+        blamed = _blamed_override(("loss",), overrides)
+        raise ConfigError(f"{f'override {blamed!r}' if blamed else source}: {exc}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PretrainConfig:
+    """Read a pretraining YAML (a path, a shipped name such as ``pretrain_tiny``, or ``None`` =
+    shipped ``pretrain_modan.yaml``) and apply overrides.
+
+    Raises:
+        ConfigError: config not found, unreadable YAML, unknown keys (with a suggestion), bad values
+            (blamed on the override that set them, else on the file).
+    """
+    path, data = read_config_file(path)
     return resolve_config(data, overrides, source=str(path))

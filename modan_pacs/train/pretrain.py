@@ -35,8 +35,9 @@ from torch import nn
 from modan_pacs.errors import ConfigError, InputError
 from modan_pacs.losses import CONTRASTIVE, build_loss
 from modan_pacs.models import EncoderWithHead, build_encoder, build_head, encoder_state_dict
+from modan_pacs.progress import format_eta
 
-from .checkpoint import FORMAT_VERSION, capture_rng, load_checkpoint, restore_rng, save_atomic
+from .checkpoint import FORMAT_VERSION, capture_rng, encoder_file, encoder_metadata, load_checkpoint, restore_rng, save_atomic
 from .config import PretrainConfig, load_config, resolve_config
 from .distributed import DistEnv, all_gather_objects, barrier, gather_with_grad, init_distributed
 from .schedule import build_optimizer, build_scheduler
@@ -230,6 +231,8 @@ class TrainSetup:
     """:class:`~modan_pacs.data.BatchTwoViewAugment` with ``data.augment_on=device``, else None."""
     start_epoch: int = 0
     global_step: int = 0
+    describe: dict[str, Any] = field(default_factory=dict)
+    """What ``encoder.pt``'s metadata says of the data: label names and counts, number of images."""
 
     @property
     def steps_per_epoch(self) -> int:
@@ -337,6 +340,11 @@ def build_training(cfg: PretrainConfig, data_dir: Path, env: DistEnv, *, start_e
         channels_last=channels_last, contrastive=contrastive, targets=targets, arch=arch,
         augmenter=BatchTwoViewAugment(cfg.data.size, seed=cfg.seed) if cfg.data.augment_on == "device" else None,
         start_epoch=start_epoch,
+        describe={
+            "label_names": list(cache.vocabulary.label_names),
+            "label_counts": np.asarray(cache.labels).sum(axis=0).round().astype(int).tolist(),
+            "n_images": len(cache),
+        },
     )
 
 
@@ -510,6 +518,7 @@ def _run(cfg: PretrainConfig, data_dir: Path, out_dir: Path, env: DistEnv, ckpt:
 
     history: list[dict[str, float]] = []
     bar = _progress(progress and env.is_main)
+    loop_start = time.perf_counter()
     with bar:
         for epoch in range(start_epoch, cfg.train.epochs):
             row = _train_epoch(setup, epoch, writer=writer, global_step=global_step, bar=bar)
@@ -522,18 +531,22 @@ def _run(cfg: PretrainConfig, data_dir: Path, out_dir: Path, env: DistEnv, ckpt:
                     "config": cfg.to_dict(), "model": unwrap(model).state_dict(),
                     "encoder": encoder_state_dict(unwrap(model).encoder), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_states,
+                    "meta": encoder_metadata(cfg.to_dict(), epochs_done=epoch + 1, **setup.describe),
                 }
                 save_atomic(state, out_dir / "checkpoints" / "last.pt")
                 _write_metrics(out_dir / "metrics.csv", [row], keep_until_epoch=epoch if (ckpt or epoch > 0) else None)
                 writer.add_scalar("epoch/loss", row["loss"], epoch + 1)
                 writer.add_scalar("epoch/images_per_s", row["images_per_s"], epoch + 1)
                 writer.flush()
-                log.info("epoch %d/%d loss %.4f lr %.4g %.1f images/s", epoch + 1, cfg.train.epochs, row["loss"], row["lr"], row["images_per_s"])
+                eta = (time.perf_counter() - loop_start) / len(history) * (cfg.train.epochs - epoch - 1)
+                log.info("epoch %d/%d loss %.4f lr %.4g %.1f images/s, ETA %s", epoch + 1, cfg.train.epochs, row["loss"], row["lr"],
+                         row["images_per_s"], format_eta(eta))
             barrier()
 
     encoder_path = out_dir / "encoder.pt"
     if env.is_main:
-        save_atomic(encoder_state_dict(unwrap(model).encoder), encoder_path)
+        meta = encoder_metadata(cfg.to_dict(), epochs_done=start_epoch + len(history), **setup.describe)
+        save_atomic(encoder_file(encoder_state_dict(unwrap(model).encoder), meta), encoder_path)
         if writer is not None:
             writer.close()
     barrier()
@@ -541,7 +554,9 @@ def _run(cfg: PretrainConfig, data_dir: Path, out_dir: Path, env: DistEnv, ckpt:
 
 
 def _progress(enabled: bool):  # noqa: ANN202
-    if not enabled:
+    from rich.console import Console
+
+    if not enabled or not Console().is_terminal:  # off a terminal: the per-epoch log line (with ETA) instead
         return _NoProgress()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

@@ -21,6 +21,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
                   ["--dataset", "breast", "--init", "scratch", "--data-dir", "{missing}", "--out", "{tmp}/o"]),
     "cache": (["--out", "{tmp}/o", "--size", "abc"], ["--out", "{tmp}/o", "--index", "{missing}"]),
     "demo": (["--epochs", "abc"], ["--out", "{file}/sub"]),  # demo reads no input: an OUT that cannot exist
+    "export": (["{tmp}", "--out"], ["{missing}", "--out", "{tmp}/o"]),  # a value-taking option without its value
     "index": (["--workers", "abc", "{tmp}"], ["{missing}", "--out", "{tmp}/o"]),
     "labels": (["{tmp}", "--vocab"], ["{missing}"]),  # no typed option: a value-taking option without its value
     "minirin": (["{tmp}", "--out", "{tmp}/o", "--per-class", "abc"], ["{missing}", "--out", "{tmp}/o"]),

@@ -5,17 +5,35 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from modan_pacs.demo.proxy import ProxySettings, run_proxy_study, wrap_pool_as_export
+from modan_pacs.demo.proxy import ProxySettings, anatomy_agreement, run_proxy_study, wrap_pool_as_export
+
+
+def test_anatomy_agreement_matches_relative_truth_paths_to_absolute_index_paths(tmp_path, monkeypatch):
+    """The proxy study's "anatomy recovered for X% of the pool" with a relative --out (was 0.0%)."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("a", "b", "c"):
+        (tmp_path / "out" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "out" / name).touch()
+    truth = pd.DataFrame({"path": ["out/a", "out/b", "out/c"], "modality": "MR", "anatomy": ["knee", "brain", "knee"]})
+    index = pd.DataFrame({
+        "path": [str(tmp_path / "out" / n) for n in ("c", "a", "b")],
+        "modality_label": ["MR", "MR", None], "anatomy_label": ["knee", "knee", "brain"],
+    })  # fmt: skip
+    assert anatomy_agreement(truth, index) == pytest.approx(2 / 3)  # b: no modality label
+    index.loc[2, "modality_label"] = "MR"
+    assert anatomy_agreement(truth, index) == 1.0
 
 
 @pytest.mark.data
-def test_wrapped_pool_keeps_labels_through_messy_headers(shared_data, tmp_path):
-    """Every pool image, written with messy headers, is indexed with its true modality and anatomy."""
+def test_wrapped_pool_keeps_labels_through_messy_headers(shared_data, tmp_path, monkeypatch):
+    """Every pool image, written with messy headers (into a relative folder), is indexed with its true modality and anatomy."""
     from modan_pacs.ingest import build_index
 
-    truth = wrap_pool_as_export(shared_data, tmp_path / "export", seed=0)
+    monkeypatch.chdir(tmp_path)
+    truth = wrap_pool_as_export(shared_data, "export", seed=0)
     assert len(truth) == sum(len(pd.read_csv(p)) for p in shared_data.glob("pool_*/metadata.csv"))
-    report = build_index(tmp_path / "export", tmp_path / "index", workers=1, salt_file=tmp_path / "salt")
+    report = build_index("export", "index", workers=1, salt_file=tmp_path / "salt")
+    assert anatomy_agreement(truth, report.tables.frame) == 1.0
     indexed = report.tables.frame.set_index("path")[["modality", "modality_label", "anatomy_label", "anatomy_source"]]
     found = truth.join(indexed.rename(columns={"modality": "header_modality"}), on="path")
     assert found["header_modality"].notna().all(), "a wrapped pool image is missing from the index"

@@ -198,3 +198,82 @@ def test_repeat_auc_figure_has_a_panel_per_dataset_and_regime_with_results(tmp_p
         plt.Figure.savefig = real_savefig
     assert path.stat().st_size > 0
     assert captured["titles"] == ["a / finetune", "b / finetune", "a / linear"]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 6])
+def test_smallest_attainable_p_matches_enumeration(n):
+    from modan_pacs.report.stats import smallest_attainable_p
+
+    a = np.arange(1.0, n + 1)
+    one, two = slow_exact_wilcoxon(a + np.linspace(0.1, 0.5, n), a)  # every difference positive: the extreme
+    assert smallest_attainable_p(n) == (pytest.approx(one, abs=1e-12), pytest.approx(two, abs=1e-12))
+
+
+def test_one_repeat_gives_no_p_value_and_says_why(tmp_path):
+    from modan_pacs.report.tables import render_markdown
+
+    tree = write_tree(tmp_path, {"ref": [[0.4] * 2], "other": [[0.1] * 2]})
+    tables = compute_tables(tree, reference="ref")
+    row = tables.rows.set_index("method").loc["other"]
+    assert row.n_paired == 1 and math.isnan(row.p_one_sided) and math.isnan(row.p_two_sided)
+    assert math.isnan(row.p_min_one_sided) and math.isnan(row.ci_low)
+    md = render_markdown(tables)
+    assert "(p n/a: 1 repeat)" in md and "1.0000" not in md and "0.5000" not in md
+    assert any("p n/a: 1 paired repeat" in note for note in tables.notes)
+
+
+def test_few_repeats_note_the_smallest_attainable_p(tmp_path):
+    from modan_pacs.report.tables import render_markdown
+
+    tree = write_tree(tmp_path, {"ref": [[0.4] * 2] * 3, "other": [[0.1] * 2] * 3})
+    tables = compute_tables(tree, reference="ref")
+    row = tables.rows.set_index("method").loc["other"]
+    assert (row.n_paired, row.p_min_one_sided, row.p_min_two_sided) == (3, 0.125, 0.25)
+    assert "smallest attainable p is 0.125 one-sided, 0.25 two-sided (cannot reach 0.05)" in render_markdown(tables)
+
+
+def test_bootstrap_interval_of_the_mean_auc():
+    from modan_pacs.report.stats import bootstrap_mean_ci
+
+    # two values: resampled means are a, (a+b)/2, b with probabilities 1/4, 1/2, 1/4
+    low, high = bootstrap_mean_ci(np.array([0.6, 0.8]))
+    assert (low, high) == (pytest.approx(0.6), pytest.approx(0.8))
+    # an independent percentile bootstrap with numpy
+    values = np.random.default_rng(3).normal(0.75, 0.03, 10)
+    rng = np.random.default_rng(99)
+    means = values[rng.integers(0, 10, size=(200_000, 10))].mean(axis=1)
+    expected = np.percentile(means, [2.5, 97.5])
+    assert np.allclose(bootstrap_mean_ci(values), expected, atol=2e-3)
+    assert all(math.isnan(v) for v in bootstrap_mean_ci(np.array([0.7])))
+    assert bootstrap_mean_ci(np.array([0.7, 0.7, 0.7])) == (0.7, 0.7)
+
+
+def test_terminal_table_wraps_long_method_names_instead_of_cutting_them(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from modan_pacs.cli.commands.report import results_table
+
+    long = "minirin-simclr-with-a-very-long-name"
+    tree = write_tree(tmp_path, {"ref": [[0.4] * 2] * 2, long: [[0.1] * 2] * 2, long + "-2": [[0.1] * 2] * 2})
+    rows = compute_tables(tree, reference="ref").rows
+    for width in (60, 80):
+        buffer = io.StringIO()
+        Console(file=buffer, width=width).print(results_table(rows, "ref"))
+        text = buffer.getvalue()
+        assert "…" not in text and "..." not in text
+        method_column = "".join(line.split("│")[3].strip() for line in text.splitlines() if line.count("│") > 3)
+        assert long in method_column and long + "-2" in method_column
+
+
+@pytest.mark.parametrize("n", [3, 10, 11, 20, 25, 199, 200, 201, 450])
+def test_group_styles_stay_distinct_for_any_number_of_labels(n):
+    from modan_pacs.report.figures import LINESTYLES, group_styles
+
+    styles = group_styles(n)
+    assert len(styles) == n and len({(tuple(c), m) for c, m in styles}) == n
+    if n > 200:  # past tab20 x markers: every colour itself differs
+        assert len({tuple(c) for c, _ in styles}) == n
+    lines = group_styles(n, LINESTYLES)
+    assert len({(tuple(c), m) for c, m in lines}) == n

@@ -114,7 +114,7 @@ def test_run_folder_contents_and_exported_encoder(tmp_path, cache16):
     assert [r["epoch"] for r in rows] == ["1"] and float(rows[0]["images_per_s"]) > 0
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["arch"]["head"] == "mlp"
-    state = torch.load(result.encoder_path, weights_only=True)
+    state = torch.load(result.encoder_path, weights_only=True)["encoder"]  # beside "meta" (tests/export)
     reference = resnet18(weights=None)
     reference.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
     missing, unexpected = reference.load_state_dict(state, strict=False)
@@ -136,8 +136,8 @@ def test_resume_continues_exactly(tmp_path, cache16):
     assert resumed.start_epoch == 1
     full_rows, cut_rows = read_metrics(tmp_path / "full" / "metrics.csv"), read_metrics(tmp_path / "cut" / "metrics.csv")
     assert [(r["epoch"], r["step"], r["loss"], r["lr"]) for r in cut_rows] == [(r["epoch"], r["step"], r["loss"], r["lr"]) for r in full_rows]
-    a = torch.load(full.encoder_path, weights_only=True)
-    b = torch.load(resumed.encoder_path, weights_only=True)
+    a = torch.load(full.encoder_path, weights_only=True)["encoder"]
+    b = torch.load(resumed.encoder_path, weights_only=True)["encoder"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
