@@ -48,6 +48,17 @@ for _info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.nam
     importlib.import_module(f"{commands.__name__}.{_info.name}").register(app)
 
 
+def _quiet_pydicom() -> None:
+    """Keep pydicom's own warnings and log records off the terminal. They quote raw header bytes of a
+    user's files (identifying values included) and, for a failed decoder plugin, a traceback; what
+    they say about a file is recorded by the command itself (``errors.parquet`` with a reason)."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+    logging.getLogger("pydicom").propagate = False  # pydicom's own NullHandler stays
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI. Nothing reaches the terminal as a traceback:
 
@@ -57,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     - anything unexpected: one line naming the exception and the log file that holds its traceback
       (:func:`crash_log_dir`), exit 1.
     """
+    _quiet_pydicom()
     try:
         rv = app(args=argv, standalone_mode=False)
     except ModanPacsError as exc:

@@ -101,11 +101,15 @@ def _what_is_it(entry: os.DirEntry) -> tuple[str, str] | None:
 
 def dicomdir_missing_files(dicomdir: Path) -> list[str]:
     """Files a DICOMDIR references (ReferencedFileID) that do not exist; [] if it cannot be parsed."""
+    import warnings
+
     from pydicom import dcmread
 
     try:
-        ds = dcmread(dicomdir, force=True)
-        records = ds.DirectoryRecordSequence
+        with warnings.catch_warnings():  # pydicom's warnings quote raw values of a corrupt DICOMDIR
+            warnings.simplefilter("ignore")
+            ds = dcmread(dicomdir, force=True)
+            records = list(ds.DirectoryRecordSequence)
     except Exception:
         return []
     base = dicomdir.parent

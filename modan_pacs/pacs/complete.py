@@ -19,8 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modan_pacs.errors import InputError
+from modan_pacs.pacs.query import INDEX_COLUMNS
 
-# header attributes taken from the file (everything the labels and the image checks use)
+# header attributes taken from the file: every index column but identifiers and where it lives
+FILE_COLUMNS = tuple(
+    c for c in INDEX_COLUMNS
+    if c not in {"sop_instance_uid", "series_instance_uid", "study_instance_uid", "patient_hash", "path", "location", "size", "mtime"}
+)
 FILE_COLUMNS = (
     "modality",
     "body_part_examined",
@@ -85,14 +90,16 @@ def complete_labels(index_dir: str | Path, store_dir: str | Path) -> LabelComple
         if path is None:
             continue
         record = read_header(str(path), b"")  # salt unused: the row keeps its C-FIND PatientID hash
-        if record.get("sop_instance_uid") != str(uid):  # header not read (a file without pixels still has one)
+        if record.get("error") == "no_pixel_data":  # read, but an error record keeps no header values: the row goes
+            no_pixels.append(position)
+            completed += 1
+            continue
+        if record.get("error") or record.get("sop_instance_uid") != str(uid):  # header not read
             unreadable += 1
             continue
         for column in FILE_COLUMNS:
             frame.iat[position, frame.columns.get_loc(column)] = record.get(column)
         completed += 1
-        if record.get("error") == "no_pixel_data":
-            no_pixels.append(position)
     dropped = frame.iloc[no_pixels]
     errors = pd.concat([
         tables.errors,

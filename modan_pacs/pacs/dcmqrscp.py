@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from modan_pacs.errors import PacsError
-from modan_pacs.pacs.orthanc import free_port
+from modan_pacs.pacs.orthanc import LocalServer, free_port
 
 DCMQRSCP_AET = "DCMQRSCP"
 
@@ -116,7 +116,7 @@ def association_profile(stored: Iterable[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-class DcmqrscpServer:
+class DcmqrscpServer(LocalServer):
     """One dcmqrscp process serving ``files`` (copied and indexed) from a temporary folder.
 
     Args:
@@ -126,6 +126,8 @@ class DcmqrscpServer:
         port: fixed port (default: a free one). workdir: default a new temporary folder.
         extra_args: more dcmqrscp options, e.g. ``["-xs"]`` to propose JPEG lossless on C-MOVE.
     """
+
+    stop_grace = 5.0
 
     def __init__(
         self,
@@ -217,22 +219,3 @@ class DcmqrscpServer:
                 time.sleep(0.02)
         self.stop()
         raise PacsError(f"dcmqrscp on port {self.port} was not ready after {self.ready_timeout:.0f} s")
-
-    def stop(self, *, remove: bool | None = None) -> None:
-        """SIGTERM the process group (the server and any forked children); remove our temporary folder."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
-        self.process = None
-        if (self._own_workdir if remove is None else remove) and self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> DcmqrscpServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()

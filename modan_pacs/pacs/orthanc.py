@@ -44,7 +44,43 @@ def find_orthanc() -> str | None:
     return ORTHANC_BINARY if Path(ORTHANC_BINARY).is_file() else None
 
 
-class OrthancServer:
+class LocalServer:
+    """A PACS server process of ours (its own process group) in ``workdir``: stop and context manager.
+
+    Subclasses set ``process``, ``workdir`` and ``_own_workdir`` and define ``start()``.
+    """
+
+    process: subprocess.Popen | None = None
+    workdir: Path | None = None
+    _own_workdir: bool = False
+    stop_grace: float = 12.0
+    """Seconds between SIGTERM and SIGKILL."""
+
+    def start(self):  # noqa: ANN201
+        raise NotImplementedError
+
+    def stop(self, *, remove: bool | None = None, grace: float | None = None) -> None:
+        """SIGTERM the process group (the server and any forked children), wait up to ``grace``
+        seconds (default ``stop_grace``), then SIGKILL; remove the temporary folder if we made it."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=self.stop_grace if grace is None else grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self.process = None
+        if (self._own_workdir if remove is None else remove) and self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self):  # noqa: ANN204
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class OrthancServer(LocalServer):
     """One Orthanc process with its own storage in a temporary folder.
 
     Args:
@@ -182,21 +218,3 @@ class OrthancServer:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
 
-    def stop(self, *, remove: bool | None = None, grace: float = 12.0) -> None:
-        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; remove the temporary folder if we made it."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self.process = None
-        if (self._own_workdir if remove is None else remove) and self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> OrthancServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
