@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from modan_pacs.errors import DataNotFoundError, InputError
+from modan_pacs.fileio import IMAGE_SUFFIXES, gray_array, is_missing
 
 from .config import TIRADS_ORDER, BenchmarkConfig
 from .near_duplicates import PAIR_COLUMNS, discordant, find_near_duplicates, identical_pairs
@@ -46,7 +47,6 @@ LAYOUTS = {
     "acl": "train/ and valid/ with axial/, coronal/, sagittal/ NNNN.npy volumes, plus train-acl.csv and valid-acl.csv (id,label; no header)",
     "csv": "a CSV file (or a folder holding labels.csv) with columns path,label and optionally patient_id",
 }
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 @dataclass
@@ -178,7 +178,7 @@ def _finish(name: str, frame: pd.DataFrame, root: Path, notes: list[str], cfg: B
 
 def tirads_label(score: str | None, cutoff: str) -> int | None:
     """1 if the TI-RADS ``score`` is at or above ``cutoff``, 0 below, None when absent or unknown."""
-    if score is None or (isinstance(score, float) and np.isnan(score)):
+    if is_missing(score):
         return None
     text = str(score).strip().lower()
     if text not in TIRADS_ORDER:
@@ -454,10 +454,7 @@ def load_pixels(record: pd.Series | dict) -> np.ndarray:
                     left, top, right, bottom = record["box"]
                     out = out[top:bottom, left:right]
                 return np.clip(out, 0, 1)[None]
-            gray = image.convert("L")
-            if record.get("box") is not None:
-                gray = gray.crop(tuple(record["box"]))
-            return (np.asarray(gray, dtype=np.float32) / 255.0)[None]
+            return (gray_array(image, box=record.get("box")).astype(np.float32) / 255.0)[None]
     except OSError as exc:
         raise InputError(f"{path}: cannot decode image ({exc})") from exc
 

@@ -19,7 +19,6 @@ every initialisation and regime, so comparisons are paired.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import pandas as pd
 import yaml
 
 from modan_pacs.errors import InputError
+from modan_pacs.fileio import atomic_write
 
 from .config import RESULT_FIELDS, BenchmarkConfig, load_benchmark_config
 from .datasets import DownstreamDataset, load_dataset, preprocess
@@ -50,9 +50,8 @@ def fold_path(out_dir: Path, dataset: str, regime: str, init: str, repeat: int, 
 def write_predictions(path: Path, preds: np.ndarray, labels: np.ndarray) -> None:
     """Write a ``preds,labels`` CSV atomically (a killed run never leaves a half-written fold)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".csv.tmp")
-    pd.DataFrame({"preds": preds, "labels": labels.astype(int)}).to_csv(tmp, index=False, float_format="%.8g")
-    os.replace(tmp, path)
+    frame = pd.DataFrame({"preds": preds, "labels": labels.astype(int)})
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.8g"))
 
 
 def _check_config(path: Path, cfg: BenchmarkConfig) -> None:

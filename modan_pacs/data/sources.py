@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from modan_pacs.errors import DataNotFoundError, InputError
-from modan_pacs.pixels.build import IMAGE_SUFFIXES, CacheBuildResult, CacheSettings, build_cache, plan_record_units
+from modan_pacs.fileio import IMAGE_SUFFIXES
+from modan_pacs.pixels.build import CacheBuildResult, CacheSettings, build_cache, plan_record_units
 from modan_pacs.pixels.windows import load_ct_windows
 
 __all__ = [

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from modan_pacs.errors import InputError
+from modan_pacs.fileio import load_gray
 
 SOP_CLASS_BY_MODALITY = {
     "CT": "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
@@ -238,10 +239,7 @@ def export_plan(n_patients: int = 12, seed: int = 0) -> list[dict]:
 def _phantom(size: int, modality: str, rng: np.random.Generator, sources: Sequence[Path] | None, k: int) -> np.ndarray:
     """A small image: a real PNG from ``sources`` (resized) or a synthetic ellipse phantom."""
     if sources:
-        from PIL import Image
-
-        with Image.open(sources[k % len(sources)]) as im:
-            arr = np.asarray(im.convert("L").resize((size, size)))
+        arr = load_gray(sources[k % len(sources)], size=size)
         return arr.astype(np.uint16) * 16 if modality in ("CT", "MR", "PT", "NM") else arr.astype(np.uint8)
     yy, xx = np.mgrid[-1:1:size * 1j, -1:1:size * 1j]
     a, b = rng.uniform(0.5, 0.9, size=2)

@@ -34,6 +34,7 @@ import pandas as pd
 from rich.console import Console
 
 from modan_pacs.errors import DataNotFoundError
+from modan_pacs.fileio import load_gray
 
 #: pool folder -> ways a hospital might write its anatomy, by header field
 _POOL_ANATOMY_SPELLINGS: dict[str, dict[str, list[str]]] = {
@@ -118,7 +119,6 @@ def wrap_pool_as_export(data_dir: str | Path, out_dir: str | Path, *, seed: int 
     Raises:
         DataNotFoundError: no ``pool_*/metadata.csv`` under ``data_dir``.
     """
-    from PIL import Image
     from pydicom.uid import generate_uid
 
     from modan_pacs.demo.export import write_dicom_image
@@ -141,7 +141,7 @@ def wrap_pool_as_export(data_dir: str | Path, out_dir: str | Path, *, seed: int 
                 header.update(body_part=None, anatomic_region=None, protocol_name=None, series_description="Series 1")
             modality = str(header.pop("modality", modality))
             patient = f"{pool[:12]}_{(rec.patient_id if isinstance(rec.patient_id, str) and rec.patient_id else i):}"
-            pixels = np.asarray(Image.open(data_dir / rec.path).convert("L"))
+            pixels = load_gray(data_dir / rec.path)
             target = out_dir / pool / f"P{i // 4:04d}" / f"IM{i:05d}"  # no extension, like many exports
             if not target.exists():
                 write_dicom_image(

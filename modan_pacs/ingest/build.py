@@ -17,6 +17,7 @@ process imports pandas and the labelling code (~0.4 s), which it then does while
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from modan_pacs.errors import InputError
+from modan_pacs.fileio import atomic_write
 from modan_pacs.ingest.headers import PART_SCHEMA, RAW_COLUMNS, read_rows, write_part
 from modan_pacs.ingest.salt import load_or_create_salt
 from modan_pacs.ingest.walk import dicomdir_missing_files, iter_files
@@ -288,9 +290,7 @@ def build_index(
     parts = _part_files(state)
     if todo or len(parts) > 1:
         compact = state / f"part-{time.time_ns():020d}-compact.parquet"
-        tmp = compact.with_name(f".{compact.name}.tmp-{os.getpid()}")
-        pq.write_table(merged_table, tmp)
-        os.replace(tmp, compact)
+        atomic_write(compact, functools.partial(pq.write_table, merged_table))
         for old in parts:
             if old != compact:
                 old.unlink(missing_ok=True)

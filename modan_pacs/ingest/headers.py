@@ -31,6 +31,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from modan_pacs.fileio import atomic_write
+
 # Columns of a raw record (what the workers write to part files and what write_index accepts).
 RAW_COLUMNS: dict[str, pa.DataType] = {
     "sop_instance_uid": pa.string(),
@@ -780,7 +782,5 @@ def write_part(rows: list[tuple], part_path: str) -> pa.Table:
     import pyarrow.parquet as pq
 
     table = rows_table(rows)
-    tmp = f"{os.path.dirname(part_path)}/.{os.path.basename(part_path)}.tmp-{os.getpid()}"
-    pq.write_table(table, tmp)
-    os.replace(tmp, part_path)
+    atomic_write(part_path, lambda tmp: pq.write_table(table, tmp))
     return table

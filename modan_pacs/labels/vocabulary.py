@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modan_pacs.errors import ConfigError, InputError
+from modan_pacs.fileio import is_missing
 
 ANATOMY_SOURCES = ("body_part", "anatomic_region", "description", "refined", "conflict", "unknown")
 #: separator of the anatomies of a multi-region label (``"lung|abdomen|pelvis"``) in ``anatomy_label``
@@ -435,7 +436,7 @@ class Vocabulary:
             raw = df[column].tolist()
             rows, cols = [], []
             for r, value in enumerate(raw):
-                if value is None or (isinstance(value, float) and value != value):
+                if is_missing(value):
                     continue
                 for part in str(value).split(MULTI_SEP):  # a multi-region anatomy sets several bits
                     col = index.get(part)

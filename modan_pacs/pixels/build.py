@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from modan_pacs.errors import DataNotFoundError, InputError
+from modan_pacs.fileio import IMAGE_SUFFIXES, is_missing, load_gray
 from modan_pacs.pixels.cache import write_cache
 from modan_pacs.pixels.decode import (
     MODALITY_WINDOWS,
@@ -64,7 +65,6 @@ from modan_pacs.pixels.windows import DEFAULT_CT_WINDOWS, CtWindows, load_ct_win
 
 __all__ = ["CacheSettings", "CacheBuildResult", "build_cache", "build_cache_from_index", "plan_index_units", "plan_record_units"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 VOLUME_MODALITIES = ("CT", "MR", "PT", "NM")
 
 
@@ -129,7 +129,7 @@ def _row_count(n_frames: Any, policy: str) -> int:
 
 
 def _clean(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    if is_missing(value):
         return None
     if isinstance(value, np.generic):
         return value.item()
@@ -261,10 +261,7 @@ def _crop_ultrasound(frame: np.ndarray, header: Any, settings: CacheSettings, no
 def _decode_frames(unit: dict[str, Any], settings: CacheSettings, rejected: list[dict[str, Any]]) -> tuple[np.ndarray, list, list, list[int]]:
     """Display-mapped frames of a unit with their headers, sources and slice indices."""
     if unit["kind"] == "image":
-        from PIL import Image
-
-        with Image.open(unit["paths"][0]) as im:
-            gray = np.asarray(im.convert("L"), dtype=np.float64) / 255.0
+        gray = load_gray(unit["paths"][0]).astype(np.float64) / 255.0
         return gray[None], [None], unit["sources"][:1], [0]
     window = _window_for(unit, settings)
     if unit["kind"] == "series":
