@@ -72,7 +72,7 @@ def benchmark(
     ] = None,
     plane: Annotated[Optional[str], typer.Option("--plane", help="acl: axial, coronal or sagittal (default).")] = None,
     slice_policy: Annotated[
-        Optional[str], typer.Option("--slice-policy", help="acl: middle (default), center:K or all slices of each exam.")
+        Optional[str], typer.Option("--slice-policy", help="acl: middle (default), center:K (K central slices), even:N (N spread slices) or all slices of each exam.")
     ] = None,
     positive_label: Annotated[
         Optional[str], typer.Option("--positive-label", help="csv: label value of class 1 when labels are not 0/1.")

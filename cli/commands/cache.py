@@ -34,7 +34,7 @@ def cache(
     vocab: Annotated[Optional[Path], typer.Option("--vocab", help="Vocabulary YAML for --csv / --folder (default: shipped). --index uses the index's.")] = None,
     size: Annotated[int, typer.Option("--size", help="Side of the square cached images (pixels).")] = 224,
     workers: Annotated[Optional[int], typer.Option("--workers", "-w", help="Decoding processes (default: CPU count).")] = None,
-    slices: Annotated[str, typer.Option("--slices", help="Multi-frame files and series volumes: middle, even:N or all.")] = "middle",
+    slices: Annotated[str, typer.Option("--slices", help="Multi-frame files and series volumes: middle, all, even:N (N spread slices) or center:K (K central slices).")] = "middle",
     resize: Annotated[str, typer.Option("--resize", help="pad (keep aspect, black borders) or stretch.")] = "pad",
     ct_window_by_anatomy: Annotated[
         bool, typer.Option("--ct-window-by-anatomy/--ct-window-from-header", help="CT: window per anatomy (table) or the header's VOI.")

@@ -14,7 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from modan_pacs.errors import ConfigError
+from modan_pacs.errors import ConfigError, InputError
+from modan_pacs.slice_policy import SLICE_POLICY_FORMS, parse_slice_policy
 
 REGIMES = ("finetune", "linear")
 TIRADS_ORDER = ("1", "2", "3", "4a", "4b", "4c", "5")
@@ -88,7 +89,8 @@ class BenchmarkConfig(BaseModel):
     plane: Literal["axial", "coronal", "sagittal"] = "sagittal"
     """acl: MRNet plane."""
     slice_policy: str = "middle"
-    """acl: ``middle`` (one central slice per exam), ``center:K`` (K central slices) or ``all``."""
+    """acl: ``middle`` (one central slice per exam), ``center:K`` (K central slices), ``even:N`` (N spread
+    slices) or ``all`` (grammar: :mod:`modan_pacs.slice_policy`)."""
     positive_label: str | None = None
     """csv: the label value meaning class 1 when labels are not 0/1."""
     subsample: int | None = Field(None, ge=10)
@@ -107,12 +109,11 @@ class BenchmarkConfig(BaseModel):
     @field_validator("slice_policy")
     @classmethod
     def _slices(cls, value: str) -> str:
-        if value in ("middle", "all"):
-            return value
-        head, _, count = value.partition(":")
-        if head == "center" and count.isdigit() and int(count) >= 1:
-            return value
-        raise ValueError(f"slice_policy must be 'middle', 'all' or 'center:K'; got {value!r}")
+        try:
+            parse_slice_policy(value)
+        except InputError:
+            raise ValueError(f"slice_policy must be one of: {SLICE_POLICY_FORMS}; got {value!r}") from None
+        return value
 
     @field_validator("regimes")
     @classmethod

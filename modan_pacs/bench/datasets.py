@@ -29,6 +29,7 @@ import pandas as pd
 
 from modan_pacs.errors import DataNotFoundError, InputError
 from modan_pacs.fileio import IMAGE_SUFFIXES, gray_array, is_missing
+from modan_pacs.slice_policy import select_slices
 
 from .config import TIRADS_ORDER, BenchmarkConfig
 from .near_duplicates import PAIR_COLUMNS, discordant, find_near_duplicates, identical_pairs
@@ -319,16 +320,6 @@ def load_breast(root: Path, cfg: BenchmarkConfig) -> DownstreamDataset:
 # ---------------------------------------------------------------------------- acl (MRNet)
 
 
-def _slices(depth: int, policy: str) -> list[int]:
-    if policy == "middle":
-        return [depth // 2]
-    if policy == "all":
-        return list(range(depth))
-    count = min(int(policy.split(":")[1]), depth)
-    start = (depth - count) // 2
-    return list(range(start, start + count))
-
-
 def load_acl(root: Path, cfg: BenchmarkConfig) -> DownstreamDataset:
     """MRNet layout: ``{train,valid}/{plane}/NNNN.npy`` volumes ``(slices, H, W)`` and
     ``{train,valid}-acl.csv`` (``id,label``, no header). Both splits are pooled for cross-validation;
@@ -350,7 +341,7 @@ def load_acl(root: Path, cfg: BenchmarkConfig) -> DownstreamDataset:
             shape = np.load(volume, mmap_mode="r").shape
             if len(shape) != 3:
                 raise InputError(f"{volume}: expected a (slices, H, W) volume, got shape {shape}")
-            for index in _slices(shape[0], cfg.slice_policy):
+            for index in select_slices(shape[0], cfg.slice_policy):
                 rows.append(
                     {"item": f"{split}/{exam}#{index:03d}", "label": label, "case": f"{split}/{exam}", "path": str(volume), "slice": index, "box": None, "digest": None}
                 )
