@@ -86,7 +86,6 @@ HEADER_TAGS = sorted(
      "ImageLaterality", "Laterality"}
 )
 
-_DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 _PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 _SIGNATURES = {
     b"\x89PNG\r\n\x1a\n": "a PNG image",
@@ -318,7 +317,9 @@ def _scan(fh, block: bytes, size: int, part10: bool, dcmread_only: bool) -> _Sca
 
 def _check_extent(scan: _Scan) -> None:
     """DICOMDIRs and headers (or wanted values) that run past the end of the file."""
-    if scan.meta.get("media_class") == _DICOMDIR_SOP_CLASS or scan.end == _DIRECTORY_RECORDS:
+    from pydicom.uid import MediaStorageDirectoryStorage  # the worker has read pydicom already
+
+    if scan.meta.get("media_class") == MediaStorageDirectoryStorage or scan.end == _DIRECTORY_RECORDS:
         raise _Reject("dicomdir", "DICOMDIR (media directory), not an image")
     size = scan.size
     if scan.end > size:
@@ -355,9 +356,6 @@ _BLOCK = 8192  # read first and walked from memory; grown 8x at a time for longe
 _MAX_BLOCK = 1 << 19  # beyond this the file object is walked (memory stays flat for huge headers)
 _MAX_INFLATED = 1 << 30  # a deflated dataset inflating to more than this is refused (a zip bomb)
 _DIRECTORY_RECORDS = -1  # "end" marker: the walk met DirectoryRecordSequence (a DICOMDIR)
-_IMPLICIT_LE = "1.2.840.10008.1.2"
-_EXPLICIT_BE = "1.2.840.10008.1.2.2"
-_DEFLATED = "1.2.840.10008.1.2.1.99"
 _META_TAGS = {0x00020002: "media_class", 0x00020003: "media_instance", 0x00020010: "transfer_syntax"}
 _STOP_TAGS = _PIXEL_TAGS | {0x00041220}
 _INT32 = 1 << 31
@@ -421,6 +419,7 @@ def _walk(src, size: int, available: int, *, inflated: bool = False):
     (walk a longer block), or, for a deflated file not yet ``inflated``, the offset of its dataset.
     """
     from pydicom.filereader import data_element_generator
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
     partial = available < size
     src.seek(132)
@@ -436,11 +435,11 @@ def _walk(src, size: int, available: int, *, inflated: bool = False):
             if key is not None:
                 meta[key] = _meta_text(raw.value)
         syntax = meta.get("transfer_syntax")
-        if syntax == _DEFLATED and not inflated:
+        if syntax == DeflatedExplicitVRLittleEndian and not inflated:
             return src.tell()
-        if syntax is None or syntax == _EXPLICIT_BE or syntax in _private_syntaxes():
+        if syntax is None or syntax == ExplicitVRBigEndian or syntax in _private_syntaxes():
             return None
-        implicit = syntax == _IMPLICIT_LE
+        implicit = syntax == ImplicitVRLittleEndian
         start = src.tell()
         if src.read(2) == b"\x00\x00":  # a command set (group 0000) before the dataset
             return None
@@ -505,6 +504,7 @@ def _read_with_dcmread(fh, size: int, force: bool) -> _Scan:
     """
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
 
     try:
         ds = dcmread(fh, stop_before_pixels=True, specific_tags=HEADER_TAGS, force=force)
@@ -515,7 +515,7 @@ def _read_with_dcmread(fh, size: int, force: bool) -> _Scan:
             meta["media_class"] = _text(file_meta.get("MediaStorageSOPClassUID"))
             meta["media_instance"] = _text(file_meta.get("MediaStorageSOPInstanceUID"))
             meta["transfer_syntax"] = _text(file_meta.get("TransferSyntaxUID"))
-        if meta.get("transfer_syntax") == _DEFLATED:
+        if meta.get("transfer_syntax") == DeflatedExplicitVRLittleEndian:
             return _read_deflated(fh, meta)
         if "DirectoryRecordSequence" in ds:
             end = _DIRECTORY_RECORDS
@@ -581,7 +581,9 @@ def _fill(rec: dict[str, Any], elems: dict, meta: dict, implicit: bool, little: 
         rec["sop_class_uid"] = meta["media_class"]
     tsyntax = meta.get("transfer_syntax")
     if tsyntax is None:
-        tsyntax = _IMPLICIT_LE if implicit else ("1.2.840.10008.1.2.1" if little else _EXPLICIT_BE)
+        from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+        tsyntax = str(ImplicitVRLittleEndian if implicit else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian))
     rec["transfer_syntax_uid"] = tsyntax
 
 
