@@ -55,14 +55,15 @@ def _copy_real_dicom(dest: Path) -> int:
     return n
 
 
-def cache_index_once(index_dir: Path, cache_dir: Path, **options) -> int:
-    """Build the cache of an index, or keep the finished one a previous run left; returns its rows."""
+def cache_index_once(index_dir: Path, cache_dir: Path, *, size: int, workers: int, montage: bool = False) -> int:
+    """Build the cache of an index (images ``size`` pixels square), or keep the finished one a
+    previous run left; returns its rows."""
     from modan_pacs.pixels import load_cache
-    from modan_pacs.pixels.build import build_cache_from_index
+    from modan_pacs.pixels.build import CacheSettings, build_cache_from_index
 
     if (cache_dir / "images.npy").is_file() and not (cache_dir / ".partial").exists():
         return len(load_cache(cache_dir))
-    return build_cache_from_index(index_dir, cache_dir, **options).n_rows
+    return build_cache_from_index(index_dir, cache_dir, CacheSettings(size=size), workers=workers, montage=montage).n_rows
 
 
 def run_demo(out_dir: str | Path = "demo_out", *, settings: DemoSettings | None = None, console: Console | None = None) -> Path:
