@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Sequence
 from functools import cached_property
@@ -25,10 +24,11 @@ from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from modan_pacs.errors import ConfigError, InputError
 from modan_pacs.fileio import is_missing
+from modan_pacs.yamlconfig import did_you_mean, read_yaml_mapping, validate_model
 
 ANATOMY_SOURCES = ("body_part", "anatomic_region", "description", "refined", "conflict", "unknown")
 #: separator of the anatomies of a multi-region label (``"lung|abdomen|pelvis"``) in ``anatomy_label``
@@ -128,8 +128,8 @@ class VocabularyModel(_Strict):
         known = {"modality", "anatomy", *self.extra_groups}
         for group in self.label_groups:
             if group not in known:
-                hint = difflib.get_close_matches(group, sorted(known), n=1)
-                extra = f"; did you mean {hint[0]!r}?" if hint else f"; known groups: {sorted(known)}"
+                hint = did_you_mean(group, sorted(known))
+                extra = f"; did you mean {hint!r}?" if hint else f"; known groups: {sorted(known)}"
                 raise ValueError(f"label_groups has unknown group {group!r}{extra}")
         if len(set(self.label_groups)) != len(self.label_groups):
             raise ValueError(f"label_groups has duplicates: {self.label_groups}")
@@ -226,13 +226,7 @@ class Vocabulary:
 
             path = config_path("vocabulary.yaml")
         path = Path(path)
-        if not path.is_file():
-            raise InputError(f"vocabulary file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
-        return cls.from_dict(data, source=path)
+        return cls.from_dict(read_yaml_mapping(path, what="vocabulary"), source=path)
 
     @classmethod
     def from_dict(cls, data: object, source: Path | None = None) -> Vocabulary:
@@ -242,22 +236,7 @@ class Vocabulary:
             raise ConfigError(f"{where}: expected a mapping at top level, got {type(data).__name__}")
         data = dict(data)
         stated_order = data.pop("label_names", None)  # written by save(); checked, not trusted
-        try:
-            model = VocabularyModel.model_validate(data)
-        except ValidationError as exc:
-            errors = exc.errors()
-            # a misspelt key also makes its correct name "missing": name the misspelling first
-            err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                parent = VocabularyModel
-                field = str(err["loc"][-1])
-                names = list(parent.model_fields) + ["name", "codes", "body_parts", "region_codes",
-                                                     "region_meanings", "keywords", "radimagenet", "column", "values"]
-                hint = difflib.get_close_matches(field, names, n=1)
-                msg = f"unknown key{f'; did you mean {hint[0]!r}?' if hint else ''}"
-            raise ConfigError(f"{where}: {loc}: {msg}") from None
+        model = validate_model(VocabularyModel, data, where, what="vocabulary")
         vocab = cls(model, source)
         if stated_order is not None and list(stated_order) != vocab.label_names:
             raise ConfigError(f"{where}: label_names {stated_order} disagree with the groups, which give {vocab.label_names}")
