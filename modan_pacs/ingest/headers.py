@@ -412,28 +412,60 @@ def _scan_part10(fh, block: bytes, size: int) -> _Scan | None:
 _BLOCK_TOO_SHORT = object()
 
 
+def _walk_meta(src, available: int, partial: bool):
+    """The file meta (group 0002) from byte 132 as ``{media_class, media_instance, transfer_syntax}``,
+    or :data:`_BLOCK_TOO_SHORT` / None as :func:`_walk` returns them."""
+    from pydicom.filereader import data_element_generator
+
+    meta: dict[str, str | None] = {}
+    for raw in data_element_generator(src, False, True, stop_when=_not_meta):
+        vr = raw.VR
+        if raw.value_tell + raw.length > available:
+            return _BLOCK_TOO_SHORT if partial else None  # cut inside the meta: pydicom decides
+        if vr is None or len(vr) != 2 or not vr.isupper():
+            return None  # implicit VR file meta: pydicom re-reads it
+        key = _META_TAGS.get(raw.tag)
+        if key is not None:
+            meta[key] = _meta_text(raw.value)
+    return meta
+
+
+def _walk_dataset(src, implicit: bool, available: int, partial: bool):
+    """The wanted raw elements of the dataset up to the first of :data:`_STOP_TAGS`:
+    ``(elems, end offset, stop tags met)``, or :data:`_BLOCK_TOO_SHORT`."""
+    from pydicom.filereader import data_element_generator
+
+    stopped: list[int] = []
+
+    def stop_when(tag, vr, length) -> bool:
+        if tag in _STOP_TAGS:
+            stopped.append(tag)
+            return True
+        return False
+
+    elems = {}
+    for raw in data_element_generator(src, implicit, True, stop_when=stop_when, specific_tags=_tables()[2]):
+        length = raw.length
+        if partial and length != 0xFFFFFFFF and raw.value_tell + length > available:
+            return _BLOCK_TOO_SHORT
+        elems[int(raw.tag)] = raw
+    return elems, src.tell(), stopped
+
+
 def _walk(src, size: int, available: int, *, inflated: bool = False):
     """:func:`_scan_part10` on ``src`` holding the first ``available`` bytes of a ``size``-byte file.
 
     Returns a :class:`_Scan`, None (pydicom's full reader must decide), :data:`_BLOCK_TOO_SHORT`
     (walk a longer block), or, for a deflated file not yet ``inflated``, the offset of its dataset.
     """
-    from pydicom.filereader import data_element_generator
     from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
     partial = available < size
     src.seek(132)
-    meta: dict[str, str | None] = {}
     try:
-        for raw in data_element_generator(src, False, True, stop_when=_not_meta):
-            vr = raw.VR
-            if raw.value_tell + raw.length > available:
-                return _BLOCK_TOO_SHORT if partial else None  # cut inside the meta: pydicom decides
-            if vr is None or len(vr) != 2 or not vr.isupper():
-                return None  # implicit VR file meta: pydicom re-reads it
-            key = _META_TAGS.get(raw.tag)
-            if key is not None:
-                meta[key] = _meta_text(raw.value)
+        meta = _walk_meta(src, available, partial)
+        if not isinstance(meta, dict):
+            return meta
         syntax = meta.get("transfer_syntax")
         if syntax == DeflatedExplicitVRLittleEndian and not inflated:
             return src.tell()
@@ -444,21 +476,10 @@ def _walk(src, size: int, available: int, *, inflated: bool = False):
         if src.read(2) == b"\x00\x00":  # a command set (group 0000) before the dataset
             return None
         src.seek(start)
-        stopped: list[int] = []
-
-        def stop_when(tag, vr, length) -> bool:
-            if tag in _STOP_TAGS:
-                stopped.append(tag)
-                return True
-            return False
-
-        elems = {}
-        for raw in data_element_generator(src, implicit, True, stop_when=stop_when, specific_tags=_tables()[2]):
-            length = raw.length
-            if partial and length != 0xFFFFFFFF and raw.value_tell + length > available:
-                return _BLOCK_TOO_SHORT
-            elems[int(raw.tag)] = raw
-        end = src.tell()
+        walked = _walk_dataset(src, implicit, available, partial)
+        if walked is _BLOCK_TOO_SHORT:
+            return walked
+        elems, end, stopped = walked
     except Exception:
         if partial:
             return _BLOCK_TOO_SHORT

@@ -125,6 +125,21 @@ class VocabularyModel(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> VocabularyModel:
+        self._check_label_groups()
+        for kind, names in (
+            ("modalities", [m.name for m in self.modalities]),
+            ("anatomies", [a.name for a in self.anatomies]),
+        ):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"{kind} has duplicate names {dup}")
+        _one_owner("modality code", ((code, code.strip().upper(), m.name) for m in self.modalities for code in m.codes))
+        entries = [*self.anatomies, *self.multi_regions]
+        _one_owner("body part", ((bp, _normalise_code(bp), e.name) for e in entries for bp in e.body_parts))
+        self._check_anatomy_references()
+        return self
+
+    def _check_label_groups(self) -> None:
         known = {"modality", "anatomy", *self.extra_groups}
         for group in self.label_groups:
             if group not in known:
@@ -133,27 +148,8 @@ class VocabularyModel(_Strict):
                 raise ValueError(f"label_groups has unknown group {group!r}{extra}")
         if len(set(self.label_groups)) != len(self.label_groups):
             raise ValueError(f"label_groups has duplicates: {self.label_groups}")
-        for kind, names in (
-            ("modalities", [m.name for m in self.modalities]),
-            ("anatomies", [a.name for a in self.anatomies]),
-        ):
-            dup = sorted({n for n in names if names.count(n) > 1})
-            if dup:
-                raise ValueError(f"{kind} has duplicate names {dup}")
-        seen: dict[str, str] = {}
-        for m in self.modalities:
-            for code in m.codes:
-                key = code.strip().upper()
-                if key in seen and seen[key] != m.name:
-                    raise ValueError(f"modality code {code!r} is listed under both {seen[key]!r} and {m.name!r}")
-                seen[key] = m.name
-        seen = {}
-        for entry in [*self.anatomies, *self.multi_regions]:
-            for bp in entry.body_parts:
-                key = _normalise_code(bp)
-                if key in seen and seen[key] != entry.name:
-                    raise ValueError(f"body part {bp!r} is listed under both {seen[key]!r} and {entry.name!r}")
-                seen[key] = entry.name
+
+    def _check_anatomy_references(self) -> None:
         names = {a.name for a in self.anatomies}
         for a in self.anatomies:
             for broader in a.refines:
@@ -163,7 +159,15 @@ class VocabularyModel(_Strict):
             for part in m.anatomies:
                 if part not in names:
                     raise ValueError(f"multi_regions {m.name!r} names {part!r}, which is not an anatomy of the vocabulary")
-        return self
+
+
+def _one_owner(what: str, items: Iterable[tuple[str, str, str]]) -> None:
+    """Each normalised value belongs to one entry: ``items`` are ``(value, normalised, entry name)``."""
+    seen: dict[str, str] = {}
+    for value, key, name in items:
+        if key in seen and seen[key] != name:
+            raise ValueError(f"{what} {value!r} is listed under both {seen[key]!r} and {name!r}")
+        seen[key] = name
 
 
 class Vocabulary:
