@@ -136,13 +136,43 @@ def benchmark(
         )  # fmt: skip
         render_plan(plan, console)
         return
-    run = run_benchmark(
-        dataset=dataset, data_dir=data_dir, inits=list(init), out_dir=out, repeats=repeats, folds=folds,
-        regimes=regime or None, epochs=epochs, batch_size=batch_size, image_size=image_size, seed=seed, device=device,
-        imagenet_weights=imagenet_weights, config=config, options=options,
-        reference=reference, embed_cache=embed_cache, console=console,
-    )  # fmt: skip
+    view = BenchmarkView(console)
+    with view.bar:
+        run = run_benchmark(
+            dataset=dataset, data_dir=data_dir, inits=list(init), out_dir=out, repeats=repeats, folds=folds,
+            regimes=regime or None, epochs=epochs, batch_size=batch_size, image_size=image_size, seed=seed, device=device,
+            imagenet_weights=imagenet_weights, config=config, options=options,
+            reference=reference, embed_cache=embed_cache, notify=view.notify, progress=view.progress,
+        )  # fmt: skip
     console.print(f"[green]done[/]: predictions in {run}, report in {run / 'report'}")
+
+
+class BenchmarkView:
+    """Draws what ``run_benchmark`` reports: its lines on ``console`` (notes dim), its progress as
+    rich bars (one per stage; the image-loading bar is removed when loading is done)."""
+
+    def __init__(self, console) -> None:  # noqa: ANN001
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.console = console
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TimeRemainingColumn(), console=console, transient=False,
+        )
+        self._tasks: dict = {}
+
+    def notify(self, kind: str, text: str) -> None:
+        from rich.markup import escape
+
+        self.console.print(f"[dim]{escape(text)}[/]" if kind == "note" else escape(text))
+
+    def progress(self, stage: str, done: int, total: int, description: str) -> None:
+        task = self._tasks.get(stage)
+        if task is None:
+            task = self._tasks[stage] = self.bar.add_task(description, total=total)
+        self.bar.update(task, completed=done, total=total, description=description)
+        if stage == "load" and done >= total:
+            self.bar.remove_task(self._tasks.pop(stage))
 
 
 def render_plan(plan, console) -> None:  # noqa: ANN001

@@ -22,6 +22,7 @@ import json
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -450,19 +451,19 @@ def load_pixels(record: pd.Series | dict) -> np.ndarray:
         raise InputError(f"{path}: cannot decode image ({exc})") from exc
 
 
-def preprocess(data: DownstreamDataset, size: int, *, progress=None):
-    """All images resized once with ``modan_pacs.data.downstream_transform(size)``: a tensor ``(N, 1, size, size)``."""
+def preprocess(data: DownstreamDataset, size: int, *, progress: Callable[[int, int], None] | None = None):
+    """All images resized once with ``modan_pacs.data.downstream_transform(size)``: a tensor ``(N, 1, size, size)``.
+
+    ``progress(done, total)`` is called after each image.
+    """
     import torch
 
     from modan_pacs.data import downstream_transform
 
     transform = downstream_transform(size)
     out = torch.empty((len(data), 1, size, size), dtype=torch.float32)
-    task = progress.add_task(f"loading {data.name} ({len(data)} images)", total=len(data)) if progress else None
     for i, record in enumerate(data.records.to_dict(orient="records")):
         out[i] = transform({"image": load_pixels(record)})["image"]
         if progress:
-            progress.advance(task)
-    if progress:
-        progress.remove_task(task)
+            progress(i + 1, len(data))
     return out

@@ -19,6 +19,8 @@ every initialisation and regime, so comparisons are paired.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,6 +36,8 @@ from .datasets import DownstreamDataset, load_dataset, preprocess
 from .inits import InitSpec, build_initial_encoder, is_deterministic, parse_inits
 from .splits import load_or_make_folds, load_or_make_inner
 from .train import FitSettings, finetune, frozen_features, linear_probe_epochwise, linear_probe_on_features, make_head
+
+logger = logging.getLogger(__name__)
 
 
 def fold_seeds(seed: int, repeat: int, fold: int) -> tuple[int, int, int]:
@@ -90,13 +94,15 @@ class _FeatureStore:
         return self._features[name]
 
 
-def _progress(console=None):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+NotifyCallback = Callable[[str, str], None]
+"""``notify(kind, text)``: a line for the user; ``kind`` is ``"note"`` (about the data) or ``"info"``."""
+ProgressCallback = Callable[[str, int, int, str], None]
+"""``progress(stage, done, total, description)``; ``stage`` is ``"load"`` (images preprocessed) or
+``"folds"`` (folds trained; called before each fold with its description and after it)."""
 
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), console=console, transient=False,
-    )  # fmt: skip
+
+def _log_notify(kind: str, text: str) -> None:
+    logger.info("%s", text)
 
 
 @dataclass
@@ -204,7 +210,8 @@ def run_benchmark(
     reference: str | None = None,
     report: bool = True,
     embed_cache: str | Path | None = None,
-    console=None,
+    notify: NotifyCallback | None = None,
+    progress: ProgressCallback | None = None,
 ) -> Path:
     """Run the paper's downstream protocol and write its report; returns ``out_dir``.
 
@@ -224,14 +231,17 @@ def run_benchmark(
             checkpoint, else the first initialisation).
         report: write ``out_dir/report`` at the end.
         embed_cache: an image cache; with it the report adds a UMAP per pretrained encoder.
+        notify: receives the lines for the user (default: this module's logger at INFO);
+            the CLI prints them (:data:`NotifyCallback`).
+        progress: receives preprocessing and fold progress (:data:`ProgressCallback`); the CLI
+            draws it as rich bars.
 
     Raises:
         InputError, ConfigError, DataNotFoundError: bad settings, files or data.
     """
     import torch
-    from rich.console import Console
 
-    console = console or Console(stderr=True)
+    notify = notify or _log_notify
     overrides = dict(options or {})
     overrides.update(repeats=repeats, folds=folds, regimes=list(regimes) if regimes else None, epochs=epochs,
                      batch_size=batch_size, image_size=image_size, seed=seed)  # fmt: skip
@@ -248,9 +258,11 @@ def run_benchmark(
     data = load_dataset(dataset, data_dir, cfg)
     plan, partition, inner = _prepare(data, cfg, specs, out)
     for note in data.notes:
-        console.print(f"[dim]{data.name}: {note}[/]")
+        notify("note", f"{data.name}: {note}")
     counts = plan.class_counts
-    console.print(
+    notify(
+        "info",
+
         f"{data.name}: {plan.n_images} images ({counts.get(0, 0)} class 0 / {counts.get(1, 0)} class 1), "
         f"{plan.n_groups} groups ({plan.near_duplicate_pairs} near-duplicate and {plan.identical_pairs} identical pairs "
         f"joined, {len(plan.discordant_pairs)} label-discordant), {cfg.folds} folds; device {dev}"
@@ -265,26 +277,28 @@ def run_benchmark(
     ]
     todo = [t for t in tasks if not fold_path(out, data.name, t[1], t[0].name, t[2], t[3]).is_file()]
     if len(todo) < len(tasks):
-        console.print(f"resuming: {len(tasks) - len(todo)} of {len(tasks)} folds already done")
+        notify("info", f"resuming: {len(tasks) - len(todo)} of {len(tasks)} folds already done")
     if todo:
-        with _progress(console) as progress:
-            images = preprocess(data, cfg.image_size, progress=progress)
-            labels = torch.tensor(partition["label"].to_numpy(dtype=np.int64), dtype=torch.long)
-            fold_of = partition["fold"].to_numpy()
-            store = _FeatureStore()
-            task = progress.add_task("folds", total=len(todo))
-            for spec, regime, r, k in todo:
-                progress.update(task, description=f"{data.name} {regime} {spec.name} repeat {r} fold {k}")
-                test = fold_of == k
-                val = np.array(inner[k], dtype=bool)  # a writable copy (pandas may hand out read-only arrays)
-                train = ~test & ~val
-                preds, result = _run_fold(spec, regime, cfg, images, labels, train, val, test, (r, k), store, dev)
-                path = fold_path(out, data.name, regime, spec.name, r, k)
-                write_predictions(path, preds, labels[test].numpy())
-                record = {"kept_epoch": result.kept_epoch, "n_train": int(train.sum()), "n_val": int(val.sum()),
-                          "n_test": int(test.sum()), "history": result.history}  # fmt: skip
-                path.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
-                progress.advance(task)
+        loading = f"loading {data.name} ({len(data)} images)"
+        images = preprocess(data, cfg.image_size, progress=(lambda done, total: progress("load", done, total, loading)) if progress else None)
+        labels = torch.tensor(partition["label"].to_numpy(dtype=np.int64), dtype=torch.long)
+        fold_of = partition["fold"].to_numpy()
+        store = _FeatureStore()
+        for done, (spec, regime, r, k) in enumerate(todo):
+            description = f"{data.name} {regime} {spec.name} repeat {r} fold {k}"
+            if progress:
+                progress("folds", done, len(todo), description)
+            test = fold_of == k
+            val = np.array(inner[k], dtype=bool)  # a writable copy (pandas may hand out read-only arrays)
+            train = ~test & ~val
+            preds, result = _run_fold(spec, regime, cfg, images, labels, train, val, test, (r, k), store, dev)
+            path = fold_path(out, data.name, regime, spec.name, r, k)
+            write_predictions(path, preds, labels[test].numpy())
+            record = {"kept_epoch": result.kept_epoch, "n_train": int(train.sum()), "n_val": int(val.sum()),
+                      "n_test": int(test.sum()), "history": result.history}  # fmt: skip
+            path.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+            if progress:
+                progress("folds", done + 1, len(todo), description)
     if report:
         from modan_pacs.report import build_report
 
@@ -298,7 +312,7 @@ def run_benchmark(
             encoders=pretrained if embed_cache is not None else None, order=names, seed=cfg.seed,
             device=str(dev),
         )  # fmt: skip
-        console.print(f"report: {out / 'report' / 'tables.md'}")
+        notify("info", f"report: {out / 'report' / 'tables.md'}")
     return out
 
 

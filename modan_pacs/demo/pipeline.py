@@ -141,7 +141,7 @@ def run_demo(out_dir: str | Path = "demo_out", *, settings: DemoSettings | None 
         reference="modan-mulsupcon",
         embed_cache=out / "cache",
         options={"scratch_stem": s.stem},
-        console=console,
+        notify=lambda kind, text: console.print(text, style="dim" if kind == "note" else None, markup=False),
     )
     s.stage_seconds["benchmark"] = time.perf_counter() - t
     report_dir = Path(bench) / "report"
