@@ -317,9 +317,7 @@ def _scan(fh, block: bytes, size: int, part10: bool, dcmread_only: bool) -> _Sca
 
 def _check_extent(scan: _Scan) -> None:
     """DICOMDIRs and headers (or wanted values) that run past the end of the file."""
-    from pydicom.uid import MediaStorageDirectoryStorage  # the worker has read pydicom already
-
-    if scan.meta.get("media_class") == MediaStorageDirectoryStorage or scan.end == _DIRECTORY_RECORDS:
+    if scan.meta.get("media_class") == _uids().dicomdir or scan.end == _DIRECTORY_RECORDS:
         raise _Reject("dicomdir", "DICOMDIR (media directory), not an image")
     size = scan.size
     if scan.end > size:
@@ -412,6 +410,30 @@ def _scan_part10(fh, block: bytes, size: int) -> _Scan | None:
 _BLOCK_TOO_SHORT = object()
 
 
+@dataclass(frozen=True)
+class _Uids:
+    dicomdir: str
+    implicit_le: str
+    explicit_le: str
+    explicit_be: str
+    deflated: str
+
+
+@functools.cache
+def _uids() -> _Uids:
+    """The UIDs the reader compares with, from ``pydicom.uid`` as plain strings, imported on first
+    use (importing this module must not import pydicom: ``modan-pacs index --help`` stays light)."""
+    from pydicom import uid
+
+    return _Uids(
+        dicomdir=str(uid.MediaStorageDirectoryStorage),
+        implicit_le=str(uid.ImplicitVRLittleEndian),
+        explicit_le=str(uid.ExplicitVRLittleEndian),
+        explicit_be=str(uid.ExplicitVRBigEndian),
+        deflated=str(uid.DeflatedExplicitVRLittleEndian),
+    )
+
+
 def _walk_meta(src, available: int, partial: bool):
     """The file meta (group 0002) from byte 132 as ``{media_class, media_instance, transfer_syntax}``,
     or :data:`_BLOCK_TOO_SHORT` / None as :func:`_walk` returns them."""
@@ -458,8 +480,7 @@ def _walk(src, size: int, available: int, *, inflated: bool = False):
     Returns a :class:`_Scan`, None (pydicom's full reader must decide), :data:`_BLOCK_TOO_SHORT`
     (walk a longer block), or, for a deflated file not yet ``inflated``, the offset of its dataset.
     """
-    from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
-
+    uids = _uids()
     partial = available < size
     src.seek(132)
     try:
@@ -467,11 +488,11 @@ def _walk(src, size: int, available: int, *, inflated: bool = False):
         if not isinstance(meta, dict):
             return meta
         syntax = meta.get("transfer_syntax")
-        if syntax == DeflatedExplicitVRLittleEndian and not inflated:
+        if syntax == uids.deflated and not inflated:
             return src.tell()
-        if syntax is None or syntax == ExplicitVRBigEndian or syntax in _private_syntaxes():
+        if syntax is None or syntax == uids.explicit_be or syntax in _private_syntaxes():
             return None
-        implicit = syntax == ImplicitVRLittleEndian
+        implicit = syntax == uids.implicit_le
         start = src.tell()
         if src.read(2) == b"\x00\x00":  # a command set (group 0000) before the dataset
             return None
@@ -525,7 +546,6 @@ def _read_with_dcmread(fh, size: int, force: bool) -> _Scan:
     """
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
-    from pydicom.uid import DeflatedExplicitVRLittleEndian
 
     try:
         ds = dcmread(fh, stop_before_pixels=True, specific_tags=HEADER_TAGS, force=force)
@@ -536,7 +556,7 @@ def _read_with_dcmread(fh, size: int, force: bool) -> _Scan:
             meta["media_class"] = _text(file_meta.get("MediaStorageSOPClassUID"))
             meta["media_instance"] = _text(file_meta.get("MediaStorageSOPInstanceUID"))
             meta["transfer_syntax"] = _text(file_meta.get("TransferSyntaxUID"))
-        if meta.get("transfer_syntax") == DeflatedExplicitVRLittleEndian:
+        if meta.get("transfer_syntax") == _uids().deflated:
             return _read_deflated(fh, meta)
         if "DirectoryRecordSequence" in ds:
             end = _DIRECTORY_RECORDS
@@ -602,9 +622,8 @@ def _fill(rec: dict[str, Any], elems: dict, meta: dict, implicit: bool, little: 
         rec["sop_class_uid"] = meta["media_class"]
     tsyntax = meta.get("transfer_syntax")
     if tsyntax is None:
-        from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-
-        tsyntax = str(ImplicitVRLittleEndian if implicit else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian))
+        uids = _uids()
+        tsyntax = uids.implicit_le if implicit else (uids.explicit_le if little else uids.explicit_be)
     rec["transfer_syntax_uid"] = tsyntax
 
 
