@@ -198,7 +198,7 @@ def main() -> None:
         tmp = Path(tmp)
         t0 = time.perf_counter()
         codecs = tuple(c.strip() for c in args.codecs.split(","))
-        frame = write_dicom_set(tmp / "dicom", args.files, codecs)
+        write_dicom_set(tmp / "dicom", args.files, codecs)
         # the real path: index the generated export, then cache it
         build_index(tmp / "dicom", tmp / "index", workers=args.workers, salt_file=tmp / "salt")
         print(f"generated {args.files} DICOM files (512x512 CT, codecs {args.codecs}) in {time.perf_counter() - t0:.1f} s")

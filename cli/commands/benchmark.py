@@ -115,6 +115,7 @@ def benchmark(
     from rich.console import Console
 
     from modan_pacs.bench import run_benchmark
+    from modan_pacs.bench.config import load_benchmark_config
 
     options = {
         "lr": lr, "linear_lr": linear_lr, "head": head, "best_epoch": best_epoch, "probe_bn": probe_bn,
@@ -124,26 +125,26 @@ def benchmark(
         "near_duplicate_threshold": near_duplicate_threshold, "discordant_duplicates": discordant_duplicates,
         "breast_normal": breast_normal, "imagenet_norm": imagenet_norm, "near_duplicates": near_duplicates,
     }  # fmt: skip
-    options = {k: v for k, v in options.items() if v is not None}
+    settings = load_benchmark_config(
+        config, repeats=repeats, folds=folds, regimes=list(regime) if regime else None, epochs=epochs,
+        batch_size=batch_size, image_size=image_size, seed=seed, **options,
+    )
     console = Console()
     if dry_run:
         from modan_pacs.bench import plan_benchmark
 
         plan = plan_benchmark(
-            dataset=dataset, data_dir=data_dir, inits=list(init), out_dir=out, config=config, imagenet_weights=imagenet_weights,
-            repeats=repeats, folds=folds, regimes=list(regime) if regime else None, epochs=epochs, batch_size=batch_size,
-            image_size=image_size, seed=seed, **options,
-        )  # fmt: skip
+            dataset=dataset, data_dir=data_dir, inits=list(init), out_dir=out, config=settings, imagenet_weights=imagenet_weights
+        )
         render_plan(plan, console)
         return
     view = BenchmarkView(console)
     with view.bar:
         run = run_benchmark(
-            dataset=dataset, data_dir=data_dir, inits=list(init), out_dir=out, repeats=repeats, folds=folds,
-            regimes=regime or None, epochs=epochs, batch_size=batch_size, image_size=image_size, seed=seed, device=device,
-            imagenet_weights=imagenet_weights, config=config, options=options,
-            reference=reference, embed_cache=embed_cache, notify=view.notify, progress=view.progress,
-        )  # fmt: skip
+            dataset=dataset, data_dir=data_dir, inits=list(init), out_dir=out, config=settings, device=device,
+            imagenet_weights=imagenet_weights, reference=reference, embed_cache=embed_cache,
+            notify=view.notify, progress=view.progress,
+        )
     console.print(f"[green]done[/]: predictions in {run}, report in {run / 'report'}")
 
 

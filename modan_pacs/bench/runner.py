@@ -163,14 +163,25 @@ def _make_plan(data: DownstreamDataset, partition: pd.DataFrame, specs: list[Ini
     )  # fmt: skip
 
 
-def plan_benchmark(*, dataset: str, data_dir: str | Path | None = None, inits, out_dir: str | Path, config=None,
-                   imagenet_weights=None, **overrides) -> BenchmarkPlan:  # fmt: skip
+def _config(config: BenchmarkConfig | str | Path | None) -> BenchmarkConfig:
+    return config if isinstance(config, BenchmarkConfig) else load_benchmark_config(config)
+
+
+def plan_benchmark(
+    *,
+    dataset: str,
+    data_dir: str | Path | None = None,
+    inits,
+    out_dir: str | Path,
+    config: BenchmarkConfig | str | Path | None = None,
+    imagenet_weights: str | Path | None = None,
+) -> BenchmarkPlan:
     """Load the data, make (or reuse) the partition and write ``folds.csv``, ``inner_val.csv``,
     ``<dataset>/duplicates.csv`` and ``<dataset>/plan.json`` -- everything but the training.
 
-    ``overrides``: :class:`~modan_pacs.bench.config.BenchmarkConfig` fields (None values ignored).
+    ``config`` as in :func:`run_benchmark`.
     """
-    cfg = load_benchmark_config(config, **overrides)
+    cfg = _config(config)
     specs = parse_inits(inits, imagenet_weights=imagenet_weights)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -196,17 +207,9 @@ def run_benchmark(
     data_dir: str | Path | None = None,
     inits: dict[str, str | Path | None] | list[str],
     out_dir: str | Path,
-    repeats: int | None = None,
-    folds: int | None = None,
-    regimes: tuple[str, ...] | list[str] | None = None,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    image_size: int | None = None,
-    seed: int | None = None,
+    config: BenchmarkConfig | str | Path | None = None,
     device: str | None = None,
     imagenet_weights: str | Path | None = None,
-    config: str | Path | None = None,
-    options: dict | None = None,
     reference: str | None = None,
     report: bool = True,
     embed_cache: str | Path | None = None,
@@ -221,12 +224,12 @@ def run_benchmark(
         inits: ``{name: encoder.pt path}`` with ``None`` for ``scratch`` / ``imagenet`` (or
             ``{"imagenet": weights file}``), or a list of ``NAME=PATH`` / ``imagenet`` / ``scratch``.
         out_dir: the run folder (created; an existing one is resumed).
-        repeats, folds, regimes, epochs, batch_size, image_size, seed: override the config
-            (defaults 10, 5, (finetune, linear), 10, 32, 224, 0).
+        config: every setting of the protocol (repeats, folds, regimes, epochs, ...): a
+            :class:`~modan_pacs.bench.config.BenchmarkConfig` (build one with overrides by
+            :func:`~modan_pacs.bench.config.load_benchmark_config`), a benchmark YAML (path or
+            shipped name such as ``benchmark_authors.yaml``), or None for the shipped defaults.
         device: ``cpu``, ``cuda``, ``cuda:N``; None = CUDA when available.
         imagenet_weights: local torchvision ResNet-18 weights for ``imagenet``.
-        config: a benchmark YAML (path or shipped name such as ``benchmark_authors.yaml``).
-        options: other :class:`~modan_pacs.bench.config.BenchmarkConfig` fields (``lr``, ``head``, ...).
         reference: the method compared with the others in the report (default: the first
             checkpoint, else the first initialisation).
         report: write ``out_dir/report`` at the end.
@@ -242,10 +245,7 @@ def run_benchmark(
     import torch
 
     notify = notify or _log_notify
-    overrides = dict(options or {})
-    overrides.update(repeats=repeats, folds=folds, regimes=list(regimes) if regimes else None, epochs=epochs,
-                     batch_size=batch_size, image_size=image_size, seed=seed)  # fmt: skip
-    cfg = load_benchmark_config(config, **overrides)
+    cfg = _config(config)
     specs = parse_inits(inits, imagenet_weights=imagenet_weights)
     names = [s.name for s in specs]
     if reference is not None and reference not in names:

@@ -69,6 +69,7 @@ def cache_index_once(index_dir: Path, cache_dir: Path, *, size: int, workers: in
 def run_demo(out_dir: str | Path = "demo_out", *, settings: DemoSettings | None = None, console: Console | None = None) -> Path:
     """Run every stage into ``out_dir`` and return the report folder."""
     from modan_pacs.bench import run_benchmark
+    from modan_pacs.bench.config import load_benchmark_config
     from modan_pacs.demo.downstream import generate_lesion_dataset
     from modan_pacs.demo.export import generate_export
     from modan_pacs.ingest import build_index
@@ -132,15 +133,12 @@ def run_demo(out_dir: str | Path = "demo_out", *, settings: DemoSettings | None 
         data_dir=labels_csv,
         inits={"modan-mulsupcon": run / "encoder.pt", "scratch": None},
         out_dir=out / "benchmark",
-        repeats=s.bench_repeats,
-        epochs=s.bench_epochs,
-        batch_size=16,
-        image_size=s.image_size,
-        seed=s.seed,
+        config=load_benchmark_config(
+            repeats=s.bench_repeats, epochs=s.bench_epochs, batch_size=16, image_size=s.image_size, seed=s.seed, scratch_stem=s.stem
+        ),
         device="cpu",
         reference="modan-mulsupcon",
         embed_cache=out / "cache",
-        options={"scratch_stem": s.stem},
         notify=lambda kind, text: console.print(text, style="dim" if kind == "note" else None, markup=False),
     )
     s.stage_seconds["benchmark"] = time.perf_counter() - t

@@ -234,6 +234,7 @@ def run_proxy_study(data_dir: str | Path, out_dir: str | Path, *, settings: Prox
     import json
 
     from modan_pacs.bench import run_benchmark
+    from modan_pacs.bench.config import load_benchmark_config
     from modan_pacs.ingest import build_index
     from modan_pacs.paths import config_path
     from modan_pacs.demo.pipeline import cache_index_once
@@ -286,15 +287,18 @@ def run_proxy_study(data_dir: str | Path, out_dir: str | Path, *, settings: Prox
     tree = out / "predictions"
     tree.mkdir(exist_ok=True)
     dataset_dirs = {"breast": data_dir / "busi", "thyroid": data_dir / "ddti"}
+    bench_config = load_benchmark_config(
+        repeats=s.repeats, regimes=list(s.regimes), epochs=s.bench_epochs, batch_size=s.bench_batch, image_size=s.image_size,
+        seed=s.seed, scratch_stem=s.stem, subsample=s.subsample or None,
+    )
     for dataset in s.datasets:
         bench_dir = out / f"bench_{dataset}"
         timed(
             f"benchmark {dataset}",
             lambda: run_benchmark(
-                dataset=dataset, data_dir=dataset_dirs[dataset], inits=inits, out_dir=bench_dir, repeats=s.repeats,
-                regimes=list(s.regimes), epochs=s.bench_epochs, batch_size=s.bench_batch, image_size=s.image_size,
-                seed=s.seed, reference=reference, report=False, imagenet_weights=s.imagenet_weights,
-                options={"scratch_stem": s.stem, **({"subsample": s.subsample} if s.subsample else {})}, console=console,
+                dataset=dataset, data_dir=dataset_dirs[dataset], inits=inits, out_dir=bench_dir, config=bench_config,
+                reference=reference, report=False, imagenet_weights=s.imagenet_weights,
+                notify=lambda kind, text: console.print(text, style="dim" if kind == "note" else None, markup=False),
             ),
         )
         link = tree / dataset
