@@ -110,7 +110,7 @@ def cache(
             )
         unmapped = unmapped_values(records)
         if len(unmapped):
-            console.print(f"[yellow]unmapped values (label group left empty):[/] "
+            console.print("[yellow]unmapped values (label group left empty):[/] "
                           + ", ".join(f"{r.group}={r.raw_value!r} x{r.count}" for r in unmapped.itertuples()))
     resumed = f", {result.n_resumed} units resumed" if result.n_resumed else ""
     console.print(
