@@ -13,6 +13,7 @@ compare them (docs/benchmarks/cache.md):
 from __future__ import annotations
 
 import argparse
+import inspect
 import shutil
 import sys
 import time
@@ -32,7 +33,7 @@ def main() -> None:
         sys.meta_path = [f for f in sys.meta_path if "Editable" not in getattr(f, "__name__", "")]
         sys.path.insert(0, str(args.code.resolve()))
     import modan_pacs
-    from modan_pacs.pixels.build import build_cache_from_index
+    from modan_pacs.pixels.build import CacheSettings, build_cache_from_index
 
     print(f"code: {Path(modan_pacs.__file__).parent}")
     if not (args.data / "index" / "index.parquet").is_file():
@@ -47,7 +48,10 @@ def main() -> None:
         out = args.data / f"cache_{repeat}"
         shutil.rmtree(out, ignore_errors=True)
         t0, c0 = time.perf_counter(), time.process_time()
-        result = build_cache_from_index(args.data / "index", out, size=args.size, workers=args.workers, series_volumes=False)
+        if "settings" in inspect.signature(build_cache_from_index).parameters:  # the settings object (since 2026-12-03)
+            result = build_cache_from_index(args.data / "index", out, CacheSettings(size=args.size, series_volumes=False), workers=args.workers)
+        else:  # an older --code version: loose keywords
+            result = build_cache_from_index(args.data / "index", out, size=args.size, workers=args.workers, series_volumes=False)
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         # with --workers 1 all decoding runs in this process: its CPU time is robust to other load on the machine
         print(f"repeat {repeat}: {result.n_rows} images in {seconds:.2f} s = {result.n_rows / seconds:.1f} images/s; "

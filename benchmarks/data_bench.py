@@ -37,7 +37,7 @@ from modan_pacs.data.datasets import EpochSampler
 from modan_pacs.paths import shared_data_dir
 from modan_pacs.pixels import load_cache
 from modan_pacs.ingest import build_index
-from modan_pacs.pixels.build import build_cache_from_index
+from modan_pacs.pixels.build import CacheSettings, build_cache_from_index
 from modan_pacs.pixels.decode import display_frames, fit_square, read_dicom_frames, to_uint8
 
 
@@ -198,13 +198,13 @@ def main() -> None:
         tmp = Path(tmp)
         t0 = time.perf_counter()
         codecs = tuple(c.strip() for c in args.codecs.split(","))
-        frame = write_dicom_set(tmp / "dicom", args.files, codecs)
+        write_dicom_set(tmp / "dicom", args.files, codecs)
         # the real path: index the generated export, then cache it
         build_index(tmp / "dicom", tmp / "index", workers=args.workers, salt_file=tmp / "salt")
         print(f"generated {args.files} DICOM files (512x512 CT, codecs {args.codecs}) in {time.perf_counter() - t0:.1f} s")
 
         t0 = time.perf_counter()
-        build_cache_from_index(tmp / "index", tmp / "cache", size=args.size, workers=args.workers, series_volumes=False)
+        build_cache_from_index(tmp / "index", tmp / "cache", CacheSettings(size=args.size, series_volumes=False), workers=args.workers)
         build_s = time.perf_counter() - t0
         cache = load_cache(tmp / "cache")
         print(f"cache build: {len(cache)} images in {build_s:.1f} s ({len(cache) / build_s:.0f} images/s, {args.workers} workers)")

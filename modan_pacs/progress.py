@@ -62,11 +62,20 @@ class LineProgress:
         self._tasks[task_id] = _Task(description, total, start=self.clock(), fields=fields)
         return task_id
 
-    def update(self, task_id: int, *, advance: float | None = None, description: str | None = None, **fields: Any) -> None:
+    def update(
+        self, task_id: int, *, advance: float | None = None, completed: float | None = None, total: float | None = None,
+        description: str | None = None, **fields: Any,
+    ) -> None:
+        """As rich's ``Progress.update``: a line is printed when units are finished (``advance``, or
+        ``completed`` beyond the count so far)."""
         task = self._tasks[task_id]
         if description is not None:
             task.description = description
+        if total is not None:
+            task.total = total
         task.fields.update(fields)
+        if completed is not None and completed > task.completed:
+            advance = (advance or 0) + completed - task.completed
         if advance:
             self.advance(task_id, advance)
 

@@ -72,7 +72,7 @@ def benchmark(
     ] = None,
     plane: Annotated[Optional[str], typer.Option("--plane", help="acl: axial, coronal or sagittal (default).")] = None,
     slice_policy: Annotated[
-        Optional[str], typer.Option("--slice-policy", help="acl: middle (default), center:K or all slices of each exam.")
+        Optional[str], typer.Option("--slice-policy", help="acl: middle (default), center:K (K central slices), even:N (N spread slices) or all slices of each exam.")
     ] = None,
     name: Annotated[
         Optional[str], typer.Option("--name", help="csv: the dataset's name in folders and tables (default: csv).")
@@ -118,6 +118,7 @@ def benchmark(
     from rich.console import Console
 
     from modan_pacs.bench import run_benchmark
+    from modan_pacs.bench.config import load_benchmark_config
 
     options = {
         "lr": lr, "linear_lr": linear_lr, "head": head, "best_epoch": best_epoch, "probe_bn": probe_bn,
@@ -127,25 +128,57 @@ def benchmark(
         "near_duplicate_threshold": near_duplicate_threshold, "discordant_duplicates": discordant_duplicates,
         "breast_normal": breast_normal, "imagenet_norm": imagenet_norm, "near_duplicates": near_duplicates,
     }  # fmt: skip
-    options = {k: v for k, v in options.items() if v is not None}
+    settings = load_benchmark_config(
+        config, repeats=repeats, folds=folds, regimes=list(regime) if regime else None, epochs=epochs,
+        batch_size=batch_size, image_size=image_size, seed=seed, **options,
+    )
     console = Console()
     if dry_run:
         from modan_pacs.bench import plan_benchmark
 
         plan = plan_benchmark(
-            dataset=dataset, data_dir=data_dir, inits=list(init), out_dir=out, config=config, imagenet_weights=imagenet_weights,
-            repeats=repeats, folds=folds, regimes=list(regime) if regime else None, epochs=epochs, batch_size=batch_size,
-            image_size=image_size, seed=seed, **options,
-        )  # fmt: skip
+            dataset=dataset, data_dir=data_dir, inits=list(init), out_dir=out, config=settings, imagenet_weights=imagenet_weights
+        )
         render_plan(plan, console)
         return
-    run = run_benchmark(
-        dataset=dataset, data_dir=data_dir, inits=list(init), out_dir=out, repeats=repeats, folds=folds,
-        regimes=regime or None, epochs=epochs, batch_size=batch_size, image_size=image_size, seed=seed, device=device,
-        imagenet_weights=imagenet_weights, config=config, options=options,
-        reference=reference, embed_cache=embed_cache, console=console, name=name,
-    )  # fmt: skip
+    view = BenchmarkView(console)
+    with view.bar:
+        run = run_benchmark(
+            dataset=dataset, data_dir=data_dir, inits=list(init), out_dir=out, config=settings, device=device,
+            imagenet_weights=imagenet_weights, reference=reference, embed_cache=embed_cache,
+            name=name, notify=view.notify, progress=view.progress,
+        )
     console.print(f"[green]done[/]: predictions in {run}, report in {run / 'report'}")
+
+
+class BenchmarkView:
+    """Draws what ``run_benchmark`` reports: its lines on ``console`` (notes dim), its progress as
+    rich bars (one per stage; the image-loading bar is removed when loading is done)."""
+
+    def __init__(self, console) -> None:  # noqa: ANN001
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        from modan_pacs.progress import make_progress
+
+        self.console = console
+        self.bar = make_progress(console, lambda: Progress(  # a live bar on a terminal, else one line per fold with an ETA
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TimeRemainingColumn(), console=console, transient=False,
+        ))
+        self._tasks: dict = {}
+
+    def notify(self, kind: str, text: str) -> None:
+        from rich.markup import escape
+
+        self.console.print(f"[dim]{escape(text)}[/]" if kind == "note" else escape(text))
+
+    def progress(self, stage: str, done: int, total: int, description: str) -> None:
+        task = self._tasks.get(stage)
+        if task is None:
+            task = self._tasks[stage] = self.bar.add_task(description, total=total)
+        self.bar.update(task, completed=done, total=total, description=description)
+        if stage == "load" and done >= total:
+            self.bar.remove_task(self._tasks.pop(stage))
 
 
 def render_plan(plan, console) -> None:  # noqa: ANN001

@@ -34,7 +34,7 @@ def cache(
     vocab: Annotated[Optional[Path], typer.Option("--vocab", help="Vocabulary YAML for --csv / --folder (default: shipped). --index uses the index's.")] = None,
     size: Annotated[int, typer.Option("--size", help="Side of the square cached images (pixels).")] = 224,
     workers: Annotated[Optional[int], typer.Option("--workers", "-w", help="Decoding processes (default: CPU count).")] = None,
-    slices: Annotated[str, typer.Option("--slices", help="Multi-frame files and series volumes: middle, even:N or all.")] = "middle",
+    slices: Annotated[str, typer.Option("--slices", help="Multi-frame files and series volumes: middle, all, even:N (N spread slices) or center:K (K central slices).")] = "middle",
     resize: Annotated[str, typer.Option("--resize", help="pad (keep aspect, black borders) or stretch.")] = "pad",
     ct_window_by_anatomy: Annotated[
         bool, typer.Option("--ct-window-by-anatomy/--ct-window-from-header", help="CT: window per anatomy (table) or the header's VOI.")
@@ -69,18 +69,17 @@ def cache(
     from rich.console import Console
 
     from modan_pacs.errors import InputError
-    from modan_pacs.pixels.build import build_cache_from_index, default_workers
+    from modan_pacs.pixels.build import CacheSettings, build_cache_from_index, default_workers
 
     given = [name for name, value in (("--index", index), ("--csv", csv), ("--folder", folder)) if value is not None]
     if len(given) != 1:
         raise InputError("give exactly one of --index, --csv, --folder" + (f" (got {', '.join(given)})" if given else ""))
-    options = dict(
+    settings = CacheSettings(
         size=size,
         slices=slices,
-        workers=workers or default_workers(),
         resize=resize,
         ct_window="anatomy" if ct_window_by_anatomy else "header",
-        window_config=window_config,
+        series_volumes=series_volumes,
         keep_non_image=keep_non_image,
         secondary_capture=secondary_capture,
         keep_burned_in=keep_burned_in,
@@ -88,13 +87,15 @@ def cache(
         min_std=min_std,
         pet_nm_window=pet_nm_window,
         unit_timeout=unit_timeout,
-        overwrite=overwrite,
     )
+    workers = workers or default_workers()
     console = Console()
     bar, update = progress_bar("decoding")
     if index is not None:
         with bar:
-            result = build_cache_from_index(index, out, series_volumes=series_volumes, progress=update, **options)
+            result = build_cache_from_index(
+                index, out, settings, window_config=window_config, workers=workers, overwrite=overwrite, progress=update
+            )
     else:
         from modan_pacs.data.sources import build_cache_from_records, read_image_csv, read_image_folder, unmapped_values
         from modan_pacs.labels import Vocabulary
@@ -103,10 +104,13 @@ def cache(
         records = read_image_csv(csv, vocabulary, root=root) if csv is not None else read_image_folder(folder, vocabulary)
         extra = tuple(c for c in ("label", "target", "split") if c in records.columns)
         with bar:
-            result = build_cache_from_records(records, vocabulary, out, extra_columns=extra, progress=update, **options)
+            result = build_cache_from_records(
+                records, vocabulary, out, settings, window_config=window_config, extra_columns=extra, workers=workers,
+                overwrite=overwrite, progress=update,
+            )
         unmapped = unmapped_values(records)
         if len(unmapped):
-            console.print(f"[yellow]unmapped values (label group left empty):[/] "
+            console.print("[yellow]unmapped values (label group left empty):[/] "
                           + ", ".join(f"{r.group}={r.raw_value!r} x{r.count}" for r in unmapped.itertuples()))
     resumed = f", {result.n_resumed} units resumed" if result.n_resumed else ""
     console.print(

@@ -7,14 +7,14 @@ choices are named values of these fields (``configs/benchmark_authors.yaml`` set
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from modan_pacs.errors import ConfigError
+from modan_pacs.errors import InputError
+from modan_pacs.slice_policy import SLICE_POLICY_FORMS, parse_slice_policy
+from modan_pacs.yamlconfig import read_yaml_mapping, validate_model
 
 REGIMES = ("finetune", "linear")
 TIRADS_ORDER = ("1", "2", "3", "4a", "4b", "4c", "5")
@@ -88,7 +88,8 @@ class BenchmarkConfig(BaseModel):
     plane: Literal["axial", "coronal", "sagittal"] = "sagittal"
     """acl: MRNet plane."""
     slice_policy: str = "middle"
-    """acl: ``middle`` (one central slice per exam), ``center:K`` (K central slices) or ``all``."""
+    """acl: ``middle`` (one central slice per exam), ``center:K`` (K central slices), ``even:N`` (N spread
+    slices) or ``all`` (grammar: :mod:`modan_pacs.slice_policy`)."""
     positive_label: str | None = None
     """csv: the label value meaning class 1 when labels are not 0/1."""
     subsample: int | None = Field(None, ge=10)
@@ -107,12 +108,11 @@ class BenchmarkConfig(BaseModel):
     @field_validator("slice_policy")
     @classmethod
     def _slices(cls, value: str) -> str:
-        if value in ("middle", "all"):
-            return value
-        head, _, count = value.partition(":")
-        if head == "center" and count.isdigit() and int(count) >= 1:
-            return value
-        raise ValueError(f"slice_policy must be 'middle', 'all' or 'center:K'; got {value!r}")
+        try:
+            parse_slice_policy(value)
+        except InputError:
+            raise ValueError(f"slice_policy must be one of: {SLICE_POLICY_FORMS}; got {value!r}") from None
+        return value
 
     @field_validator("regimes")
     @classmethod
@@ -141,35 +141,17 @@ RESULT_FIELDS: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def _format_error(exc: ValidationError, source: str) -> ConfigError:
-    err = exc.errors()[0]
-    key = ".".join(str(p) for p in err["loc"]) or "(root)"
-    if err["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(key, list(BenchmarkConfig.model_fields), n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(BenchmarkConfig.model_fields)}"
-        return ConfigError(f"{source}: unknown benchmark key {key!r}; {hint}")
-    return ConfigError(f"{source}: {key}: {str(err['msg']).removeprefix('Value error, ')}")
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read benchmark config ({exc.__class__.__name__}: {exc})") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a benchmark config must be a mapping of keys to values")
-    return data
-
-
 def load_benchmark_config(path: str | Path | None = None, **overrides: Any) -> BenchmarkConfig:
     """Shipped defaults < ``path`` (YAML) < ``overrides`` (None values are ignored).
 
     Raises:
-        ConfigError: unreadable file, unknown key (with a suggestion) or invalid value.
+        InputError: ``path`` is neither a file nor the name of a shipped config.
+        ConfigError: unreadable file, unknown key (with a suggestion) or invalid value
+            (:mod:`modan_pacs.yamlconfig` formats them).
     """
     from modan_pacs.paths import config_path
 
-    data = _read_yaml(config_path("benchmark.yaml"))
+    data = read_yaml_mapping(config_path("benchmark.yaml"), what="benchmark")
     source = "benchmark.yaml"
     if path is not None:
         path = Path(path)
@@ -177,11 +159,8 @@ def load_benchmark_config(path: str | Path | None = None, **overrides: Any) -> B
             try:
                 path = config_path(str(path))  # a shipped name such as benchmark_authors.yaml
             except FileNotFoundError:
-                raise ConfigError(f"{path}: benchmark config not found") from None
-        data.update(_read_yaml(path))
+                pass  # read_yaml_mapping names the missing file
+        data.update(read_yaml_mapping(path, what="benchmark"))
         source = str(path)
     data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return BenchmarkConfig.model_validate(data)
-    except ValidationError as exc:
-        raise _format_error(exc, source) from None
+    return validate_model(BenchmarkConfig, data, source, what="benchmark")

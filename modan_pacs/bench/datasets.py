@@ -22,12 +22,15 @@ import json
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from modan_pacs.errors import DataNotFoundError, InputError
+from modan_pacs.fileio import IMAGE_SUFFIXES, gray_array, is_missing
+from modan_pacs.slice_policy import select_slices
 
 from .config import TIRADS_ORDER, BenchmarkConfig
 from .near_duplicates import PAIR_COLUMNS, discordant, find_near_duplicates, identical_pairs
@@ -46,7 +49,6 @@ LAYOUTS = {
     "acl": "train/ and valid/ with axial/, coronal/, sagittal/ NNNN.npy volumes, plus train-acl.csv and valid-acl.csv (id,label; no header)",
     "csv": "a CSV file (or a folder holding labels.csv) with columns path,label and optionally patient_id",
 }
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 @dataclass
@@ -178,7 +180,7 @@ def _finish(name: str, frame: pd.DataFrame, root: Path, notes: list[str], cfg: B
 
 def tirads_label(score: str | None, cutoff: str) -> int | None:
     """1 if the TI-RADS ``score`` is at or above ``cutoff``, 0 below, None when absent or unknown."""
-    if score is None or (isinstance(score, float) and np.isnan(score)):
+    if is_missing(score):
         return None
     text = str(score).strip().lower()
     if text not in TIRADS_ORDER:
@@ -319,16 +321,6 @@ def load_breast(root: Path, cfg: BenchmarkConfig) -> DownstreamDataset:
 # ---------------------------------------------------------------------------- acl (MRNet)
 
 
-def _slices(depth: int, policy: str) -> list[int]:
-    if policy == "middle":
-        return [depth // 2]
-    if policy == "all":
-        return list(range(depth))
-    count = min(int(policy.split(":")[1]), depth)
-    start = (depth - count) // 2
-    return list(range(start, start + count))
-
-
 def load_acl(root: Path, cfg: BenchmarkConfig) -> DownstreamDataset:
     """MRNet layout: ``{train,valid}/{plane}/NNNN.npy`` volumes ``(slices, H, W)`` and
     ``{train,valid}-acl.csv`` (``id,label``, no header). Both splits are pooled for cross-validation;
@@ -350,7 +342,7 @@ def load_acl(root: Path, cfg: BenchmarkConfig) -> DownstreamDataset:
             shape = np.load(volume, mmap_mode="r").shape
             if len(shape) != 3:
                 raise InputError(f"{volume}: expected a (slices, H, W) volume, got shape {shape}")
-            for index in _slices(shape[0], cfg.slice_policy):
+            for index in select_slices(shape[0], cfg.slice_policy):
                 rows.append(
                     {"item": f"{split}/{exam}#{index:03d}", "label": label, "case": f"{split}/{exam}", "path": str(volume), "slice": index, "box": None, "digest": None}
                 )
@@ -454,27 +446,24 @@ def load_pixels(record: pd.Series | dict) -> np.ndarray:
                     left, top, right, bottom = record["box"]
                     out = out[top:bottom, left:right]
                 return np.clip(out, 0, 1)[None]
-            gray = image.convert("L")
-            if record.get("box") is not None:
-                gray = gray.crop(tuple(record["box"]))
-            return (np.asarray(gray, dtype=np.float32) / 255.0)[None]
+            return (gray_array(image, box=record.get("box")).astype(np.float32) / 255.0)[None]
     except OSError as exc:
         raise InputError(f"{path}: cannot decode image ({exc})") from exc
 
 
-def preprocess(data: DownstreamDataset, size: int, *, progress=None):
-    """All images resized once with ``modan_pacs.data.downstream_transform(size)``: a tensor ``(N, 1, size, size)``."""
+def preprocess(data: DownstreamDataset, size: int, *, progress: Callable[[int, int], None] | None = None):
+    """All images resized once with ``modan_pacs.data.downstream_transform(size)``: a tensor ``(N, 1, size, size)``.
+
+    ``progress(done, total)`` is called after each image.
+    """
     import torch
 
     from modan_pacs.data import downstream_transform
 
     transform = downstream_transform(size)
     out = torch.empty((len(data), 1, size, size), dtype=torch.float32)
-    task = progress.add_task(f"loading {data.name} ({len(data)} images)", total=len(data)) if progress else None
     for i, record in enumerate(data.records.to_dict(orient="records")):
         out[i] = transform({"image": load_pixels(record)})["image"]
         if progress:
-            progress.advance(task)
-    if progress:
-        progress.remove_task(task)
+            progress(i + 1, len(data))
     return out

@@ -19,7 +19,8 @@ every initialisation and regime, so comparisons are paired.
 from __future__ import annotations
 
 import json
-import os
+import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,12 +29,15 @@ import pandas as pd
 import yaml
 
 from modan_pacs.errors import InputError
+from modan_pacs.fileio import atomic_write
 
 from .config import RESULT_FIELDS, BenchmarkConfig, load_benchmark_config
 from .datasets import DownstreamDataset, load_dataset, preprocess
 from .inits import InitSpec, build_initial_encoder, is_deterministic, parse_inits
 from .splits import load_or_make_folds, load_or_make_inner
 from .train import FitSettings, finetune, frozen_features, linear_probe_epochwise, linear_probe_on_features, make_head
+
+logger = logging.getLogger(__name__)
 
 
 def fold_seeds(seed: int, repeat: int, fold: int) -> tuple[int, int, int]:
@@ -50,9 +54,8 @@ def fold_path(out_dir: Path, dataset: str, regime: str, init: str, repeat: int, 
 def write_predictions(path: Path, preds: np.ndarray, labels: np.ndarray) -> None:
     """Write a ``preds,labels`` CSV atomically (a killed run never leaves a half-written fold)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".csv.tmp")
-    pd.DataFrame({"preds": preds, "labels": labels.astype(int)}).to_csv(tmp, index=False, float_format="%.8g")
-    os.replace(tmp, path)
+    frame = pd.DataFrame({"preds": preds, "labels": labels.astype(int)})
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.8g"))
 
 
 def _check_config(path: Path, cfg: BenchmarkConfig) -> None:
@@ -91,18 +94,6 @@ class _FeatureStore:
         return self._features[name]
 
 
-def _progress(console=None):
-    """A live bar on a terminal; one line per fold with an ETA otherwise (a log file, a pipe)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from modan_pacs.progress import make_progress
-
-    return make_progress(console, lambda: Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), console=console, transient=False,
-    ))  # fmt: skip
-
-
 def _named(data, name: str | None):  # noqa: ANN001, ANN202
     """``data`` renamed to ``name`` (csv datasets only: the others have their paper names)."""
     import dataclasses
@@ -115,6 +106,15 @@ def _named(data, name: str | None):  # noqa: ANN001, ANN202
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", name):
         raise InputError(f"--name {name!r}: letters, digits, '.', '_' or '-' only (it names a folder)")
     return dataclasses.replace(data, name=name)
+NotifyCallback = Callable[[str, str], None]
+"""``notify(kind, text)``: a line for the user; ``kind`` is ``"note"`` (about the data) or ``"info"``."""
+ProgressCallback = Callable[[str, int, int, str], None]
+"""``progress(stage, done, total, description)``; ``stage`` is ``"load"`` (images preprocessed) or
+``"folds"`` (folds trained; called before each fold with its description and after it)."""
+
+
+def _log_notify(kind: str, text: str) -> None:
+    logger.info("%s", text)
 
 
 @dataclass
@@ -175,14 +175,25 @@ def _make_plan(data: DownstreamDataset, partition: pd.DataFrame, specs: list[Ini
     )  # fmt: skip
 
 
-def plan_benchmark(*, dataset: str, data_dir: str | Path | None = None, inits, out_dir: str | Path, config=None,
-                   imagenet_weights=None, **overrides) -> BenchmarkPlan:  # fmt: skip
+def _config(config: BenchmarkConfig | str | Path | None) -> BenchmarkConfig:
+    return config if isinstance(config, BenchmarkConfig) else load_benchmark_config(config)
+
+
+def plan_benchmark(
+    *,
+    dataset: str,
+    data_dir: str | Path | None = None,
+    inits,
+    out_dir: str | Path,
+    config: BenchmarkConfig | str | Path | None = None,
+    imagenet_weights: str | Path | None = None,
+) -> BenchmarkPlan:
     """Load the data, make (or reuse) the partition and write ``folds.csv``, ``inner_val.csv``,
     ``<dataset>/duplicates.csv`` and ``<dataset>/plan.json`` -- everything but the training.
 
-    ``overrides``: :class:`~modan_pacs.bench.config.BenchmarkConfig` fields (None values ignored).
+    ``config`` as in :func:`run_benchmark`.
     """
-    cfg = load_benchmark_config(config, **overrides)
+    cfg = _config(config)
     specs = parse_inits(inits, imagenet_weights=imagenet_weights)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -208,22 +219,15 @@ def run_benchmark(
     data_dir: str | Path | None = None,
     inits: dict[str, str | Path | None] | list[str],
     out_dir: str | Path,
-    repeats: int | None = None,
-    folds: int | None = None,
-    regimes: tuple[str, ...] | list[str] | None = None,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    image_size: int | None = None,
-    seed: int | None = None,
+    config: BenchmarkConfig | str | Path | None = None,
     device: str | None = None,
     imagenet_weights: str | Path | None = None,
-    config: str | Path | None = None,
-    options: dict | None = None,
     reference: str | None = None,
     report: bool = True,
     embed_cache: str | Path | None = None,
-    console=None,
     name: str | None = None,
+    notify: NotifyCallback | None = None,
+    progress: ProgressCallback | None = None,
 ) -> Path:
     """Run the paper's downstream protocol and write its report; returns ``out_dir``.
 
@@ -233,29 +237,29 @@ def run_benchmark(
         inits: ``{name: encoder.pt path}`` with ``None`` for ``scratch`` / ``imagenet`` (or
             ``{"imagenet": weights file}``), or a list of ``NAME=PATH`` / ``imagenet`` / ``scratch``.
         out_dir: the run folder (created; an existing one is resumed).
-        repeats, folds, regimes, epochs, batch_size, image_size, seed: override the config
-            (defaults 10, 5, (finetune, linear), 10, 32, 224, 0).
+        config: every setting of the protocol (repeats, folds, regimes, epochs, ...): a
+            :class:`~modan_pacs.bench.config.BenchmarkConfig` (build one with overrides by
+            :func:`~modan_pacs.bench.config.load_benchmark_config`), a benchmark YAML (path or
+            shipped name such as ``benchmark_authors.yaml``), or None for the shipped defaults.
         device: ``cpu``, ``cuda``, ``cuda:N``; None = CUDA when available.
         imagenet_weights: local torchvision ResNet-18 weights for ``imagenet``.
-        config: a benchmark YAML (path or shipped name such as ``benchmark_authors.yaml``).
-        options: other :class:`~modan_pacs.bench.config.BenchmarkConfig` fields (``lr``, ``head``, ...).
         reference: the method compared with the others in the report (default: the first
             checkpoint, else the first initialisation).
         report: write ``out_dir/report`` at the end.
         embed_cache: an image cache; with it the report adds a UMAP per pretrained encoder.
         name: the name of a ``csv`` dataset in folders and tables (default ``csv``).
+        notify: receives the lines for the user (default: this module's logger at INFO);
+            the CLI prints them (:data:`NotifyCallback`).
+        progress: receives preprocessing and fold progress (:data:`ProgressCallback`); the CLI
+            draws it as rich bars.
 
     Raises:
         InputError, ConfigError, DataNotFoundError: bad settings, files or data.
     """
     import torch
-    from rich.console import Console
 
-    console = console or Console(stderr=True)
-    overrides = dict(options or {})
-    overrides.update(repeats=repeats, folds=folds, regimes=list(regimes) if regimes else None, epochs=epochs,
-                     batch_size=batch_size, image_size=image_size, seed=seed)  # fmt: skip
-    cfg = load_benchmark_config(config, **overrides)
+    notify = notify or _log_notify
+    cfg = _config(config)
     specs = parse_inits(inits, imagenet_weights=imagenet_weights)
     names = [s.name for s in specs]
     if reference is not None and reference not in names:
@@ -268,9 +272,10 @@ def run_benchmark(
     data = _named(load_dataset(dataset, data_dir, cfg), name)
     plan, partition, inner = _prepare(data, cfg, specs, out)
     for note in data.notes:
-        console.print(f"[dim]{data.name}: {note}[/]")
+        notify("note", f"{data.name}: {note}")
     counts = plan.class_counts
-    console.print(
+    notify(
+        "info",
         f"{data.name}: {plan.n_images} images ({counts.get(0, 0)} class 0 / {counts.get(1, 0)} class 1), "
         f"{plan.n_groups} groups ({plan.near_duplicate_pairs} near-duplicate and {plan.identical_pairs} identical pairs "
         f"joined, {len(plan.discordant_pairs)} label-discordant), {cfg.folds} folds; device {dev}"
@@ -284,31 +289,34 @@ def run_benchmark(
         for k in range(1, cfg.folds + 1)
     ]
     todo = [t for t in tasks if not fold_path(out, data.name, t[1], t[0].name, t[2], t[3]).is_file()]
-    console.print(
+    notify(
+        "info",
         f"{len(tasks)} trainings planned ({len(specs)} init(s) x {len(cfg.regimes)} regime(s) x {cfg.repeats} repeat(s) "
         f"x {cfg.folds} folds), {len(todo)} to run"
     )
     if len(todo) < len(tasks):
-        console.print(f"resuming: {len(tasks) - len(todo)} of {len(tasks)} folds already done")
+        notify("info", f"resuming: {len(tasks) - len(todo)} of {len(tasks)} folds already done")
     if todo:
-        with _progress(console) as progress:
-            images = preprocess(data, cfg.image_size, progress=progress)
-            labels = torch.tensor(partition["label"].to_numpy(dtype=np.int64), dtype=torch.long)
-            fold_of = partition["fold"].to_numpy()
-            store = _FeatureStore()
-            task = progress.add_task("folds", total=len(todo))
-            for spec, regime, r, k in todo:
-                progress.update(task, description=f"{data.name} {regime} {spec.name} repeat {r} fold {k}")
-                test = fold_of == k
-                val = np.array(inner[k], dtype=bool)  # a writable copy (pandas may hand out read-only arrays)
-                train = ~test & ~val
-                preds, result = _run_fold(spec, regime, cfg, images, labels, train, val, test, (r, k), store, dev)
-                path = fold_path(out, data.name, regime, spec.name, r, k)
-                write_predictions(path, preds, labels[test].numpy())
-                record = {"kept_epoch": result.kept_epoch, "n_train": int(train.sum()), "n_val": int(val.sum()),
-                          "n_test": int(test.sum()), "history": result.history}  # fmt: skip
-                path.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
-                progress.advance(task)
+        loading = f"loading {data.name} ({len(data)} images)"
+        images = preprocess(data, cfg.image_size, progress=(lambda done, total: progress("load", done, total, loading)) if progress else None)
+        labels = torch.tensor(partition["label"].to_numpy(dtype=np.int64), dtype=torch.long)
+        fold_of = partition["fold"].to_numpy()
+        store = _FeatureStore()
+        for done, (spec, regime, r, k) in enumerate(todo):
+            description = f"{data.name} {regime} {spec.name} repeat {r} fold {k}"
+            if progress:
+                progress("folds", done, len(todo), description)
+            test = fold_of == k
+            val = np.array(inner[k], dtype=bool)  # a writable copy (pandas may hand out read-only arrays)
+            train = ~test & ~val
+            preds, result = _run_fold(spec, regime, cfg, images, labels, train, val, test, (r, k), store, dev)
+            path = fold_path(out, data.name, regime, spec.name, r, k)
+            write_predictions(path, preds, labels[test].numpy())
+            record = {"kept_epoch": result.kept_epoch, "n_train": int(train.sum()), "n_val": int(val.sum()),
+                      "n_test": int(test.sum()), "history": result.history}  # fmt: skip
+            path.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+            if progress:
+                progress("folds", done + 1, len(todo), description)
     if report:
         from modan_pacs.report import build_report
 
@@ -322,7 +330,7 @@ def run_benchmark(
             encoders=pretrained if embed_cache is not None else None, order=names, seed=cfg.seed,
             device=str(dev),
         )  # fmt: skip
-        console.print(f"report: {out / 'report' / 'tables.md'}")
+        notify("info", f"report: {out / 'report' / 'tables.md'}")
     return out
 
 

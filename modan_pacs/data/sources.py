@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from modan_pacs.errors import DataNotFoundError, InputError
-from modan_pacs.pixels.build import IMAGE_SUFFIXES, CacheBuildResult, CacheSettings, build_cache, plan_record_units
-from modan_pacs.pixels.windows import load_ct_windows
+from modan_pacs.fileio import IMAGE_SUFFIXES
+from modan_pacs.pixels.build import CacheBuildResult, CacheSettings, build_cache, plan_record_units
 
 __all__ = [
     "build_cache_from_records",
@@ -164,39 +164,26 @@ def build_cache_from_records(
     records: pd.DataFrame,
     vocabulary,
     out: str | Path,
+    settings: CacheSettings | None = None,
     *,
-    size: int = 224,
-    slices: str = "middle",
-    workers: int = 1,
-    resize: str = "pad",
-    ct_window: str = "anatomy",
     window_config: str | Path | None = None,
     extra_columns: tuple[str, ...] = (),
-    keep_non_image: bool = False,
-    secondary_capture: str = "original-primary",
-    keep_burned_in: bool = False,
-    crop_ultrasound: bool = True,
-    min_std: float = 0.02,
-    pet_nm_window: str = "percentile",
-    unit_timeout: float = 300.0,
+    workers: int = 1,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> CacheBuildResult:
     """Decode records (``path, modality_label, anatomy_label`` + ``extra_columns``) into a cache.
 
+    ``settings`` is a :class:`~modan_pacs.pixels.build.CacheSettings` (None: its defaults); records
+    are single images or files, so its ``series_volumes`` is switched off. ``window_config`` and the
+    other keywords are those of :func:`~modan_pacs.pixels.build.build_cache_from_index`;
     ``extra_columns`` are copied into the manifest (e.g. ``target``, ``class_name``, ``label``).
-    The screening and PET/NM options are those of :class:`~modan_pacs.pixels.build.CacheSettings`.
     """
     missing = [c for c in ("path", "modality_label", "anatomy_label", *extra_columns) if c not in records.columns]
     if missing:
         raise InputError(f"records lack columns {missing}")
-    windows = load_ct_windows(window_config, anatomies=vocabulary.groups.get("anatomy"))
-    settings = CacheSettings(
-        size=size, slices=slices, resize=resize, ct_window=ct_window, ct_windows=windows.as_dict(), series_volumes=False,
-        keep_non_image=keep_non_image, secondary_capture=secondary_capture, keep_burned_in=keep_burned_in,
-        crop_ultrasound=crop_ultrasound, min_std=min_std, pet_nm_window=pet_nm_window, unit_timeout=unit_timeout,
-    )
-    settings.validate()
+    settings = (settings or CacheSettings()).with_windows(window_config, vocabulary.groups.get("anatomy"))
+    settings = settings.model_copy(update={"series_volumes": False})
     records = records.reset_index(drop=True)
     labels = vocabulary.encode_frame(records)
     units = plan_record_units(records, settings, extra_columns)
@@ -228,7 +215,7 @@ def build_minirin(
     vocab = Vocabulary.load(vocabulary_path)
     selection = sample_minirin(scan_radimagenet(radimagenet_dir, vocab), per_class=per_class, seed=seed)
     result = build_cache_from_records(
-        selection, vocab, out, size=size, workers=workers, extra_columns=("target", "class_name"), overwrite=overwrite, progress=progress
+        selection, vocab, out, CacheSettings(size=size), workers=workers, extra_columns=("target", "class_name"), overwrite=overwrite, progress=progress
     )
     root = Path(radimagenet_dir)
     listing = selection.assign(path=[str(Path(p).relative_to(root)) for p in selection["path"]])

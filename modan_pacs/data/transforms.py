@@ -50,6 +50,7 @@ from monai.transforms import (
 from monai.utils import MAX_SEED
 
 from modan_pacs.errors import InputError, ModanPacsError
+from modan_pacs.fileio import load_gray
 
 __all__ = [
     "LoadGrayImage",
@@ -71,7 +72,6 @@ __all__ = [
     "views_to_float",
 ]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def _as_chw_tensor(img: Any, name: str = "image", *, to_float: bool = True) -> torch.Tensor:
@@ -549,11 +549,8 @@ def two_view_transform(
 
 
 def _read_gray(path: Path) -> np.ndarray:
-    from PIL import Image
-
     try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("L"), dtype=np.float32)
+        arr = load_gray(path).astype(np.float32)
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read image {path}: {exc}") from exc
     return arr[None] / 255.0

@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from modan_pacs.fileio import atomic_write
+
 
 def _lesion_image(rng: np.random.Generator, size: int, malignant: bool) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
@@ -74,7 +76,5 @@ def generate_lesion_dataset(
         name = f"images/lesion_{i:04d}.png"
         Image.fromarray(_lesion_image(rng, size, bool(label))).save(out_dir / name)
         rows.append({"path": name, "label": int(label), "patient_id": f"case{i // 2:04d}"})
-    tmp = csv_path.with_suffix(".csv.tmp")
-    pd.DataFrame(rows).to_csv(tmp, index=False)
-    tmp.replace(csv_path)
+    atomic_write(csv_path, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
     return csv_path

@@ -21,22 +21,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from pydicom import uid
 
 from modan_pacs.errors import InputError
+from modan_pacs.fileio import load_gray
 
 SOP_CLASS_BY_MODALITY = {
-    "CT": "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
-    "MR": "1.2.840.10008.5.1.4.1.1.4",  # MR Image Storage
-    "US": "1.2.840.10008.5.1.4.1.1.6.1",  # Ultrasound Image Storage
-    "CR": "1.2.840.10008.5.1.4.1.1.1",  # Computed Radiography Image Storage
-    "DX": "1.2.840.10008.5.1.4.1.1.1.1",  # Digital X-Ray Image Storage - For Presentation
-    "MG": "1.2.840.10008.5.1.4.1.1.1.2",  # Digital Mammography X-Ray Image Storage - For Presentation
-    "PT": "1.2.840.10008.5.1.4.1.1.128",  # Positron Emission Tomography Image Storage
-    "NM": "1.2.840.10008.5.1.4.1.1.20",  # Nuclear Medicine Image Storage
-    "XA": "1.2.840.10008.5.1.4.1.1.12.1",  # X-Ray Angiographic Image Storage
-    "RF": "1.2.840.10008.5.1.4.1.1.12.2",  # X-Ray Radiofluoroscopic Image Storage
+    "CT": uid.CTImageStorage,
+    "MR": uid.MRImageStorage,
+    "US": uid.UltrasoundImageStorage,
+    "CR": uid.ComputedRadiographyImageStorage,
+    "DX": uid.DigitalXRayImageStorageForPresentation,
+    "MG": uid.DigitalMammographyXRayImageStorageForPresentation,
+    "PT": uid.PositronEmissionTomographyImageStorage,
+    "NM": uid.NuclearMedicineImageStorage,
+    "XA": uid.XRayAngiographicImageStorage,
+    "RF": uid.XRayRadiofluoroscopicImageStorage,
 }
-SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+SECONDARY_CAPTURE = uid.SecondaryCaptureImageStorage
 _UID_ROOT = "1.2.826.0.1.3680043.10.1042."  # example root for generated UIDs
 
 
@@ -238,10 +240,7 @@ def export_plan(n_patients: int = 12, seed: int = 0) -> list[dict]:
 def _phantom(size: int, modality: str, rng: np.random.Generator, sources: Sequence[Path] | None, k: int) -> np.ndarray:
     """A small image: a real PNG from ``sources`` (resized) or a synthetic ellipse phantom."""
     if sources:
-        from PIL import Image
-
-        with Image.open(sources[k % len(sources)]) as im:
-            arr = np.asarray(im.convert("L").resize((size, size)))
+        arr = load_gray(sources[k % len(sources)], size=size)
         return arr.astype(np.uint16) * 16 if modality in ("CT", "MR", "PT", "NM") else arr.astype(np.uint8)
     yy, xx = np.mgrid[-1:1:size * 1j, -1:1:size * 1j]
     a, b = rng.uniform(0.5, 0.9, size=2)

@@ -55,19 +55,21 @@ def _copy_real_dicom(dest: Path) -> int:
     return n
 
 
-def cache_index_once(index_dir: Path, cache_dir: Path, **options) -> int:
-    """Build the cache of an index, or keep the finished one a previous run left; returns its rows."""
+def cache_index_once(index_dir: Path, cache_dir: Path, *, size: int, workers: int, montage: bool = False) -> int:
+    """Build the cache of an index (images ``size`` pixels square), or keep the finished one a
+    previous run left; returns its rows."""
     from modan_pacs.pixels import load_cache
-    from modan_pacs.pixels.build import build_cache_from_index
+    from modan_pacs.pixels.build import CacheSettings, build_cache_from_index
 
     if (cache_dir / "images.npy").is_file() and not (cache_dir / ".partial").exists():
         return len(load_cache(cache_dir))
-    return build_cache_from_index(index_dir, cache_dir, **options).n_rows
+    return build_cache_from_index(index_dir, cache_dir, CacheSettings(size=size), workers=workers, montage=montage).n_rows
 
 
 def run_demo(out_dir: str | Path = "demo_out", *, settings: DemoSettings | None = None, console: Console | None = None) -> Path:
     """Run every stage into ``out_dir`` and return the report folder."""
     from modan_pacs.bench import run_benchmark
+    from modan_pacs.bench.config import load_benchmark_config
     from modan_pacs.demo.downstream import generate_lesion_dataset
     from modan_pacs.demo.export import generate_export
     from modan_pacs.ingest import build_index
@@ -131,16 +133,13 @@ def run_demo(out_dir: str | Path = "demo_out", *, settings: DemoSettings | None 
         data_dir=labels_csv,
         inits={"modan-mulsupcon": run / "encoder.pt", "scratch": None},
         out_dir=out / "benchmark",
-        repeats=s.bench_repeats,
-        epochs=s.bench_epochs,
-        batch_size=16,
-        image_size=s.image_size,
-        seed=s.seed,
+        config=load_benchmark_config(
+            repeats=s.bench_repeats, epochs=s.bench_epochs, batch_size=16, image_size=s.image_size, seed=s.seed, scratch_stem=s.stem
+        ),
         device="cpu",
         reference="modan-mulsupcon",
         embed_cache=out / "cache",
-        options={"scratch_stem": s.stem},
-        console=console,
+        notify=lambda kind, text: console.print(text, style="dim" if kind == "note" else None, markup=False),
     )
     s.stage_seconds["benchmark"] = time.perf_counter() - t
     report_dir = Path(bench) / "report"

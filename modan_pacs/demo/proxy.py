@@ -34,6 +34,7 @@ import pandas as pd
 from rich.console import Console
 
 from modan_pacs.errors import DataNotFoundError
+from modan_pacs.fileio import load_gray
 
 #: pool folder -> ways a hospital might write its anatomy, by header field
 _POOL_ANATOMY_SPELLINGS: dict[str, dict[str, list[str]]] = {
@@ -119,7 +120,6 @@ def wrap_pool_as_export(data_dir: str | Path, out_dir: str | Path, *, seed: int 
     Raises:
         DataNotFoundError: no ``pool_*/metadata.csv`` under ``data_dir``.
     """
-    from PIL import Image
     from pydicom.uid import generate_uid
 
     from modan_pacs.demo.export import write_dicom_image
@@ -142,7 +142,7 @@ def wrap_pool_as_export(data_dir: str | Path, out_dir: str | Path, *, seed: int 
                 header.update(body_part=None, anatomic_region=None, protocol_name=None, series_description="Series 1")
             modality = str(header.pop("modality", modality))
             patient = f"{pool[:12]}_{(rec.patient_id if isinstance(rec.patient_id, str) and rec.patient_id else i):}"
-            pixels = np.asarray(Image.open(data_dir / rec.path).convert("L"))
+            pixels = load_gray(data_dir / rec.path)
             target = out_dir / pool / f"P{i // 4:04d}" / f"IM{i:05d}"  # no extension, like many exports
             if not target.exists():
                 write_dicom_image(
@@ -246,6 +246,7 @@ def run_proxy_study(data_dir: str | Path, out_dir: str | Path, *, settings: Prox
     import json
 
     from modan_pacs.bench import run_benchmark
+    from modan_pacs.bench.config import load_benchmark_config
     from modan_pacs.ingest import build_index
     from modan_pacs.paths import config_path
     from modan_pacs.demo.pipeline import cache_index_once
@@ -295,15 +296,18 @@ def run_proxy_study(data_dir: str | Path, out_dir: str | Path, *, settings: Prox
     tree = out / "predictions"
     tree.mkdir(exist_ok=True)
     dataset_dirs = {"breast": data_dir / "busi", "thyroid": data_dir / "ddti"}
+    bench_config = load_benchmark_config(
+        repeats=s.repeats, regimes=list(s.regimes), epochs=s.bench_epochs, batch_size=s.bench_batch, image_size=s.image_size,
+        seed=s.seed, scratch_stem=s.stem, subsample=s.subsample or None,
+    )
     for dataset in s.datasets:
         bench_dir = out / f"bench_{dataset}"
         timed(
             f"benchmark {dataset}",
             lambda: run_benchmark(
-                dataset=dataset, data_dir=dataset_dirs[dataset], inits=inits, out_dir=bench_dir, repeats=s.repeats,
-                regimes=list(s.regimes), epochs=s.bench_epochs, batch_size=s.bench_batch, image_size=s.image_size,
-                seed=s.seed, reference=reference, report=False, imagenet_weights=s.imagenet_weights,
-                options={"scratch_stem": s.stem, **({"subsample": s.subsample} if s.subsample else {})}, console=console,
+                dataset=dataset, data_dir=dataset_dirs[dataset], inits=inits, out_dir=bench_dir, config=bench_config,
+                reference=reference, report=False, imagenet_weights=s.imagenet_weights,
+                notify=lambda kind, text: console.print(text, style="dim" if kind == "note" else None, markup=False),
             ),
         )
         link = tree / dataset

@@ -17,9 +17,9 @@ process imports pandas and the labelling code (~0.4 s), which it then does while
 
 from __future__ import annotations
 
+import functools
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from modan_pacs.errors import InputError
+from modan_pacs.fileio import atomic_write
 from modan_pacs.ingest.headers import PART_SCHEMA, RAW_COLUMNS, read_rows, write_part
 from modan_pacs.ingest.salt import load_or_create_salt
 from modan_pacs.ingest.walk import dicomdir_missing_files, iter_files
@@ -189,6 +190,69 @@ def _auto_chunk(n_todo: int, workers: int) -> int:
     return max(8, min(500, math.ceil(n_todo / max(1, workers * 8))))
 
 
+def _check_options(path, out_dir, workers: int | None, chunk_size: int, file_timeout: float | None) -> tuple[Path, Path, int, bool]:
+    """``(root, absolute out, workers, in_process)`` after checking the options of :func:`build_index`."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise InputError(f"PATH {root} does not exist")
+    out = Path(out_dir).expanduser().absolute()
+    if out == root.absolute():
+        raise InputError(f"--out {out} must not be the folder being indexed")
+    in_process = workers == 1  # only when asked for: the default always reads in separate processes
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1, got {workers}")
+    if chunk_size < 0:
+        raise InputError(f"chunk size must be >= 0, got {chunk_size}")
+    if file_timeout is not None and file_timeout < 0:
+        raise InputError(f"--file-timeout must be >= 0 seconds, got {file_timeout}")
+    return root, out, workers, in_process
+
+
+def _open_state(state: Path) -> tuple[list[Path], dict[str, tuple]]:
+    """Create the state folder, drop temporary files a killed run left, and return the part files
+    with ``{path: (size, mtime, error)}`` of every file they hold."""
+    state.mkdir(parents=True, exist_ok=True)
+    for stale in state.glob(".part-*.tmp-*"):
+        stale.unlink(missing_ok=True)
+    old_parts = _part_files(state)
+    known_map: dict[str, tuple] = {}
+    if old_parts:
+        known = _read_parts(old_parts, ["path", "size", "mtime", "error"])
+        known_map = {p: (s, m, e) for p, s, m, e in zip(known["path"], known["size"], known["mtime"], known["error"])}
+    return old_parts, known_map
+
+
+def _compact(state: Path, merged_table: pa.Table, *, rewrite: bool) -> None:
+    """Replace the part files by one holding ``merged_table`` when files were read (``rewrite``) or
+    several parts exist."""
+    import pyarrow.parquet as pq
+
+    parts = _part_files(state)
+    if rewrite or len(parts) > 1:
+        compact = state / f"part-{time.time_ns():020d}-compact.parquet"
+        atomic_write(compact, functools.partial(pq.write_table, merged_table))
+        for old in parts:
+            if old != compact:
+                old.unlink(missing_ok=True)
+
+
+def _error_table(bad: pd.DataFrame, walk_errors: list, dicomdirs: list) -> pd.DataFrame:
+    """``errors.parquet`` rows: unreadable files, walk errors, files a DICOMDIR names but lacks."""
+    import pandas as pd
+
+    columns = ["path", "reason", "detail"]
+    missing = [{"path": m, "reason": "missing_referenced_file", "detail": f"referenced by {d}"} for d in dicomdirs for m in dicomdir_missing_files(d)]
+    return pd.concat(
+        [
+            pd.DataFrame({"path": bad["path"], "reason": bad["error"], "detail": bad["error_detail"]}),
+            pd.DataFrame(walk_errors, columns=columns),
+            pd.DataFrame(missing, columns=columns),
+        ],
+        ignore_index=True,
+    )
+
+
 def build_index(
     path: str | Path,
     out_dir: str | Path,
@@ -219,33 +283,11 @@ def build_index(
         InputError: ``path`` does not exist, holds no readable DICOM image, or the options are invalid.
     """
     start = time.perf_counter()
-    root = Path(path).expanduser()
-    if not root.exists():
-        raise InputError(f"PATH {root} does not exist")
-    out = Path(out_dir).expanduser().absolute()
-    if out == root.absolute():
-        raise InputError(f"--out {out} must not be the folder being indexed")
-    in_process = workers == 1  # only when asked for: the default always reads in separate processes
-    workers = (os.cpu_count() or 1) if workers is None else workers
-    if workers < 1:
-        raise InputError(f"--workers must be at least 1, got {workers}")
-    if chunk_size < 0:
-        raise InputError(f"chunk size must be >= 0, got {chunk_size}")
-    if file_timeout is not None and file_timeout < 0:
-        raise InputError(f"--file-timeout must be >= 0 seconds, got {file_timeout}")
+    root, out, workers, in_process = _check_options(path, out_dir, workers, chunk_size, file_timeout)
     vocab = vocabulary if vocabulary is not None else Vocabulary.load()
     salt = load_or_create_salt(salt_file, forbidden_dir=out)
-
     state = out / STATE_DIR
-    state.mkdir(parents=True, exist_ok=True)
-    for stale in state.glob(".part-*.tmp-*"):
-        stale.unlink(missing_ok=True)
-    old_parts = _part_files(state)
-    known_map: dict[str, tuple] = {}
-    if old_parts:
-        known = _read_parts(old_parts, ["path", "size", "mtime", "error"])
-        known_map = {p: (s, m, e) for p, s, m, e in zip(known["path"], known["size"], known["mtime"], known["error"])}
-        del known
+    old_parts, known_map = _open_state(state)
 
     read_start = time.perf_counter()
     walk = _Walk(iter_files(root, exclude=(out,)), known_map)
@@ -277,41 +319,18 @@ def build_index(
     walked, walk_errors, dicomdirs = walk.walked, walk.errors, walk.dicomdirs
     n_unchanged = len(walked) - len(todo)
 
-    import pandas as pd
-    import pyarrow.parquet as pq
-
     from modan_pacs.ingest.store import write_index
 
     read_seconds = time.perf_counter() - read_start
     merged_table = _merge(old_parts, new_tables, walked)
     del new_tables
-    parts = _part_files(state)
-    if todo or len(parts) > 1:
-        compact = state / f"part-{time.time_ns():020d}-compact.parquet"
-        tmp = compact.with_name(f".{compact.name}.tmp-{os.getpid()}")
-        pq.write_table(merged_table, tmp)
-        os.replace(tmp, compact)
-        for old in parts:
-            if old != compact:
-                old.unlink(missing_ok=True)
+    _compact(state, merged_table, rewrite=bool(todo))
     merged = merged_table.to_pandas()
     del merged_table
 
     ok = merged["error"].isna()
     good = merged.loc[ok, list(RAW_COLUMNS)].reset_index(drop=True)
-    bad = merged.loc[~ok]
-    errors = pd.concat(
-        [
-            pd.DataFrame({"path": bad["path"], "reason": bad["error"], "detail": bad["error_detail"]}),
-            pd.DataFrame(walk_errors, columns=["path", "reason", "detail"]),
-            pd.DataFrame(
-                [{"path": m, "reason": "missing_referenced_file", "detail": f"referenced by {d}"}
-                 for d in dicomdirs for m in dicomdir_missing_files(d)],
-                columns=["path", "reason", "detail"],
-            ),
-        ],
-        ignore_index=True,
-    )
+    errors = _error_table(merged.loc[~ok], walk_errors, dicomdirs)
     if good.empty:
         reasons = errors["reason"].value_counts().to_dict()
         raise InputError(f"no DICOM image found under {root} ({len(walked)} files; not indexed: {reasons or 'none'})")

@@ -31,6 +31,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from modan_pacs.fileio import atomic_write
+
 # Columns of a raw record (what the workers write to part files and what write_index accepts).
 RAW_COLUMNS: dict[str, pa.DataType] = {
     "sop_instance_uid": pa.string(),
@@ -84,7 +86,6 @@ HEADER_TAGS = sorted(
      "ImageLaterality", "Laterality"}
 )
 
-_DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 _PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 _SIGNATURES = {
     b"\x89PNG\r\n\x1a\n": "a PNG image",
@@ -316,7 +317,7 @@ def _scan(fh, block: bytes, size: int, part10: bool, dcmread_only: bool) -> _Sca
 
 def _check_extent(scan: _Scan) -> None:
     """DICOMDIRs and headers (or wanted values) that run past the end of the file."""
-    if scan.meta.get("media_class") == _DICOMDIR_SOP_CLASS or scan.end == _DIRECTORY_RECORDS:
+    if scan.meta.get("media_class") == _uids().dicomdir or scan.end == _DIRECTORY_RECORDS:
         raise _Reject("dicomdir", "DICOMDIR (media directory), not an image")
     size = scan.size
     if scan.end > size:
@@ -353,9 +354,6 @@ _BLOCK = 8192  # read first and walked from memory; grown 8x at a time for longe
 _MAX_BLOCK = 1 << 19  # beyond this the file object is walked (memory stays flat for huge headers)
 _MAX_INFLATED = 1 << 30  # a deflated dataset inflating to more than this is refused (a zip bomb)
 _DIRECTORY_RECORDS = -1  # "end" marker: the walk met DirectoryRecordSequence (a DICOMDIR)
-_IMPLICIT_LE = "1.2.840.10008.1.2"
-_EXPLICIT_BE = "1.2.840.10008.1.2.2"
-_DEFLATED = "1.2.840.10008.1.2.1.99"
 _META_TAGS = {0x00020002: "media_class", 0x00020003: "media_instance", 0x00020010: "transfer_syntax"}
 _STOP_TAGS = _PIXEL_TAGS | {0x00041220}
 _INT32 = 1 << 31
@@ -412,52 +410,97 @@ def _scan_part10(fh, block: bytes, size: int) -> _Scan | None:
 _BLOCK_TOO_SHORT = object()
 
 
+@dataclass(frozen=True)
+class _Uids:
+    dicomdir: str
+    implicit_le: str
+    explicit_le: str
+    explicit_be: str
+    deflated: str
+
+
+@functools.cache
+def _uids() -> _Uids:
+    """The UIDs the reader compares with, from ``pydicom.uid`` as plain strings, imported on first
+    use (importing this module must not import pydicom: ``modan-pacs index --help`` stays light)."""
+    from pydicom import uid
+
+    return _Uids(
+        dicomdir=str(uid.MediaStorageDirectoryStorage),
+        implicit_le=str(uid.ImplicitVRLittleEndian),
+        explicit_le=str(uid.ExplicitVRLittleEndian),
+        explicit_be=str(uid.ExplicitVRBigEndian),
+        deflated=str(uid.DeflatedExplicitVRLittleEndian),
+    )
+
+
+def _walk_meta(src, available: int, partial: bool):
+    """The file meta (group 0002) from byte 132 as ``{media_class, media_instance, transfer_syntax}``,
+    or :data:`_BLOCK_TOO_SHORT` / None as :func:`_walk` returns them."""
+    from pydicom.filereader import data_element_generator
+
+    meta: dict[str, str | None] = {}
+    for raw in data_element_generator(src, False, True, stop_when=_not_meta):
+        vr = raw.VR
+        if raw.value_tell + raw.length > available:
+            return _BLOCK_TOO_SHORT if partial else None  # cut inside the meta: pydicom decides
+        if vr is None or len(vr) != 2 or not vr.isupper():
+            return None  # implicit VR file meta: pydicom re-reads it
+        key = _META_TAGS.get(raw.tag)
+        if key is not None:
+            meta[key] = _meta_text(raw.value)
+    return meta
+
+
+def _walk_dataset(src, implicit: bool, available: int, partial: bool):
+    """The wanted raw elements of the dataset up to the first of :data:`_STOP_TAGS`:
+    ``(elems, end offset, stop tags met)``, or :data:`_BLOCK_TOO_SHORT`."""
+    from pydicom.filereader import data_element_generator
+
+    stopped: list[int] = []
+
+    def stop_when(tag, vr, length) -> bool:
+        if tag in _STOP_TAGS:
+            stopped.append(tag)
+            return True
+        return False
+
+    elems = {}
+    for raw in data_element_generator(src, implicit, True, stop_when=stop_when, specific_tags=_tables()[2]):
+        length = raw.length
+        if partial and length != 0xFFFFFFFF and raw.value_tell + length > available:
+            return _BLOCK_TOO_SHORT
+        elems[int(raw.tag)] = raw
+    return elems, src.tell(), stopped
+
+
 def _walk(src, size: int, available: int, *, inflated: bool = False):
     """:func:`_scan_part10` on ``src`` holding the first ``available`` bytes of a ``size``-byte file.
 
     Returns a :class:`_Scan`, None (pydicom's full reader must decide), :data:`_BLOCK_TOO_SHORT`
     (walk a longer block), or, for a deflated file not yet ``inflated``, the offset of its dataset.
     """
-    from pydicom.filereader import data_element_generator
-
+    uids = _uids()
     partial = available < size
     src.seek(132)
-    meta: dict[str, str | None] = {}
     try:
-        for raw in data_element_generator(src, False, True, stop_when=_not_meta):
-            vr = raw.VR
-            if raw.value_tell + raw.length > available:
-                return _BLOCK_TOO_SHORT if partial else None  # cut inside the meta: pydicom decides
-            if vr is None or len(vr) != 2 or not vr.isupper():
-                return None  # implicit VR file meta: pydicom re-reads it
-            key = _META_TAGS.get(raw.tag)
-            if key is not None:
-                meta[key] = _meta_text(raw.value)
+        meta = _walk_meta(src, available, partial)
+        if not isinstance(meta, dict):
+            return meta
         syntax = meta.get("transfer_syntax")
-        if syntax == _DEFLATED and not inflated:
+        if syntax == uids.deflated and not inflated:
             return src.tell()
-        if syntax is None or syntax == _EXPLICIT_BE or syntax in _private_syntaxes():
+        if syntax is None or syntax == uids.explicit_be or syntax in _private_syntaxes():
             return None
-        implicit = syntax == _IMPLICIT_LE
+        implicit = syntax == uids.implicit_le
         start = src.tell()
         if src.read(2) == b"\x00\x00":  # a command set (group 0000) before the dataset
             return None
         src.seek(start)
-        stopped: list[int] = []
-
-        def stop_when(tag, vr, length) -> bool:
-            if tag in _STOP_TAGS:
-                stopped.append(tag)
-                return True
-            return False
-
-        elems = {}
-        for raw in data_element_generator(src, implicit, True, stop_when=stop_when, specific_tags=_tables()[2]):
-            length = raw.length
-            if partial and length != 0xFFFFFFFF and raw.value_tell + length > available:
-                return _BLOCK_TOO_SHORT
-            elems[int(raw.tag)] = raw
-        end = src.tell()
+        walked = _walk_dataset(src, implicit, available, partial)
+        if walked is _BLOCK_TOO_SHORT:
+            return walked
+        elems, end, stopped = walked
     except Exception:
         if partial:
             return _BLOCK_TOO_SHORT
@@ -513,7 +556,7 @@ def _read_with_dcmread(fh, size: int, force: bool) -> _Scan:
             meta["media_class"] = _text(file_meta.get("MediaStorageSOPClassUID"))
             meta["media_instance"] = _text(file_meta.get("MediaStorageSOPInstanceUID"))
             meta["transfer_syntax"] = _text(file_meta.get("TransferSyntaxUID"))
-        if meta.get("transfer_syntax") == _DEFLATED:
+        if meta.get("transfer_syntax") == _uids().deflated:
             return _read_deflated(fh, meta)
         if "DirectoryRecordSequence" in ds:
             end = _DIRECTORY_RECORDS
@@ -579,7 +622,8 @@ def _fill(rec: dict[str, Any], elems: dict, meta: dict, implicit: bool, little: 
         rec["sop_class_uid"] = meta["media_class"]
     tsyntax = meta.get("transfer_syntax")
     if tsyntax is None:
-        tsyntax = _IMPLICIT_LE if implicit else ("1.2.840.10008.1.2.1" if little else _EXPLICIT_BE)
+        uids = _uids()
+        tsyntax = uids.implicit_le if implicit else (uids.explicit_le if little else uids.explicit_be)
     rec["transfer_syntax_uid"] = tsyntax
 
 
@@ -780,7 +824,5 @@ def write_part(rows: list[tuple], part_path: str) -> pa.Table:
     import pyarrow.parquet as pq
 
     table = rows_table(rows)
-    tmp = f"{os.path.dirname(part_path)}/.{os.path.basename(part_path)}.tmp-{os.getpid()}"
-    pq.write_table(table, tmp)
-    os.replace(tmp, part_path)
+    atomic_write(part_path, lambda tmp: pq.write_table(table, tmp))
     return table

@@ -20,6 +20,7 @@ import secrets
 from pathlib import Path
 
 from modan_pacs.errors import InputError
+from modan_pacs.fileio import atomic_write
 
 SALT_ENV = "MODAN_PACS_SALT_FILE"
 FINGERPRINT_FILE = "salt_fingerprint.txt"
@@ -113,9 +114,7 @@ def bind_salt_to_index(index_dir: str | Path, salt: bytes, salt_path: str | Path
         )
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = record.with_name(f".{record.name}.tmp-{os.getpid()}")
-        tmp.write_text(fingerprint + "\n", encoding="utf-8")
-        os.replace(tmp, record)
+        atomic_write(record, lambda tmp: tmp.write_text(fingerprint + "\n", encoding="utf-8"))
     except OSError as exc:
         raise InputError(f"cannot write {record}: {exc.strerror or exc}") from None
     return fingerprint

@@ -7,7 +7,6 @@ Every file is written to a temporary name and renamed into place, so a reader ne
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from modan_pacs.errors import InputError
+from modan_pacs.fileio import atomic_write, is_missing
 from modan_pacs.ingest.headers import RAW_COLUMNS
 from modan_pacs.labels import Vocabulary, label_frame
 
@@ -40,19 +40,9 @@ class IndexTables:
     series: pd.DataFrame
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _write_parquet(frame: pd.DataFrame, path: Path, schema: pa.Schema | None = None) -> None:
     table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
-    _atomic(path, lambda tmp: pq.write_table(table, tmp))
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def _write_npy(array: np.ndarray, path: Path) -> None:
@@ -60,11 +50,11 @@ def _write_npy(array: np.ndarray, path: Path) -> None:
         with open(tmp, "wb") as fh:
             np.save(fh, array)
 
-    _atomic(path, write)
+    atomic_write(path, write)
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    _atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def _normalise_raw(frame: pd.DataFrame) -> pd.DataFrame:
@@ -107,13 +97,13 @@ def _integer_column(series: pd.Series, dtype: str) -> pd.array:
             return pd.array(series.to_numpy(dtype="float64", na_value=np.nan) if series.dtype.kind == "f" else series, dtype=dtype)
         except (TypeError, ValueError):  # e.g. a non-whole float, which int() truncates below
             series = series.astype(object)
-    return pd.array([None if _is_missing(v) else int(v) for v in series.to_numpy(dtype=object)], dtype=dtype)
+    return pd.array([None if is_missing(v) else int(v) for v in series.to_numpy(dtype=object)], dtype=dtype)
 
 
 def _float_column(series: pd.Series) -> pd.array:
     if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
         return pd.array(series.to_numpy(dtype="float64", na_value=np.nan), dtype="Float64")
-    return pd.array([None if _is_missing(v) else float(v) for v in series.to_numpy(dtype=object)], dtype="Float64")
+    return pd.array([None if is_missing(v) else float(v) for v in series.to_numpy(dtype=object)], dtype="Float64")
 
 
 def _text_column(series: pd.Series) -> pd.Series:
@@ -137,16 +127,12 @@ def _clean_text(values) -> list:
         if type(v) is str:
             v = v.strip()
             append(v or None)
-        elif _is_missing(v):
+        elif is_missing(v):
             append(None)
         else:
             v = str(v).strip()
             append(v or None)
     return out
-
-
-def _is_missing(value: object) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
 
 
 def _series_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -275,7 +261,7 @@ def write_index(
     series = _series_table(labelled)
     _write_npy(labels, out / "labels.npy")
     _write_parquet(labelled, out / "index.parquet", schema)
-    _atomic(out / "vocabulary.yaml", lambda tmp: vocabulary.save(tmp))
+    atomic_write(out / "vocabulary.yaml", lambda tmp: vocabulary.save(tmp))
     _write_parquet(err, out / "errors.parquet", pa.schema([(c, pa.string()) for c in ERROR_COLUMNS]))
     _write_parquet(series, out / "series.parquet")
     _write_csv(_label_summary(labelled), out / "label_summary.csv")

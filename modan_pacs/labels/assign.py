@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from modan_pacs.fileio import is_missing
 from modan_pacs.labels.vocabulary import Vocabulary
 
 RAW_LABEL_INPUTS = (
@@ -19,7 +20,7 @@ RAW_LABEL_INPUTS = (
 
 
 def _clean(value: object) -> str | None:
-    if value is None or (isinstance(value, float) and value != value) or value is pd.NA:
+    if is_missing(value):
         return None
     text = str(value).strip()
     return text or None

@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Sequence
 from functools import cached_property
@@ -25,9 +24,11 @@ from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from modan_pacs.errors import ConfigError, InputError
+from modan_pacs.fileio import is_missing
+from modan_pacs.yamlconfig import did_you_mean, read_yaml_mapping, validate_model
 
 ANATOMY_SOURCES = ("body_part", "anatomic_region", "description", "refined", "conflict", "unknown")
 #: separator of the anatomies of a multi-region label (``"lung|abdomen|pelvis"``) in ``anatomy_label``
@@ -124,14 +125,7 @@ class VocabularyModel(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> VocabularyModel:
-        known = {"modality", "anatomy", *self.extra_groups}
-        for group in self.label_groups:
-            if group not in known:
-                hint = difflib.get_close_matches(group, sorted(known), n=1)
-                extra = f"; did you mean {hint[0]!r}?" if hint else f"; known groups: {sorted(known)}"
-                raise ValueError(f"label_groups has unknown group {group!r}{extra}")
-        if len(set(self.label_groups)) != len(self.label_groups):
-            raise ValueError(f"label_groups has duplicates: {self.label_groups}")
+        self._check_label_groups()
         for kind, names in (
             ("modalities", [m.name for m in self.modalities]),
             ("anatomies", [a.name for a in self.anatomies]),
@@ -139,20 +133,23 @@ class VocabularyModel(_Strict):
             dup = sorted({n for n in names if names.count(n) > 1})
             if dup:
                 raise ValueError(f"{kind} has duplicate names {dup}")
-        seen: dict[str, str] = {}
-        for m in self.modalities:
-            for code in m.codes:
-                key = code.strip().upper()
-                if key in seen and seen[key] != m.name:
-                    raise ValueError(f"modality code {code!r} is listed under both {seen[key]!r} and {m.name!r}")
-                seen[key] = m.name
-        seen = {}
-        for entry in [*self.anatomies, *self.multi_regions]:
-            for bp in entry.body_parts:
-                key = _normalise_code(bp)
-                if key in seen and seen[key] != entry.name:
-                    raise ValueError(f"body part {bp!r} is listed under both {seen[key]!r} and {entry.name!r}")
-                seen[key] = entry.name
+        _one_owner("modality code", ((code, code.strip().upper(), m.name) for m in self.modalities for code in m.codes))
+        entries = [*self.anatomies, *self.multi_regions]
+        _one_owner("body part", ((bp, _normalise_code(bp), e.name) for e in entries for bp in e.body_parts))
+        self._check_anatomy_references()
+        return self
+
+    def _check_label_groups(self) -> None:
+        known = {"modality", "anatomy", *self.extra_groups}
+        for group in self.label_groups:
+            if group not in known:
+                hint = did_you_mean(group, sorted(known))
+                extra = f"; did you mean {hint!r}?" if hint else f"; known groups: {sorted(known)}"
+                raise ValueError(f"label_groups has unknown group {group!r}{extra}")
+        if len(set(self.label_groups)) != len(self.label_groups):
+            raise ValueError(f"label_groups has duplicates: {self.label_groups}")
+
+    def _check_anatomy_references(self) -> None:
         names = {a.name for a in self.anatomies}
         for a in self.anatomies:
             for broader in a.refines:
@@ -162,7 +159,15 @@ class VocabularyModel(_Strict):
             for part in m.anatomies:
                 if part not in names:
                     raise ValueError(f"multi_regions {m.name!r} names {part!r}, which is not an anatomy of the vocabulary")
-        return self
+
+
+def _one_owner(what: str, items: Iterable[tuple[str, str, str]]) -> None:
+    """Each normalised value belongs to one entry: ``items`` are ``(value, normalised, entry name)``."""
+    seen: dict[str, str] = {}
+    for value, key, name in items:
+        if key in seen and seen[key] != name:
+            raise ValueError(f"{what} {value!r} is listed under both {seen[key]!r} and {name!r}")
+        seen[key] = name
 
 
 class Vocabulary:
@@ -225,13 +230,7 @@ class Vocabulary:
 
             path = config_path("vocabulary.yaml")
         path = Path(path)
-        if not path.is_file():
-            raise InputError(f"vocabulary file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
-        return cls.from_dict(data, source=path)
+        return cls.from_dict(read_yaml_mapping(path, what="vocabulary"), source=path)
 
     @classmethod
     def from_dict(cls, data: object, source: Path | None = None) -> Vocabulary:
@@ -241,22 +240,7 @@ class Vocabulary:
             raise ConfigError(f"{where}: expected a mapping at top level, got {type(data).__name__}")
         data = dict(data)
         stated_order = data.pop("label_names", None)  # written by save(); checked, not trusted
-        try:
-            model = VocabularyModel.model_validate(data)
-        except ValidationError as exc:
-            errors = exc.errors()
-            # a misspelt key also makes its correct name "missing": name the misspelling first
-            err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                parent = VocabularyModel
-                field = str(err["loc"][-1])
-                names = list(parent.model_fields) + ["name", "codes", "body_parts", "region_codes",
-                                                     "region_meanings", "keywords", "radimagenet", "column", "values"]
-                hint = difflib.get_close_matches(field, names, n=1)
-                msg = f"unknown key{f'; did you mean {hint[0]!r}?' if hint else ''}"
-            raise ConfigError(f"{where}: {loc}: {msg}") from None
+        model = validate_model(VocabularyModel, data, where, what="vocabulary")
         vocab = cls(model, source)
         if stated_order is not None and list(stated_order) != vocab.label_names:
             raise ConfigError(f"{where}: label_names {stated_order} disagree with the groups, which give {vocab.label_names}")
@@ -435,7 +419,7 @@ class Vocabulary:
             raw = df[column].tolist()
             rows, cols = [], []
             for r, value in enumerate(raw):
-                if value is None or (isinstance(value, float) and value != value):
+                if is_missing(value):
                     continue
                 for part in str(value).split(MULTI_SEP):  # a multi-region anatomy sets several bits
                     col = index.get(part)

@@ -31,14 +31,16 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from modan_pacs.errors import DataNotFoundError, InputError
+from modan_pacs.fileio import IMAGE_SUFFIXES, is_missing, load_gray
 from modan_pacs.pixels.cache import write_cache
 from modan_pacs.pixels.decode import (
     MODALITY_WINDOWS,
@@ -64,30 +66,48 @@ from modan_pacs.pixels.windows import DEFAULT_CT_WINDOWS, CtWindows, load_ct_win
 
 __all__ = ["CacheSettings", "CacheBuildResult", "build_cache", "build_cache_from_index", "plan_index_units", "plan_record_units"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 VOLUME_MODALITIES = ("CT", "MR", "PT", "NM")
 
 
-@dataclass
-class CacheSettings:
-    """How pixels become cache rows (recorded in ``.partial/settings.json`` to check a resume)."""
+class CacheSettings(BaseModel):
+    """How pixels become cache rows: the one way into the cache stage (``modan-pacs cache`` builds it
+    from its flags). Unknown keys are refused; values are checked when the model is built or a field
+    is assigned (:class:`~modan_pacs.errors.InputError` naming the CLI flag).
+
+    :meth:`outputs` (everything but ``unit_timeout``) is recorded in ``.partial/settings.json`` to
+    check a resume.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     size: int = 224
+    """Side of the square cached images (pixels), >= 8."""
     slices: str = "middle"
+    """Multi-frame files and series volumes: :mod:`modan_pacs.slice_policy` grammar."""
     resize: str = "pad"
-    ct_window: str = "anatomy"  # anatomy | header
-    ct_windows: dict[str, list[float]] = field(default_factory=dict)  # empty: windows.DEFAULT_CT_WINDOWS
+    """``pad`` (keep aspect, black borders) or ``stretch``."""
+    ct_window: str = "anatomy"
+    """``anatomy`` (window per anatomy, :mod:`modan_pacs.pixels.windows`) or ``header`` (the header's VOI)."""
+    ct_windows: dict[str, list[float]] = {}
+    """Window table ``{anatomy: [center, width]}``; empty: ``windows.DEFAULT_CT_WINDOWS``."""
     series_volumes: bool = True
+    """Treat single-frame CT/MR/PT/NM series as volumes (slices chosen by ``slices``)."""
     # screening (modan_pacs.pixels.screen) and PET/NM display
     keep_non_image: bool = False
-    secondary_capture: str = "original-primary"  # original-primary | primary | all
+    secondary_capture: str = "original-primary"
+    """``original-primary`` | ``primary`` | ``all``."""
     keep_burned_in: bool = False
     crop_ultrasound: bool = True
-    min_std: float = 0.02  # near-constant: std of the [0, 1] display values below this (0 = off)
-    pet_nm_window: str = "percentile"  # percentile | header | suv
-    unit_timeout: float = 300.0  # seconds one unit may take in a worker before it is stopped (0 = no limit)
+    min_std: float = 0.02
+    """Near-constant: std of the [0, 1] display values below this (0 = off)."""
+    pet_nm_window: str = "percentile"
+    """``percentile`` | ``header`` | ``suv``."""
+    unit_timeout: float = 300.0
+    """Seconds one unit may take in a worker before it is stopped (0 = no limit)."""
 
-    def validate(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> CacheSettings:
+        # InputError (not ValueError) passes through pydantic unchanged: the CLI prints it as one line
         if self.size < 8:
             raise InputError(f"--size must be >= 8; got {self.size}")
         parse_slice_policy(self.slices)
@@ -103,6 +123,17 @@ class CacheSettings:
             raise InputError(f"--unit-timeout must be >= 0 seconds (0 = no limit); got {self.unit_timeout}")
         if self.pet_nm_window not in MODALITY_WINDOWS:
             raise InputError(f"--pet-nm-window must be one of {', '.join(MODALITY_WINDOWS)}; got {self.pet_nm_window!r}")
+        return self
+
+    def outputs(self) -> dict[str, Any]:
+        """The settings that shape the rows (a resumed build must agree on them)."""
+        return {k: v for k, v in self.model_dump().items() if k != "unit_timeout"}
+
+    def with_windows(self, window_config: str | Path | None, anatomies: list[str] | None) -> CacheSettings:
+        """A copy whose ``ct_windows`` is read from ``window_config`` (None: the shipped defaults),
+        checked against ``anatomies`` (:func:`~modan_pacs.pixels.windows.load_ct_windows`)."""
+        windows = load_ct_windows(window_config, anatomies=anatomies)
+        return self.model_copy(update={"ct_windows": windows.as_dict()})
 
 
 @dataclass
@@ -129,7 +160,7 @@ def _row_count(n_frames: Any, policy: str) -> int:
 
 
 def _clean(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    if is_missing(value):
         return None
     if isinstance(value, np.generic):
         return value.item()
@@ -261,10 +292,7 @@ def _crop_ultrasound(frame: np.ndarray, header: Any, settings: CacheSettings, no
 def _decode_frames(unit: dict[str, Any], settings: CacheSettings, rejected: list[dict[str, Any]]) -> tuple[np.ndarray, list, list, list[int]]:
     """Display-mapped frames of a unit with their headers, sources and slice indices."""
     if unit["kind"] == "image":
-        from PIL import Image
-
-        with Image.open(unit["paths"][0]) as im:
-            gray = np.asarray(im.convert("L"), dtype=np.float64) / 255.0
+        gray = load_gray(unit["paths"][0]).astype(np.float64) / 255.0
         return gray[None], [None], unit["sources"][:1], [0]
     window = _window_for(unit, settings)
     if unit["kind"] == "series":
@@ -456,7 +484,6 @@ def build_cache(
     """
     from modan_pacs.pixels.cache import remove_cache_files
 
-    settings.validate()
     out = Path(out)
     partial = out / ".partial"
     if overwrite:
@@ -468,8 +495,7 @@ def build_cache(
     planned = np.asarray([u["planned"] for u in units], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(planned)])
     total_rows = int(offsets[-1])
-    outputs = {k: v for k, v in asdict(settings).items() if k != "unit_timeout"}  # what shapes the rows (a resume may change the rest)
-    state = {"settings": outputs, "fingerprint": _fingerprint(units), "rows": total_rows}
+    state = {"settings": settings.outputs(), "fingerprint": _fingerprint(units), "rows": total_rows}
     partial.mkdir(parents=True, exist_ok=True)
     state_file, done_file = partial / "settings.json", partial / "done.jsonl"
     done: dict[int, dict[str, Any]] = {}
@@ -589,34 +615,31 @@ def summarize(errors: list[dict[str, Any]], notes: dict[str, int], *, n_rows: in
 def build_cache_from_index(
     index_dir: str | Path,
     out: str | Path,
+    settings: CacheSettings | None = None,
     *,
-    size: int = 224,
-    slices: str = "middle",
-    workers: int = 1,
-    resize: str = "pad",
-    ct_window: str = "anatomy",
     window_config: str | Path | None = None,
-    series_volumes: bool = True,
-    keep_non_image: bool = False,
-    secondary_capture: str = "original-primary",
-    keep_burned_in: bool = False,
-    crop_ultrasound: bool = True,
-    min_std: float = 0.02,
-    pet_nm_window: str = "percentile",
-    unit_timeout: float = 300.0,
+    workers: int = 1,
     montage: bool = False,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> CacheBuildResult:
     """``modan-pacs cache --index DIR``: decode every image of an index (docs/commands/cache.md).
 
-    Reads ``index.parquet``, ``labels.npy`` and ``vocabulary.yaml`` of ``index_dir``. The screening
-    and PET/NM options are those of :class:`CacheSettings` (:mod:`modan_pacs.pixels.screen`);
-    ``montage`` writes ``OUT/montage.png`` (:func:`modan_pacs.pixels.montage.write_montage`).
+    Reads ``index.parquet``, ``labels.npy`` and ``vocabulary.yaml`` of ``index_dir``.
+
+    Args:
+        settings: how pixels become rows (None: :class:`CacheSettings` defaults); its screening and
+            PET/NM options are described in :mod:`modan_pacs.pixels.screen`.
+        window_config: YAML ``{anatomy: [center, width]}`` replacing ``settings.ct_windows``
+            (None: the shipped table), checked against the index's anatomies.
+        workers: decoding processes (1 = in this process).
+        montage: write ``OUT/montage.png`` (:func:`modan_pacs.pixels.montage.write_montage`).
+        overwrite: discard an existing cache or unfinished build at ``out``.
+        progress: called with ``(units done, units total)`` after each unit.
 
     Raises:
         DataNotFoundError: the index folder or one of those files is missing.
-        InputError / ConfigError: bad options or window file.
+        InputError / ConfigError: bad window file.
     """
     from modan_pacs.ingest import load_index
 
@@ -628,13 +651,7 @@ def build_cache_from_index(
     missing = [c for c in ("sop_instance_uid", "series_instance_uid", "modality", "number_of_frames", "path", "modality_label", "anatomy_label") if c not in frame.columns]
     if missing:
         raise InputError(f"{index_dir / 'index.parquet'} lacks columns {missing}")
-    windows = load_ct_windows(window_config, anatomies=vocab.groups.get("anatomy"))
-    settings = CacheSettings(
-        size=size, slices=slices, resize=resize, ct_window=ct_window, ct_windows=windows.as_dict(), series_volumes=series_volumes,
-        keep_non_image=keep_non_image, secondary_capture=secondary_capture, keep_burned_in=keep_burned_in,
-        crop_ultrasound=crop_ultrasound, min_std=min_std, pet_nm_window=pet_nm_window, unit_timeout=unit_timeout,
-    )
-    settings.validate()
+    settings = (settings or CacheSettings()).with_windows(window_config, vocab.groups.get("anatomy"))
     units, planning_errors = plan_index_units(frame, settings)
     result = build_cache(units, labels, vocab, out, settings=settings, workers=workers, planning_errors=planning_errors, overwrite=overwrite, progress=progress)
     if montage:

@@ -16,7 +16,6 @@ Layout of ``CACHE_DIR/`` (docs/ARCHITECTURE.md, "cache"):
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from modan_pacs.errors import DataNotFoundError, InputError
+from modan_pacs.fileio import atomic_write
 
 if TYPE_CHECKING:
     from modan_pacs.labels import Vocabulary
@@ -63,6 +63,16 @@ class ImageCache:
     def size(self) -> int:
         """Side ``S`` of the square cached images."""
         return int(self.images.shape[1])
+
+
+def _copy_to_npy(images: np.ndarray, path: Path) -> None:
+    """Copy ``images`` into a new ``.npy`` file in 64 MiB chunks (``images`` may be a memory map)."""
+    target = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=images.shape)
+    chunk = max(1, (64 << 20) // max(1, images.shape[1] * images.shape[2]))
+    for start in range(0, images.shape[0], chunk):
+        target[start : start + chunk] = images[start : start + chunk]
+    target.flush()
+    del target
 
 
 def _check_arrays(images: np.ndarray, labels: np.ndarray, manifest: pd.DataFrame, n_labels: int | None) -> None:
@@ -137,13 +147,7 @@ def write_cache(
     labels = np.asarray(labels)
     _check_arrays(images, labels, manifest, len(vocab.label_names))
     out.mkdir(parents=True, exist_ok=True)
-    target = np.lib.format.open_memmap(out / "images.npy.tmp", mode="w+", dtype=np.uint8, shape=images.shape)
-    chunk = max(1, (64 << 20) // max(1, images.shape[1] * images.shape[2]))
-    for start in range(0, images.shape[0], chunk):
-        target[start : start + chunk] = images[start : start + chunk]
-    target.flush()
-    del target
-    os.replace(out / "images.npy.tmp", out / "images.npy")
+    atomic_write(out / "images.npy", lambda tmp: _copy_to_npy(images, tmp))
     np.save(out / "labels.npy", labels.astype(np.float32))
     manifest = manifest.reset_index(drop=True)
     manifest.to_parquet(out / "manifest.parquet", index=False)

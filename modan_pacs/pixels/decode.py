@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from modan_pacs.errors import InputError
+from modan_pacs.slice_policy import parse_slice_policy, select_slices
 
 __all__ = [
     "PET_NM_PERCENTILES",
@@ -93,41 +94,6 @@ class DecodedFrames:
     frame_indices: list[int]
     headers: list
     is_color: bool
-
-
-def parse_slice_policy(policy: str) -> tuple[str, int]:
-    """``"middle"`` -> ("middle", 1); ``"even:N"`` -> ("even", N); ``"all"`` -> ("all", 0).
-
-    Raises:
-        InputError: any other text.
-    """
-    text = str(policy).strip().lower()
-    if text in ("middle", "all"):
-        return text, 1 if text == "middle" else 0
-    if text.startswith("even:"):
-        try:
-            n = int(text.split(":", 1)[1])
-        except ValueError:
-            n = 0
-        if n >= 1:
-            return "even", n
-    raise InputError(f"slice policy {policy!r} is not one of: middle, even:N (N >= 1), all")
-
-
-def select_slices(n_frames: int, policy: str) -> list[int]:
-    """Indices of the frames kept from ``n_frames`` by ``policy``.
-
-    ``middle``: ``n // 2``; ``even:N``: the centres of N equal bins, ``floor((i + 0.5) n / N)``
-    (all frames when ``N >= n``), which avoids the often empty first and last slices; ``all``.
-    """
-    kind, n = parse_slice_policy(policy)
-    if n_frames < 1:
-        return []
-    if kind == "middle":
-        return [n_frames // 2]
-    if kind == "all" or n >= n_frames:
-        return list(range(n_frames))
-    return [int(math.floor((i + 0.5) * n_frames / n)) for i in range(n)]
 
 
 def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
@@ -279,7 +245,7 @@ def read_dicom_frames(
 
     Args:
         path: the DICOM file.
-        frames: frame indices, a slice policy (``"middle"``, ``"even:N"``, ``"all"``) or None (all).
+        frames: frame indices, a slice policy (:mod:`modan_pacs.slice_policy`) or None (all).
             For a Siemens MOSAIC they choose among the mosaic's slices.
         screen: called with the header (read without pixels) before any pixel is decoded; a
             ``(code, reason)`` it returns raises :class:`~modan_pacs.pixels.screen.ImageExcluded`.

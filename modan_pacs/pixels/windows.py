@@ -8,12 +8,11 @@ names must be anatomies of the vocabulary.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
-import yaml
 
-from modan_pacs.errors import ConfigError, InputError
+from modan_pacs.errors import ConfigError
+from modan_pacs.yamlconfig import did_you_mean, read_yaml_mapping
 
 __all__ = ["DEFAULT_CT_WINDOWS", "CtWindows", "load_ct_windows"]
 
@@ -61,19 +60,12 @@ def load_ct_windows(path: str | Path | None = None, anatomies: list[str] | None 
     if path is None:
         return CtWindows(table)
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"window config {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping anatomy -> [center, width]")
+    data = read_yaml_mapping(path, what="window config")  # a mapping anatomy -> [center, width]
     known = set(anatomies or []) | {"default"}
     for key, value in data.items():
         if anatomies is not None and key not in known:
-            hint = difflib.get_close_matches(str(key), sorted(known), n=1)
-            raise ConfigError(f"{path}: {key!r} is not an anatomy of the vocabulary" + (f"; did you mean {hint[0]!r}?" if hint else ""))
+            hint = did_you_mean(str(key), sorted(known))
+            raise ConfigError(f"{path}: {key!r} is not an anatomy of the vocabulary" + (f"; did you mean {hint!r}?" if hint else ""))
         if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)):
             raise ConfigError(f"{path}: {key}: expected [center, width]; got {value!r}")
         if value[1] < 1:

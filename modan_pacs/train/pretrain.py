@@ -33,6 +33,7 @@ import yaml
 from torch import nn
 
 from modan_pacs.errors import ConfigError, InputError
+from modan_pacs.fileio import atomic_write
 from modan_pacs.losses import CONTRASTIVE, build_loss
 from modan_pacs.models import EncoderWithHead, build_encoder, build_head, encoder_state_dict
 from modan_pacs.progress import format_eta
@@ -445,13 +446,15 @@ def _write_metrics(path: Path, rows: list[dict[str, float]], keep_until_epoch: i
     if keep_until_epoch is not None and path.is_file():
         with path.open() as fh:
             existing = [r for r in csv.DictReader(fh) if int(r["epoch"]) <= keep_until_epoch]
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS)
-        writer.writeheader()
-        writer.writerows(existing)
-        writer.writerows(rows)
-    tmp.replace(path)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS)
+            writer.writeheader()
+            writer.writerows(existing)
+            writer.writerows(rows)
+
+    atomic_write(path, write)
 
 
 def pretrain(

@@ -42,9 +42,10 @@ def test_mrnet_layout_slice_policies_and_tiny_run(tmp_path):
     center = load_dataset("acl", root, load_benchmark_config(slice_policy="center:3"))
     assert sorted(set(center.records["slice"])) == [2, 3, 4]
 
-    out = run_benchmark(dataset="acl", data_dir=root, inits=["scratch"], out_dir=tmp_path / "run", repeats=1, folds=3,
-                        regimes=["linear"], epochs=1, batch_size=4, image_size=16,
-                        options={"slice_policy": "center:2", "scratch_stem": "authors"})  # fmt: skip
+    cfg = load_benchmark_config(
+        repeats=1, folds=3, regimes=["linear"], epochs=1, batch_size=4, image_size=16, slice_policy="center:2", scratch_stem="authors"
+    )
+    out = run_benchmark(dataset="acl", data_dir=root, inits=["scratch"], out_dir=tmp_path / "run", config=cfg)
     folds = pd.read_csv(out / "folds.csv")
     folds["exam"] = folds["item"].str.split("#").str[0]
     assert folds.groupby("exam")["fold"].nunique().max() == 1  # slices of an exam stay in one fold

@@ -92,6 +92,7 @@ def test_folder_source(tmp_path):
 @pytest.mark.data
 def test_shared_pool_loads_through_generic_reader(shared_data, tmp_path):
     from modan_pacs.data.sources import build_cache_from_records
+    from modan_pacs.pixels.build import CacheSettings
 
     vocab = Vocabulary.load()
     expected = {"pool_mr_brain_figshare": "MR", "pool_us_fetalhead_hc18": "US", "pool_dx_knee_oai_kl": "radiograph", "pool_us_lung_pocus": "US"}
@@ -103,7 +104,7 @@ def test_shared_pool_loads_through_generic_reader(shared_data, tmp_path):
         parts.append(records.iloc[::40])
     records = pd.concat(parts, ignore_index=True)
     assert {"brain", "knee", "lung"} <= set(records["anatomy_label"].dropna())
-    result = build_cache_from_records(records, vocab, tmp_path / "pool", size=32, workers=1)
+    result = build_cache_from_records(records, vocab, tmp_path / "pool", CacheSettings(size=32), workers=1)
     cache = load_cache(tmp_path / "pool")
     assert result.n_errors == 0 and len(cache) == len(records)
     ref = np.asarray(Image.open(records.at[0, "path"]).convert("L"), dtype=np.float64) / 255.0

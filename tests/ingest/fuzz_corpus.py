@@ -22,7 +22,6 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.filewriter import write_file_meta_info
-from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
 _MAX_SOURCE_BYTES = 200_000  # small sources keep the corpus a few tens of MB

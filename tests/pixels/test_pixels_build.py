@@ -6,12 +6,13 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from pydantic import ValidationError
 from pydicom.data import get_testdata_file
 
 from modan_pacs.errors import InputError
 from modan_pacs.labels import Vocabulary
 from modan_pacs.pixels import load_cache
-from modan_pacs.pixels.build import build_cache_from_index
+from modan_pacs.pixels.build import CacheSettings, build_cache_from_index
 from modan_pacs.pixels.decode import fit_square, to_uint8
 
 INDEX_COLUMNS = [
@@ -82,7 +83,7 @@ def write_index(folder, pydicom_data_dir, extra=()):
 
 def test_build_middle_policy_rows_labels_errors(tmp_path, pydicom_data_dir):
     frame, vocab = write_index(tmp_path / "index", pydicom_data_dir)
-    result = build_cache_from_index(tmp_path / "index", tmp_path / "cache", size=32, slices="middle", secondary_capture="all")
+    result = build_cache_from_index(tmp_path / "index", tmp_path / "cache", CacheSettings(size=32, slices="middle", secondary_capture="all"))
     cache = load_cache(tmp_path / "cache")
     assert result.n_rows == len(cache) == 6  # CT_small, MR_small, emri (1 frame), CT5N series (1 slice), SC_rgb, JPEG-lossy
     assert not (tmp_path / "cache" / ".partial").exists()
@@ -105,14 +106,14 @@ def test_build_middle_policy_rows_labels_errors(tmp_path, pydicom_data_dir):
     row = int(m.index[m["source"] == str(ds.SOPInstanceUID)][0])
     np.testing.assert_array_equal(cache.images[row], to_uint8(fit_square(windowed, 32)))
     with pytest.raises(InputError, match="already holds"):
-        build_cache_from_index(tmp_path / "index", tmp_path / "cache", size=32)
+        build_cache_from_index(tmp_path / "index", tmp_path / "cache", CacheSettings(size=32))
 
 
 def test_all_policy_and_window_config(tmp_path, pydicom_data_dir):
     write_index(tmp_path / "index", pydicom_data_dir)
     config = tmp_path / "windows.yaml"
     config.write_text("brain: [0, 100]\n")
-    build_cache_from_index(tmp_path / "index", tmp_path / "cache", size=16, slices="all", window_config=config, secondary_capture="all")
+    build_cache_from_index(tmp_path / "index", tmp_path / "cache", CacheSettings(size=16, slices="all", secondary_capture="all"), window_config=config)
     m = load_cache(tmp_path / "cache").manifest
     assert len(m) == 1 + 1 + 10 + 5 + 1 + 1  # CT_small, MR_small, emri frames, CT5N slices, SC_rgb, JPEG-lossy
     assert sorted(m.loc[m["slice_index"] > 2, "slice_index"].unique().tolist()) == list(range(3, 10))
@@ -120,24 +121,59 @@ def test_all_policy_and_window_config(tmp_path, pydicom_data_dir):
     from modan_pacs.errors import ConfigError
 
     with pytest.raises(ConfigError, match="did you mean 'brain'"):
-        build_cache_from_index(tmp_path / "index", tmp_path / "other", size=16, window_config=config)
+        build_cache_from_index(tmp_path / "index", tmp_path / "other", CacheSettings(size=16), window_config=config)
 
 
 def test_interrupted_build_resumes_to_same_cache(tmp_path, pydicom_data_dir):
     write_index(tmp_path / "index", pydicom_data_dir)
-    build_cache_from_index(tmp_path / "index", tmp_path / "full", size=24)
+    build_cache_from_index(tmp_path / "index", tmp_path / "full", CacheSettings(size=24))
 
     def stop_after_three(done, total):
         if done == 3:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        build_cache_from_index(tmp_path / "index", tmp_path / "resumed", size=24, progress=stop_after_three)
+        build_cache_from_index(tmp_path / "index", tmp_path / "resumed", CacheSettings(size=24), progress=stop_after_three)
     assert (tmp_path / "resumed" / ".partial" / "done.jsonl").read_text().count("\n") == 3
     with pytest.raises(InputError, match="other settings"):
-        build_cache_from_index(tmp_path / "index", tmp_path / "resumed", size=32)
-    result = build_cache_from_index(tmp_path / "index", tmp_path / "resumed", size=24, workers=2)
+        build_cache_from_index(tmp_path / "index", tmp_path / "resumed", CacheSettings(size=32))
+    result = build_cache_from_index(tmp_path / "index", tmp_path / "resumed", CacheSettings(size=24), workers=2)
     assert result.n_resumed == 3
     a, b = load_cache(tmp_path / "full"), load_cache(tmp_path / "resumed")
     np.testing.assert_array_equal(np.asarray(a.images), np.asarray(b.images))
     pd.testing.assert_frame_equal(a.manifest, b.manifest)
+
+
+def test_cache_settings_model_keeps_defaults_errors_and_resume_record():
+    settings = CacheSettings()
+    # the values the dataclass had (a resume of a build started before the change must agree)
+    assert settings.outputs() == {
+        "size": 224,
+        "slices": "middle",
+        "resize": "pad",
+        "ct_window": "anatomy",
+        "ct_windows": {},
+        "series_volumes": True,
+        "keep_non_image": False,
+        "secondary_capture": "original-primary",
+        "keep_burned_in": False,
+        "crop_ultrasound": True,
+        "min_std": 0.02,
+        "pet_nm_window": "percentile",
+    }
+    assert settings.unit_timeout == 300.0
+    with pytest.raises(ValidationError, match="sizes"):
+        CacheSettings(sizes=32)
+    bad_values = [
+        ({"size": 4}, "--size must be >= 8; got 4"),
+        ({"resize": "crop"}, "--resize must be pad or stretch"),
+        ({"slices": "centre:3"}, "slice policy 'centre:3'"),
+        ({"min_std": 0.5}, r"--min-std must be in \[0, 0.5\)"),
+        ({"unit_timeout": -1}, "--unit-timeout must be >= 0"),
+        ({"pet_nm_window": "max"}, "--pet-nm-window must be one of"),
+    ]
+    for bad, message in bad_values:
+        with pytest.raises(InputError, match=message):
+            CacheSettings(**bad)
+    with pytest.raises(InputError, match="--size"):
+        settings.size = 2

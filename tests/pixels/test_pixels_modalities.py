@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from pixel_files import copy_to, extra_file, write_mosaic, write_pet  # noqa: E402
 
 from modan_pacs.pixels import load_cache  # noqa: E402
-from modan_pacs.pixels.build import build_cache_from_index  # noqa: E402
+from modan_pacs.pixels.build import CacheSettings, build_cache_from_index  # noqa: E402
 from modan_pacs.pixels.decode import SUV_WINDOW, display_frames, mosaic_layout, read_dicom_frames, split_mosaic, suv_factor  # noqa: E402
 
 
@@ -63,13 +63,13 @@ def test_pet_in_the_cache_is_not_black(tmp_path, index_folder):
     for seed in range(2):
         write_pet(tmp_path / "export" / f"pet_{seed}.dcm", seed=seed)
     index = index_folder(tmp_path / "export")
-    build_cache_from_index(index, tmp_path / "cache", size=64, workers=1, series_volumes=False)
+    build_cache_from_index(index, tmp_path / "cache", CacheSettings(size=64, series_volumes=False), workers=1)
     cache = load_cache(tmp_path / "cache")
     assert len(cache) == 2 and all(int(cache.images[i].max()) >= 250 for i in range(2))
-    build_cache_from_index(index, tmp_path / "header", size=64, workers=1, series_volumes=False, pet_nm_window="header", min_std=0)
+    build_cache_from_index(index, tmp_path / "header", CacheSettings(size=64, series_volumes=False, pet_nm_window="header", min_std=0), workers=1)
     header = load_cache(tmp_path / "header")
     assert np.mean(np.asarray(header.images) == 255) > 0.3  # saturated: what the header window did
-    suv = build_cache_from_index(index, tmp_path / "suv", size=64, workers=1, series_volumes=False, pet_nm_window="suv")
+    suv = build_cache_from_index(index, tmp_path / "suv", CacheSettings(size=64, series_volumes=False, pet_nm_window="suv"), workers=1)
     assert suv.summary["notes"] == {"pet_suv": 2}
 
 
@@ -112,7 +112,7 @@ def test_mosaic_in_the_cache_one_row_per_slice(tmp_path, index_folder):
     write_mosaic(tmp_path / "export" / "dwi.dcm")
     copy_to(tmp_path / "export", pydicom.data.get_testdata_file("CT_small.dcm"))
     index = index_folder(tmp_path / "export")
-    result = build_cache_from_index(index, tmp_path / "cache", size=32, slices="all", workers=1)
+    result = build_cache_from_index(index, tmp_path / "cache", CacheSettings(size=32, slices="all"), workers=1)
     m = load_cache(tmp_path / "cache").manifest
     uid = str(pydicom.dcmread(tmp_path / "export" / "dwi.dcm", stop_before_pixels=True).SOPInstanceUID)
     mosaic_rows = m[m["source"] == uid]
@@ -121,6 +121,6 @@ def test_mosaic_in_the_cache_one_row_per_slice(tmp_path, index_folder):
     errors = pd.read_parquet(tmp_path / "cache" / "errors.parquet")
     assert errors.empty
     # a series of mosaics (repeated volumes) gives the slices of its middle instance
-    middle = build_cache_from_index(index, tmp_path / "middle", size=32, slices="even:3", workers=1)
+    middle = build_cache_from_index(index, tmp_path / "middle", CacheSettings(size=32, slices="even:3"), workers=1)
     assert load_cache(tmp_path / "middle").manifest.query("source == @uid")["slice_index"].tolist() == [8, 24, 40]
     assert middle.n_rows == 4

@@ -18,7 +18,7 @@ from pixel_files import copy_to, extra_file, uid, write_ct_series  # noqa: E402
 
 from modan_pacs.pixels import load_cache  # noqa: E402
 from modan_pacs.pixels import build as build_module  # noqa: E402
-from modan_pacs.pixels.build import build_cache_from_index  # noqa: E402
+from modan_pacs.pixels.build import CacheSettings, build_cache_from_index  # noqa: E402
 from modan_pacs.pixels.decode import read_series  # noqa: E402
 
 
@@ -32,14 +32,14 @@ def test_series_with_a_corrupt_instance_keeps_the_others(tmp_path, index_folder)
     index = index_folder(tmp_path / "export")
     bad = paths[5]  # the middle slice: the one "middle" would choose
     _truncate(bad)  # corrupted after indexing (the index saw a good file)
-    build_cache_from_index(index, tmp_path / "middle", size=32, slices="middle", workers=1)
+    build_cache_from_index(index, tmp_path / "middle", CacheSettings(size=32, slices="middle"), workers=1)
     middle = load_cache(tmp_path / "middle")
     errors = pd.read_parquet(tmp_path / "middle" / "errors.parquet")
     assert len(middle) == 1  # the nearest instance stands in for the corrupt one
     assert middle.manifest["source"].iloc[0] in {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in (paths[4], paths[6])}
     assert errors["path"].tolist() == [str(bad)] and errors["code"].tolist() == ["missing_instance"]
 
-    build_cache_from_index(index, tmp_path / "all", size=32, slices="all", workers=2)
+    build_cache_from_index(index, tmp_path / "all", CacheSettings(size=32, slices="all"), workers=2)
     cache = load_cache(tmp_path / "all")
     errors = pd.read_parquet(tmp_path / "all" / "errors.parquet")
     assert len(cache) == 10  # 11 instances, one gap
@@ -72,7 +72,7 @@ def test_any_exception_in_one_unit_is_one_error_row(tmp_path, index_folder, monk
         return original(path, *args, **kwargs)
 
     monkeypatch.setattr(build_module, "read_dicom_frames", explode_on_mr)
-    result = build_cache_from_index(index, tmp_path / "cache", size=16, workers=1)
+    result = build_cache_from_index(index, tmp_path / "cache", CacheSettings(size=16), workers=1)
     errors = pd.read_parquet(tmp_path / "cache" / "errors.parquet")
     assert result.n_rows == 1 and load_cache(tmp_path / "cache").manifest["source"].tolist() == [str(pydicom.dcmread(ct).SOPInstanceUID)]
     assert errors["path"].tolist() == [str(mr)] and "KeyError" in errors["reason"].iloc[0]
@@ -95,7 +95,7 @@ def test_a_worker_killed_by_a_signal_costs_only_its_file(tmp_path, index_folder,
         return original(unit, settings)
 
     monkeypatch.setattr(build_module, "decode_unit", die_on_crash_file)
-    result = build_cache_from_index(index, tmp_path / "cache", size=16, workers=2, keep_non_image=True)
+    result = build_cache_from_index(index, tmp_path / "cache", CacheSettings(size=16, keep_non_image=True), workers=2)
     errors = pd.read_parquet(tmp_path / "cache" / "errors.parquet")
     assert errors.loc[errors["code"] == "worker_died", "path"].tolist() == [str(crash)]
     assert result.n_rows == len(paths)  # every other file cached
@@ -121,7 +121,7 @@ def test_a_hanging_unit_is_stopped_and_recorded(tmp_path, index_folder, monkeypa
         return original(unit, settings)
 
     monkeypatch.setattr(build_module, "decode_unit", hang_on_file)
-    result = build_cache_from_index(index, tmp_path / "cache", size=16, workers=2, unit_timeout=1.0)
+    result = build_cache_from_index(index, tmp_path / "cache", CacheSettings(size=16, unit_timeout=1.0), workers=2)
     errors = pd.read_parquet(tmp_path / "cache" / "errors.parquet")
     assert errors.loc[errors["code"] == "timeout", "path"].tolist() == [str(hang)]
     assert result.n_rows == len(names)

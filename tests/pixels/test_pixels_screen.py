@@ -19,7 +19,7 @@ from pixel_files import copy_to, extra_file, uid  # noqa: E402
 from modan_pacs.errors import InputError  # noqa: E402
 from modan_pacs.labels import Vocabulary  # noqa: E402
 from modan_pacs.pixels import load_cache  # noqa: E402
-from modan_pacs.pixels.build import build_cache_from_index  # noqa: E402
+from modan_pacs.pixels.build import CacheSettings, build_cache_from_index  # noqa: E402
 from modan_pacs.pixels.decode import display_frames, fit_square, read_dicom_frames, to_uint8  # noqa: E402
 from modan_pacs.pixels.screen import non_image_reason, ultrasound_crop_box  # noqa: E402
 
@@ -63,7 +63,7 @@ def _errors(cache_dir):
 def test_default_screening_excludes_with_reasons_and_counts(tmp_path, export, index_folder):
     folder, files = export
     index = index_folder(folder)
-    result = build_cache_from_index(index, tmp_path / "cache", size=32, workers=1)
+    result = build_cache_from_index(index, tmp_path / "cache", CacheSettings(size=32), workers=1)
     errors = _errors(tmp_path / "cache")
     code_of = dict(zip(errors["path"], errors["code"], strict=True))
     assert code_of[str(files["seg"])] == "not_an_image" and code_of[str(files["rtdose"])] == "not_an_image"
@@ -84,18 +84,16 @@ def test_default_screening_excludes_with_reasons_and_counts(tmp_path, export, in
 def test_each_screen_can_be_switched_off(tmp_path, export, index_folder):
     folder, files = export
     index = index_folder(folder)
-    result = build_cache_from_index(
-        index, tmp_path / "cache", size=32, workers=1, keep_non_image=True, secondary_capture="all", keep_burned_in=True, min_std=0.0, crop_ultrasound=False
-    )
+    result = build_cache_from_index(index, tmp_path / "cache", CacheSettings(size=32, keep_non_image=True, secondary_capture="all", keep_burned_in=True, min_std=0.0, crop_ultrasound=False), workers=1)
     assert result.n_excluded == 0 and result.summary["notes"] == {}
     m = load_cache(tmp_path / "cache").manifest
     uids = {k: str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for k, p in files.items()}
     assert {uids[k] for k in ("seg", "rtdose", "sc", "nm_sc", "burned", "flat")} <= set(m["source"])
-    primary = build_cache_from_index(index, tmp_path / "primary", size=32, workers=1, secondary_capture="primary")
+    primary = build_cache_from_index(index, tmp_path / "primary", CacheSettings(size=32, secondary_capture="primary"), workers=1)
     assert primary.summary["excluded"]["secondary_capture"] == 1  # NM (DERIVED\PRIMARY) kept, SC_rgb (DERIVED\SECONDARY) not
     assert uids["nm_sc"] in set(load_cache(tmp_path / "primary").manifest["source"])
     with pytest.raises(InputError, match="--secondary-capture"):
-        build_cache_from_index(index, tmp_path / "bad", secondary_capture="some")
+        build_cache_from_index(index, tmp_path / "bad", CacheSettings(secondary_capture="some"))
 
 
 def test_ultrasound_is_cropped_to_the_union_of_its_2d_regions(tmp_path, export, index_folder):
@@ -104,7 +102,7 @@ def test_ultrasound_is_cropped_to_the_union_of_its_2d_regions(tmp_path, export, 
     # OBXXXX1A: a 2D tissue region (x 120..800, y 60..518) and a waveform strip below it
     assert ultrasound_crop_box(ds, (int(ds.Rows), int(ds.Columns))) == (60, 519, 120, 800)
     index = index_folder(folder)
-    build_cache_from_index(index, tmp_path / "cache", size=48, workers=1)
+    build_cache_from_index(index, tmp_path / "cache", CacheSettings(size=48), workers=1)
     cache = load_cache(tmp_path / "cache")
     row = int(np.flatnonzero(cache.manifest["source"] == str(ds.SOPInstanceUID))[0])
     decoded, raw = read_dicom_frames(files["us_regions"], "middle")
@@ -150,7 +148,7 @@ def test_montage_rows_per_label_pair_and_a_strip_of_exclusions(tmp_path, export,
     from modan_pacs.pixels.montage import write_montage
 
     folder, _ = export
-    build_cache_from_index(index_folder(folder), tmp_path / "cache", size=32, workers=1, montage=True)
+    build_cache_from_index(index_folder(folder), tmp_path / "cache", CacheSettings(size=32), workers=1, montage=True)
     path = tmp_path / "cache" / "montage.png"
     assert path.is_file()
     m = load_cache(tmp_path / "cache").manifest
