@@ -34,9 +34,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from modan_pacs.data import build_pretrain_loader, sample_seed, two_view_transform, views_to_float
 from modan_pacs.data.datasets import EpochSampler
+from modan_pacs.ingest import build_index
 from modan_pacs.paths import shared_data_dir
 from modan_pacs.pixels import load_cache
-from modan_pacs.ingest import build_index
 from modan_pacs.pixels.build import CacheSettings, build_cache_from_index
 from modan_pacs.pixels.decode import display_frames, fit_square, read_dicom_frames, to_uint8
 

@@ -31,7 +31,6 @@ def main() -> None:
 
     import pandas as pd
     from fuzz_corpus import write_fuzz_corpus
-
     from modan_pacs.cli.main import main as cli
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -74,9 +74,10 @@ def run_mode(mode: str, root: Path, n: int, workers: int) -> dict:
 
         with tempfile.TemporaryDirectory() as out:
             with contextlib.redirect_stdout(io.StringIO()):  # progress bar and summary
+                from modan_pacs.cli.main import main as cli
+
                 import modan_pacs.ingest
                 import modan_pacs.ingest.build
-                from modan_pacs.cli.main import main as cli
 
                 reports = []
                 build_index = modan_pacs.ingest.build.build_index

@@ -156,7 +156,14 @@ class BenchmarkView:
     rich bars (one per stage; the image-loading bar is removed when loading is done)."""
 
     def __init__(self, console) -> None:  # noqa: ANN001
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         from modan_pacs.progress import make_progress
 

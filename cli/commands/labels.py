@@ -21,9 +21,10 @@ def labels(
     """Recompute labels.npy, the label columns and the summaries from the stored raw header fields."""
     from rich.console import Console
 
-    from .index import _print_summary
     from modan_pacs.ingest import relabel
     from modan_pacs.labels import Vocabulary
+
+    from .index import _print_summary
 
     tables = relabel(index_dir, Vocabulary.load(vocab))
     _print_summary(Console(), tables, index_dir, header=f"{index_dir} (relabelled)")

@@ -42,7 +42,8 @@ def pretrain(
     from rich.console import Console
     from rich.logging import RichHandler
 
-    from modan_pacs.train import load_config, pretrain as run_pretrain
+    from modan_pacs.train import load_config
+    from modan_pacs.train import pretrain as run_pretrain
 
     if dry_run:
         from modan_pacs.train.plan import plan_pretrain

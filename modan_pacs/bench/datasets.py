@@ -21,8 +21,8 @@ import hashlib
 import json
 import os
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np

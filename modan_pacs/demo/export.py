@@ -78,9 +78,9 @@ def write_dicom_image(
     Raises:
         InputError: ``pixels`` is not 2-D or not uint8/uint16.
     """
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
     from pydicom import Dataset
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
     arr = np.asarray(pixels)
     if arr.ndim != 2:

@@ -247,9 +247,9 @@ def run_proxy_study(data_dir: str | Path, out_dir: str | Path, *, settings: Prox
 
     from modan_pacs.bench import run_benchmark
     from modan_pacs.bench.config import load_benchmark_config
+    from modan_pacs.demo.pipeline import cache_index_once
     from modan_pacs.ingest import build_index
     from modan_pacs.paths import config_path
-    from modan_pacs.demo.pipeline import cache_index_once
     from modan_pacs.report import build_report
     from modan_pacs.train import load_config, pretrain
 

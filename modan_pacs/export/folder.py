@@ -270,7 +270,8 @@ def export_encoder(
     """
     from safetensors.torch import save_file
 
-    from modan_pacs.models import encoder_state_dict, load_encoder as load_encoder_file
+    from modan_pacs.models import encoder_state_dict
+    from modan_pacs.models import load_encoder as load_encoder_file
 
     from .card import read_report_rows, render_model_card
     from .monai_bundle import BUNDLE_DIR, write_monai_bundle

@@ -84,6 +84,7 @@ def _import_for_output() -> None:
     """What the end of the run needs (pandas, Parquet, the labelling code), imported while the
     workers read instead of before they start."""
     import pyarrow.parquet  # noqa: F401
+
     import modan_pacs.ingest.store  # noqa: F401 - pandas, numpy, labels.assign
 
 

@@ -15,7 +15,6 @@ a silent peer (a retry would only multiply the wait, so the whole failure stays 
 from __future__ import annotations
 
 import contextlib
-
 import logging
 import re
 import socket

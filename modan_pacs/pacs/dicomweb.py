@@ -165,6 +165,66 @@ def _encode(ds: Any) -> bytes:
     return buffer.getvalue()
 
 
+class _WadoRetrieval:
+    """The shared state of one :func:`retrieve_dicomweb` call: a client per thread, totals, a stop flag."""
+
+    def __init__(self, url: str, store: Store, credentials_file: str | Path | None,
+                 on_progress: Callable[[int, int], None] | None) -> None:  # fmt: skip
+        self.url, self.store, self.credentials_file, self.on_progress = url, store, credentials_file, on_progress
+        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.totals = {"arrived": 0, "bytes": 0, "unrequested": 0}
+        self.stop = threading.Event()
+
+    def client(self) -> Any:
+        if not hasattr(self.local, "client"):
+            self.local.client = make_client(self.url, self.credentials_file)
+        return self.local.client
+
+    def keep(self, unit: RetrievalUnit, ds: Any, wanted: set[str]) -> None:
+        """Store ``ds`` if it was asked for (else count it as unrequested)."""
+        sop = str(ds.get("SOPInstanceUID", ""))
+        if sop not in wanted:
+            with self.lock:
+                self.totals["unrequested"] += 1
+            return
+        data = _encode(ds)
+        _, new = self.store.write(unit.study_uid, ds.get("SeriesInstanceUID") or unit.series_uid, sop, data)
+        if new:
+            with self.lock:
+                self.totals["arrived"] += 1
+                self.totals["bytes"] += len(data)
+            if self.on_progress is not None:
+                self.on_progress(1, len(data))
+
+    def failed(self, exc: Exception, what: str, uids: Sequence[str], series: str | None) -> str:
+        """Record the request's instances as failed; a connection failure stops the other requests."""
+        import requests
+
+        problem = _http_problem(exc, self.url, f"retrieve of {what}")
+        for sop in uids:
+            self.store.record(status="failed", sop_instance_uid=sop, series_instance_uid=series, reason=str(problem))
+        if isinstance(exc, requests.ConnectionError):
+            self.stop.set()
+        return str(problem)
+
+    def fetch(self, unit: RetrievalUnit, sop: str | None) -> str | None:
+        """One request: the whole series (``sop`` None) or one instance; a problem line or None."""
+        if self.stop.is_set():
+            return None
+        what = f"series {unit.series_uid}" if sop is None else sop
+        try:
+            if sop is None:
+                wanted = set(unit.sop_uids)
+                for ds in self.client().iter_series(unit.study_uid, unit.series_uid):
+                    self.keep(unit, ds, wanted)
+            else:
+                self.keep(unit, self.client().retrieve_instance(unit.study_uid, unit.series_uid, sop), {sop})
+        except Exception as exc:  # an HTTP, connection or decoding failure of this request
+            return self.failed(exc, what, unit.sop_uids if sop is None else [sop], unit.series_uid)
+        return None
+
+
 def retrieve_dicomweb(
     url: str,
     units: Sequence[RetrievalUnit],
@@ -184,63 +244,15 @@ def retrieve_dicomweb(
     Returns ``(arrived, bytes, unrequested, problems)``.
     """
     read_credentials(credentials_file)  # fail early on a bad file
-    local = threading.local()
-    lock = threading.Lock()
-    totals = {"arrived": 0, "bytes": 0, "unrequested": 0}
-    stop = threading.Event()
-
-    def client():
-        if not hasattr(local, "client"):
-            local.client = make_client(url, credentials_file)
-        return local.client
-
-    def keep(unit: RetrievalUnit, ds: Any, wanted: set[str]) -> None:
-        sop = str(ds.get("SOPInstanceUID", ""))
-        if sop not in wanted:
-            with lock:
-                totals["unrequested"] += 1
-            return
-        data = _encode(ds)
-        _, new = store.write(unit.study_uid, ds.get("SeriesInstanceUID") or unit.series_uid, sop, data)
-        if new:
-            with lock:
-                totals["arrived"] += 1
-                totals["bytes"] += len(data)
-            if on_progress is not None:
-                on_progress(1, len(data))
-
-    def failed(exc: Exception, what: str, uids: Sequence[str], series: str | None) -> str:
-        import requests
-
-        problem = _http_problem(exc, url, f"retrieve of {what}")
-        for sop in uids:
-            store.record(status="failed", sop_instance_uid=sop, series_instance_uid=series, reason=str(problem))
-        if isinstance(exc, requests.ConnectionError):
-            stop.set()
-        return str(problem)
-
-    def fetch(unit: RetrievalUnit, sop: str | None) -> str | None:
-        if stop.is_set():
-            return None
-        what = f"series {unit.series_uid}" if sop is None else sop
-        try:
-            if sop is None:
-                wanted = set(unit.sop_uids)
-                for ds in client().iter_series(unit.study_uid, unit.series_uid):
-                    keep(unit, ds, wanted)
-            else:
-                keep(unit, client().retrieve_instance(unit.study_uid, unit.series_uid, sop), {sop})
-        except Exception as exc:  # an HTTP, connection or decoding failure of this request
-            return failed(exc, what, unit.sop_uids if sop is None else [sop], unit.series_uid)
-        return None
-
+    run = _WadoRetrieval(url, store, credentials_file, on_progress)
     tasks = [(unit, None) if unit.level == "SERIES" else (unit, sop) for unit in units
              for sop in (unit.sop_uids if unit.level != "SERIES" else [None])]  # fmt: skip
     problems: list[str] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(fetch, unit, sop) for unit, sop in tasks]
+        futures = [pool.submit(run.fetch, unit, sop) for unit, sop in tasks]
         for future in as_completed(futures):
             problem = future.result()
             if problem:
                 problems.append(problem)
+    totals = run.totals
     return totals["arrived"], totals["bytes"], totals["unrequested"], problems

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from modan_pacs.errors import ConfigError
 from modan_pacs.yamlconfig import did_you_mean, read_yaml_mapping
 

@@ -38,7 +38,15 @@ from modan_pacs.losses import CONTRASTIVE, build_loss
 from modan_pacs.models import EncoderWithHead, build_encoder, build_head, encoder_state_dict
 from modan_pacs.progress import format_eta
 
-from .checkpoint import FORMAT_VERSION, capture_rng, encoder_file, encoder_metadata, load_checkpoint, restore_rng, save_atomic
+from .checkpoint import (
+    FORMAT_VERSION,
+    capture_rng,
+    encoder_file,
+    encoder_metadata,
+    load_checkpoint,
+    restore_rng,
+    save_atomic,
+)
 from .config import PretrainConfig, load_config, resolve_config
 from .distributed import DistEnv, all_gather_objects, barrier, gather_with_grad, init_distributed
 from .schedule import build_optimizer, build_scheduler

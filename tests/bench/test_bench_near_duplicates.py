@@ -107,9 +107,8 @@ def test_real_busi_near_duplicate_pairs_and_dry_run_keeps_them_in_one_fold(share
     """Real BUSI: pairs viewed as the same scene (adjacent frames, re-saved copies with or without
     calipers) join one group; pairs of different scenes do not; ``--dry-run`` writes folds.csv with
     every near-duplicate pair in one fold."""
-    from typer.testing import CliRunner
-
     from modan_pacs.cli.main import app
+    from typer.testing import CliRunner
 
     busi = shared_data / "busi"
     run = tmp_path / "run"
@@ -158,9 +157,8 @@ def test_a_saved_partition_that_splits_near_duplicates_is_refused(tmp_path):
 
 
 def test_dry_run_on_a_csv_set_plans_without_training(tmp_path, capsys):
-    from typer.testing import CliRunner
-
     from modan_pacs.cli.main import app
+    from typer.testing import CliRunner
 
     _write_csv_set(tmp_path, copies=True)
     run = tmp_path / "run"

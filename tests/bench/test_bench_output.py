@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
-
 from modan_pacs.cli.main import main
+from PIL import Image
 
 
 def make_csv_dataset(root: Path, n: int = 40) -> Path:

@@ -57,9 +57,10 @@ def test_mrnet_layout_slice_policies_and_tiny_run(tmp_path):
 
 
 def _tiny_cache(shared_data, path):
+    from PIL import Image
+
     from modan_pacs.labels import Vocabulary
     from modan_pacs.pixels import write_cache
-    from PIL import Image
 
     vocab = Vocabulary.load()
     images, rows = [], []

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import typer
-from typer.testing import CliRunner
-
 from modan_pacs.cli.main import app, main
+from typer.testing import CliRunner
 
 # Per command: (a bad value for a typed option, a missing input path); the other required
 # parameters are given so that the bad part is what fails.

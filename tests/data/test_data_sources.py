@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from modan_pacs.cli.main import main
 from PIL import Image
 
-from modan_pacs.cli.main import main
 from modan_pacs.data.sources import read_image_csv, read_image_folder, sample_minirin, scan_radimagenet
 from modan_pacs.errors import InputError
 from modan_pacs.labels import Vocabulary

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from modan_pacs.cli.main import main
 from PIL import Image
 
-from modan_pacs.cli.main import main
 from modan_pacs.demo import export_plan, generate_export, real_dicom_sources, write_dicom_image
 from modan_pacs.ingest import build_index, load_index, relabel, write_index
 from modan_pacs.ingest import headers as headers_module

@@ -11,9 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from fuzz_corpus import KINDS, write_fuzz_corpus
-from typer.testing import CliRunner
-
 from modan_pacs.cli.main import main
+from typer.testing import CliRunner
 
 N_MUTANTS = 1000
 

@@ -11,9 +11,9 @@ import numpy as np
 import pydicom
 import pytest
 
+from modan_pacs.demo import write_dicom_image
 from modan_pacs.errors import InputError
 from modan_pacs.ingest import load_or_create_salt, patient_hash, read_header
-from modan_pacs.demo import write_dicom_image
 
 SALT = b"test-salt"
 

@@ -146,6 +146,7 @@ def test_cli_file_timeout_default_is_the_library_default():
     import inspect
 
     from modan_pacs.cli.commands.index import index
+
     from modan_pacs.ingest.build import DEFAULT_FILE_TIMEOUT
 
     assert inspect.signature(index).parameters["file_timeout"].default == DEFAULT_FILE_TIMEOUT

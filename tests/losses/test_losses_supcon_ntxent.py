@@ -6,7 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from modan_pacs.losses import CrossEntropyLoss, IGNORE_INDEX, group_targets, multilabel_supcon_loss, nt_xent_loss, supcon_loss
+from modan_pacs.losses import (
+    IGNORE_INDEX,
+    CrossEntropyLoss,
+    group_targets,
+    multilabel_supcon_loss,
+    nt_xent_loss,
+    supcon_loss,
+)
 
 
 def simclr_cross_entropy(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:

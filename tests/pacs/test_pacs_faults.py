@@ -19,6 +19,7 @@ def _settings(loaded_pacs, **changes):
 
 def test_wrong_port_is_a_one_line_error_and_exit_code(loaded_pacs, tmp_path, capsys):
     from modan_pacs.cli.main import main
+
     from modan_pacs.errors import PacsError
     from modan_pacs.pacs import echo
     from modan_pacs.pacs.orthanc import free_port

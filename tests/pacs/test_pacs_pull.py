@@ -195,7 +195,6 @@ def test_dicomweb_without_credentials_is_a_one_line_error(loaded_pacs, monkeypat
 
 def test_dry_run_prints_the_plan_and_fetches_nothing(loaded_pacs, pacs_index, tmp_path, capsys):
     import pandas as pd
-
     from modan_pacs.cli.main import main
 
     frame = pd.read_parquet(pacs_index / "index.parquet")

@@ -132,8 +132,8 @@ def test_pacs_index_holds_no_raw_patient_id(loaded_pacs, tmp_path):
 def test_find_filters_on_any_key_at_its_level(loaded_pacs, tmp_path, capsys):
     """`index --pacs --filter KEY=VALUE` (repeatable) matches like findscu's -k, at study, series and image level."""
     import pandas as pd
-
     from modan_pacs.cli.main import main
+
     from modan_pacs.pacs import query_pacs
 
     headers = _headers(loaded_pacs.files)

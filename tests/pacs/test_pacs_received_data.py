@@ -117,7 +117,6 @@ def fake_archive(pydicom_data_dir):
 
 def test_invalid_uids_stay_out_of_the_index_and_are_counted(fake_archive, tmp_path, capsys):
     import pandas as pd
-
     from modan_pacs.cli.main import main
 
     port, instances, _ = fake_archive

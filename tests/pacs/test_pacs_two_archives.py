@@ -76,8 +76,8 @@ def test_missing_attributes_are_counted_and_completed_from_the_pulled_files(arch
     """dcmqrscp answers no BodyPartExamined / SeriesDescription: the index says how many rows lack
     them; after `pull --complete-labels` the labels equal a folder index of the pulled files."""
     import pandas as pd
-
     from modan_pacs.cli.main import main
+
     from modan_pacs.ingest import build_index, load_index
     from modan_pacs.pacs.query import missing_label_attributes
 

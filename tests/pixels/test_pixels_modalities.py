@@ -17,7 +17,14 @@ from pixel_files import copy_to, extra_file, write_mosaic, write_pet  # noqa: E4
 
 from modan_pacs.pixels import load_cache  # noqa: E402
 from modan_pacs.pixels.build import CacheSettings, build_cache_from_index  # noqa: E402
-from modan_pacs.pixels.decode import SUV_WINDOW, display_frames, mosaic_layout, read_dicom_frames, split_mosaic, suv_factor  # noqa: E402
+from modan_pacs.pixels.decode import (  # noqa: E402
+    SUV_WINDOW,
+    display_frames,
+    mosaic_layout,
+    read_dicom_frames,
+    split_mosaic,
+    suv_factor,
+)
 
 
 def test_pet_percentile_window_not_the_header_window(tmp_path):

@@ -16,8 +16,8 @@ from pydicom.data import get_testdata_file
 sys.path.insert(0, str(Path(__file__).parent))
 from pixel_files import copy_to, extra_file, uid, write_ct_series  # noqa: E402
 
-from modan_pacs.pixels import load_cache  # noqa: E402
 from modan_pacs.pixels import build as build_module  # noqa: E402
+from modan_pacs.pixels import load_cache  # noqa: E402
 from modan_pacs.pixels.build import CacheSettings, build_cache_from_index  # noqa: E402
 from modan_pacs.pixels.decode import read_series  # noqa: E402
 

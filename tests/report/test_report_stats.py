@@ -251,9 +251,8 @@ def test_bootstrap_interval_of_the_mean_auc():
 def test_terminal_table_wraps_long_method_names_instead_of_cutting_them(tmp_path):
     import io
 
-    from rich.console import Console
-
     from modan_pacs.cli.commands.report import results_table
+    from rich.console import Console
 
     long = "minirin-simclr-with-a-very-long-name"
     tree = write_tree(tmp_path, {"ref": [[0.4] * 2] * 2, long: [[0.1] * 2] * 2, long + "-2": [[0.1] * 2] * 2})

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from modan_pacs.cli.main import main
 from pydicom.data import get_testdata_file
 
-from modan_pacs.cli.main import main
 from modan_pacs.errors import InputError
 from modan_pacs.pixels import load_cache
 from modan_pacs.share import SHARE_FILES, SHARE_MANIFEST_COLUMNS, share_dataset

@@ -12,8 +12,8 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cache_factory import generated_cache  # noqa: E402
-
 from modan_pacs.cli.main import main  # noqa: E402
+
 from modan_pacs.errors import ConfigError  # noqa: E402
 from modan_pacs.paths import config_path  # noqa: E402
 from modan_pacs.progress import LineProgress, format_eta, make_progress  # noqa: E402
