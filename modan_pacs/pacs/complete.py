@@ -26,25 +26,6 @@ FILE_COLUMNS = tuple(
     c for c in INDEX_COLUMNS
     if c not in {"sop_instance_uid", "series_instance_uid", "study_instance_uid", "patient_hash", "path", "location", "size", "mtime"}
 )
-FILE_COLUMNS = (
-    "modality",
-    "body_part_examined",
-    "study_description",
-    "series_description",
-    "protocol_name",
-    "anatomic_region_code",
-    "anatomic_region_meaning",
-    "manufacturer",
-    "view_position",
-    "laterality",
-    "rows",
-    "columns",
-    "number_of_frames",
-    "bits_stored",
-    "transfer_syntax_uid",
-    "photometric_interpretation",
-    "sop_class_uid",
-)
 
 
 @dataclass
