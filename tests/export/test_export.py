@@ -36,7 +36,7 @@ def cache(tmp_path_factory) -> Path:
 def run(request, cache, tmp_path_factory) -> Path:
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp(f"run_{request.param}") / "run"
-    pretrain(load_config(config_path("pretrain_tiny.yaml"), [*TINY, f"model.stem={request.param}"]), cache, out, progress=False)
+    pretrain(load_config(config_path("pretrain_tiny.yaml"), [*TINY, f"model.stem={request.param}"]), cache, out)
     return out
 
 
