@@ -143,7 +143,7 @@ def main() -> None:  # noqa: C901 - a linear script
         if len(report.stored) != args.instances:
             raise SystemExit(f"loading failed: {report.failed[:3]}")
         build_pacs_index(host="127.0.0.1", port=server.dicom_port, called_aet=PACS_AET, calling_aet=OUR_AET,
-                         level="image", out_dir=work / "idx", salt_file=work / "salt", show_progress=False)
+                         level="image", out_dir=work / "idx", salt_file=work / "salt")
         import pandas as pd
 
         studies = sorted(pd.read_parquet(work / "idx" / "index.parquet")["study_instance_uid"].unique())

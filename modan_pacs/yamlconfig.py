@@ -1,6 +1,6 @@
 """Load a YAML file into a pydantic model: one reader, one error format, one "did you mean".
 
-Every config file of the project (benchmark, vocabulary; pretraining to follow) goes through
+Every config file of the project (benchmark, vocabulary, pretraining) goes through
 :func:`read_yaml_mapping` and :func:`validate_model`, so a user sees the same one-line messages
 whichever file is wrong:
 
@@ -27,7 +27,15 @@ from pydantic import BaseModel, ValidationError
 
 from modan_pacs.errors import ConfigError, InputError
 
-__all__ = ["did_you_mean", "fields_at", "format_validation_error", "load_yaml_model", "read_yaml_mapping", "validate_model"]
+__all__ = [
+    "did_you_mean",
+    "fields_at",
+    "format_validation_error",
+    "load_yaml_model",
+    "primary_error",
+    "read_yaml_mapping",
+    "validate_model",
+]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -87,10 +95,15 @@ def fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return list(model.model_fields)
 
 
-def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str, *, what: str = "config") -> ConfigError:
-    """One :class:`ConfigError` line for the first error (a misspelt key first), with a suggestion."""
+def primary_error(exc: ValidationError) -> dict[str, Any]:
+    """The error :func:`format_validation_error` reports: the first misspelt key, else the first error."""
     errors = exc.errors()
-    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    return next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str, *, what: str = "config") -> ConfigError:
+    """One :class:`ConfigError` line for :func:`primary_error` (a misspelt key first), with a suggestion."""
+    err = primary_error(exc)
     loc = tuple(err["loc"])
     key = ".".join(str(p) for p in loc) or "(top level)"
     if err["type"] == "extra_forbidden":

@@ -73,7 +73,7 @@ def index(
         network = dict(connection_timeout=connect_timeout, acse_timeout=connect_timeout, dimse_timeout=timeout,
                        retries=retries, backoff=backoff, filters=filters or [])
         tables = _index_pacs(pacs, out, vocabulary, salt_file, called_aet, calling_aet, level, modality, date_from, date_to,
-                             network)
+                             network, console)
         _print_summary(console, tables, out, header=f"PACS {pacs}")
         _print_missing_attributes(console, tables.frame)
         return
@@ -113,7 +113,9 @@ def index(
     _print_summary(console, report.tables, report.out_dir, header=str(path))
 
 
-def _index_pacs(pacs, out, vocabulary, salt_file, called_aet, calling_aet, level, modality, date_from, date_to, network):
+def _index_pacs(pacs, out, vocabulary, salt_file, called_aet, calling_aet, level, modality, date_from, date_to, network, console):
+    from rich.progress import Progress
+
     from modan_pacs.errors import InputError
     from modan_pacs.pacs.association import parse_address
 
@@ -122,11 +124,19 @@ def _index_pacs(pacs, out, vocabulary, salt_file, called_aet, calling_aet, level
         raise InputError(f"--level {level!r} must be study, series or image")
     from modan_pacs.pacs.query import build_pacs_index
 
-    return build_pacs_index(
-        host=host, port=port, called_aet=called_aet, calling_aet=calling_aet, level=level,
-        modality=modality, date_from=date_from, date_to=date_to, out_dir=out, vocabulary=vocabulary,
-        salt_file=salt_file, **network,
-    )
+    with Progress(console=console, transient=True) as bar:  # query slices (date window x modality) done
+        tasks: dict[str, int] = {}
+
+        def on_progress(done: int, total: int, description: str) -> None:
+            if description not in tasks:
+                tasks[description] = bar.add_task(description, total=total)
+            bar.update(tasks[description], completed=done, total=total)
+
+        return build_pacs_index(
+            host=host, port=port, called_aet=called_aet, calling_aet=calling_aet, level=level,
+            modality=modality, date_from=date_from, date_to=date_to, out_dir=out, vocabulary=vocabulary,
+            salt_file=salt_file, progress=on_progress, **network,
+        )
 
 
 def _print_missing_attributes(console, frame) -> None:

@@ -36,6 +36,7 @@ def pretrain(
                                           "from), the data and the steps, then stop.")] = False,
 ) -> None:
     """Pretrain with MulSupCon (paper), SupCon, SimCLR (NT-Xent) or cross-entropy; multi-GPU under torchrun."""
+    import contextlib
     import logging
     import os
 
@@ -51,10 +52,11 @@ def pretrain(
         _print_plan(plan_pretrain(config, overrides, data, out, resume=resume), Console())
         return
     rank = int(os.environ.get("RANK", "0"))
+    console = Console()
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,
         format="%(message)s",
-        handlers=[RichHandler(show_path=False, show_time=True)],
+        handlers=[RichHandler(console=console, show_path=False, show_time=True)],
         force=True,
     )
     if profile is not None:
@@ -73,11 +75,37 @@ def pretrain(
         if resume and config is None and (out / "config.yaml").is_file():
             config = out / "config.yaml"
         resolved = load_config(config, overrides)
-    result = run_pretrain(resolved, data, out, resume=resume, progress=progress)
+    # a live bar on a terminal; elsewhere the library's one log line per epoch (with an ETA) is the progress
+    view = PretrainView(console) if progress and rank == 0 and console.is_terminal else None
+    with view.bar if view else contextlib.nullcontext():
+        result = run_pretrain(resolved, data, out, resume=resume, progress=view.progress if view else None)
     if rank == 0:
         last = result.history[-1] if result.history else None
         summary = f"final loss {last['loss']:.4f}, " if last else "nothing to do (already at train.epochs), "
-        Console().print(f"[green]done[/]: {summary}encoder -> {result.encoder_path}")
+        console.print(f"[green]done[/]: {summary}encoder -> {result.encoder_path}")
+
+
+class PretrainView:
+    """Draws what ``pretrain`` reports (:data:`~modan_pacs.train.pretrain.TrainProgress`): one rich
+    bar per epoch with its steps, the last logged loss and the time remaining; removed when the epoch ends."""
+
+    def __init__(self, console) -> None:  # noqa: ANN001
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=console, transient=False,
+        )
+        self._task = None
+
+    def progress(self, epoch: int, step: int, steps: int, loss: float | None) -> None:
+        if self._task is None:
+            self._task = self.bar.add_task("train", total=steps, epoch=epoch, loss="-")
+        fields = {"loss": f"{loss:.4f}"} if loss is not None else {}
+        self.bar.update(self._task, completed=step, **fields)
+        if step >= steps:
+            self.bar.remove_task(self._task)
+            self._task = None
 
 
 def print_profile(result, console) -> None:  # noqa: ANN001

@@ -3,11 +3,11 @@ a benchmark report's ``tables.csv``."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 from modan_pacs.errors import InputError
+from modan_pacs.fileio import is_missing
 
 from .folder import TORCHVISION_RGB_NAME, program_side
 
@@ -68,7 +68,7 @@ def _label_table(labels: dict[str, Any] | None) -> list[str]:
 
 
 def _number(value: Any, digits: int = 4) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+    return "–" if is_missing(value) else f"{value:.{digits}f}"
 
 
 def _results_table(rows: list[dict[str, Any]] | None) -> list[str]:

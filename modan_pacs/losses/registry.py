@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 
 from torch import nn
 
 from modan_pacs.errors import ConfigError
+from modan_pacs.yamlconfig import did_you_mean
 
 from .cross_entropy import CrossEntropyLoss
 from .multilabel_supcon import MultiLabelSupConLoss
@@ -26,8 +26,8 @@ CONTRASTIVE = frozenset({"mulsupcon", "supcon", "ntxent"})
 
 
 def _suggest(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
+    close = did_you_mean(name, choices)
+    return f"did you mean {close!r}? " if close else ""
 
 
 def build_loss(name: str, **params: object) -> nn.Module:

@@ -14,12 +14,11 @@ pretraining and downstream tasks always use the 512-d pooled features.
 
 from __future__ import annotations
 
-import difflib
-
 import torch
 from torch import nn
 
 from modan_pacs.errors import ConfigError
+from modan_pacs.yamlconfig import did_you_mean
 
 FEATURE_DIM = 512
 
@@ -45,8 +44,8 @@ def build_head(name: str, in_dim: int = FEATURE_DIM, out_dim: int | None = None)
         ConfigError: unknown name or a missing / impossible ``out_dim``.
     """
     if name not in HEADS:
-        close = difflib.get_close_matches(name, list(HEADS), n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        close = did_you_mean(name, HEADS)
+        hint = f"did you mean {close!r}? " if close else ""
         raise ConfigError(f"model.head {name!r} is unknown; {hint}choose one of {sorted(HEADS)}")
     if out_dim is not None and (not isinstance(out_dim, int) or out_dim < 1):
         raise ConfigError(f"head output size must be a positive integer, got {out_dim!r}")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -445,7 +445,7 @@ def query_pacs(
     query_model: str = "auto",
     filters: Sequence[str] | dict[str, str] | None = None,
     hash_patient_id=None,
-    show_progress: bool = False,
+    progress: Callable[[int, int, str], None] | None = None,
 ):
     """Walk the PACS and return a DataFrame of raw index rows (columns ``INDEX_COLUMNS``).
 
@@ -456,12 +456,13 @@ def query_pacs(
         date_from, date_to: StudyDate bounds (inclusive), sliced into ``slice_days`` windows.
         filters: more matching keys, ``["KEY=VALUE", ...]`` or ``{KEY: VALUE}`` (:func:`parse_filters`).
         hash_patient_id: ``PatientID -> hash`` (the folder index's salted hash); None leaves the hash empty.
+        progress: ``progress(done, total, description)``: query slices (date window x modality) done;
+            called with 0 before the first (the CLI draws it).
 
     Raises:
         InputError: bad level, dates or model. PacsError: the PACS failed or refused a request.
     """
     import pandas as pd
-    from rich.progress import Progress
 
     if level not in LEVELS:
         raise InputError(f"level {level!r} must be one of {', '.join(LEVELS)}")
@@ -472,8 +473,10 @@ def query_pacs(
     slices = date_slices(parse_date(date_from, "date_from"), parse_date(date_to, "date_to"), slice_days)
     rows: list[dict[str, Any]] = []
     seen_studies: set[tuple[str, str | None]] = set()
-    with FindSession(settings, query_model, parse_filters(filters)) as session, Progress(transient=True, disable=not show_progress) as bar:
-        task = bar.add_task(f"C-FIND {settings.label}", total=len(slices) * max(1, len(modalities)))
+    total, done, description = len(slices) * max(1, len(modalities)), 0, f"C-FIND {settings.label}"
+    with FindSession(settings, query_model, parse_filters(filters)) as session:
+        if progress is not None:
+            progress(done, total, description)
         for study_date in slices:
             for mod in modalities or [None]:
                 for study in session.studies(study_date, mod):
@@ -484,7 +487,9 @@ def query_pacs(
                     pid = _text(study, "PatientID")
                     patient_hash = hash_patient_id(pid) if (hash_patient_id is not None and pid) else None
                     rows.extend(_study_rows(session, study, mod, level, patient_hash))
-                bar.advance(task)
+                done += 1
+                if progress is not None:
+                    progress(done, total, description)
     frame = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
     frame = frame[frame["sop_instance_uid"].notna()]
     frame = frame.drop_duplicates(subset=["sop_instance_uid"], keep="first").reset_index(drop=True)
@@ -602,13 +607,14 @@ def build_pacs_index(
     dimse_timeout: float = 15.0,
     retries: int = 2,
     backoff: float = 0.5,
-    show_progress: bool = True,
+    progress: Callable[[int, int, str], None] | None = None,
 ):
     """Index a live PACS by C-FIND into ``out_dir`` with the folder index's schema and labels.
 
     Writes what :func:`modan_pacs.ingest.write_index` writes (``index.parquet`` with ``location``
     and ``path=None``, ``labels.npy``, ``vocabulary.yaml``, ...). ``vocabulary`` is a Vocabulary, a
-    path to one, or None for the shipped default. Returns what ``write_index`` returns.
+    path to one, or None for the shipped default; ``progress`` is passed to :func:`query_pacs`. Returns
+    what ``write_index`` returns.
 
     Raises:
         InputError: bad level/dates/AE titles. PacsError: the PACS could not be reached or refused us.
@@ -638,7 +644,7 @@ def build_pacs_index(
         query_model=query_model,
         filters=filters,
         hash_patient_id=_patient_hasher(salt_file, out_dir),
-        show_progress=show_progress,
+        progress=progress,
     )
     import pandas as pd
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from modan_pacs.errors import InputError
+from modan_pacs.fileio import is_missing
 
 from .stats import ProtocolTables, read_fold_predictions
 from .tables import DATASET_TITLES, REGIME_TITLES
@@ -197,7 +198,7 @@ def cache_groups(manifest: pd.DataFrame) -> list[str]:
     """``modality/anatomy`` of every cache row (``unknown`` for an empty group)."""
 
     def clean(value) -> str:
-        return "unknown" if value is None or (isinstance(value, float) and np.isnan(value)) or value == "" else str(value)
+        return "unknown" if is_missing(value) or value == "" else str(value)
 
     return [f"{clean(m)}/{clean(a)}" for m, a in zip(manifest["modality_label"], manifest["anatomy_label"])]
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pandas as pd
+
+from modan_pacs.fileio import is_missing
 
 from .stats import MIN_PAIRED_REPEATS, TABLE_COLUMNS, ProtocolTables, smallest_attainable_p
 
@@ -22,7 +23,7 @@ def write_tables_csv(tables: ProtocolTables, path: Path) -> Path:
 
 
 def _number(value: float) -> float | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+    return None if is_missing(value) else value
 
 
 def write_tables_json(tables: ProtocolTables, path: Path) -> Path:
@@ -48,10 +49,6 @@ def _bold(text: str, on: bool) -> str:
     return f"**{text}**" if on else text
 
 
-def _is_nan(value) -> bool:  # noqa: ANN001
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def p_value_text(row: pd.Series | dict, *, markdown: bool = True) -> str:
     """``p 0.0010 one-sided; 0.0020 two-sided`` (p <= 0.05 bold in markdown), or why there is none
     (``p n/a: 1 repeat``). ``row``: a row of :data:`TABLE_COLUMNS`."""
@@ -59,7 +56,7 @@ def p_value_text(row: pd.Series | dict, *, markdown: bool = True) -> str:
     if n < MIN_PAIRED_REPEATS:
         return f"p n/a: {n} repeat{'' if n == 1 else 's'}"
     p1, p2 = row["p_one_sided"], row["p_two_sided"]
-    if _is_nan(p1):
+    if is_missing(p1):
         return "p n/a: identical repeats"
     return (f"p {_bold(f'{p1:.4f}', markdown and p1 <= SIGNIFICANCE)} one-sided; "
             f"{_bold(f'{p2:.4f}', markdown and p2 <= SIGNIFICANCE)} two-sided")  # fmt: skip
@@ -67,7 +64,7 @@ def p_value_text(row: pd.Series | dict, *, markdown: bool = True) -> str:
 
 def _cell(row: pd.Series, best: bool, reference: str) -> str:
     auc = _bold(f"{row['mean_auc']:.4f}", best)
-    if not _is_nan(row["ci_low"]):
+    if not is_missing(row["ci_low"]):
         auc += f" [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
     if row["method"] == reference:
         return auc

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import numpy as np
 import torch
 
 from modan_pacs.errors import InputError
+from modan_pacs.fileio import atomic_write
 
 FORMAT_VERSION = 1
 #: ``format`` of a self-describing encoder file: ``{"format", "format_version", "encoder", "meta"}``
@@ -44,11 +44,10 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def save_atomic(obj: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to ``path.tmp`` then ``os.replace``: a crash never leaves a half-written file."""
+    """``torch.save`` through :func:`modan_pacs.fileio.atomic_write` (a temporary file, then
+    ``os.replace``): a crash never leaves a half-written checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

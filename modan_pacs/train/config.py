@@ -8,7 +8,6 @@ section (``build_loss(**cfg.loss)``, ``build_head(cfg.model.head)``).
 from __future__ import annotations
 
 import copy
-import difflib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modan_pacs.errors import ConfigError
+from modan_pacs.yamlconfig import format_validation_error, primary_error, read_yaml_mapping
 
 
 class _Section(BaseModel):
@@ -164,34 +164,6 @@ class PretrainConfig(_Section):
         return data
 
 
-def _fields_at(loc: tuple[Any, ...]) -> list[str]:
-    """Field names of the section at ``loc`` (for suggestions)."""
-    model: type[BaseModel] = PretrainConfig
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
-            break
-        model = field.annotation
-    return list(model.model_fields)
-
-
-def _format_error(exc: ValidationError, source: str) -> ConfigError:
-    err = exc.errors()[0]
-    loc = tuple(err["loc"])
-    key = ".".join(str(p) for p in loc) or "(root)"
-    if err["type"] == "extra_forbidden":
-        choices = _fields_at(loc[:-1])
-        close = difflib.get_close_matches(str(loc[-1]), choices, n=1)
-        hint = f"did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else f"known keys here: {choices}"
-        return ConfigError(f"{source}: unknown config key {key!r}; {hint}")
-    message = str(err["msg"]).removeprefix("Value error, ")
-    ctx_error = err.get("ctx", {}).get("error")
-    if isinstance(ctx_error, ConfigError):
-        message = str(ctx_error)
-    where = f"{key}: " if loc else ""
-    return ConfigError(f"{source}: {where}{message}")
-
-
 def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
     """``["train.epochs=2", "loss.temperature=0.1"]`` -> nested dict (values parsed as YAML scalars)."""
     nested: dict[str, Any] = {}
@@ -280,19 +252,14 @@ def find_config_file(path: str | Path | None) -> Path:
 
 
 def read_config_file(path: str | Path | None) -> tuple[Path, dict[str, Any]]:
-    """(path, mapping) of a pretraining YAML found by :func:`find_config_file`.
+    """(path, mapping) of a pretraining YAML found by :func:`find_config_file`
+    (read by :func:`modan_pacs.yamlconfig.read_yaml_mapping`).
 
     Raises:
-        ConfigError: not found, not valid YAML, or not a mapping.
+        ConfigError: not found, unreadable, not valid YAML, or not a mapping.
     """
     path = find_config_file(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
-    return path, data
+    return path, read_yaml_mapping(path, what="config")
 
 
 def resolve_config(data: dict[str, Any] | None = None, overrides: list[str] | None = None, source: str = "config") -> PretrainConfig:
@@ -300,9 +267,9 @@ def resolve_config(data: dict[str, Any] | None = None, overrides: list[str] | No
     merged = _merge(data or {}, parse_overrides(overrides))
     try:
         return PretrainConfig.model_validate(merged)
-    except ValidationError as exc:
-        blamed = _blamed_override(tuple(exc.errors()[0]["loc"]), overrides)
-        raise _format_error(exc, f"override {blamed!r}" if blamed else source) from None
+    except ValidationError as exc:  # one formatter for every config file; the reported error's key picks the blame
+        blamed = _blamed_override(tuple(primary_error(exc)["loc"]), overrides)
+        raise format_validation_error(exc, PretrainConfig, f"override {blamed!r}" if blamed else source) from None
     except ConfigError as exc:  # raised by a loss's own parameter check
         blamed = _blamed_override(("loss",), overrides)
         raise ConfigError(f"{f'override {blamed!r}' if blamed else source}: {exc}") from None

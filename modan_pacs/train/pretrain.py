@@ -25,7 +25,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -57,6 +57,11 @@ log = logging.getLogger(__name__)
 #: config keys that may change between an interrupted run and its resumption
 RESUMABLE_CHANGES = frozenset({"train.epochs", "train.log_every", "data.workers", "train.device"})
 METRIC_COLUMNS = ["epoch", "step", "loss", "lr", "images_per_s", "epoch_s", "data_s"]
+
+TrainProgress = Callable[[int, int, int, Optional[float]], None]
+"""``progress(epoch, step, steps, loss)``: ``step`` of the ``steps`` of (1-based) ``epoch`` are done
+(called with 0 when the epoch starts, then after each step); ``loss`` is the batch loss when one was
+logged at that step (every ``train.log_every`` steps), else None. Called on rank 0 only."""
 
 
 @dataclass
@@ -471,7 +476,7 @@ def pretrain(
     out_dir: str | Path,
     *,
     resume: bool = False,
-    progress: bool = True,
+    progress: TrainProgress | None = None,
 ) -> PretrainResult:
     """Pretrain an encoder on an image cache and export ``OUT/encoder.pt``.
 
@@ -482,7 +487,8 @@ def pretrain(
         out_dir: the run folder: ``encoder.pt``, ``checkpoints/last.pt``, ``config.yaml``,
             ``metrics.csv``, ``tb/``, ``seeds.json``.
         resume: continue from ``OUT/checkpoints/last.pt``.
-        progress: show a rich progress bar (rank 0).
+        progress: receives the step progress of each epoch (:data:`TrainProgress`; rank 0); the
+            CLI draws it as a bar. Each finished epoch is also logged as one line with an ETA.
 
     Raises:
         ConfigError: invalid config, or a config that differs from the checkpoint's.
@@ -510,7 +516,9 @@ def pretrain(
             torch.distributed.destroy_process_group()
 
 
-def _run(cfg: PretrainConfig, data_dir: Path, out_dir: Path, env: DistEnv, ckpt: dict[str, Any] | None, progress: bool) -> PretrainResult:
+def _run(
+    cfg: PretrainConfig, data_dir: Path, out_dir: Path, env: DistEnv, ckpt: dict[str, Any] | None, progress: TrainProgress | None
+) -> PretrainResult:
     setup = build_training(cfg, data_dir, env, start_epoch=int(ckpt["epoch"]) if ckpt else 0)
     if ckpt is not None:
         _restore(setup, ckpt, out_dir / "checkpoints" / "last.pt")
@@ -528,31 +536,30 @@ def _run(cfg: PretrainConfig, data_dir: Path, out_dir: Path, env: DistEnv, ckpt:
         )
 
     history: list[dict[str, float]] = []
-    bar = _progress(progress and env.is_main)
+    report = progress if env.is_main else None
     loop_start = time.perf_counter()
-    with bar:
-        for epoch in range(start_epoch, cfg.train.epochs):
-            row = _train_epoch(setup, epoch, writer=writer, global_step=global_step, bar=bar)
-            global_step = int(row["step"])
-            history.append(row)
-            rng_states = all_gather_objects(capture_rng())
-            if env.is_main:
-                state = {
-                    "format": FORMAT_VERSION, "epoch": epoch + 1, "global_step": global_step, "arch": setup.arch,
-                    "config": cfg.to_dict(), "model": unwrap(model).state_dict(),
-                    "encoder": encoder_state_dict(unwrap(model).encoder), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_states,
-                    "meta": encoder_metadata(cfg.to_dict(), epochs_done=epoch + 1, **setup.describe),
-                }
-                save_atomic(state, out_dir / "checkpoints" / "last.pt")
-                _write_metrics(out_dir / "metrics.csv", [row], keep_until_epoch=epoch if (ckpt or epoch > 0) else None)
-                writer.add_scalar("epoch/loss", row["loss"], epoch + 1)
-                writer.add_scalar("epoch/images_per_s", row["images_per_s"], epoch + 1)
-                writer.flush()
-                eta = (time.perf_counter() - loop_start) / len(history) * (cfg.train.epochs - epoch - 1)
-                log.info("epoch %d/%d loss %.4f lr %.4g %.1f images/s, ETA %s", epoch + 1, cfg.train.epochs, row["loss"], row["lr"],
-                         row["images_per_s"], format_eta(eta))
-            barrier()
+    for epoch in range(start_epoch, cfg.train.epochs):
+        row = _train_epoch(setup, epoch, writer=writer, global_step=global_step, progress=report)
+        global_step = int(row["step"])
+        history.append(row)
+        rng_states = all_gather_objects(capture_rng())
+        if env.is_main:
+            state = {
+                "format": FORMAT_VERSION, "epoch": epoch + 1, "global_step": global_step, "arch": setup.arch,
+                "config": cfg.to_dict(), "model": unwrap(model).state_dict(),
+                "encoder": encoder_state_dict(unwrap(model).encoder), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_states,
+                "meta": encoder_metadata(cfg.to_dict(), epochs_done=epoch + 1, **setup.describe),
+            }
+            save_atomic(state, out_dir / "checkpoints" / "last.pt")
+            _write_metrics(out_dir / "metrics.csv", [row], keep_until_epoch=epoch if (ckpt or epoch > 0) else None)
+            writer.add_scalar("epoch/loss", row["loss"], epoch + 1)
+            writer.add_scalar("epoch/images_per_s", row["images_per_s"], epoch + 1)
+            writer.flush()
+            eta = (time.perf_counter() - loop_start) / len(history) * (cfg.train.epochs - epoch - 1)
+            log.info("epoch %d/%d loss %.4f lr %.4g %.1f images/s, ETA %s", epoch + 1, cfg.train.epochs, row["loss"], row["lr"],
+                     row["images_per_s"], format_eta(eta))
+        barrier()
 
     encoder_path = out_dir / "encoder.pt"
     if env.is_main:
@@ -562,36 +569,6 @@ def _run(cfg: PretrainConfig, data_dir: Path, out_dir: Path, env: DistEnv, ckpt:
             writer.close()
     barrier()
     return PretrainResult(out_dir=out_dir, encoder_path=encoder_path, start_epoch=start_epoch, epochs=cfg.train.epochs, history=history)
-
-
-def _progress(enabled: bool):  # noqa: ANN202
-    from rich.console import Console
-
-    if not enabled or not Console().is_terminal:  # off a terminal: the per-epoch log line (with ETA) instead
-        return _NoProgress()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), transient=False,
-    )
-
-
-class _NoProgress:
-    def __enter__(self) -> _NoProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def add_task(self, *args: object, **kwargs: object) -> int:
-        return 0
-
-    def update(self, *args: object, **kwargs: object) -> None:
-        return None
-
-    def remove_task(self, *args: object) -> None:
-        return None
 
 
 def train_step(setup: TrainSetup, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -615,11 +592,15 @@ def backward_step(setup: TrainSetup, loss: torch.Tensor) -> None:
     setup.scheduler.step()
 
 
-def _train_epoch(setup: TrainSetup, epoch: int, *, writer, global_step: int, bar) -> dict[str, float]:  # noqa: ANN001
+def _train_epoch(
+    setup: TrainSetup, epoch: int, *, writer, global_step: int, progress: TrainProgress | None  # noqa: ANN001
+) -> dict[str, float]:
     setup.train_model.train()
     loader, optimizer = setup.loader, setup.optimizer
     loader.set_epoch(epoch)
-    task = bar.add_task("train", total=len(loader), epoch=epoch + 1, loss="-")
+    total = len(loader)
+    if progress is not None:
+        progress(epoch + 1, 0, total, None)
     loss_sum = torch.zeros((), device=setup.device)
     data_s = 0.0
     start = time.perf_counter()
@@ -637,14 +618,14 @@ def _train_epoch(setup: TrainSetup, epoch: int, *, writer, global_step: int, bar
         loss_sum += loss.detach()
         steps += 1
         global_step += 1
+        logged = None
         if writer is not None and global_step % setup.cfg.train.log_every == 0:
-            value = loss.item()
-            writer.add_scalar("train/loss", value, global_step)
+            logged = loss.item()
+            writer.add_scalar("train/loss", logged, global_step)
             writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], global_step)
-            bar.update(task, loss=f"{value:.4f}")
-        bar.update(task, advance=1)
+        if progress is not None:
+            progress(epoch + 1, steps, total, logged)
     elapsed = time.perf_counter() - start
-    bar.remove_task(task)
     return {
         "epoch": epoch + 1,
         "step": global_step,

@@ -36,7 +36,7 @@ def cache(tmp_path_factory) -> Path:
 def run(request, cache, tmp_path_factory) -> Path:
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp(f"run_{request.param}") / "run"
-    pretrain(load_config(config_path("pretrain_tiny.yaml"), [*TINY, f"model.stem={request.param}"]), cache, out, progress=False)
+    pretrain(load_config(config_path("pretrain_tiny.yaml"), [*TINY, f"model.stem={request.param}"]), cache, out)
     return out
 
 
@@ -191,3 +191,12 @@ def test_monai_bundle_parses_loads_and_passes_monais_own_check(run, tmp_path, mo
     verify_net_in_out(net_id="network_def", meta_file=str(out / "configs" / "metadata.json"),
                       config_file=str(out / "configs" / "inference.json"), device="cpu")  # fmt: skip
     assert (out / "docs" / "README.md").read_text().startswith("---")
+
+
+def test_card_numbers_show_a_dash_for_missing_values():
+    import numpy as np
+
+    from modan_pacs.export.card import _number
+
+    assert [_number(v) for v in (None, float("nan"), np.float64("nan"), np.float32("nan"))] == ["–"] * 4
+    assert (_number(0.5), _number(np.float32(0.25), 3)) == ("0.5000", "0.250")

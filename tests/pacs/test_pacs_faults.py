@@ -177,7 +177,7 @@ def test_server_killed_mid_pull_then_rerun_completes_without_duplicates(tmp_path
         assert len(send_files(settings, paths).stored) == 120
         build_pacs_index(host="127.0.0.1", port=server.dicom_port, called_aet="KILLME", calling_aet="MODANPACS",
                          level="image", modality=None, date_from=None, date_to=None, out_dir=tmp_path / "idx",
-                         vocabulary=None, salt_file=tmp_path / "salt", show_progress=False)
+                         vocabulary=None, salt_file=tmp_path / "salt")
 
         arrivals = {"n": 0}
 

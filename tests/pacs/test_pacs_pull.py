@@ -21,7 +21,7 @@ def pacs_index(loaded_pacs, tmp_path_factory) -> Path:
     build_pacs_index(
         host=s.host, port=s.port, called_aet=s.called_aet, calling_aet=s.calling_aet, level="image",
         modality=None, date_from=None, date_to=None, out_dir=out, vocabulary=None,
-        salt_file=tmp_path_factory.mktemp("salt") / "salt", show_progress=False,
+        salt_file=tmp_path_factory.mktemp("salt") / "salt",
     )
     return out
 

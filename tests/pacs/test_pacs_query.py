@@ -66,7 +66,10 @@ def test_date_and_modality_slices_match_a_header_count(loaded_pacs):
 
     # 2001-01-01 .. 2004-12-31 in 200-day windows: 8 separate queries whose union is the range
     assert len(date_slices(dt.date(2001, 1, 1), dt.date(2004, 12, 31), 200)) == 8
-    frame = query_pacs(loaded_pacs.settings, level="image", date_from="2001-01-01", date_to="20041231", slice_days=200)
+    calls = []
+    frame = query_pacs(loaded_pacs.settings, level="image", date_from="2001-01-01", date_to="20041231", slice_days=200,
+                       progress=lambda *args: calls.append(args))
+    assert calls == [(k, 8, f"C-FIND {loaded_pacs.settings.label}") for k in range(9)]  # progress: slices done
     expected = {u for u, h in headers.items() if in_range(h, "20010101", "20041231")}
     assert set(frame["sop_instance_uid"]) == expected and expected
     frame = query_pacs(loaded_pacs.settings, level="image", modality="CT,CR")
@@ -87,7 +90,7 @@ def test_pacs_index_labels_equal_folder_index_labels(loaded_pacs, tmp_path):
     build_pacs_index(
         host=s.host, port=s.port, called_aet=s.called_aet, calling_aet=s.calling_aet, level="image",
         modality=None, date_from=None, date_to=None, out_dir=tmp_path / "pacs_index", vocabulary=None,
-        salt_file=salt, show_progress=False,
+        salt_file=salt,
     )
     from_folder = load_index(tmp_path / "folder_index")
     from_pacs = load_index(tmp_path / "pacs_index")
@@ -118,7 +121,7 @@ def test_pacs_index_holds_no_raw_patient_id(loaded_pacs, tmp_path):
     build_pacs_index(
         host=s.host, port=s.port, called_aet=s.called_aet, calling_aet=s.calling_aet, level="series",
         modality=None, date_from=None, date_to=None, out_dir=tmp_path / "idx", vocabulary=None,
-        salt_file=tmp_path / "salt", show_progress=False,
+        salt_file=tmp_path / "salt",
     )
     text = (tmp_path / "idx" / "index.parquet").read_bytes()
     patient_ids = {str(dcmread(p, stop_before_pixels=True).get("PatientID") or "") for p in loaded_pacs.files.values()}

@@ -140,7 +140,7 @@ def test_an_instance_nobody_asked_for_is_not_stored_and_is_counted(fake_archive,
 
     port, instances, extra = fake_archive
     build_pacs_index(host="127.0.0.1", port=port, called_aet="FAKE", calling_aet="MODANPACS", level="image",
-                     out_dir=tmp_path / "idx", salt_file=tmp_path / "salt", show_progress=False, dimse_timeout=5)
+                     out_dir=tmp_path / "idx", salt_file=tmp_path / "salt", dimse_timeout=5)
     summary = pull(index_dir=tmp_path / "idx", out=tmp_path / "store", dimse_timeout=5, retries=0)
     # the index holds the one valid instance of its series, so the series is asked for whole: the archive
     # sends it, the ``../../x`` instance (kept out of the index) and the extra one; only the first is kept
@@ -163,7 +163,7 @@ def test_an_archive_that_stops_answering_a_c_get_fails_within_the_timeout(fake_a
 
     port, instances, _ = fake_archive
     build_pacs_index(host="127.0.0.1", port=port, called_aet="FAKE", calling_aet="MODANPACS", level="image",
-                     out_dir=tmp_path / "idx", salt_file=tmp_path / "salt", show_progress=False, dimse_timeout=5)
+                     out_dir=tmp_path / "idx", salt_file=tmp_path / "salt", dimse_timeout=5)
     release = threading.Event()
     archive = FakeArchive.current
 

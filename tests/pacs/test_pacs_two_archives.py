@@ -49,7 +49,7 @@ def test_pull_everything(archive, tmp_path, method):
 
     s = archive.settings
     build_pacs_index(host=s.host, port=s.port, called_aet=s.called_aet, calling_aet=s.calling_aet, level="series",
-                     out_dir=tmp_path / "idx", salt_file=tmp_path / "salt", show_progress=False, dimse_timeout=8)
+                     out_dir=tmp_path / "idx", salt_file=tmp_path / "salt", dimse_timeout=8)
     summary = pull(index_dir=tmp_path / "idx", out=tmp_path / "store", method=method, move_port=archive.move_port,
                    dimse_timeout=8, retries=0)
     assert summary.complete, summary.interrupted[:2]

@@ -276,3 +276,19 @@ def test_group_styles_stay_distinct_for_any_number_of_labels(n):
         assert len({tuple(c) for c, _ in styles}) == n
     lines = group_styles(n, LINESTYLES)
     assert len({(tuple(c), m) for c, m in lines}) == n
+
+
+def test_missing_values_are_null_in_json_unknown_in_groups_and_no_p_value(tmp_path):
+    import json
+
+    from modan_pacs.report.figures import cache_groups
+    from modan_pacs.report.tables import p_value_text
+
+    tree = write_tree(tmp_path / "tree", {"ref": [[0.4] * 2] * 3, "scratch": [[0.1] * 2] * 3})
+    out = build_report(tree, reference="ref", out_dir=tmp_path / "rep", figures=False)
+    rows = json.loads((out / "tables.json").read_text())["rows"]
+    assert [row["p_one_sided"] for row in rows if row["method"] == "ref"] == [None]  # NaN in the frame
+    manifest = pd.DataFrame({"modality_label": ["CT", None, np.nan, "MR"], "anatomy_label": ["chest", "", "head", pd.NA]})
+    assert cache_groups(manifest) == ["CT/chest", "unknown/unknown", "unknown/head", "MR/unknown"]
+    row = {"n_paired": 3, "p_one_sided": float("nan"), "p_two_sided": float("nan")}
+    assert p_value_text(row) == "p n/a: identical repeats"

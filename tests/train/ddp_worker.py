@@ -63,7 +63,7 @@ def run(rank: int, world_size: int, tmp: str, cache: str | None) -> None:
                 config_path("pretrain_tiny.yaml"),
                 ["model.stem=authors", "data.size=16", "train.epochs=1", "train.batch_size=8", "schedule.warmup_epochs=0"],
             )
-            result = pretrain(cfg, cache, Path(tmp) / "run", progress=False)
+            result = pretrain(cfg, cache, Path(tmp) / "run")
             torch.save({"loss": result.history[0]["loss"]}, Path(tmp) / f"pretrain{rank}.pt")
     finally:
         dist.destroy_process_group()

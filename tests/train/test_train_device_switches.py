@@ -38,14 +38,14 @@ def environment(run: Path) -> dict:
 
 def test_auto_keeps_cuda_only_choices_on_cpu(tmp_path, cache16):
     cfg = tiny("train.epochs=1", "train.amp=auto", "train.channels_last=auto")
-    pretrain(cfg, cache16, tmp_path / "run", progress=False)
+    pretrain(cfg, cache16, tmp_path / "run")
     env = environment(tmp_path / "run")
     assert (env["device"], env["amp_dtype"], env["channels_last"], env["compiled"], env["world_size"]) == ("cpu", None, False, False, 1)
     assert env["torch"] == torch.__version__ and env["gpu_name"] is None and env["augment_on"] == "cpu"
 
 
 def test_bf16_and_channels_last_take_effect_on_cpu(tmp_path, cache16):
-    result = pretrain(tiny("train.epochs=1", "train.amp=bf16", "train.channels_last=true"), cache16, tmp_path / "run", progress=False)
+    result = pretrain(tiny("train.epochs=1", "train.amp=bf16", "train.channels_last=true"), cache16, tmp_path / "run")
     env = environment(tmp_path / "run")
     assert (env["amp_dtype"], env["channels_last"], env["compiled"], env["grad_scaler"]) == ("bfloat16", True, False, False)
     assert np.isfinite(result.history[0]["loss"])
@@ -90,8 +90,8 @@ def test_all_switches_on_cpu_train_like_float32(tmp_path, cache16):
     """Two epochs with bf16 + channels-last + torch.compile (inductor C++ kernels) against the plain
     float32 run from the same seed: finite, and within 5 % of its loss each epoch (bf16 rounding;
     seen: 1.6 % and 1.2 %)."""
-    plain = pretrain(tiny("train.epochs=2"), cache16, tmp_path / "plain", progress=False)
-    fast = pretrain(tiny("train.epochs=2", *SWITCHES), cache16, tmp_path / "fast", progress=False)
+    plain = pretrain(tiny("train.epochs=2"), cache16, tmp_path / "plain")
+    fast = pretrain(tiny("train.epochs=2", *SWITCHES), cache16, tmp_path / "fast")
     env = environment(tmp_path / "fast")
     assert (env["amp_dtype"], env["channels_last"], env["compiled"]) == ("bfloat16", True, True)
     for a, b in zip(plain.history, fast.history):
@@ -110,21 +110,21 @@ def _metrics(run: Path) -> list[tuple[str, str, str]]:
 @pytest.mark.slow
 def test_device_augmentation_trains_and_resumes_exactly(tmp_path, cache16):
     device_aug = ("data.augment_on=device", "optimizer.name=adam", "optimizer.lr=0.001", "optimizer.weight_decay=0")
-    full = pretrain(tiny("train.epochs=3", *device_aug), cache16, tmp_path / "full", progress=False)
+    full = pretrain(tiny("train.epochs=3", *device_aug), cache16, tmp_path / "full")
     assert environment(tmp_path / "full")["augment_on"] == "device"
     assert all(np.isfinite(r["loss"]) for r in full.history)
-    pretrain(tiny("train.epochs=1", *device_aug), cache16, tmp_path / "cut", progress=False)
-    pretrain(tiny("train.epochs=3", *device_aug), cache16, tmp_path / "cut", resume=True, progress=False)
+    pretrain(tiny("train.epochs=1", *device_aug), cache16, tmp_path / "cut")
+    pretrain(tiny("train.epochs=3", *device_aug), cache16, tmp_path / "cut", resume=True)
     assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "full")
 
 
 def test_checkpoint_from_before_augment_on_resumes(tmp_path, cache16):
     """A checkpoint whose config predates ``data.augment_on`` resumes (the key takes its default)."""
     run = tmp_path / "run"
-    pretrain(tiny("train.epochs=1"), cache16, run, progress=False)
+    pretrain(tiny("train.epochs=1"), cache16, run)
     path = run / "checkpoints" / "last.pt"
     ckpt = torch.load(path, weights_only=True)
     del ckpt["config"]["data"]["augment_on"]
     torch.save(ckpt, path)
-    result = pretrain(tiny("train.epochs=2"), cache16, run, resume=True, progress=False)
+    result = pretrain(tiny("train.epochs=2"), cache16, run, resume=True)
     assert result.start_epoch == 1 and len(result.history) == 1

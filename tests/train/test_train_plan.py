@@ -110,6 +110,6 @@ def test_make_progress_is_live_on_a_terminal_and_lines_elsewhere():
 def test_pretrain_logs_one_line_per_epoch_with_an_eta(elsewhere, caplog):
     cfg = load_config("pretrain_tiny", ["model.stem=authors", "train.epochs=2", "train.batch_size=20", "schedule.warmup_epochs=0"])
     with caplog.at_level(logging.INFO, logger="modan_pacs.train.pretrain"):
-        pretrain(cfg, "cache", "runs/eta", progress=False)
+        pretrain(cfg, "cache", "runs/eta")
     epochs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
     assert len(epochs) == 2 and all(", ETA " in line for line in epochs) and epochs[-1].endswith("ETA 0s")

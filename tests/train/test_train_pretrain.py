@@ -62,7 +62,7 @@ def train_and_compare(cache: Path, out: Path, epochs: int = 8, *extra: str) -> t
     before = fixed_view_loss(build_encoder("authors"), cache)
     adam = ("optimizer.name=adam", "optimizer.lr=0.001", "optimizer.weight_decay=0")
     # head none: the loss measured below is on the encoder's own features, as trained
-    result = pretrain(tiny(f"train.epochs={epochs}", "train.batch_size=16", "model.head=none", *adam, *extra), cache, out, progress=False)
+    result = pretrain(tiny(f"train.epochs={epochs}", "train.batch_size=16", "model.head=none", *adam, *extra), cache, out)
     assert all(np.isfinite(row["loss"]) for row in result.history)
     return before, fixed_view_loss(load_encoder(result.encoder_path), cache)
 
@@ -106,7 +106,7 @@ def test_loss_decreases_on_real_pool_images(tmp_path, shared_data):
 
 def test_run_folder_contents_and_exported_encoder(tmp_path, cache16):
     out = tmp_path / "run"
-    result = pretrain(tiny("train.epochs=1", "train.batch_size=8", "model.head=mlp"), cache16, out, progress=False)
+    result = pretrain(tiny("train.epochs=1", "train.batch_size=8", "model.head=mlp"), cache16, out)
     for name in ("encoder.pt", "checkpoints/last.pt", "config.yaml", "metrics.csv", "seeds.json"):
         assert (out / name).is_file(), name
     assert any((out / "tb").iterdir())
@@ -128,11 +128,11 @@ def test_run_folder_contents_and_exported_encoder(tmp_path, cache16):
 @pytest.mark.slow
 def test_resume_continues_exactly(tmp_path, cache16):
     overrides = ("train.batch_size=8", "schedule.warmup_epochs=1")  # warm-up spans the interruption
-    full = pretrain(tiny("train.epochs=3", *overrides), cache16, tmp_path / "full", progress=False)
-    pretrain(tiny("train.epochs=1", *overrides), cache16, tmp_path / "cut", progress=False)
+    full = pretrain(tiny("train.epochs=3", *overrides), cache16, tmp_path / "full")
+    pretrain(tiny("train.epochs=1", *overrides), cache16, tmp_path / "cut")
     with pytest.raises(InputError, match="pass --resume"):
-        pretrain(tiny("train.epochs=3", *overrides), cache16, tmp_path / "cut", progress=False)
-    resumed = pretrain(tiny("train.epochs=3", *overrides), cache16, tmp_path / "cut", resume=True, progress=False)
+        pretrain(tiny("train.epochs=3", *overrides), cache16, tmp_path / "cut")
+    resumed = pretrain(tiny("train.epochs=3", *overrides), cache16, tmp_path / "cut", resume=True)
     assert resumed.start_epoch == 1
     full_rows, cut_rows = read_metrics(tmp_path / "full" / "metrics.csv"), read_metrics(tmp_path / "cut" / "metrics.csv")
     assert [(r["epoch"], r["step"], r["loss"], r["lr"]) for r in cut_rows] == [(r["epoch"], r["step"], r["loss"], r["lr"]) for r in full_rows]
@@ -142,16 +142,16 @@ def test_resume_continues_exactly(tmp_path, cache16):
 
 
 def test_resume_rejects_other_architecture(tmp_path, cache16):
-    pretrain(tiny("train.epochs=1", "train.batch_size=8"), cache16, tmp_path / "run", progress=False)
+    pretrain(tiny("train.epochs=1", "train.batch_size=8"), cache16, tmp_path / "run")
     with pytest.raises(ConfigError, match="model.stem='authors' but the config now says 'paper'"):
-        pretrain(tiny("train.epochs=2", "train.batch_size=8", "model.stem=paper"), cache16, tmp_path / "run", resume=True, progress=False)
+        pretrain(tiny("train.epochs=2", "train.batch_size=8", "model.stem=paper"), cache16, tmp_path / "run", resume=True)
     with pytest.raises(InputError, match="no checkpoint to resume"):
-        pretrain(tiny("train.epochs=1"), cache16, tmp_path / "other", resume=True, progress=False)
+        pretrain(tiny("train.epochs=1"), cache16, tmp_path / "other", resume=True)
 
 
 def test_supervised_group_cross_entropy_runs(tmp_path, cache16):
     cfg = load_config(config_path("pretrain_supervised.yaml"), [*FAST, "train.epochs=1", "train.batch_size=8", "data.workers=0", "train.device=cpu", "supervised.label_group=anatomy"])
-    result = pretrain(cfg, cache16, tmp_path / "run", progress=False)
+    result = pretrain(cfg, cache16, tmp_path / "run")
     assert np.isfinite(result.history[0]["loss"])
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["arch"]["n_classes"] == 15  # the vocabulary's anatomy group
@@ -160,13 +160,43 @@ def test_supervised_group_cross_entropy_runs(tmp_path, cache16):
 
 def test_bad_data_is_a_clear_error(tmp_path):
     with pytest.raises(DataNotFoundError, match="does not exist"):
-        pretrain(tiny(), tmp_path / "missing", tmp_path / "run", progress=False)
+        pretrain(tiny(), tmp_path / "missing", tmp_path / "run")
     empty = write_test_cache(tmp_path / "empty", np.zeros((0, 32, 32), np.uint8), [], [])
     with pytest.raises(InputError, match="holds no images"):
-        pretrain(tiny(), empty, tmp_path / "run", progress=False)
+        pretrain(tiny(), empty, tmp_path / "run")
     one_class = write_test_cache(tmp_path / "one", np.zeros((8, 32, 32), np.uint8), ["CT"] * 8, ["brain"] * 6 + [None] * 2)
     cfg = load_config(config_path("pretrain_supervised.yaml"), [*FAST, "train.batch_size=4", "train.device=cpu", "data.workers=0", "supervised.label_group=anatomy"])
     with pytest.raises(InputError, match=r"label group 'anatomy' .* has 1 class\(es\) present \['brain'\]"):
-        pretrain(cfg, one_class, tmp_path / "run", progress=False)
+        pretrain(cfg, one_class, tmp_path / "run")
     with pytest.raises(InputError, match="fewer than one batch"):
-        pretrain(tiny("train.batch_size=64"), one_class, tmp_path / "run", progress=False)
+        pretrain(tiny("train.batch_size=64"), one_class, tmp_path / "run")
+
+
+def test_progress_callback_reports_every_step_and_the_logged_losses(tmp_path, cache16):
+    calls = []
+    result = pretrain(tiny("train.epochs=2", "train.batch_size=8", "train.log_every=1"), cache16, tmp_path / "run",
+                      progress=lambda *args: calls.append(args))
+    assert [c[:3] for c in calls] == [(1, 0, 2), (1, 1, 2), (1, 2, 2), (2, 0, 2), (2, 1, 2), (2, 2, 2)]
+    assert [c[3] is None for c in calls] == [True, False, False, True, False, False]
+    for epoch, row in enumerate(result.history, start=1):  # the epoch loss is the mean of its batch losses
+        logged = [c[3] for c in calls if c[0] == epoch and c[3] is not None]
+        assert row["loss"] == pytest.approx(sum(logged) / len(logged), rel=1e-5)
+
+
+def test_cli_pretrain_view_draws_one_bar_per_epoch_and_removes_it():
+    import io
+
+    from rich.console import Console
+
+    from cli.commands.pretrain import PretrainView
+
+    view = PretrainView(Console(file=io.StringIO(), force_terminal=True))
+    with view.bar:
+        view.progress(1, 0, 2, None)
+        view.progress(1, 1, 2, 0.5)
+        (task,) = view.bar.tasks
+        assert (task.completed, task.total, task.fields) == (1, 2, {"epoch": 1, "loss": "0.5000"})
+        view.progress(1, 2, 2, None)
+        assert view.bar.tasks == []
+        view.progress(2, 0, 2, None)
+        assert [t.fields["epoch"] for t in view.bar.tasks] == [2]

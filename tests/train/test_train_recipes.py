@@ -70,11 +70,11 @@ def test_pretraining_runs_under_each_unknown_anatomy_policy(tmp_path, policy):
     path = write_test_cache(tmp_path / "c", np.asarray(cache.images), list(cache.manifest["modality_label"]), anatomy)
     fast = ["model.stem=authors", "data.size=16", "schedule.warmup_epochs=0", "train.epochs=1", "train.batch_size=8",
             "data.workers=0", "train.device=cpu", "train.log_every=1", f"labels.unknown_anatomy={policy}"]  # fmt: skip
-    result = pretrain(load_config(config_path("pretrain_modan.yaml"), fast), path, tmp_path / "run", progress=False)
+    result = pretrain(load_config(config_path("pretrain_modan.yaml"), fast), path, tmp_path / "run")
     assert np.isfinite(result.history[0]["loss"])
     steps = int(result.history[0]["step"])
     assert steps == (16 // 8 if policy == "drop" else 24 // 8)  # drop leaves 16 images of known anatomy
-    sup = pretrain(load_config(config_path("pretrain_supervised.yaml"), fast), path, tmp_path / "sup", progress=False)
+    sup = pretrain(load_config(config_path("pretrain_supervised.yaml"), fast), path, tmp_path / "sup")
     ckpt = torch.load(tmp_path / "sup" / "checkpoints" / "last.pt", weights_only=True)
     assert np.isfinite(sup.history[0]["loss"])
     # generated kinds: CT/brain, CT/lung, MR/brain, US/thyroid (+ */unknown classes under "match")
