@@ -156,22 +156,14 @@ class BenchmarkView:
     rich bars (one per stage; the image-loading bar is removed when loading is done)."""
 
     def __init__(self, console) -> None:  # noqa: ANN001
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+
+        from modan_pacs.cli.bars import progress_bar
 
         from modan_pacs.progress import make_progress
 
         self.console = console
-        self.bar = make_progress(console, lambda: Progress(  # a live bar on a terminal, else one line per fold with an ETA
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TimeRemainingColumn(), console=console, transient=False,
-        ))
+        # a live bar on a terminal, else one line per fold with an ETA
+        self.bar = make_progress(console, lambda: progress_bar(console))
         self._tasks: dict = {}
 
     def notify(self, kind: str, text: str) -> None:

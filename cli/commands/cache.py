@@ -12,26 +12,6 @@ def register(app: typer.Typer) -> None:
     app.command("cache")(cache)
 
 
-def progress_bar(description: str):
-    """A rich progress bar and a ``(done, total)`` callback that drives it."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    task = bar.add_task(description, total=None)
-
-    def update(done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total)
-
-    return bar, update
-
-
 def cache(
     out: Annotated[Path, typer.Option("--out", "-o", help="Cache folder to write (re-running an interrupted build resumes it).")],
     index: Annotated[Optional[Path], typer.Option("--index", help="Index folder from `modan-pacs index` (index.parquet, labels.npy, vocabulary.yaml).")] = None,
@@ -97,7 +77,9 @@ def cache(
     )
     workers = workers or default_workers()
     console = Console()
-    bar, update = progress_bar("decoding")
+    from modan_pacs.cli.bars import counting_bar
+
+    bar, update = counting_bar("decoding")
     if index is not None:
         with bar:
             result = build_cache_from_index(

@@ -78,25 +78,15 @@ def index(
         _print_missing_attributes(console, tables.frame)
         return
 
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from modan_pacs.cli.bars import progress_bar
+    from rich.progress import TextColumn
 
     from modan_pacs.ingest import build_index
 
     if not path.exists():
         raise InputError(f"PATH {path} does not exist")
 
-    with Progress(
-        TextColumn("[bold]reading headers"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, transient=False,
-    ) as bar:
+    with progress_bar(console, label="[bold]reading headers", extra=(TextColumn("{task.fields[rate]}"),)) as bar:
         task = bar.add_task("index", total=None, rate="")
 
         def on_progress(done: int, total: int) -> None:

@@ -23,13 +23,13 @@ def minirin(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard an existing cache or unfinished build in OUT.")] = False,
 ) -> None:
     """Sample up to --per-class images per RadImageNet class with --seed and cache them (labels from folder names)."""
-    from modan_pacs.cli.commands.cache import progress_bar
+    from modan_pacs.cli.bars import counting_bar
     from rich.console import Console
 
     from modan_pacs.data.sources import build_minirin
     from modan_pacs.pixels.build import default_workers
 
-    bar, update = progress_bar("miniRIN")
+    bar, update = counting_bar("miniRIN")
     with bar:
         result, selection = build_minirin(
             radimagenet_dir, out, per_class=per_class, seed=seed, size=size, workers=workers or default_workers(),

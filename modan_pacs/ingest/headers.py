@@ -20,6 +20,7 @@ Reason codes: ``empty_file``, ``not_dicom``, ``truncated``, ``corrupt_header``, 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -797,11 +798,9 @@ def rows_table(rows: list[tuple]) -> pa.Table:
     A row whose values Arrow cannot store (a value a reader let through) becomes that file's
     ``corrupt_header`` error row instead of failing the whole chunk.
     """
-    try:
+    with contextlib.suppress(pa.ArrowException, TypeError, ValueError, OverflowError):
         return _table(rows)
-    except (pa.ArrowException, TypeError, ValueError, OverflowError):
-        pass
-    kept = []
+    kept = []  # the fast path failed: find the rows Arrow refuses, one by one
     for row in rows:
         try:
             _table([row])

@@ -21,6 +21,7 @@ raises :class:`RuntimeError`: that is the machine's problem, not a file's.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -174,10 +175,9 @@ class ReaderPool:
         for worker in self._workers:
             if worker.job is None and self._queue:
                 worker.job = self._queue.popleft()
-                try:
+                # died while idle: noticed (and the list handed out again) by results()
+                with contextlib.suppress(OSError):
                     worker.conn.send(worker.job.paths)
-                except OSError:  # died while idle: noticed (and the list handed out again) by results()
-                    pass
 
     def _collect(self, worker: _Worker) -> None:
         try:

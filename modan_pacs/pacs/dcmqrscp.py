@@ -28,7 +28,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -207,14 +206,11 @@ class DcmqrscpServer(LocalServer):
         return self
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.ready_timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise PacsError(f"dcmqrscp exited with code {self.process.returncode}; see {self.workdir}/dcmqrscp.log")
+        def answers() -> bool:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.02)
-        self.stop()
-        raise PacsError(f"dcmqrscp on port {self.port} was not ready after {self.ready_timeout:.0f} s")
+                    return True
+            except OSError:  # not listening yet: poll again
+                return False
+
+        self._wait_until(answers, name="dcmqrscp", port=self.port, log="dcmqrscp.log")

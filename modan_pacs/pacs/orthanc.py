@@ -21,6 +21,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from modan_pacs.errors import PacsError
@@ -47,17 +48,29 @@ def find_orthanc() -> str | None:
 class LocalServer:
     """A PACS server process of ours (its own process group) in ``workdir``: stop and context manager.
 
-    Subclasses set ``process``, ``workdir`` and ``_own_workdir`` and define ``start()``.
+    Subclasses set ``process``, ``workdir``, ``_own_workdir`` and ``ready_timeout``, and define
+    ``start()`` (which ``with`` calls).
     """
 
     process: subprocess.Popen | None = None
     workdir: Path | None = None
     _own_workdir: bool = False
+    ready_timeout: float = 30.0
     stop_grace: float = 12.0
     """Seconds between SIGTERM and SIGKILL."""
 
-    def start(self):  # noqa: ANN201
-        raise NotImplementedError
+    def _wait_until(self, answers: Callable[[], bool], *, name: str, port: int, log: str) -> None:
+        """Poll ``answers()`` until it is true; the process exiting first, or ``ready_timeout``
+        passing, stops the server and raises :class:`PacsError` naming ``log`` in ``workdir``."""
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise PacsError(f"{name} exited with code {self.process.returncode} at start; see {self.workdir}/{log}")
+            if answers():
+                return
+            time.sleep(0.02)
+        self.stop()
+        raise PacsError(f"{name} on port {port} was not ready after {self.ready_timeout:.0f} s")
 
     def stop(self, *, remove: bool | None = None, grace: float | None = None) -> None:
         """SIGTERM the process group (the server and any forked children), wait up to ``grace``
@@ -188,21 +201,13 @@ class OrthancServer(LocalServer):
     def _wait_ready(self) -> None:
         import requests
 
-        deadline = time.monotonic() + self.ready_timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise PacsError(
-                    f"Orthanc exited with code {self.process.returncode} at start; see {self.workdir}/orthanc.log"
-                )
+        def answers() -> bool:
             try:
-                reply = requests.get(f"{self.http_url}/system", auth=(self.user, self.password), timeout=1.0)
+                return requests.get(f"{self.http_url}/system", auth=(self.user, self.password), timeout=1.0).status_code == 200
             except requests.RequestException:  # not listening yet: poll again
-                reply = None
-            if reply is not None and reply.status_code == 200:
-                return
-            time.sleep(0.05)
-        self.stop()
-        raise PacsError(f"Orthanc on port {self.http_port} was not ready after {self.ready_timeout:.0f} s")
+                return False
+
+        self._wait_until(answers, name="Orthanc", port=self.http_port, log="orthanc.log")
 
     def statistics(self) -> dict:
         """Orthanc's ``/statistics`` (CountInstances, CountSeries, ...)."""
