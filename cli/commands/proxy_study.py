@@ -21,10 +21,12 @@ def proxy_study(
     pretrain_seeds: Annotated[int | None, typer.Option("--pretrain-seeds", min=1, help="Pretraining runs per method (default 1); the report adds statistics over them.")] = None,
     unknown_anatomy: Annotated[str | None, typer.Option("--unknown-anatomy", help="distinct (default), match or drop: images whose header names no anatomy.")] = None,
     no_anatomy_share: Annotated[float | None, typer.Option("--no-anatomy-share", min=0.0, max=1.0, help="Share of pool images written with no anatomy in any header (default 0).")] = None,
+    methods: Annotated[list[str] | None, typer.Option("--method", help="Pretraining method to run (repeatable; default all three): modan-mulsupcon, simclr, supervised. The first is the reference.")] = None,
+    datasets: Annotated[list[str] | None, typer.Option("--dataset", help="Downstream dataset (repeatable; default breast and thyroid).")] = None,
 ) -> None:
     """Pretrain ModAn-MulSupCon, SimCLR and supervised (modality x anatomy) encoders on the real pool with one
     recipe, --pretrain-seeds times each; benchmark breast and thyroid."""
-    from modan_pacs.demo.proxy import ProxySettings, run_proxy_study
+    from modan_pacs.demo.proxy import RECIPES, ProxySettings, run_proxy_study
     from modan_pacs.errors import DataNotFoundError
     from modan_pacs.paths import shared_data_dir
 
@@ -34,6 +36,16 @@ def proxy_study(
     settings = ProxySettings.quick() if quick else ProxySettings()
     if unknown_anatomy is not None and unknown_anatomy not in ("distinct", "match", "drop"):
         raise typer.BadParameter(f"--unknown-anatomy must be distinct, match or drop; got {unknown_anatomy!r}")
+    for method in methods or []:
+        if method not in RECIPES:
+            raise typer.BadParameter(f"--method must be one of {', '.join(RECIPES)}; got {method!r}")
+    for dataset in datasets or []:
+        if dataset not in ("breast", "thyroid"):
+            raise typer.BadParameter(f"--dataset must be breast or thyroid; got {dataset!r}")
+    if methods:
+        settings.methods = tuple(dict.fromkeys(methods))
+    if datasets:
+        settings.datasets = tuple(dict.fromkeys(datasets))
     chosen = {"pretrain_epochs": epochs, "repeats": repeats, "bench_epochs": bench_epochs, "image_size": size, "stem": stem,
               "pretrain_seeds": pretrain_seeds, "unknown_anatomy": unknown_anatomy, "no_anatomy_share": no_anatomy_share}  # fmt: skip
     for name, value in chosen.items():

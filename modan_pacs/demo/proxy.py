@@ -69,6 +69,8 @@ class ProxySettings:
     no_anatomy_share: float = 0.0
     """Share of pool images written with no anatomy in any header field (see :func:`wrap_pool_as_export`)."""
     datasets: tuple[str, ...] = ("breast", "thyroid")
+    methods: tuple[str, ...] = ("modan-mulsupcon", "simclr", "supervised")
+    """Pretraining methods (keys of :data:`RECIPES`); the first is the statistics' reference."""
     regimes: tuple[str, ...] = ("finetune", "linear")
     subsample: int | None = None
     workers: int = 2
@@ -279,8 +281,12 @@ def run_proxy_study(data_dir: str | Path, out_dir: str | Path, *, settings: Prox
     n_cached = timed("cache", lambda: cache_index_once(out / "index", out / "cache", size=s.image_size, workers=s.workers))
     console.print(f"{n_cached} cached images")
 
+    unknown = sorted(set(s.methods) - set(RECIPES))
+    if not s.methods or unknown:
+        raise ValueError(f"methods must be some of {', '.join(RECIPES)}; got {', '.join(unknown) or 'none'}")
     encoders: dict[str, Path] = {}
-    for name, recipe in RECIPES.items():
+    for name in s.methods:
+        recipe = RECIPES[name]
         for k in range(s.pretrain_seeds):
             run = out / "runs" / name / f"seed_{s.seed + k}"
             cfg = load_config(config_path(recipe), overrides=budget_overrides(s, s.seed + k))
@@ -288,7 +294,7 @@ def run_proxy_study(data_dir: str | Path, out_dir: str | Path, *, settings: Prox
             if not done:
                 timed(f"pretrain {name} seed {s.seed + k}", lambda: pretrain(cfg, out / "cache", run, resume=(run / "checkpoints" / "last.pt").exists()))
             encoders[f"{name}.ps{s.seed + k}"] = run / "encoder.pt"
-    reference = f"modan-mulsupcon.ps{s.seed}"
+    reference = f"{s.methods[0]}.ps{s.seed}"
 
     inits: dict[str, str | Path | None] = {**encoders, "scratch": None}
     if s.imagenet_weights:
@@ -318,7 +324,7 @@ def run_proxy_study(data_dir: str | Path, out_dir: str | Path, *, settings: Prox
         "report",
         lambda: build_report(tree, reference=reference, out_dir=out / "report", embed_cache=out / "cache", encoders=first),
     )
-    seeds = write_pretrain_seed_tables(tree, Path(report), reference="modan-mulsupcon")
+    seeds = write_pretrain_seed_tables(tree, Path(report), reference=s.methods[0])
     console.print(f"pretraining-seed statistics: {seeds}")
     (out / "stage_seconds.json").write_text(json.dumps(s.stage_seconds, indent=2))
     console.print("seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in s.stage_seconds.items()))
