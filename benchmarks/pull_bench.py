@@ -127,7 +127,7 @@ def main() -> None:  # noqa: C901 - a linear script
 
     from pydicom.data import get_testdata_file
 
-    from modan_pacs.pacs import OrthancServer, build_pacs_index, make_settings, pull, send_files
+    from modan_pacs.pacs import OrthancServer, PacsQuery, build_pacs_index, make_settings, pull, send_files
     from modan_pacs.pacs.dicomweb import PASSWORD_ENV, USER_ENV
     from modan_pacs.pacs.orthanc import free_port
 
@@ -142,8 +142,8 @@ def main() -> None:  # noqa: C901 - a linear script
         report = send_files(settings, paths)
         if len(report.stored) != args.instances:
             raise SystemExit(f"loading failed: {report.failed[:3]}")
-        build_pacs_index(host="127.0.0.1", port=server.dicom_port, called_aet=PACS_AET, calling_aet=OUR_AET,
-                         level="image", out_dir=work / "idx", salt_file=work / "salt")
+        build_pacs_index(make_settings(host="127.0.0.1", port=server.dicom_port, called_aet=PACS_AET, calling_aet=OUR_AET),
+                         PacsQuery(level="image"), out_dir=work / "idx", salt_file=work / "salt")
         import pandas as pd
 
         studies = sorted(pd.read_parquet(work / "idx" / "index.parquet")["study_instance_uid"].unique())

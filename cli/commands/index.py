@@ -70,10 +70,15 @@ def index(
                          else "give PATH (an export folder) or --pacs HOST:PORT")
     vocabulary = Vocabulary.load(vocab)
     if pacs is not None:
-        network = dict(connection_timeout=connect_timeout, acse_timeout=connect_timeout, dimse_timeout=timeout,
-                       retries=retries, backoff=backoff, filters=filters or [])
-        tables = _index_pacs(pacs, out, vocabulary, salt_file, called_aet, calling_aet, level, modality, date_from, date_to,
-                             network, console)
+        from modan_pacs.pacs.association import make_settings, parse_address
+        from modan_pacs.pacs.query import make_query
+
+        host, port = parse_address(pacs)
+        settings = make_settings(host=host, port=port, called_aet=called_aet, calling_aet=calling_aet,
+                                 connection_timeout=connect_timeout, acse_timeout=connect_timeout, dimse_timeout=timeout,
+                                 retries=retries, backoff=backoff)
+        query = make_query(level=level, modalities=modality or (), date_from=date_from, date_to=date_to, filters=filters or ())
+        tables = _index_pacs(settings, query, out, vocabulary, salt_file, console)
         _print_summary(console, tables, out, header=f"PACS {pacs}")
         _print_missing_attributes(console, tables.frame)
         return
@@ -103,15 +108,9 @@ def index(
     _print_summary(console, report.tables, report.out_dir, header=str(path))
 
 
-def _index_pacs(pacs, out, vocabulary, salt_file, called_aet, calling_aet, level, modality, date_from, date_to, network, console):
+def _index_pacs(settings, query, out, vocabulary, salt_file, console):
     from rich.progress import Progress
 
-    from modan_pacs.errors import InputError
-    from modan_pacs.pacs.association import parse_address
-
-    host, port = parse_address(pacs)
-    if level not in ("study", "series", "image"):
-        raise InputError(f"--level {level!r} must be study, series or image")
     from modan_pacs.pacs.query import build_pacs_index
 
     with Progress(console=console, transient=True) as bar:  # query slices (date window x modality) done
@@ -122,11 +121,7 @@ def _index_pacs(pacs, out, vocabulary, salt_file, called_aet, calling_aet, level
                 tasks[description] = bar.add_task(description, total=total)
             bar.update(tasks[description], completed=done, total=total)
 
-        return build_pacs_index(
-            host=host, port=port, called_aet=called_aet, calling_aet=calling_aet, level=level,
-            modality=modality, date_from=date_from, date_to=date_to, out_dir=out, vocabulary=vocabulary,
-            salt_file=salt_file, progress=on_progress, **network,
-        )
+        return build_pacs_index(settings, query, out_dir=out, vocabulary=vocabulary, salt_file=salt_file, progress=on_progress)
 
 
 def _print_missing_attributes(console, frame) -> None:

@@ -817,6 +817,21 @@ def _table(rows: list[tuple]) -> pa.Table:
                                 schema=PART_SCHEMA)
 
 
+def raw_frame(records: list[dict[str, Any]]):
+    """Raw records (dicts keyed by :data:`RAW_COLUMNS`, as a PACS query builds them) as a DataFrame
+    of the raw schema: the columns in :data:`RAW_COLUMNS` order, integer columns as pandas' nullable
+    ``Int64``, every other column ``object`` with None where a value is missing."""
+    import pandas as pd
+
+    frame = pd.DataFrame(records, columns=list(RAW_COLUMNS))
+    for column, kind in RAW_COLUMNS.items():
+        if pa.types.is_integer(kind):
+            frame[column] = frame[column].astype("Int64")
+        else:
+            frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    return frame
+
+
 def write_part(rows: list[tuple], part_path: str) -> pa.Table:
     """Write rows from :func:`read_rows` as one Parquet part file, atomically (temporary name, rename);
     returns the written table."""

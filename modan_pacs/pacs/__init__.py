@@ -4,9 +4,9 @@ pynetdicom and dicomweb-client are imported only inside this subpackage, and onl
 
 Public API:
     make_settings(host=, port=, called_aet=, calling_aet=, ...) -> PacsSettings;  echo(settings)
-    query_pacs(settings, level=, modality=, date_from=, date_to=) -> raw index DataFrame
-    build_pacs_index(host=, port=, called_aet=, calling_aet=, level=, modality=, date_from=,
-                     date_to=, out_dir=, vocabulary=, salt_file=) -> IndexTables
+    make_query(level=, modalities=, date_from=, date_to=, slice_days=, filters=) -> PacsQuery
+    query_pacs(settings, query) -> raw index DataFrame
+    build_pacs_index(settings, query, out_dir=, vocabulary=, salt_file=) -> IndexTables
     pull(index_dir=, out=, pacs=, method=, workers=, select=, ...) -> PullSummary
     complete_labels(index_dir, store_dir) -> LabelCompletion  (labels from the pulled files' headers)
     Store(root);  safe_uid_name(uid);  send_files(settings, paths);  OrthancServer(...);  DcmqrscpServer(...)
@@ -17,7 +17,7 @@ from modan_pacs.pacs.complete import LabelCompletion, complete_labels
 from modan_pacs.pacs.dcmqrscp import DcmqrscpServer
 from modan_pacs.pacs.orthanc import OrthancServer
 from modan_pacs.pacs.pull import pull
-from modan_pacs.pacs.query import build_pacs_index, query_pacs
+from modan_pacs.pacs.query import PacsQuery, build_pacs_index, make_query, query_pacs
 from modan_pacs.pacs.retrieve import PullSummary, RetrievalUnit
 from modan_pacs.pacs.send import send_files
 from modan_pacs.pacs.store import Store, safe_uid_name
@@ -26,6 +26,7 @@ __all__ = [
     "DcmqrscpServer",
     "LabelCompletion",
     "OrthancServer",
+    "PacsQuery",
     "PacsSettings",
     "PullSummary",
     "RetrievalUnit",
@@ -33,6 +34,7 @@ __all__ = [
     "build_pacs_index",
     "complete_labels",
     "echo",
+    "make_query",
     "make_settings",
     "open_association",
     "parse_address",

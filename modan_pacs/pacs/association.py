@@ -20,13 +20,14 @@ import re
 import socket
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from modan_pacs.errors import InputError, PacsError
 
 LOGGER = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
 
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII minus backslash, 1-16 chars
 
@@ -79,15 +80,25 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def make_settings(**kwargs: Any) -> PacsSettings:
-    """Build :class:`PacsSettings`, turning validation errors into one-line :class:`InputError`."""
+def one_line(model: type[M], what: str, **kwargs: Any) -> M:
+    """Build a settings ``model`` from keywords, turning validation errors into one-line
+    :class:`InputError` (``"<what>: field: message; ..."``)."""
     from pydantic import ValidationError
 
     try:
-        return PacsSettings(**kwargs)
+        return model(**kwargs)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise InputError(f"PACS settings: {problems}") from None
+        problems = []
+        for error in exc.errors():
+            where, message = ".".join(str(p) for p in error["loc"]) or "value", error["msg"].removeprefix("Value error, ")
+            problems.append(message if message.startswith(where) else f"{where}: {message}")
+        problems = "; ".join(problems)
+        raise InputError(f"{what}: {problems}") from None
+
+
+def make_settings(**kwargs: Any) -> PacsSettings:
+    """Build :class:`PacsSettings`, turning validation errors into one-line :class:`InputError`."""
+    return one_line(PacsSettings, "PACS settings", **kwargs)
 
 
 def set_tcp_nodelay(event: Any) -> None:

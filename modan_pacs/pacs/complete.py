@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modan_pacs.errors import InputError
-from modan_pacs.pacs.query import INDEX_COLUMNS
+from modan_pacs.ingest.headers import RAW_COLUMNS
 
 # header attributes taken from the file: every index column but identifiers and where it lives
 FILE_COLUMNS = tuple(
-    c for c in INDEX_COLUMNS
+    c for c in RAW_COLUMNS
     if c not in {"sop_instance_uid", "series_instance_uid", "study_instance_uid", "patient_hash", "path", "location", "size", "mtime"}
 )
 

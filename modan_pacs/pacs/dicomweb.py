@@ -7,18 +7,20 @@ Credentials never come from the command line: ``MODAN_PACS_DICOMWEB_USER`` and
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modan_pacs.errors import InputError, PacsError
 from modan_pacs.pacs.retrieve import RetrievalUnit
 from modan_pacs.pacs.store import Store
+
+if TYPE_CHECKING:
+    from modan_pacs.pacs.query import PacsQuery
 
 USER_ENV = "MODAN_PACS_DICOMWEB_USER"
 PASSWORD_ENV = "MODAN_PACS_DICOMWEB_PASSWORD"
@@ -78,29 +80,29 @@ def _dataset(item: dict) -> Any:
 
 def query_dicomweb(
     url: str,
+    query: PacsQuery | None = None,
     *,
-    level: str = "image",
-    modality: str | Sequence[str] | None = None,
-    date_from: str | dt.date | None = None,
-    date_to: str | dt.date | None = None,
-    slice_days: int = 30,
     credentials_file: str | Path | None = None,
     hash_patient_id: Callable[[str], str | None] | None = None,
 ):
     """QIDO-RS walk (studies -> series -> instances) returning raw index rows like :func:`query_pacs`.
 
+    ``query`` (:class:`~modan_pacs.pacs.query.PacsQuery`; None = every instance) gives the level,
+    modalities and dates; its ``filters`` and ``query_model`` are C-FIND-only and must be left empty.
     ``location`` is ``pacs://dicomweb@<url host>/STUDY/SERIES/SOP``-style: the DICOMweb URL is
     recorded as ``dicomweb+<url>/STUDY/SERIES/SOP``.
+
+    Raises:
+        InputError: the query has C-FIND filters. PacsError: the server failed or refused a request.
     """
-    import pandas as pd
+    from modan_pacs.ingest.headers import raw_frame
+    from modan_pacs.pacs.query import PacsQuery
 
-    from modan_pacs.pacs.query import INDEX_COLUMNS, LEVELS, date_slices, parse_date
-
-    if level not in LEVELS:
-        raise InputError(f"level {level!r} must be one of {', '.join(LEVELS)}")
+    query = query or PacsQuery()
+    if query.filters:
+        raise InputError("DICOMweb query: filters are C-FIND matching keys; QIDO-RS takes only level, modalities and dates here")
+    level, modalities, slices = query.level, list(query.modalities), query.date_slices()
     client = make_client(url, credentials_file)
-    modalities = [m.strip().upper() for m in (modality.split(",") if isinstance(modality, str) else (modality or [])) if m.strip()]
-    slices = date_slices(parse_date(date_from, "date_from"), parse_date(date_to, "date_to"), slice_days)
     rows: list[dict[str, Any]] = []
     try:
         seen: set[str] = set()
@@ -144,10 +146,7 @@ def query_dicomweb(
         raise
     except Exception as exc:
         raise _http_problem(exc, url, "search") from None
-    frame = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
-    for column in ("rows", "columns", "number_of_frames", "bits_stored", "size"):
-        frame[column] = frame[column].astype("Int64")
-    return frame
+    return raw_frame(rows)
 
 
 def _dicomweb_row(url: str, phash: str | None, study: Any, series: Any, image: Any, level: str) -> dict[str, Any]:

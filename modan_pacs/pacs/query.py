@@ -26,8 +26,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
 from modan_pacs.errors import InputError, PacsError
-from modan_pacs.pacs.association import PacsSettings, make_settings, no_response_problem, open_association
+from modan_pacs.ingest.headers import raw_frame
+from modan_pacs.pacs.association import PacsSettings, no_response_problem, one_line, open_association
 
 LOGGER = logging.getLogger(__name__)
 
@@ -81,34 +84,6 @@ IMAGE_KEYS = (
     "PhotometricInterpretation",
 )
 
-# raw header columns of the index contract, in order (labels are added by modan_pacs.ingest.write_index)
-INDEX_COLUMNS = (
-    "sop_instance_uid",
-    "series_instance_uid",
-    "study_instance_uid",
-    "patient_hash",
-    "modality",
-    "body_part_examined",
-    "study_description",
-    "series_description",
-    "protocol_name",
-    "anatomic_region_code",
-    "anatomic_region_meaning",
-    "manufacturer",
-    "view_position",
-    "laterality",
-    "rows",
-    "columns",
-    "number_of_frames",
-    "bits_stored",
-    "transfer_syntax_uid",
-    "photometric_interpretation",
-    "sop_class_uid",
-    "path",
-    "location",
-    "size",
-    "mtime",
-)
 
 
 def parse_date(value: str | dt.date | None, name: str) -> dt.date | None:
@@ -230,6 +205,86 @@ def _split_filter(text: str) -> tuple[str, str]:
     if not sep or not key.strip():
         raise InputError(f"--filter {text!r}: expected KEY=VALUE, e.g. StudyDescription=*KNEE*")
     return key, value
+
+
+class PacsQuery(BaseModel):
+    """What a C-FIND (or QIDO-RS) walk of an archive asks for: the one way into :func:`query_pacs`,
+    :func:`build_pacs_index` and :func:`~modan_pacs.pacs.dicomweb.query_dicomweb`.
+
+    ``level``: the deepest level whose attributes are requested (rows are always one per instance);
+    ``modalities``: one query slice each (a comma-separated text is split); ``date_from`` /
+    ``date_to``: StudyDate bounds, inclusive (``YYYYMMDD`` or ``YYYY-MM-DD``), sliced into
+    ``slice_days`` windows (0: one query); ``query_model``: Study Root when accepted (``auto``) or
+    forced; ``filters``: more matching keys as ``KEY=VALUE`` (:func:`parse_filters`). Build it with
+    :func:`make_query` for one-line :class:`InputError` messages.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    level: str = "image"
+    modalities: tuple[str, ...] = ()
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+    slice_days: int = Field(default=30, ge=0)
+    query_model: str = "auto"
+    filters: tuple[str, ...] = ()
+
+    @field_validator("level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value not in LEVELS:
+            raise ValueError(f"{value!r} must be one of {', '.join(LEVELS)}")
+        return value
+
+    @field_validator("query_model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        if value not in QUERY_MODELS:
+            raise ValueError(f"{value!r} must be one of {', '.join(QUERY_MODELS)}")
+        return value
+
+    @field_validator("modalities", mode="before")
+    @classmethod
+    def _modalities(cls, value: Any) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else (value or ())
+        return tuple(m.strip().upper() for m in items if str(m).strip())
+
+    @field_validator("date_from", "date_to", mode="before")
+    @classmethod
+    def _date(cls, value: Any, info: Any) -> dt.date | None:
+        try:
+            return parse_date(value, info.field_name)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("filters", mode="before")
+    @classmethod
+    def _filters(cls, value: Any) -> tuple[str, ...]:
+        items = [f"{k}={v}" for k, v in value.items()] if isinstance(value, dict) else list(value or ())
+        try:
+            parse_filters(items)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+        return tuple(items)
+
+    @model_validator(mode="after")
+    def _range(self) -> PacsQuery:
+        if self.date_from and self.date_to and self.date_from > self.date_to:
+            raise ValueError(f"date_from {self.date_from:%Y%m%d} is after date_to {self.date_to:%Y%m%d}")
+        return self
+
+    def date_slices(self) -> list[str]:
+        """StudyDate matching values of the walk (:func:`date_slices`)."""
+        return date_slices(self.date_from, self.date_to, self.slice_days)
+
+    def filters_by_level(self) -> dict[str, dict[str, str]]:
+        """``{level: {keyword: value}}`` (:func:`parse_filters`)."""
+        return parse_filters(list(self.filters))
+
+
+def make_query(**kwargs: Any) -> PacsQuery:
+    """Build :class:`PacsQuery`, turning validation errors into one-line :class:`InputError`."""
+    return one_line(PacsQuery, "PACS query", **kwargs)
 
 
 class FindSession:
@@ -436,45 +491,31 @@ def _study_rows(session: FindSession, study: Any, modality: str | None, level: s
 
 def query_pacs(
     settings: PacsSettings,
+    query: PacsQuery | None = None,
     *,
-    level: str = "image",
-    modality: str | Sequence[str] | None = None,
-    date_from: str | dt.date | None = None,
-    date_to: str | dt.date | None = None,
-    slice_days: int = 30,
-    query_model: str = "auto",
-    filters: Sequence[str] | dict[str, str] | None = None,
-    hash_patient_id=None,
+    hash_patient_id: Callable[[str], str | None] | None = None,
     progress: Callable[[int, int, str], None] | None = None,
 ):
-    """Walk the PACS and return a DataFrame of raw index rows (columns ``INDEX_COLUMNS``).
+    """Walk the PACS and return a DataFrame of raw index rows (the raw schema,
+    :data:`modan_pacs.ingest.headers.RAW_COLUMNS`).
 
     Args:
-        level: deepest level whose attributes are requested (``study``, ``series``, ``image``);
-            rows are always one per instance.
-        modality: one modality code, a comma-separated list, or a list; one query slice each.
-        date_from, date_to: StudyDate bounds (inclusive), sliced into ``slice_days`` windows.
-        filters: more matching keys, ``["KEY=VALUE", ...]`` or ``{KEY: VALUE}`` (:func:`parse_filters`).
+        query: what to ask for (:class:`PacsQuery`; None = every instance, image-level attributes).
         hash_patient_id: ``PatientID -> hash`` (the folder index's salted hash); None leaves the hash empty.
         progress: ``progress(done, total, description)``: query slices (date window x modality) done;
             called with 0 before the first (the CLI draws it).
 
     Raises:
-        InputError: bad level, dates or model. PacsError: the PACS failed or refused a request.
+        PacsError: the PACS failed or refused a request.
     """
-    import pandas as pd
 
-    if level not in LEVELS:
-        raise InputError(f"level {level!r} must be one of {', '.join(LEVELS)}")
-    if isinstance(modality, str):
-        modalities = [m.strip().upper() for m in modality.split(",") if m.strip()]
-    else:
-        modalities = [m.strip().upper() for m in (modality or []) if m.strip()]
-    slices = date_slices(parse_date(date_from, "date_from"), parse_date(date_to, "date_to"), slice_days)
+    query = query or PacsQuery()
+    modalities, level = list(query.modalities), query.level
+    slices = query.date_slices()
     rows: list[dict[str, Any]] = []
     seen_studies: set[tuple[str, str | None]] = set()
     total, done, description = len(slices) * max(1, len(modalities)), 0, f"C-FIND {settings.label}"
-    with FindSession(settings, query_model, parse_filters(filters)) as session:
+    with FindSession(settings, query.query_model, query.filters_by_level()) as session:
         if progress is not None:
             progress(done, total, description)
         for study_date in slices:
@@ -490,15 +531,8 @@ def query_pacs(
                 done += 1
                 if progress is not None:
                     progress(done, total, description)
-    frame = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
-    frame = frame[frame["sop_instance_uid"].notna()]
-    frame = frame.drop_duplicates(subset=["sop_instance_uid"], keep="first").reset_index(drop=True)
-    for column in INDEX_COLUMNS:
-        if column in ("rows", "columns", "number_of_frames", "bits_stored", "size"):
-            frame[column] = frame[column].astype("Int64")
-        else:
-            frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
-    return frame
+    frame = raw_frame([r for r in rows if r.get("sop_instance_uid")])
+    return frame.drop_duplicates(subset=["sop_instance_uid"], keep="first").reset_index(drop=True)
 
 
 def missing_label_attributes(frame) -> dict[str, int]:
@@ -587,65 +621,30 @@ def _patient_hasher(salt_file: str | Path | None, out_dir: str | Path):
 
 
 def build_pacs_index(
+    settings: PacsSettings,
+    query: PacsQuery | None = None,
     *,
-    host: str,
-    port: int,
-    called_aet: str,
-    calling_aet: str,
-    level: str = "image",
-    modality: str | Sequence[str] | None = None,
-    date_from: str | dt.date | None = None,
-    date_to: str | dt.date | None = None,
     out_dir: str | Path,
     vocabulary: Any = None,
     salt_file: str | Path | None = None,
-    slice_days: int = 30,
-    query_model: str = "auto",
-    filters: Sequence[str] | dict[str, str] | None = None,
-    connection_timeout: float = 10.0,
-    acse_timeout: float = 10.0,
-    dimse_timeout: float = 15.0,
-    retries: int = 2,
-    backoff: float = 0.5,
     progress: Callable[[int, int, str], None] | None = None,
 ):
     """Index a live PACS by C-FIND into ``out_dir`` with the folder index's schema and labels.
 
     Writes what :func:`modan_pacs.ingest.write_index` writes (``index.parquet`` with ``location``
-    and ``path=None``, ``labels.npy``, ``vocabulary.yaml``, ...). ``vocabulary`` is a Vocabulary, a
-    path to one, or None for the shipped default; ``progress`` is passed to :func:`query_pacs`. Returns
-    what ``write_index`` returns.
+    and ``path=None``, ``labels.npy``, ``vocabulary.yaml``, ...). ``settings`` says where the PACS is
+    and how to talk to it (:func:`~modan_pacs.pacs.association.make_settings`), ``query`` what to ask
+    (:func:`make_query`); ``vocabulary`` is a Vocabulary, a path to one, or None for the shipped
+    default; ``progress`` is passed to :func:`query_pacs`. Returns what ``write_index`` returns.
 
     Raises:
-        InputError: bad level/dates/AE titles. PacsError: the PACS could not be reached or refused us.
+        PacsError: the PACS could not be reached or refused us.
     """
     from modan_pacs import ingest
     from modan_pacs.labels import Vocabulary
 
-    settings = make_settings(
-        host=host,
-        port=port,
-        called_aet=called_aet,
-        calling_aet=calling_aet,
-        connection_timeout=connection_timeout,
-        acse_timeout=acse_timeout,
-        dimse_timeout=dimse_timeout,
-        retries=retries,
-        backoff=backoff,
-    )
     vocab = vocabulary if isinstance(vocabulary, Vocabulary) else Vocabulary.load(vocabulary)
-    frame = query_pacs(
-        settings,
-        level=level,
-        modality=modality,
-        date_from=date_from,
-        date_to=date_to,
-        slice_days=slice_days,
-        query_model=query_model,
-        filters=filters,
-        hash_patient_id=_patient_hasher(salt_file, out_dir),
-        progress=progress,
-    )
+    frame = query_pacs(settings, query, hash_patient_id=_patient_hasher(salt_file, out_dir), progress=progress)
     import pandas as pd
 
     frame, bad_uids = split_invalid_uids(frame, settings.label)

@@ -58,12 +58,12 @@ def test_unknown_called_ae_is_rejected(loaded_pacs):
 
 def test_unknown_calling_ae_cannot_query(loaded_pacs):
     from modan_pacs.errors import PacsError
-    from modan_pacs.pacs import echo, query_pacs
+    from modan_pacs.pacs import PacsQuery, echo, query_pacs
 
     stranger = _settings(loaded_pacs, calling_aet="STRANGER")
     echo(stranger)  # Orthanc lets anyone echo ...
     with pytest.raises(PacsError, match="no final response.*calling AE STRANGER"):
-        query_pacs(stranger, level="study")  # ... but only known AEs query
+        query_pacs(stranger, PacsQuery(level="study"))  # ... but only known AEs query
 
 
 def test_bad_addresses_and_ae_titles_are_input_errors():
@@ -166,7 +166,7 @@ def _synthetic_series(pydicom_data_dir: Path, out: Path, n: int, per_series: int
 
 def test_server_killed_mid_pull_then_rerun_completes_without_duplicates(tmp_path, pydicom_data_dir, orthanc_available):
     from modan_pacs.errors import PacsError
-    from modan_pacs.pacs import OrthancServer, build_pacs_index, make_settings, pull, send_files
+    from modan_pacs.pacs import OrthancServer, PacsQuery, build_pacs_index, make_settings, pull, send_files
     from modan_pacs.pacs.pull import raise_if_incomplete
 
     server = OrthancServer(aet="KILLME", modalities={"MODANPACS": ("127.0.0.1", 1)}, workdir=tmp_path / "orthanc")
@@ -175,9 +175,8 @@ def test_server_killed_mid_pull_then_rerun_completes_without_duplicates(tmp_path
         settings = make_settings(host="127.0.0.1", port=server.dicom_port, called_aet="KILLME", dimse_timeout=5, retries=0)
         paths = _synthetic_series(pydicom_data_dir, tmp_path / "src", n=120, per_series=30)
         assert len(send_files(settings, paths).stored) == 120
-        build_pacs_index(host="127.0.0.1", port=server.dicom_port, called_aet="KILLME", calling_aet="MODANPACS",
-                         level="image", modality=None, date_from=None, date_to=None, out_dir=tmp_path / "idx",
-                         vocabulary=None, salt_file=tmp_path / "salt")
+        build_pacs_index(make_settings(host="127.0.0.1", port=server.dicom_port, called_aet="KILLME"), PacsQuery(level="image"),
+                         out_dir=tmp_path / "idx", vocabulary=None, salt_file=tmp_path / "salt")
 
         arrivals = {"n": 0}
 

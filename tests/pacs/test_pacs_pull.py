@@ -14,13 +14,12 @@ pytestmark = [pytest.mark.pacs, pytest.mark.xdist_group("pacs")]
 @pytest.fixture(scope="module")
 def pacs_index(loaded_pacs, tmp_path_factory) -> Path:
     """An image-level index of the session PACS, built by C-FIND."""
-    from modan_pacs.pacs import build_pacs_index
+    from modan_pacs.pacs import PacsQuery, build_pacs_index
 
     out = tmp_path_factory.mktemp("pacs_index")
     s = loaded_pacs.settings
     build_pacs_index(
-        host=s.host, port=s.port, called_aet=s.called_aet, calling_aet=s.calling_aet, level="image",
-        modality=None, date_from=None, date_to=None, out_dir=out, vocabulary=None,
+        s, PacsQuery(level="image"), out_dir=out, vocabulary=None,
         salt_file=tmp_path_factory.mktemp("salt") / "salt",
     )
     return out
@@ -145,14 +144,14 @@ def test_cli_pull_prints_a_summary_and_exits_zero(loaded_pacs, pacs_index, tmp_p
 
 
 def test_dicomweb_search_and_retrieval(loaded_pacs, pacs_index, tmp_path, monkeypatch):
-    from modan_pacs.pacs import pull, query_pacs
+    from modan_pacs.pacs import PacsQuery, pull, query_pacs
     from modan_pacs.pacs.dicomweb import PASSWORD_ENV, USER_ENV, query_dicomweb
 
     server = loaded_pacs.server
     monkeypatch.setenv(USER_ENV, server.user)
     monkeypatch.setenv(PASSWORD_ENV, server.password)
-    web = query_dicomweb(server.dicomweb_url, level="image")
-    dimse = query_pacs(loaded_pacs.settings, level="image")
+    web = query_dicomweb(server.dicomweb_url, PacsQuery(level="image"))
+    dimse = query_pacs(loaded_pacs.settings, PacsQuery(level="image"))
     assert sorted(web["sop_instance_uid"]) == sorted(dimse["sop_instance_uid"])
     merged = web.set_index("sop_instance_uid").loc[dimse["sop_instance_uid"]]
     assert merged["modality"].fillna("-").tolist() == dimse["modality"].fillna("-").tolist()

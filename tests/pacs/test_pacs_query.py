@@ -23,10 +23,10 @@ def test_echo_round_trip(loaded_pacs):
 def test_find_counts_equal_what_was_loaded(loaded_pacs):
     import pandas as pd
 
-    from modan_pacs.pacs import query_pacs
+    from modan_pacs.pacs import PacsQuery, query_pacs
 
     headers = _headers(loaded_pacs.files)
-    frame = query_pacs(loaded_pacs.settings, level="image")
+    frame = query_pacs(loaded_pacs.settings, PacsQuery(level="image"))
     assert sorted(frame["sop_instance_uid"]) == sorted(headers)
     assert frame["series_instance_uid"].nunique() == len({str(h.SeriesInstanceUID) for h in headers.values()})
     assert frame["study_instance_uid"].nunique() == len({str(h.StudyInstanceUID) for h in headers.values()})
@@ -43,20 +43,20 @@ def test_find_counts_equal_what_was_loaded(loaded_pacs):
 
 
 def test_patient_root_and_cheaper_levels_give_the_same_instances(loaded_pacs):
-    from modan_pacs.pacs import query_pacs
+    from modan_pacs.pacs import PacsQuery, query_pacs
 
     expected = sorted(loaded_pacs.files)
     for level, model in (("image", "patient"), ("series", "study"), ("study", "auto")):
-        frame = query_pacs(loaded_pacs.settings, level=level, query_model=model)
+        frame = query_pacs(loaded_pacs.settings, PacsQuery(level=level, query_model=model))
         assert sorted(frame["sop_instance_uid"]) == expected, (level, model)
-    series_level = query_pacs(loaded_pacs.settings, level="series").set_index("sop_instance_uid")
+    series_level = query_pacs(loaded_pacs.settings, PacsQuery(level="series")).set_index("sop_instance_uid")
     assert series_level["rows"].isna().all()  # image attributes are not asked for at series level
 
 
 def test_date_and_modality_slices_match_a_header_count(loaded_pacs):
     import datetime as dt
 
-    from modan_pacs.pacs import query_pacs
+    from modan_pacs.pacs import PacsQuery, query_pacs
     from modan_pacs.pacs.query import date_slices
 
     headers = _headers(loaded_pacs.files)
@@ -67,18 +67,18 @@ def test_date_and_modality_slices_match_a_header_count(loaded_pacs):
     # 2001-01-01 .. 2004-12-31 in 200-day windows: 8 separate queries whose union is the range
     assert len(date_slices(dt.date(2001, 1, 1), dt.date(2004, 12, 31), 200)) == 8
     calls = []
-    frame = query_pacs(loaded_pacs.settings, level="image", date_from="2001-01-01", date_to="20041231", slice_days=200,
+    frame = query_pacs(loaded_pacs.settings, PacsQuery(date_from="2001-01-01", date_to="20041231", slice_days=200),
                        progress=lambda *args: calls.append(args))
     assert calls == [(k, 8, f"C-FIND {loaded_pacs.settings.label}") for k in range(9)]  # progress: slices done
     expected = {u for u, h in headers.items() if in_range(h, "20010101", "20041231")}
     assert set(frame["sop_instance_uid"]) == expected and expected
-    frame = query_pacs(loaded_pacs.settings, level="image", modality="CT,CR")
+    frame = query_pacs(loaded_pacs.settings, PacsQuery(modalities="CT,CR"))
     assert set(frame["sop_instance_uid"]) == {u for u, h in headers.items() if h.get("Modality") in ("CT", "CR")}
 
 
 def test_pacs_index_labels_equal_folder_index_labels(loaded_pacs, tmp_path):
     from modan_pacs.ingest import build_index, load_index
-    from modan_pacs.pacs import build_pacs_index
+    from modan_pacs.pacs import PacsQuery, build_pacs_index
 
     folder = tmp_path / "export"
     folder.mkdir()
@@ -88,8 +88,7 @@ def test_pacs_index_labels_equal_folder_index_labels(loaded_pacs, tmp_path):
     build_index(folder, tmp_path / "folder_index", workers=1, salt_file=salt)
     s = loaded_pacs.settings
     build_pacs_index(
-        host=s.host, port=s.port, called_aet=s.called_aet, calling_aet=s.calling_aet, level="image",
-        modality=None, date_from=None, date_to=None, out_dir=tmp_path / "pacs_index", vocabulary=None,
+        s, PacsQuery(level="image"), out_dir=tmp_path / "pacs_index", vocabulary=None,
         salt_file=salt,
     )
     from_folder = load_index(tmp_path / "folder_index")
@@ -115,12 +114,11 @@ def test_pacs_index_labels_equal_folder_index_labels(loaded_pacs, tmp_path):
 def test_pacs_index_holds_no_raw_patient_id(loaded_pacs, tmp_path):
     import pandas as pd
 
-    from modan_pacs.pacs import build_pacs_index
+    from modan_pacs.pacs import PacsQuery, build_pacs_index
 
     s = loaded_pacs.settings
     build_pacs_index(
-        host=s.host, port=s.port, called_aet=s.called_aet, calling_aet=s.calling_aet, level="series",
-        modality=None, date_from=None, date_to=None, out_dir=tmp_path / "idx", vocabulary=None,
+        s, PacsQuery(level="series"), out_dir=tmp_path / "idx", vocabulary=None,
         salt_file=tmp_path / "salt",
     )
     text = (tmp_path / "idx" / "index.parquet").read_bytes()
@@ -137,16 +135,16 @@ def test_find_filters_on_any_key_at_its_level(loaded_pacs, tmp_path, capsys):
     import pandas as pd
     from modan_pacs.cli.main import main
 
-    from modan_pacs.pacs import query_pacs
+    from modan_pacs.pacs import PacsQuery, query_pacs
 
     headers = _headers(loaded_pacs.files)
 
     def expected(test):
         return sorted(u for u, h in headers.items() if test(h))
 
-    frame = query_pacs(loaded_pacs.settings, level="series", filters=["StudyDescription=*Brain*"])
+    frame = query_pacs(loaded_pacs.settings, PacsQuery(level="series", filters=["StudyDescription=*Brain*"]))
     assert sorted(frame["sop_instance_uid"]) == expected(lambda h: "Brain" in str(h.get("StudyDescription", "")))
-    frame = query_pacs(loaded_pacs.settings, level="series", filters={"SeriesDescription": "Cervical*", "Modality": "CR"})
+    frame = query_pacs(loaded_pacs.settings, PacsQuery(level="series", filters={"SeriesDescription": "Cervical*", "Modality": "CR"}))
     assert sorted(frame["sop_instance_uid"]) == expected(
         lambda h: str(h.get("SeriesDescription", "")).startswith("Cervical") and h.get("Modality") == "CR")
     assert len(frame) == 3

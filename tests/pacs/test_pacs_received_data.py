@@ -136,11 +136,11 @@ def test_invalid_uids_stay_out_of_the_index_and_are_counted(fake_archive, tmp_pa
 
 
 def test_an_instance_nobody_asked_for_is_not_stored_and_is_counted(fake_archive, tmp_path):
-    from modan_pacs.pacs import build_pacs_index, pull
+    from modan_pacs.pacs import PacsQuery, build_pacs_index, make_settings, pull
 
     port, instances, extra = fake_archive
-    build_pacs_index(host="127.0.0.1", port=port, called_aet="FAKE", calling_aet="MODANPACS", level="image",
-                     out_dir=tmp_path / "idx", salt_file=tmp_path / "salt", dimse_timeout=5)
+    build_pacs_index(make_settings(host="127.0.0.1", port=port, called_aet="FAKE", dimse_timeout=5), PacsQuery(level="image"),
+                     out_dir=tmp_path / "idx", salt_file=tmp_path / "salt")
     summary = pull(index_dir=tmp_path / "idx", out=tmp_path / "store", dimse_timeout=5, retries=0)
     # the index holds the one valid instance of its series, so the series is asked for whole: the archive
     # sends it, the ``../../x`` instance (kept out of the index) and the extra one; only the first is kept
@@ -159,11 +159,11 @@ def test_an_archive_that_stops_answering_a_c_get_fails_within_the_timeout(fake_a
     import threading
     import time
 
-    from modan_pacs.pacs import build_pacs_index, pull
+    from modan_pacs.pacs import PacsQuery, build_pacs_index, make_settings, pull
 
     port, instances, _ = fake_archive
-    build_pacs_index(host="127.0.0.1", port=port, called_aet="FAKE", calling_aet="MODANPACS", level="image",
-                     out_dir=tmp_path / "idx", salt_file=tmp_path / "salt", dimse_timeout=5)
+    build_pacs_index(make_settings(host="127.0.0.1", port=port, called_aet="FAKE", dimse_timeout=5), PacsQuery(level="image"),
+                     out_dir=tmp_path / "idx", salt_file=tmp_path / "salt")
     release = threading.Event()
     archive = FakeArchive.current
 

@@ -101,7 +101,7 @@ def test_peer_that_accepts_the_association_but_never_answers_a_query():
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
     from pynetdicom.status import Status
 
-    from modan_pacs.pacs import make_settings, query_pacs
+    from modan_pacs.pacs import PacsQuery, make_settings, query_pacs
     from modan_pacs.pacs.orthanc import free_port
 
     release = threading.Event()
@@ -118,7 +118,7 @@ def test_peer_that_accepts_the_association_but_never_answers_a_query():
         settings = make_settings(host="127.0.0.1", port=port, called_aet="HUNG", dimse_timeout=1, acse_timeout=2, retries=0)
         start = time.perf_counter()
         with pytest.raises(PacsError, match=rf"C-FIND STUDY: no answer from 127.0.0.1:{port} within 1 s"):
-            query_pacs(settings, level="study")
+            query_pacs(settings, PacsQuery(level="study"))
         assert time.perf_counter() - start < 4.0
     finally:
         release.set()

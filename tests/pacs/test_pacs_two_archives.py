@@ -25,10 +25,10 @@ def test_echo(archive):
 
 @pytest.mark.parametrize("level", ["study", "series", "image"])
 def test_find_at_each_level_lists_every_instance(archive, level):
-    from modan_pacs.pacs import query_pacs
+    from modan_pacs.pacs import PacsQuery, query_pacs
 
     headers = _headers(archive.files)
-    frame = query_pacs(archive.settings, level=level)
+    frame = query_pacs(archive.settings, PacsQuery(level=level))
     assert sorted(frame["sop_instance_uid"]) == sorted(headers)
     by_uid = frame.set_index("sop_instance_uid")
     for uid, header in headers.items():
@@ -45,11 +45,11 @@ def test_pull_everything(archive, tmp_path, method):
     from Orthanc the pixels equal the source's."""
     import numpy as np
 
-    from modan_pacs.pacs import build_pacs_index, pull
+    from modan_pacs.pacs import PacsQuery, build_pacs_index, pull
 
     s = archive.settings
-    build_pacs_index(host=s.host, port=s.port, called_aet=s.called_aet, calling_aet=s.calling_aet, level="series",
-                     out_dir=tmp_path / "idx", salt_file=tmp_path / "salt", dimse_timeout=8)
+    build_pacs_index(s.model_copy(update={"dimse_timeout": 8}), PacsQuery(level="series"),
+                     out_dir=tmp_path / "idx", salt_file=tmp_path / "salt")
     summary = pull(index_dir=tmp_path / "idx", out=tmp_path / "store", method=method, move_port=archive.move_port,
                    dimse_timeout=8, retries=0)
     assert summary.complete, summary.interrupted[:2]

@@ -128,6 +128,26 @@ def test_filters_go_to_the_level_of_their_attribute():
             parse_filters([bad])
 
 
+def test_pacs_query_is_the_one_checked_way_in():
+    """Every C-FIND walk setting goes through :class:`PacsQuery`; a bad value is one line naming the field."""
+    from modan_pacs.pacs.query import PacsQuery, make_query
+
+    query = make_query(level="series", modalities="ct, mr", date_from="2020-01-01", date_to="20200315",
+                       filters={"StudyDescription": "*KNEE*"})
+    assert query.modalities == ("CT", "MR") and query.date_from == dt.date(2020, 1, 1)
+    assert query.date_slices() == ["20200101-20200130", "20200131-20200229", "20200301-20200315"]
+    assert query.filters_by_level()["STUDY"] == {"StudyDescription": "*KNEE*"}
+    assert PacsQuery().level == "image" and PacsQuery().date_slices() == [""]
+    bad = {"level": "patient", "query_model": "x", "date_to": "2020-02-30", "slice_days": -1, "filters": ["NotAKeyword=1"],
+           "colour": "red"}
+    for field, value in bad.items():
+        with pytest.raises(InputError, match=field) as err:
+            make_query(**{field: value})
+        assert "\n" not in str(err.value) and str(err.value).startswith("PACS query: ")
+    with pytest.raises(InputError, match="after"):
+        make_query(date_from="2021-01-01", date_to="2020-01-01")
+
+
 def test_cached_file_meta_equals_pynetdicoms_encoding():
     """The file meta written before each received data set equals ``encode_file_meta(event.file_meta)``."""
     from pydicom.dataset import FileMetaDataset
