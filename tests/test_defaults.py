@@ -29,3 +29,36 @@ def test_cache_command_defaults_are_the_cache_settings_defaults():
             assert options["ct_window_by_anatomy"].default is (model.ct_window == "anatomy")
             continue
         assert options[name].default == getattr(model, name), name
+
+
+#: what the shipped pretraining recipes deliberately set away from the model defaults (the library
+#: default suits a notebook or a test: no DataLoader worker processes; the recipe a GPU machine)
+RECIPE_CHOICES = {"data.workers": 8}
+#: what each method's recipe sets for its loss and target (the only keys where methods differ)
+METHOD_KEYS = {
+    "pretrain_modan.yaml": {"loss.name": "mulsupcon"},
+    "pretrain_simclr.yaml": {"loss.name": "ntxent"},
+    "pretrain_supervised.yaml": {"loss.name": "cross_entropy", "supervised.label_group": "modality+anatomy"},
+}
+
+
+def test_shipped_pretraining_recipes_state_the_model_defaults():
+    """Every value a method recipe states is the PretrainConfig default (or the loss class's own
+    default for loss parameters), except the recipe choices and method keys listed above."""
+    import inspect
+
+    from modan_pacs.losses.registry import LOSSES
+    from modan_pacs.train.config import PretrainConfig, flatten_config
+
+    defaults = flatten_config(PretrainConfig().model_dump())
+    for name, own in METHOD_KEYS.items():
+        stated = flatten_config(yaml.safe_load(config_path(name).read_text()))
+        loss_defaults = {
+            f"loss.{p.name}": p.default
+            for p in inspect.signature(LOSSES[stated["loss.name"]].__init__).parameters.values()
+            if p.name != "self" and p.default is not inspect.Parameter.empty
+        }
+        expected = {**defaults, **loss_defaults, **RECIPE_CHOICES, **own}
+        wrong = {k: (v, expected.get(k, "not a setting")) for k, v in stated.items() if expected.get(k, object()) != v}
+        assert not wrong, f"{name}: stated value vs model default: {wrong}"
+        assert {k for k in own} <= set(stated), name
