@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from modan_pacs.bench.train import FitSettings, frozen_features, linear_probe_epochwise, linear_probe_on_features
-from modan_pacs.models import build_encoder
+from modan_pacs.bench.train import FitSettings, linear_probe_epochwise, linear_probe_on_features
+from modan_pacs.models import build_encoder, frozen_features
 
 
 def main() -> None:

@@ -40,12 +40,17 @@ def report(
         if not sep or not name or not path:
             raise InputError(f"--encoder {item!r}: expected NAME=PATH to an encoder.pt")
         encoders[name] = Path(path)
+    if (embed_cache is None) != (not encoders):
+        raise InputError("UMAP needs both an image cache (--embed-cache) and at least one encoder (--encoder NAME=PATH)")
     console = Console()
+    embeddings = None
+    if embed_cache is not None and not no_figures:
+        from modan_pacs.models import embed_cache as embed_cache_images
+
+        with console.status(f"embedding up to {umap_max_images} cache images with {len(encoders)} encoder(s)"):
+            embeddings = embed_cache_images(embed_cache, encoders, max_images=umap_max_images)
     with console.status("computing fold AUCs and tests"):
-        out_dir = build_report(
-            tree, reference=reference, out_dir=out, embed_cache=embed_cache, encoders=encoders or None,
-            figures=not no_figures, umap_max_images=umap_max_images,
-        )  # fmt: skip
+        out_dir = build_report(tree, reference=reference, out_dir=out, embeddings=embeddings, figures=not no_figures)
     import pandas as pd
 
     console.print(results_table(pd.read_csv(out_dir / "tables.csv"), reference))

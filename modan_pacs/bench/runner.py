@@ -30,12 +30,14 @@ import yaml
 
 from modan_pacs.errors import InputError
 from modan_pacs.fileio import atomic_write
+from modan_pacs.models.features import embed_cache as embed_cache_images
+from modan_pacs.models.features import frozen_features
 
 from .config import RESULT_FIELDS, BenchmarkConfig, load_benchmark_config
 from .datasets import DownstreamDataset, load_dataset, preprocess
 from .inits import InitSpec, build_initial_encoder, is_deterministic, parse_inits
 from .splits import load_or_make_folds, load_or_make_inner
-from .train import FitSettings, finetune, frozen_features, linear_probe_epochwise, linear_probe_on_features, make_head
+from .train import FitSettings, finetune, linear_probe_epochwise, linear_probe_on_features, make_head
 
 logger = logging.getLogger(__name__)
 
@@ -325,11 +327,8 @@ def run_benchmark(
             for spec in specs:
                 if spec.kind == "imagenet":
                     pretrained[spec.name] = build_initial_encoder(spec, imagenet_conv1=cfg.imagenet_conv1, imagenet_norm=cfg.imagenet_norm)
-        build_report(
-            out, reference=reference, out_dir=out / "report", embed_cache=embed_cache,
-            encoders=pretrained if embed_cache is not None else None, order=names, seed=cfg.seed,
-            device=str(dev),
-        )  # fmt: skip
+        embeddings = embed_cache_images(embed_cache, pretrained, seed=cfg.seed, device=str(dev)) if embed_cache is not None else None
+        build_report(out, reference=reference, out_dir=out / "report", embeddings=embeddings, order=names, seed=cfg.seed)
         notify("info", f"report: {out / 'report' / 'tables.md'}")
     return out
 

@@ -162,13 +162,6 @@ def finetune(
     return positive_scores(model, x_test, device, settings.eval_batch_size), result
 
 
-@torch.no_grad()
-def frozen_features(encoder: nn.Module, x: torch.Tensor, device, batch_size: int = 128) -> torch.Tensor:
-    """``(N, 512)`` features of a frozen encoder in eval mode (BatchNorm statistics untouched)."""
-    encoder = encoder.to(device).eval()
-    return evaluate_logits(encoder, x, device, batch_size)
-
-
 def linear_probe_on_features(
     features: torch.Tensor,
     *,

@@ -251,6 +251,7 @@ def run_proxy_study(data_dir: str | Path, out_dir: str | Path, *, settings: Prox
     from modan_pacs.bench.config import load_benchmark_config
     from modan_pacs.demo.pipeline import cache_index_once
     from modan_pacs.ingest import build_index
+    from modan_pacs.models import embed_cache
     from modan_pacs.paths import config_path
     from modan_pacs.report import build_report
     from modan_pacs.train import load_config, pretrain
@@ -322,7 +323,7 @@ def run_proxy_study(data_dir: str | Path, out_dir: str | Path, *, settings: Prox
     first = {name: path for name, path in encoders.items() if name.endswith(f".ps{s.seed}")}  # UMAP of one run per method
     report = timed(
         "report",
-        lambda: build_report(tree, reference=reference, out_dir=out / "report", embed_cache=out / "cache", encoders=first),
+        lambda: build_report(tree, reference=reference, out_dir=out / "report", embeddings=embed_cache(out / "cache", first)),
     )
     seeds = write_pretrain_seed_tables(tree, Path(report), reference=s.methods[0])
     console.print(f"pretraining-seed statistics: {seeds}")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .figures import plot_embeddings, plot_repeat_aucs, plot_roc_curves
 from .stats import compute_tables
 from .tables import write_tables_csv, write_tables_json, write_tables_markdown
+
+if TYPE_CHECKING:
+    from modan_pacs.models.features import CacheEmbeddings
 
 
 def build_report(
@@ -14,27 +18,24 @@ def build_report(
     *,
     reference: str,
     out_dir: str | Path,
-    embed_cache: str | Path | None = None,
-    encoders: dict | None = None,
+    embeddings: CacheEmbeddings | None = None,
     order: list[str] | None = None,
     figures: bool = True,
-    umap_max_images: int = 2000,
     seed: int = 0,
-    device: str | None = None,
 ) -> Path:
     """Write the protocol's tables and figures for the predictions under ``tree``.
 
     Outputs in ``out_dir``: ``tables.csv`` (``dataset,regime,method,mean_auc,std_auc,n_repeats,
     p_one_sided,p_two_sided``; p empty for the reference row), ``tables.md`` (the paper's layout),
     ``tables.json`` (rows, repeat and fold AUCs, notes), ``roc_<dataset>_<regime>.png``,
-    ``repeat_auc.png`` and, when ``embed_cache`` and ``encoders`` are given, ``umap_<name>.png``.
+    ``repeat_auc.png`` and, when ``embeddings`` are given, ``umap_<name>.png``.
 
     Args:
         tree: folder of ``<dataset>/<regime>/<method>/repeat_NN/fold_K.csv`` prediction files.
         reference: the method compared with every other one (Wilcoxon, paired by repeat).
         out_dir: where to write (created).
-        embed_cache: an image cache (``modan-pacs cache``) whose images are embedded for UMAP.
-        encoders: name -> ``encoder.pt`` path or encoder module, embedded for UMAP.
+        embeddings: encoders' features of cache images (:func:`modan_pacs.models.embed_cache`), one
+            UMAP figure per encoder; the report draws them and computes no features itself.
         order: preferred order of methods after the reference.
         figures: also draw the PNG figures (tables only when False).
 
@@ -42,13 +43,8 @@ def build_report(
         ``out_dir``.
 
     Raises:
-        InputError: no prediction files, a malformed file, the reference missing somewhere, or
-            ``embed_cache`` given without ``encoders`` (or the reverse).
+        InputError: no prediction files, a malformed file, or the reference missing somewhere.
     """
-    from modan_pacs.errors import InputError
-
-    if (embed_cache is None) != (not encoders):
-        raise InputError("UMAP needs both an image cache (--embed-cache) and at least one encoder (--encoder NAME=PATH)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tables = compute_tables(tree, reference=reference, order=order)
@@ -58,6 +54,6 @@ def build_report(
     if figures:
         plot_roc_curves(tables, out)
         plot_repeat_aucs(tables, out)
-        if embed_cache is not None:
-            plot_embeddings(embed_cache, encoders, out, max_images=umap_max_images, seed=seed, device=device)
+        if embeddings is not None:
+            plot_embeddings(embeddings, out, seed=seed)
     return out

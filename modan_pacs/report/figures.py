@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from modan_pacs.errors import InputError
-from modan_pacs.fileio import is_missing
 
+if TYPE_CHECKING:
+    from modan_pacs.models.features import CacheEmbeddings
 from .stats import ProtocolTables, read_fold_predictions
 from .tables import DATASET_TITLES, REGIME_TITLES
 
@@ -151,20 +153,6 @@ def plot_repeat_aucs(tables: ProtocolTables, out_dir: Path) -> Path:
     return path
 
 
-def embed_images(encoder, images: np.ndarray, *, batch_size: int = 64, device: str | None = None) -> np.ndarray:
-    """Penultimate features ``(N, 512)`` of ``(N, S, S) uint8`` images, encoder in eval mode."""
-    import torch
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    encoder = encoder.to(device).eval()
-    chunks = []
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.asarray(images[start : start + batch_size], dtype=np.float32) / 255.0)
-            chunks.append(encoder(batch[:, None].to(device)).float().cpu().numpy())
-    return np.concatenate(chunks)
-
-
 def plot_umap(
     features: np.ndarray, groups: list[str], *, title: str, path: Path, seed: int = 0, n_neighbors: int = 15
 ) -> Path:
@@ -194,44 +182,11 @@ def plot_umap(
     return path
 
 
-def cache_groups(manifest: pd.DataFrame) -> list[str]:
-    """``modality/anatomy`` of every cache row (``unknown`` for an empty group)."""
-
-    def clean(value) -> str:
-        return "unknown" if is_missing(value) or value == "" else str(value)
-
-    return [f"{clean(m)}/{clean(a)}" for m, a in zip(manifest["modality_label"], manifest["anatomy_label"])]
-
-
-def plot_embeddings(
-    cache_dir: str | Path,
-    encoders: dict,
-    out_dir: Path,
-    *,
-    max_images: int = 2000,
-    seed: int = 0,
-    device: str | None = None,
-) -> list[Path]:
-    """``umap_<name>.png`` for each encoder: UMAP of its features of (up to ``max_images``, sampled
-    with ``seed``) images of an image cache, coloured by modality+anatomy.
-
-    Args:
-        cache_dir: a cache written by ``modan-pacs cache`` (``modan_pacs.pixels.load_cache``).
-        encoders: name -> encoder file (``encoder.pt``) or an ``nn.Module`` mapping ``(B,1,H,W)->(B,512)``.
-    """
-    from modan_pacs.models import load_encoder
-    from modan_pacs.pixels import load_cache
-
-    cache = load_cache(cache_dir)
-    rows = np.arange(len(cache))
-    if len(rows) > max_images:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_images, replace=False))
-    images = np.asarray(cache.images[rows])
-    groups = cache_groups(cache.manifest.iloc[rows])
-    written = []
-    for name, encoder in encoders.items():
-        model = load_encoder(encoder) if isinstance(encoder, (str, Path)) else encoder
-        features = embed_images(model, images, device=device)
-        path = out_dir / f"umap_{_safe(name)}.png"
-        written.append(plot_umap(features, groups, title=f"{name}: {len(rows)} cache images", path=path, seed=seed))
-    return written
+def plot_embeddings(embeddings: CacheEmbeddings, out_dir: Path, *, seed: int = 0) -> list[Path]:
+    """``umap_<name>.png`` for each encoder of ``embeddings`` (:func:`modan_pacs.models.embed_cache`):
+    UMAP of its features of the cache images, coloured by modality+anatomy."""
+    n = len(embeddings.groups)
+    return [
+        plot_umap(features, embeddings.groups, title=f"{name}: {n} cache images", path=out_dir / f"umap_{_safe(name)}.png", seed=seed)
+        for name, features in embeddings.features.items()
+    ]

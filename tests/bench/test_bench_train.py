@@ -13,13 +13,12 @@ from modan_pacs.bench.train import (
     FitSettings,
     finetune,
     fit,
-    frozen_features,
     linear_probe_epochwise,
     linear_probe_on_features,
     make_head,
 )
 from modan_pacs.errors import InputError
-from modan_pacs.models import build_encoder
+from modan_pacs.models import build_encoder, frozen_features
 
 
 def _toy(seed=0):

@@ -281,7 +281,7 @@ def test_group_styles_stay_distinct_for_any_number_of_labels(n):
 def test_missing_values_are_null_in_json_unknown_in_groups_and_no_p_value(tmp_path):
     import json
 
-    from modan_pacs.report.figures import cache_groups
+    from modan_pacs.models.features import cache_groups
     from modan_pacs.report.tables import p_value_text
 
     tree = write_tree(tmp_path / "tree", {"ref": [[0.4] * 2] * 3, "scratch": [[0.1] * 2] * 3})
