@@ -72,3 +72,19 @@ def require_binary(name: str) -> str:
 def binary():
     """``binary(name)``: :func:`require_binary` as a fixture (path of a tool, or skip/fail naming its package)."""
     return require_binary
+
+
+@pytest.fixture()
+def run_cli():
+    """``run_cli(*args) -> (exit code, stdout, stderr)``: the CLI's ``main`` in this process, its
+    streams captured by typer's CliRunner (no subprocess needed for what the terminal shows)."""
+    from typer.testing import CliRunner
+
+    from modan_pacs.cli.main import main
+
+    def run(*args: object) -> tuple[int, str, str]:
+        with CliRunner().isolation() as (stdout, stderr, _):
+            code = main([str(a) for a in args])
+            return code, stdout.getvalue().decode(), stderr.getvalue().decode()
+
+    return run

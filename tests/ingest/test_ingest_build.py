@@ -140,19 +140,15 @@ def test_broken_corpus_all_in_errors_exit_zero(tmp_path, salt_env, pydicom_data_
 
 
 @pytest.mark.parametrize("target", ["missing", "nodicom"])
-def test_bad_path_one_line_nonzero(tmp_path, salt_env, target):
+def test_bad_path_one_line_nonzero(tmp_path, salt_env, target, run_cli):
     path = tmp_path / target
     if target == "nodicom":
         path.mkdir()
         (path / "notes.txt").write_text("hello")
-    proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from modan_pacs.cli.main import main; sys.exit(main(sys.argv[1:]))",
-         "index", str(path), "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert proc.returncode != 0
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and str(path) in lines[0], proc.stderr
+    code, _, text = run_cli("index", path, "--out", tmp_path / "out")
+    assert code != 0
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and str(path) in lines[0], text
 
 
 def test_rerun_idempotent_and_incremental(tmp_path, salt_env):

@@ -3,9 +3,6 @@ another salt is refused with one line that says where the salt is and how to pas
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pandas as pd
 import pytest
 from pydicom.data import get_testdata_file
@@ -51,16 +48,12 @@ def test_a_folder_without_hashes_takes_the_new_salt(tmp_path):
     assert (out / FINGERPRINT_FILE).read_text().strip() == salt_fingerprint(load_or_create_salt(tmp_path / "b"))
 
 
-def test_cli_refuses_with_one_line_and_exit_2(tmp_path):
+def test_cli_refuses_with_one_line_and_exit_2(tmp_path, run_cli):
     export, out = _export(tmp_path), tmp_path / "index"
     build_index(export, out, workers=1, salt_file=tmp_path / "a")
-    proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from modan_pacs.cli.main import main; sys.exit(main(sys.argv[1:]))",
-         "index", str(export), "--out", str(out), "--workers", "1", "--salt-file", str(tmp_path / "b")],
-        capture_output=True, text=True, timeout=120,
-    )
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert proc.returncode == 2 and len(lines) == 1 and "another salt" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    code, _, text = run_cli("index", export, "--out", out, "--workers", "1", "--salt-file", tmp_path / "b")
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and "another salt" in lines[0] and "Traceback" not in text, text
 
 
 def test_pacs_index_binds_its_salt_the_same_way(tmp_path):
