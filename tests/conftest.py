@@ -78,9 +78,8 @@ def binary():
 def run_cli():
     """``run_cli(*args) -> (exit code, stdout, stderr)``: the CLI's ``main`` in this process, its
     streams captured by typer's CliRunner (no subprocess needed for what the terminal shows)."""
-    from typer.testing import CliRunner
-
     from modan_pacs.cli.main import main
+    from typer.testing import CliRunner
 
     def run(*args: object) -> tuple[int, str, str]:
         with CliRunner().isolation() as (stdout, stderr, _):
