@@ -62,3 +62,45 @@ def test_shipped_pretraining_recipes_state_the_model_defaults():
         wrong = {k: (v, expected.get(k, "not a setting")) for k, v in stated.items() if expected.get(k, object()) != v}
         assert not wrong, f"{name}: stated value vs model default: {wrong}"
         assert {k for k in own} <= set(stated), name
+
+
+def _stated_defaults(command) -> dict[str, str]:
+    """option name -> the default its help text states: "(default X)", "(default = X)" or "X (default"."""
+    import re
+    import typing
+
+    stated = {}
+    for name, hint in typing.get_type_hints(command, include_extras=True).items():
+        helps = [m.help for m in typing.get_args(hint) if getattr(m, "help", None)]
+        text = helps[0] if helps else ""
+        match = re.search(r"\(default(?: =)? ([^);,:]+)[);,]", text) or re.search(r"(\S+) \(default\b", text)
+        if match:
+            stated[name] = match.group(1).strip()
+    return stated
+
+
+def _same(stated: str, value) -> bool:
+    if stated.startswith("--"):  # "(default = --lr)": unset in the model, taken from that option
+        return value is None
+    if isinstance(value, bool):
+        return stated == ("on" if value else "off")
+    if isinstance(value, float):
+        return float(stated) == value
+    return stated == str(value)
+
+
+def test_help_texts_state_the_model_defaults():
+    """A default written in an option's help text is the settings model's default for that field."""
+    from cli.commands.benchmark import benchmark
+    from cli.commands.proxy_study import proxy_study
+
+    from modan_pacs.demo.proxy import ProxySettings
+
+    checked = 0
+    for command, defaults in ((benchmark, BenchmarkConfig().model_dump()), (proxy_study, vars(ProxySettings()))):
+        for name, text in _stated_defaults(command).items():
+            if name not in defaults:
+                continue
+            assert _same(text, defaults[name]), f"{command.__name__} --{name}: help says {text!r}, the model {defaults[name]!r}"
+            checked += 1
+    assert checked >= 15, checked

@@ -107,7 +107,7 @@ def benchmark(
         Optional[str], typer.Option("--breast-normal", help="breast: normal images as negative (default, paper) or drop.")
     ] = None,
     imagenet_norm: Annotated[
-        Optional[str], typer.Option("--imagenet-norm", help="imagenet: fold ImageNet mean/std into conv1 (default) or none.")
+        Optional[str], typer.Option("--imagenet-norm", help="imagenet: ImageNet mean/std folded into conv1: fold (default) or none.")
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Write folds.csv and print the plan (groups, duplicates, folds, trainings); train nothing.")
