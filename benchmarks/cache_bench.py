@@ -22,12 +22,18 @@ from pathlib import Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="folder for the generated files and their index (reused)")
+    parser.add_argument(
+        "--data", type=Path, required=True, help="folder for the generated files and their index (reused)"
+    )
     parser.add_argument("--files", type=int, default=300)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--code", type=Path, help="import modan_pacs from this folder (e.g. `git archive COMMIT modan_pacs | tar -x -C DIR`) instead of the installed one")
+    parser.add_argument(
+        "--code",
+        type=Path,
+        help="import modan_pacs from this folder (e.g. `git archive COMMIT modan_pacs | tar -x -C DIR`) instead of the installed one",
+    )
     args = parser.parse_args()
     if args.code is not None:  # bypass the editable install's finder so the other version is imported
         sys.meta_path = [f for f in sys.meta_path if "Editable" not in getattr(f, "__name__", "")]
@@ -49,13 +55,19 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
         t0, c0 = time.perf_counter(), time.process_time()
         if "settings" in inspect.signature(build_cache_from_index).parameters:  # the settings object (since 2026-12-03)
-            result = build_cache_from_index(args.data / "index", out, CacheSettings(size=args.size, series_volumes=False), workers=args.workers)
+            result = build_cache_from_index(
+                args.data / "index", out, CacheSettings(size=args.size, series_volumes=False), workers=args.workers
+            )
         else:  # an older --code version: loose keywords
-            result = build_cache_from_index(args.data / "index", out, size=args.size, workers=args.workers, series_volumes=False)
+            result = build_cache_from_index(
+                args.data / "index", out, size=args.size, workers=args.workers, series_volumes=False
+            )
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         # with --workers 1 all decoding runs in this process: its CPU time is robust to other load on the machine
-        print(f"repeat {repeat}: {result.n_rows} images in {seconds:.2f} s = {result.n_rows / seconds:.1f} images/s; "
-              f"this process's CPU {cpu:.2f} s = {1000 * cpu / max(1, result.n_rows):.2f} ms/image")
+        print(
+            f"repeat {repeat}: {result.n_rows} images in {seconds:.2f} s = {result.n_rows / seconds:.1f} images/s; "
+            f"this process's CPU {cpu:.2f} s = {1000 * cpu / max(1, result.n_rows):.2f} ms/image"
+        )
         shutil.rmtree(out, ignore_errors=True)
 
 

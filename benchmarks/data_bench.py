@@ -77,7 +77,10 @@ def write_dicom_set(folder: Path, n_files: int, codecs: tuple[str, ...] = ("nati
         ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
         ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
+        ds.SOPClassUID, ds.SOPInstanceUID = (
+            ds.file_meta.MediaStorageSOPClassUID,
+            ds.file_meta.MediaStorageSOPInstanceUID,
+        )
         ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), series
         ds.Modality, ds.BodyPartExamined = "CT", "HEAD"
         ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 512, 512, 1, "MONOCHROME2"
@@ -90,8 +93,16 @@ def write_dicom_set(folder: Path, n_files: int, codecs: tuple[str, ...] = ("nati
         path = folder / f"img{i:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         rows.append(
-            {"sop_instance_uid": ds.SOPInstanceUID, "series_instance_uid": f"{series}.{i}", "modality": "CT", "number_of_frames": 1,
-             "path": str(path), "location": None, "modality_label": "CT", "anatomy_label": "brain"}
+            {
+                "sop_instance_uid": ds.SOPInstanceUID,
+                "series_instance_uid": f"{series}.{i}",
+                "modality": "CT",
+                "number_of_frames": 1,
+                "path": str(path),
+                "location": None,
+                "modality_label": "CT",
+                "anatomy_label": "brain",
+            }
         )
     return pd.DataFrame(rows)
 
@@ -100,7 +111,14 @@ class OnTheFlyDataset(Dataset):
     """Decode the DICOM file of each sample every time (what the cache avoids)."""
 
     def __init__(
-        self, paths: list[str], labels: np.ndarray, size: int, view_size: int, seed: int, window: tuple[float, float], view_dtype: str
+        self,
+        paths: list[str],
+        labels: np.ndarray,
+        size: int,
+        view_size: int,
+        seed: int,
+        window: tuple[float, float],
+        view_dtype: str,
     ):
         self.paths, self.labels, self.size, self.seed, self.window = paths, labels, size, seed, window
         self.transform = two_view_transform(view_size, drop_source=True, view_dtype=view_dtype)
@@ -147,32 +165,52 @@ def per_sample_ms(get, n: int) -> float:
 
 def measure(args: argparse.Namespace, cache, fly_paths: list[str], view_dtype: str):
     """Time the cache loader and the on-the-fly loader with views handed over as ``view_dtype``."""
-    cached = build_pretrain_loader(cache, batch_size=args.batch_size, size=args.view_size, workers=args.workers, seed=0, view_dtype=view_dtype)
-    fly_ds = OnTheFlyDataset(fly_paths, cache.labels, args.size, args.view_size, seed=0, window=(40.0, 80.0), view_dtype=view_dtype)
+    cached = build_pretrain_loader(
+        cache, batch_size=args.batch_size, size=args.view_size, workers=args.workers, seed=0, view_dtype=view_dtype
+    )
+    fly_ds = OnTheFlyDataset(
+        fly_paths, cache.labels, args.size, args.view_size, seed=0, window=(40.0, 80.0), view_dtype=view_dtype
+    )
     # the loader settings of build_pretrain_loader: same sampler (epoch with each index), persistent workers
     sampler = EpochSampler(fly_ds, num_replicas=1, rank=0, shuffle=True, seed=0, drop_last=True)
     on_the_fly = DataLoader(
-        fly_ds, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers, drop_last=True,
-        persistent_workers=cached.persistent_workers, pin_memory=cached.pin_memory,
+        fly_ds,
+        batch_size=args.batch_size,
+        sampler=sampler,
+        num_workers=args.workers,
+        drop_last=True,
+        persistent_workers=cached.persistent_workers,
+        pin_memory=cached.pin_memory,
     )
 
     # same images either way (cache rows are the on-the-fly images, quantised identically)
     same = all(
-        torch.equal(fly_ds[(e, i)][key], cached.dataset[(e, i)][key]) for e in (0, 1) for i in (0, 1, 2) for key in ("view1", "view2")
+        torch.equal(fly_ds[(e, i)][key], cached.dataset[(e, i)][key])
+        for e in (0, 1)
+        for i in (0, 1, 2)
+        for key in ("view1", "view2")
     )
 
     print(f"load average before timing: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     # one untimed warm-up epoch each starts the persistent workers (once per training run)
     warm_cache_s, _ = time_loader(cached, 1)
     warm_fly_s, _ = time_loader(on_the_fly, 1)
-    print(f"warm-up epoch (worker start + 1 epoch, not timed below): cache {warm_cache_s:.2f} s, on the fly {warm_fly_s:.2f} s")
+    print(
+        f"warm-up epoch (worker start + 1 epoch, not timed below): cache {warm_cache_s:.2f} s, on the fly {warm_fly_s:.2f} s"
+    )
     cache_s, cache_batches = time_loader(cached, args.cache_epochs, first_epoch=1)
     fly_s, fly_batches = time_loader(on_the_fly, args.epochs, first_epoch=1)
     cache_rate, fly_rate = cache_batches / cache_s, fly_batches / fly_s
     print(f"identical views from both paths (samples 0-2, epochs 0-1): {same}")
-    print(f"from cache : {cache_batches} batches in {cache_s:.2f} s = {cache_rate:.2f} batches/s ({cache_rate * args.batch_size:.0f} images/s)")
-    print(f"on the fly : {fly_batches} batches in {fly_s:.2f} s = {fly_rate:.2f} batches/s ({fly_rate * args.batch_size:.0f} images/s)")
-    print(f"speed-up   : {cache_rate / fly_rate:.1f}x (batch {args.batch_size}, views {args.view_size}, {args.workers} workers, {args.cache_epochs} / {args.epochs} epochs)")
+    print(
+        f"from cache : {cache_batches} batches in {cache_s:.2f} s = {cache_rate:.2f} batches/s ({cache_rate * args.batch_size:.0f} images/s)"
+    )
+    print(
+        f"on the fly : {fly_batches} batches in {fly_s:.2f} s = {fly_rate:.2f} batches/s ({fly_rate * args.batch_size:.0f} images/s)"
+    )
+    print(
+        f"speed-up   : {cache_rate / fly_rate:.1f}x (batch {args.batch_size}, views {args.view_size}, {args.workers} workers, {args.cache_epochs} / {args.epochs} epochs)"
+    )
     print(f"load average after timing: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return cached.dataset, fly_ds  # (the loaders and their workers end here)
 
@@ -185,10 +223,18 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224, help="cache side")
     parser.add_argument("--view-size", type=int, default=224)
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs of the on-the-fly loader")
-    parser.add_argument("--cache-epochs", type=int, default=10, help="timed epochs of the cache loader (it is ~10x faster: a longer, steadier window)")
+    parser.add_argument(
+        "--cache-epochs",
+        type=int,
+        default=10,
+        help="timed epochs of the cache loader (it is ~10x faster: a longer, steadier window)",
+    )
     parser.add_argument("--codecs", default="native,rle,j2k", help="comma list of: " + ", ".join(CODECS))
     parser.add_argument(
-        "--view-dtypes", nargs="+", default=["uint8", "float32"], choices=["uint8", "float32"],
+        "--view-dtypes",
+        nargs="+",
+        default=["uint8", "float32"],
+        choices=["uint8", "float32"],
         help="dtype of the views the workers hand over (the loader's default is uint8); each is measured, both loaders alike",
     )
     args = parser.parse_args()
@@ -201,13 +247,19 @@ def main() -> None:
         write_dicom_set(tmp / "dicom", args.files, codecs)
         # the real path: index the generated export, then cache it
         build_index(tmp / "dicom", tmp / "index", workers=args.workers, salt_file=tmp / "salt")
-        print(f"generated {args.files} DICOM files (512x512 CT, codecs {args.codecs}) in {time.perf_counter() - t0:.1f} s")
+        print(
+            f"generated {args.files} DICOM files (512x512 CT, codecs {args.codecs}) in {time.perf_counter() - t0:.1f} s"
+        )
 
         t0 = time.perf_counter()
-        build_cache_from_index(tmp / "index", tmp / "cache", CacheSettings(size=args.size, series_volumes=False), workers=args.workers)
+        build_cache_from_index(
+            tmp / "index", tmp / "cache", CacheSettings(size=args.size, series_volumes=False), workers=args.workers
+        )
         build_s = time.perf_counter() - t0
         cache = load_cache(tmp / "cache")
-        print(f"cache build: {len(cache)} images in {build_s:.1f} s ({len(cache) / build_s:.0f} images/s, {args.workers} workers)")
+        print(
+            f"cache build: {len(cache)} images in {build_s:.1f} s ({len(cache) / build_s:.0f} images/s, {args.workers} workers)"
+        )
 
         index_paths = pd.read_parquet(tmp / "index" / "index.parquet", columns=["path"])["path"].to_numpy()
         fly_paths = [str(index_paths[i]) for i in cache.manifest["index_row"]]  # cache row order
@@ -219,8 +271,10 @@ def main() -> None:
         n = min(64, len(cache))
         cache_ms = per_sample_ms(lambda i: cached_ds[(0, i)], n)
         fly_ms = per_sample_ms(lambda i: fly_ds[(0, i)], n)
-        print(f"per sample in-process: cache {cache_ms:.2f} ms (two-view augmentation of a cached row), "
-              f"on the fly {fly_ms:.2f} ms (decode + window + resize + the same augmentation): ratio {fly_ms / cache_ms:.1f}x")
+        print(
+            f"per sample in-process: cache {cache_ms:.2f} ms (two-view augmentation of a cached row), "
+            f"on the fly {fly_ms:.2f} ms (decode + window + resize + the same augmentation): ratio {fly_ms / cache_ms:.1f}x"
+        )
 
 
 if __name__ == "__main__":

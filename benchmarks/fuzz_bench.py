@@ -43,8 +43,17 @@ def main() -> None:
         steps = {}
         for name, argv in {
             "index": ["index", str(root / "corpus"), "--out", str(root / "idx"), "--workers", str(args.workers)],
-            "cache": ["cache", "--index", str(root / "idx"), "--out", str(root / "cache"), "--workers",
-                      str(args.workers), "--size", "32"],
+            "cache": [
+                "cache",
+                "--index",
+                str(root / "idx"),
+                "--out",
+                str(root / "cache"),
+                "--workers",
+                str(args.workers),
+                "--size",
+                "32",
+            ],
         }.items():
             start = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -53,8 +62,10 @@ def main() -> None:
         errors = pd.read_parquet(root / "idx" / "errors.parquet")
         n_index = len(pd.read_parquet(root / "idx" / "index.parquet"))
         n_cache = len(pd.read_parquet(root / "cache" / "manifest.parquet"))
-    print(f"corpus: {len(corpus['files'])} mutants of {len(corpus['sources'])} real files, {size / 2**20:.1f} MiB, "
-          f"written in {t_write:.1f} s")
+    print(
+        f"corpus: {len(corpus['files'])} mutants of {len(corpus['sources'])} real files, {size / 2**20:.1f} MiB, "
+        f"written in {t_write:.1f} s"
+    )
     for name, (code, seconds) in steps.items():
         print(f"{name}: exit {code}, {seconds:.1f} s")
     print(f"indexed {n_index}, errors {len(errors)}, cached {n_cache}")

@@ -40,8 +40,10 @@ def generate(root: Path, n: int) -> list[Path]:
     files = sorted(p for p in root.rglob("*.dcm"))
     if len(files) > n or any(p.suffix != ".dcm" for p in root.rglob("*") if p.is_file()):
         # the index reads the whole folder: it must hold exactly the files the plain loop reads
-        raise SystemExit(f"{root} holds {len(files)} .dcm files (and possibly others); --n {n} needs a folder "
-                         f"with exactly {n}: give another --root (it is generated there)")
+        raise SystemExit(
+            f"{root} holds {len(files)} .dcm files (and possibly others); --n {n} needs a folder "
+            f"with exactly {n}: give another --root (it is generated there)"
+        )
     if len(files) == n:
         return files
     rng = np.random.default_rng(0)
@@ -49,9 +51,14 @@ def generate(root: Path, n: int) -> list[Path]:
     parts = ["CHEST", "ABDOMEN", "HEAD", None]
     for i in range(n):
         write_dicom_image(
-            root / f"study{i // 500:03d}" / f"series{(i // 100) % 5}" / f"slice{i:06d}.dcm", base, modality="CT",
-            body_part=parts[i % 4], series_description="Ax 1.25mm", patient_id=f"P{i // 500:05d}",
-            patient_name="BENCH^PATIENT", instance_number=i % 100 + 1,
+            root / f"study{i // 500:03d}" / f"series{(i // 100) % 5}" / f"slice{i:06d}.dcm",
+            base,
+            modality="CT",
+            body_part=parts[i % 4],
+            series_description="Ax 1.25mm",
+            patient_id=f"P{i // 500:05d}",
+            patient_name="BENCH^PATIENT",
+            instance_number=i % 100 + 1,
         )
     return sorted(root.rglob("*.dcm"))[:n]
 
@@ -87,8 +94,9 @@ def run_mode(mode: str, root: Path, n: int, workers: int) -> dict:
                     return reports[-1]
 
                 modan_pacs.ingest.build_index = recording_build_index
-                rc = cli(["index", str(root), "--out", f"{out}/idx", "--workers", str(workers),
-                          "--salt-file", f"{out}/salt"])
+                rc = cli(
+                    ["index", str(root), "--out", f"{out}/idx", "--workers", str(workers), "--salt-file", f"{out}/salt"]
+                )
             seconds = time.perf_counter() - start
             if rc != 0:
                 raise SystemExit(f"modan-pacs index exited {rc}")
@@ -97,22 +105,41 @@ def run_mode(mode: str, root: Path, n: int, workers: int) -> dict:
             count = pq.read_metadata(f"{out}/idx/index.parquet").num_rows
             read_seconds = reports[0].read_seconds
     cpu = os.times()
-    cpu_s = (cpu.user - cpu_before.user + cpu.system - cpu_before.system
-             + cpu.children_user - cpu_before.children_user + cpu.children_system - cpu_before.children_system)
+    cpu_s = (
+        cpu.user
+        - cpu_before.user
+        + cpu.system
+        - cpu_before.system
+        + cpu.children_user
+        - cpu_before.children_user
+        + cpu.children_system
+        - cpu_before.children_system
+    )
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"mode": mode, "workers": workers, "files": count, "seconds": seconds, "files_per_s": count / seconds,
-            "read_seconds": read_seconds, "read_files_per_s": count / read_seconds,
-            "cpu_s": cpu_s, "peak_rss_mib": own, "worker_peak_rss_mib": kids,
-            "load1_before": load_before, "load1_after": os.getloadavg()[0]}
+    return {
+        "mode": mode,
+        "workers": workers,
+        "files": count,
+        "seconds": seconds,
+        "files_per_s": count / seconds,
+        "read_seconds": read_seconds,
+        "read_files_per_s": count / read_seconds,
+        "cpu_s": cpu_s,
+        "peak_rss_mib": own,
+        "worker_peak_rss_mib": kids,
+        "load1_before": load_before,
+        "load1_after": os.getloadavg()[0],
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=5000, help="number of CT files (>= 5000 for the recorded figure)")
     ap.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "modan_bench_ct")
-    ap.add_argument("--order", default="plain,index-1,index-2,plain",
-                    help="modes to run, in order: plain, index-W (W workers)")
+    ap.add_argument(
+        "--order", default="plain,index-1,index-2,plain", help="modes to run, in order: plain, index-W (W workers)"
+    )
     ap.add_argument("--child", nargs=2, metavar=("MODE", "WORKERS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -120,15 +147,21 @@ def main() -> None:
         return
     t0 = time.perf_counter()
     files = generate(args.root, args.n)
-    print(f"{len(files)} files in {args.root} ({sum(f.stat().st_size for f in files) / 2**30:.2f} GiB), "
-          f"ready in {time.perf_counter() - t0:.1f} s", flush=True)
+    print(
+        f"{len(files)} files in {args.root} ({sum(f.stat().st_size for f in files) / 2**30:.2f} GiB), "
+        f"ready in {time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
     for f in files:  # page cache warm-up so all modes read from memory
         f.read_bytes()
     results = []
     for item in args.order.split(","):
         mode, workers = ("plain", 1) if item == "plain" else ("index", int(item.split("-")[1]))
-        out = subprocess.run([sys.executable, __file__, "--n", str(args.n), "--root", str(args.root),
-                              "--child", mode, str(workers)], capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--n", str(args.n), "--root", str(args.root), "--child", mode, str(workers)],
+            capture_output=True,
+            text=True,
+        )
         if out.returncode != 0:
             raise SystemExit(f"{item} failed:\n{out.stderr[-3000:]}")
         res = json.loads(out.stdout.strip().splitlines()[-1])
@@ -137,16 +170,20 @@ def main() -> None:
     plains = [r for r in results if r["mode"] == "plain"]
     plain = max(r["files_per_s"] for r in plains)  # the faster plain run: a slow baseline never flatters the ratio
     print(f"\nratio baseline: the faster plain loop, {plain:.0f} files/s")
-    print("\n| mode | workers | files | whole run s | files/s | x plain loop | reading s | reading files/s "
-          "| reading x plain loop | CPU s (all processes) | peak RSS main / worker (MiB) | load1 before -> after |")
+    print(
+        "\n| mode | workers | files | whole run s | files/s | x plain loop | reading s | reading files/s "
+        "| reading x plain loop | CPU s (all processes) | peak RSS main / worker (MiB) | load1 before -> after |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         label = "pydicom.dcmread loop" if r["mode"] == "plain" else "modan-pacs index"
         worker_rss = f"{r['worker_peak_rss_mib']:.0f}" if r["mode"] == "index" and r["workers"] > 1 else "-"
-        print(f"| {label} | {r['workers']} | {r['files']} | {r['seconds']:.2f} | {r['files_per_s']:.0f} | "
-              f"{r['files_per_s'] / plain:.2f} | {r['read_seconds']:.2f} | {r['read_files_per_s']:.0f} | "
-              f"{r['read_files_per_s'] / plain:.2f} | {r['cpu_s']:.2f} | {r['peak_rss_mib']:.0f} / {worker_rss} | "
-              f"{r['load1_before']:.1f} -> {r['load1_after']:.1f} |")
+        print(
+            f"| {label} | {r['workers']} | {r['files']} | {r['seconds']:.2f} | {r['files_per_s']:.0f} | "
+            f"{r['files_per_s'] / plain:.2f} | {r['read_seconds']:.2f} | {r['read_files_per_s']:.0f} | "
+            f"{r['read_files_per_s'] / plain:.2f} | {r['cpu_s']:.2f} | {r['peak_rss_mib']:.0f} / {worker_rss} | "
+            f"{r['load1_before']:.1f} -> {r['load1_after']:.1f} |"
+        )
     print(f"\ncpu count: {os.cpu_count()}; load average at end: {os.getloadavg()}")
 
 

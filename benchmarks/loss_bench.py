@@ -84,17 +84,26 @@ def two_hot(n: int, g: torch.Generator) -> torch.Tensor:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[32, 64, 128, 256])
-    parser.add_argument("--repeats", type=int, default=20, help="timed runs of the vectorised loss (fastest and median reported)")
     parser.add_argument(
-        "--threads", type=int, nargs="+", default=None,
+        "--repeats", type=int, default=20, help="timed runs of the vectorised loss (fastest and median reported)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=None,
         help="torch thread counts to measure under (default: 1 and torch's default, every core)",
     )
     parser.add_argument("--no-hybrid", action="store_true", help="skip the one-matmul hybrid loop")
     args = parser.parse_args()
     threads = args.threads or sorted({1, torch.get_num_threads()})
-    print(f"torch {torch.__version__}, CPU float32, 2 views, 12-dim two-hot labels, 1000-dim features, {os.cpu_count()} cores")
+    print(
+        f"torch {torch.__version__}, CPU float32, 2 views, 12-dim two-hot labels, 1000-dim features, {os.cpu_count()} cores"
+    )
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"{'threads':>7} {'batch':>6} {'vec. ms min':>12} {'median':>7} {'per-pair s':>11} {'speed-up':>9} {'(median)':>9} {'|diff|':>9} {'hybrid s':>9} {'vs hybrid':>10}")
+    print(
+        f"{'threads':>7} {'batch':>6} {'vec. ms min':>12} {'median':>7} {'per-pair s':>11} {'speed-up':>9} {'(median)':>9} {'|diff|':>9} {'hybrid s':>9} {'vs hybrid':>10}"
+    )
     for n_threads, batch in ((t, b) for t in threads for b in args.batches):
         torch.set_num_threads(n_threads)
         g = torch.Generator().manual_seed(batch)

@@ -46,14 +46,31 @@ def main() -> None:
     start = time.perf_counter()
     features = frozen_features(encoder, x, device)
     torch.manual_seed(1)
-    fast, _ = linear_probe_on_features(features, train=train, val=val, test=test, labels=y, settings=settings,
-                                       generator=torch.Generator().manual_seed(2), device=device)  # fmt: skip
+    fast, _ = linear_probe_on_features(
+        features,
+        train=train,
+        val=val,
+        test=test,
+        labels=y,
+        settings=settings,
+        generator=torch.Generator().manual_seed(2),
+        device=device,
+    )
     t_fast = time.perf_counter() - start
 
     start = time.perf_counter()
     torch.manual_seed(1)
-    slow, _ = linear_probe_epochwise(encoder, x_train=x[train], y_train=y[train], x_val=x[val], y_val=y[val], x_test=x[test],
-                                     settings=settings, generator=torch.Generator().manual_seed(2), device=device)  # fmt: skip
+    slow, _ = linear_probe_epochwise(
+        encoder,
+        x_train=x[train],
+        y_train=y[train],
+        x_val=x[val],
+        y_val=y[val],
+        x_test=x[test],
+        settings=settings,
+        generator=torch.Generator().manual_seed(2),
+        device=device,
+    )
     t_slow = time.perf_counter() - start
 
     labels = y[test].numpy()

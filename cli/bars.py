@@ -19,9 +19,15 @@ def progress_bar(console: Any = None, *, label: str = "[bold]{task.description}"
     )
 
     return Progress(
-        TextColumn(label), BarColumn(), MofNCompleteColumn(), *extra, TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, transient=False,
-    )  # fmt: skip
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *extra,
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 def counting_bar(description: str) -> tuple[Any, Any]:

@@ -89,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         log = _write_crash_log(argv)
         what = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-        err_console.print(f"[bold red]error:[/] unexpected {what} (traceback in {log})", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[bold red]error:[/] unexpected {what} (traceback in {log})", highlight=False, soft_wrap=True
+        )
         return 1
     return rv if isinstance(rv, int) else 0
 
@@ -137,8 +139,10 @@ def _write_crash_log(argv: list[str] | None) -> Path:
     import time
     import traceback
 
-    text = (f"modan-pacs {__version__}, {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n"
-            f"argv: {sys.argv[:1] + list(sys.argv[1:] if argv is None else argv)}\n\n{traceback.format_exc()}")
+    text = (
+        f"modan-pacs {__version__}, {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n"
+        f"argv: {sys.argv[:1] + list(sys.argv[1:] if argv is None else argv)}\n\n{traceback.format_exc()}"
+    )
     name = f"crash-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
     for folder in (crash_log_dir(), Path(tempfile.gettempdir())):
         try:

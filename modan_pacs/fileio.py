@@ -76,7 +76,9 @@ def gray_array(image: Image, *, box: tuple[int, int, int, int] | None = None, si
     return np.asarray(gray)
 
 
-def load_gray(path: str | os.PathLike[str], *, box: tuple[int, int, int, int] | None = None, size: int | None = None) -> np.ndarray:
+def load_gray(
+    path: str | os.PathLike[str], *, box: tuple[int, int, int, int] | None = None, size: int | None = None
+) -> np.ndarray:
     """Read a PNG/JPEG/BMP/TIFF file as ``(H, W) uint8`` luminance (see :func:`gray_array`).
 
     Raises:

@@ -45,7 +45,9 @@ class LineProgress:
         clock: the time source (seconds), replaceable in tests.
     """
 
-    def __init__(self, write: Callable[[str], Any] = print, *, many: int = 50, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self, write: Callable[[str], Any] = print, *, many: int = 50, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
         self.write = write
         self.many = many
         self.clock = clock
@@ -63,8 +65,14 @@ class LineProgress:
         return task_id
 
     def update(
-        self, task_id: int, *, advance: float | None = None, completed: float | None = None, total: float | None = None,
-        description: str | None = None, **fields: Any,
+        self,
+        task_id: int,
+        *,
+        advance: float | None = None,
+        completed: float | None = None,
+        total: float | None = None,
+        description: str | None = None,
+        **fields: Any,
     ) -> None:
         """As rich's ``Progress.update``: a line is printed when units are finished (``advance``, or
         ``completed`` beyond the count so far)."""

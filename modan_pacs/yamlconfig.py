@@ -101,7 +101,9 @@ def primary_error(exc: ValidationError) -> dict[str, Any]:
     return next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
 
 
-def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str, *, what: str = "config") -> ConfigError:
+def format_validation_error(
+    exc: ValidationError, model: type[BaseModel], source: str, *, what: str = "config"
+) -> ConfigError:
     """One :class:`ConfigError` line for :func:`primary_error` (a misspelt key first), with a suggestion."""
     err = primary_error(exc)
     loc = tuple(err["loc"])
@@ -111,7 +113,9 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], source
         close = did_you_mean(str(loc[-1]), choices)
         section = ".".join(str(p) for p in loc[:-1])
         known = f"known keys in {section}" if section else "known keys"
-        hint = f"did you mean {'.'.join([*map(str, loc[:-1]), close])!r}?" if close else f"{known}: {', '.join(choices)}"
+        hint = (
+            f"did you mean {'.'.join([*map(str, loc[:-1]), close])!r}?" if close else f"{known}: {', '.join(choices)}"
+        )
         return ConfigError(f"{source}: unknown {what} key {key!r}; {hint}")
     message = str(err["msg"]).removeprefix("Value error, ")
     ctx_error = err.get("ctx", {}).get("error")
@@ -133,7 +137,9 @@ def validate_model(model: type[M], data: dict[str, Any], source: str, *, what: s
         raise format_validation_error(exc, model, source, what=what) from None
 
 
-def load_yaml_model(model: type[M], path: str | Path, *, what: str = "config", overrides: dict[str, Any] | None = None) -> M:
+def load_yaml_model(
+    model: type[M], path: str | Path, *, what: str = "config", overrides: dict[str, Any] | None = None
+) -> M:
     """Read ``path`` (:func:`read_yaml_mapping`), update its top level with ``overrides``, validate.
 
     Raises:

@@ -45,11 +45,15 @@ def main() -> None:
         cfg = load_benchmark_config(near_duplicates=near, breast_normal=args.breast_normal)
         data = load_dataset(args.dataset, args.data_dir, cfg)
         thumbs = np.stack([thumbnail(load_pixels(r)) for r in data.records.to_dict(orient="records")])
-        aucs = [one_nn_auc(thumbs, data.labels, make_folds(data, 5, seed)["fold"].to_numpy()) for seed in range(args.seeds)]
+        aucs = [
+            one_nn_auc(thumbs, data.labels, make_folds(data, 5, seed)["fold"].to_numpy()) for seed in range(args.seeds)
+        ]
         rows[near] = (np.mean(aucs), np.std(aucs), data.records["group"].nunique(), len(data))
     for near, (mean, sd, groups, n) in rows.items():
         label = "near-duplicates grouped" if near else "case + identical files only"
-        print(f"{label:28s}: 1-NN AUC {mean:.3f} (SD {sd:.3f} over {args.seeds} partitions), {groups} groups, {n} images")
+        print(
+            f"{label:28s}: 1-NN AUC {mean:.3f} (SD {sd:.3f} over {args.seeds} partitions), {groups} groups, {n} images"
+        )
 
 
 if __name__ == "__main__":

@@ -93,7 +93,6 @@ def test_help_texts_state_the_model_defaults():
     """A default written in an option's help text is the settings model's default for that field."""
     from cli.commands.benchmark import benchmark
     from cli.commands.proxy_study import proxy_study
-
     from modan_pacs.demo.proxy import ProxySettings
 
     checked = 0
@@ -101,6 +100,8 @@ def test_help_texts_state_the_model_defaults():
         for name, text in _stated_defaults(command).items():
             if name not in defaults:
                 continue
-            assert _same(text, defaults[name]), f"{command.__name__} --{name}: help says {text!r}, the model {defaults[name]!r}"
+            assert _same(text, defaults[name]), (
+                f"{command.__name__} --{name}: help says {text!r}, the model {defaults[name]!r}"
+            )
             checked += 1
     assert checked >= 15, checked

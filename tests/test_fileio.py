@@ -35,8 +35,19 @@ def test_atomic_write_failure_keeps_the_old_file_and_removes_the_temporary(tmp_p
 
 @pytest.mark.parametrize(
     ("value", "missing"),
-    [(None, True), (float("nan"), True), (np.float32("nan"), True), (pd.NA, True), (pd.NaT, True),
-     ("", False), ("nan", False), (0, False), (2.5, False), ([None], False), (np.array([np.nan]), False)],
+    [
+        (None, True),
+        (float("nan"), True),
+        (np.float32("nan"), True),
+        (pd.NA, True),
+        (pd.NaT, True),
+        ("", False),
+        ("nan", False),
+        (0, False),
+        (2.5, False),
+        ([None], False),
+        (np.array([np.nan]), False),
+    ],
 )
 def test_is_missing_matches_pd_isna_on_scalars(value, missing):
     assert is_missing(value) is missing

@@ -23,7 +23,9 @@ def _slow(n_frames: int, policy: str) -> list[int]:
     return list(range(n_frames)) if k >= n_frames else [int(math.floor((i + 0.5) * n_frames / k)) for i in range(k)]
 
 
-@pytest.mark.parametrize("policy", ["middle", "all", "even:1", "even:3", "even:7", "center:1", "center:2", "center:5", "center:40"])
+@pytest.mark.parametrize(
+    "policy", ["middle", "all", "even:1", "even:3", "even:7", "center:1", "center:2", "center:5", "center:40"]
+)
 def test_selection_matches_both_former_implementations(policy):
     for n in range(1, 25):
         assert select_slices(n, policy) == _slow(n, policy), (n, policy)

@@ -47,7 +47,10 @@ def test_loads_and_applies_overrides(tmp_path):
     [
         ("traim: {}\n", "c.yaml: unknown thing key 'traim'; did you mean 'train'?"),
         ("train: {epocs: 2}\n", "unknown thing key 'train.epocs'; did you mean 'train.epochs'?"),
-        ("entries: [{name: a}, {name: b, kodes: [x]}]\n", "unknown thing key 'entries.1.kodes'; did you mean 'entries.1.codes'?"),
+        (
+            "entries: [{name: a}, {name: b, kodes: [x]}]\n",
+            "unknown thing key 'entries.1.kodes'; did you mean 'entries.1.codes'?",
+        ),
         ("groups: {g: {name: a, codez: []}}\n", "unknown thing key 'groups.g.codez'; did you mean 'groups.g.codes'?"),
         ("zzz: 1\n", "unknown thing key 'zzz'; known keys: train, entries, groups, seed"),
         ("train: {epochs: 0}\n", "c.yaml: train.epochs: Input should be greater than or equal to 1"),

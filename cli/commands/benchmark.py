@@ -13,34 +13,48 @@ def register(app: typer.Typer) -> None:
 
 
 def benchmark(
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="thyroid (DDTI), breast (BUSI), acl (MRNet layout) or csv.")],
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="thyroid (DDTI), breast (BUSI), acl (MRNet layout) or csv.")
+    ],
     init: Annotated[
         list[str],
-        typer.Option("--init", "-i", help="Initialisation, repeatable: NAME=PATH (encoder.pt), imagenet[=WEIGHTS], scratch."),
+        typer.Option(
+            "--init", "-i", help="Initialisation, repeatable: NAME=PATH (encoder.pt), imagenet[=WEIGHTS], scratch."
+        ),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (created; an existing one is resumed).")] = Path("bench"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (created; an existing one is resumed).")] = Path(
+        "bench"
+    ),
     data_dir: Annotated[
         Optional[Path],
-        typer.Option("--data-dir", help="Dataset folder (a CSV file for csv). Default: $MODAN_PACS_DATA/<ddti|busi|mrnet>."),
+        typer.Option(
+            "--data-dir", help="Dataset folder (a CSV file for csv). Default: $MODAN_PACS_DATA/<ddti|busi|mrnet>."
+        ),
     ] = None,
     imagenet_weights: Annotated[
-        Optional[Path], typer.Option("--imagenet-weights", help="Local torchvision ResNet-18 weights file for 'imagenet'.")
+        Optional[Path],
+        typer.Option("--imagenet-weights", help="Local torchvision ResNet-18 weights file for 'imagenet'."),
     ] = None,
     config: Annotated[
         Optional[Path],
         typer.Option("--config", help="Benchmark YAML (or a shipped name: benchmark_authors.yaml); CLI options win."),
     ] = None,
-    repeats: Annotated[Optional[int], typer.Option("--repeats", help="Repeats of the whole k-fold run (default 10).")] = None,
+    repeats: Annotated[
+        Optional[int], typer.Option("--repeats", help="Repeats of the whole k-fold run (default 10).")
+    ] = None,
     folds: Annotated[Optional[int], typer.Option("--folds", help="Folds of the fixed partition (default 5).")] = None,
     regime: Annotated[
         Optional[list[str]], typer.Option("--regime", help="finetune and/or linear, repeatable (default both).")
     ] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs per fold (default 10).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Batch size (default 32).")] = None,
-    image_size: Annotated[Optional[int], typer.Option("--image-size", help="Input side after resizing (default 224).")] = None,
+    image_size: Annotated[
+        Optional[int], typer.Option("--image-size", help="Input side after resizing (default 224).")
+    ] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Adam learning rate (default 1e-4).")] = None,
     linear_lr: Annotated[
-        Optional[float], typer.Option("--linear-lr", help="Learning rate of linear probing (default = --lr; authors 1e-3).")
+        Optional[float],
+        typer.Option("--linear-lr", help="Learning rate of linear probing (default = --lr; authors 1e-3)."),
     ] = None,
     head: Annotated[
         Optional[str], typer.Option("--head", help="Fine-tuning head: linear (default) or identity (authors' bug 1).")
@@ -49,30 +63,41 @@ def benchmark(
         Optional[str], typer.Option("--best-epoch", help="deep-copy (best val loss, default) or last (authors' bug 2).")
     ] = None,
     probe_bn: Annotated[
-        Optional[str], typer.Option("--probe-bn", help="Frozen encoder BatchNorm: eval (default) or train (authors' bug 3).")
+        Optional[str],
+        typer.Option("--probe-bn", help="Frozen encoder BatchNorm: eval (default) or train (authors' bug 3)."),
     ] = None,
     probe_path: Annotated[
         Optional[str],
-        typer.Option("--probe-path", help="features (computed once, default) or epochwise (frozen forward every epoch)."),
+        typer.Option(
+            "--probe-path", help="features (computed once, default) or epochwise (frozen forward every epoch)."
+        ),
     ] = None,
     imagenet_conv1: Annotated[
-        Optional[str], typer.Option("--imagenet-conv1", help="sum (RGB kernels summed, default) or random (authors' bug 4).")
+        Optional[str],
+        typer.Option("--imagenet-conv1", help="sum (RGB kernels summed, default) or random (authors' bug 4)."),
     ] = None,
     scratch_stem: Annotated[
         Optional[str], typer.Option("--scratch-stem", help="Stem of 'scratch': paper (3x3, default) or authors (7x7).")
     ] = None,
     val_fraction: Annotated[
-        Optional[float], typer.Option("--val-fraction", help="Inner validation share of each training part (default 0.2).")
+        Optional[float],
+        typer.Option("--val-fraction", help="Inner validation share of each training part (default 0.2)."),
     ] = None,
     tirads_cutoff: Annotated[
-        Optional[str], typer.Option("--tirads-cutoff", help="thyroid: TI-RADS at or above which a nodule is malignant (default 4a).")
+        Optional[str],
+        typer.Option("--tirads-cutoff", help="thyroid: TI-RADS at or above which a nodule is malignant (default 4a)."),
     ] = None,
     ddti_crop: Annotated[
-        Optional[bool], typer.Option("--ddti-crop/--no-ddti-crop", help="thyroid, original layout: crop to the nodule outline.")
+        Optional[bool],
+        typer.Option("--ddti-crop/--no-ddti-crop", help="thyroid, original layout: crop to the nodule outline."),
     ] = None,
     plane: Annotated[Optional[str], typer.Option("--plane", help="acl: axial, coronal or sagittal (default).")] = None,
     slice_policy: Annotated[
-        Optional[str], typer.Option("--slice-policy", help="acl: middle (default), center:K (K central slices), even:N (N spread slices) or all slices of each exam.")
+        Optional[str],
+        typer.Option(
+            "--slice-policy",
+            help="acl: middle (default), center:K (K central slices), even:N (N spread slices) or all slices of each exam.",
+        ),
     ] = None,
     name: Annotated[
         Optional[str], typer.Option("--name", help="csv: the dataset's name in folders and tables (default: csv).")
@@ -83,34 +108,53 @@ def benchmark(
     subsample: Annotated[
         Optional[int], typer.Option("--subsample", help="Use a stratified random subset of N images (quick trials).")
     ] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the partition and the training (default 0).")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda or cuda:N (default: CUDA when available).")] = None,
+    seed: Annotated[
+        Optional[int], typer.Option("--seed", help="Seed of the partition and the training (default 0).")
+    ] = None,
+    device: Annotated[
+        Optional[str], typer.Option("--device", help="cpu, cuda or cuda:N (default: CUDA when available).")
+    ] = None,
     reference: Annotated[
-        Optional[str], typer.Option("--reference", help="Initialisation compared with the others (default: first checkpoint).")
+        Optional[str],
+        typer.Option("--reference", help="Initialisation compared with the others (default: first checkpoint)."),
     ] = None,
     embed_cache: Annotated[
-        Optional[Path], typer.Option("--embed-cache", help="Image cache whose UMAP per pretrained encoder goes in the report.")
+        Optional[Path],
+        typer.Option("--embed-cache", help="Image cache whose UMAP per pretrained encoder goes in the report."),
     ] = None,
     near_duplicate_threshold: Annotated[
         Optional[float],
-        typer.Option("--near-duplicate-threshold", help="Thumbnail correlation joining near-duplicates in one group (default 0.93)."),
+        typer.Option(
+            "--near-duplicate-threshold",
+            help="Thumbnail correlation joining near-duplicates in one group (default 0.93).",
+        ),
     ] = None,
     near_duplicates: Annotated[
         Optional[bool],
-        typer.Option("--near-duplicates/--no-near-duplicates", help="Join near-duplicate images in one group (default on)."),
+        typer.Option(
+            "--near-duplicates/--no-near-duplicates", help="Join near-duplicate images in one group (default on)."
+        ),
     ] = None,
     discordant_duplicates: Annotated[
         Optional[str],
-        typer.Option("--discordant-duplicates", help="Duplicates with different labels: keep (default, reported) or drop both."),
+        typer.Option(
+            "--discordant-duplicates", help="Duplicates with different labels: keep (default, reported) or drop both."
+        ),
     ] = None,
     breast_normal: Annotated[
-        Optional[str], typer.Option("--breast-normal", help="breast: normal images as negative (default, paper) or drop.")
+        Optional[str],
+        typer.Option("--breast-normal", help="breast: normal images as negative (default, paper) or drop."),
     ] = None,
     imagenet_norm: Annotated[
-        Optional[str], typer.Option("--imagenet-norm", help="imagenet: ImageNet mean/std folded into conv1: fold (default) or none.")
+        Optional[str],
+        typer.Option("--imagenet-norm", help="imagenet: ImageNet mean/std folded into conv1: fold (default) or none."),
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Write folds.csv and print the plan (groups, duplicates, folds, trainings); train nothing.")
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Write folds.csv and print the plan (groups, duplicates, folds, trainings); train nothing.",
+        ),
     ] = False,
 ) -> None:
     """Fine-tune and linear-probe every initialisation on a fixed k-fold partition, R times; write
@@ -121,32 +165,67 @@ def benchmark(
     from modan_pacs.bench.config import load_benchmark_config
 
     options = {
-        "lr": lr, "linear_lr": linear_lr, "head": head, "best_epoch": best_epoch, "probe_bn": probe_bn,
-        "probe_path": probe_path, "imagenet_conv1": imagenet_conv1, "scratch_stem": scratch_stem,
-        "val_fraction": val_fraction, "tirads_cutoff": tirads_cutoff, "ddti_crop": ddti_crop, "plane": plane,
-        "slice_policy": slice_policy, "positive_label": positive_label, "subsample": subsample,
-        "near_duplicate_threshold": near_duplicate_threshold, "discordant_duplicates": discordant_duplicates,
-        "breast_normal": breast_normal, "imagenet_norm": imagenet_norm, "near_duplicates": near_duplicates,
-    }  # fmt: skip
+        "lr": lr,
+        "linear_lr": linear_lr,
+        "head": head,
+        "best_epoch": best_epoch,
+        "probe_bn": probe_bn,
+        "probe_path": probe_path,
+        "imagenet_conv1": imagenet_conv1,
+        "scratch_stem": scratch_stem,
+        "val_fraction": val_fraction,
+        "tirads_cutoff": tirads_cutoff,
+        "ddti_crop": ddti_crop,
+        "plane": plane,
+        "slice_policy": slice_policy,
+        "positive_label": positive_label,
+        "subsample": subsample,
+        "near_duplicate_threshold": near_duplicate_threshold,
+        "discordant_duplicates": discordant_duplicates,
+        "breast_normal": breast_normal,
+        "imagenet_norm": imagenet_norm,
+        "near_duplicates": near_duplicates,
+    }
     settings = load_benchmark_config(
-        config, repeats=repeats, folds=folds, regimes=list(regime) if regime else None, epochs=epochs,
-        batch_size=batch_size, image_size=image_size, seed=seed, **options,
+        config,
+        repeats=repeats,
+        folds=folds,
+        regimes=list(regime) if regime else None,
+        epochs=epochs,
+        batch_size=batch_size,
+        image_size=image_size,
+        seed=seed,
+        **options,
     )
     console = Console()
     if dry_run:
         from modan_pacs.bench import plan_benchmark
 
         plan = plan_benchmark(
-            dataset=dataset, data_dir=data_dir, inits=list(init), out_dir=out, config=settings, imagenet_weights=imagenet_weights
+            dataset=dataset,
+            data_dir=data_dir,
+            inits=list(init),
+            out_dir=out,
+            config=settings,
+            imagenet_weights=imagenet_weights,
         )
         render_plan(plan, console)
         return
     view = BenchmarkView(console)
     with view.bar:
         run = run_benchmark(
-            dataset=dataset, data_dir=data_dir, inits=list(init), out_dir=out, config=settings, device=device,
-            imagenet_weights=imagenet_weights, reference=reference, embed_cache=embed_cache,
-            name=name, notify=view.notify, progress=view.progress,
+            dataset=dataset,
+            data_dir=data_dir,
+            inits=list(init),
+            out_dir=out,
+            config=settings,
+            device=device,
+            imagenet_weights=imagenet_weights,
+            reference=reference,
+            embed_cache=embed_cache,
+            name=name,
+            notify=view.notify,
+            progress=view.progress,
         )
     console.print(f"[green]done[/]: predictions in {run}, report in {run / 'report'}")
 
@@ -185,7 +264,9 @@ def render_plan(plan, console) -> None:  # noqa: ANN001
     from rich.table import Table
 
     counts = plan.class_counts
-    console.print(f"[bold]{plan.dataset}[/]: {plan.n_images} images ({counts.get(0, 0)} class 0 / {counts.get(1, 0)} class 1)")
+    console.print(
+        f"[bold]{plan.dataset}[/]: {plan.n_images} images ({counts.get(0, 0)} class 0 / {counts.get(1, 0)} class 1)"
+    )
     for note in plan.notes:
         console.print(f"  [dim]{note}[/]")
     console.print(
@@ -211,4 +292,6 @@ def render_plan(plan, console) -> None:  # noqa: ANN001
         f"trainings planned: {plan.trainings} ({len(plan.inits)} init(s) {', '.join(plan.inits)} x {len(plan.regimes)} regime(s) "
         f"x {plan.repeats} repeat(s) x {len(plan.folds)} folds), {plan.trainings_done} already done"
     )
-    console.print(f"written: {plan.out_dir}/folds.csv, inner_val.csv, {plan.dataset}/duplicates.csv, {plan.dataset}/plan.json")
+    console.print(
+        f"written: {plan.out_dir}/folds.csv, inner_val.csv, {plan.dataset}/duplicates.csv, {plan.dataset}/plan.json"
+    )

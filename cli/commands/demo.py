@@ -9,10 +9,14 @@ import typer
 
 
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Folder for every stage's output (re-running resumes).")] = Path("demo_out"),
+    out: Annotated[Path, typer.Option("--out", help="Folder for every stage's output (re-running resumes).")] = Path(
+        "demo_out"
+    ),
     epochs: Annotated[int, typer.Option(help="Pretraining epochs.")] = 10,
     size: Annotated[int, typer.Option(help="Image side in pixels (small keeps the CPU demo fast).")] = 64,
-    stem: Annotated[str, typer.Option(help="Encoder stem: 'authors' (7x7 stride 2, fast on a CPU) or 'paper' (3x3 stride 1).")] = "authors",
+    stem: Annotated[
+        str, typer.Option(help="Encoder stem: 'authors' (7x7 stride 2, fast on a CPU) or 'paper' (3x3 stride 1).")
+    ] = "authors",
     workers: Annotated[int, typer.Option(help="Worker processes for indexing and caching.")] = 2,
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
 ) -> None:

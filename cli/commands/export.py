@@ -13,15 +13,25 @@ def register(app: typer.Typer) -> None:
 
 
 def export(
-    run: Annotated[Path, typer.Argument(help="Run folder of `modan-pacs pretrain` (its encoder.pt) or an encoder.pt file.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Export folder (created; files of the same names are replaced).")],
+    run: Annotated[
+        Path, typer.Argument(help="Run folder of `modan-pacs pretrain` (its encoder.pt) or an encoder.pt file.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Export folder (created; files of the same names are replaced).")
+    ],
     report: Annotated[
         Optional[Path],
         typer.Option("--report", help="Benchmark report folder (tables.csv) whose results go into the model card."),
     ] = None,
-    program: Annotated[bool, typer.Option("--program/--no-program", help="Also write encoder.pt2 (torch.export).")] = True,
+    program: Annotated[
+        bool, typer.Option("--program/--no-program", help="Also write encoder.pt2 (torch.export).")
+    ] = True,
     monai_bundle: Annotated[
-        bool, typer.Option("--monai-bundle", help="Also write OUT/monai_bundle/ (configs/metadata.json, inference.json, models/model.pt).")
+        bool,
+        typer.Option(
+            "--monai-bundle",
+            help="Also write OUT/monai_bundle/ (configs/metadata.json, inference.json, models/model.pt).",
+        ),
     ] = False,
 ) -> None:
     """Write model.safetensors, config.json, a model card README.md, encoder.pt2 (torch.export) and,

@@ -15,25 +15,39 @@ def register(app: typer.Typer) -> None:
 def index(
     path: Annotated[
         Optional[Path],
-        typer.Argument(help="Export folder to index (DICOMDIR trees and loose files, any names, nested). Omit with --pacs."),
+        typer.Argument(
+            help="Export folder to index (DICOMDIR trees and loose files, any names, nested). Omit with --pacs."
+        ),
     ] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Index folder to write (re-running updates it).")] = Path("index"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Index folder to write (re-running updates it).")] = Path(
+        "index"
+    ),
     workers: Annotated[
-        Optional[int], typer.Option("--workers", "-w", help="Header-reading processes (default: CPU count); "
-                                                            "1 = read in this process.")
+        Optional[int],
+        typer.Option(
+            "--workers", "-w", help="Header-reading processes (default: CPU count); 1 = read in this process."
+        ),
     ] = None,
     vocab: Annotated[
-        Optional[Path], typer.Option("--vocab", help="Label vocabulary YAML (default: the shipped configs/vocabulary.yaml).")
+        Optional[Path],
+        typer.Option("--vocab", help="Label vocabulary YAML (default: the shipped configs/vocabulary.yaml)."),
     ] = None,
     salt_file: Annotated[
         Optional[Path],
-        typer.Option("--salt-file", help="PatientID-hash salt, kept outside the index "
-                     "(default $MODAN_PACS_SALT_FILE or ~/.config/modan-pacs/salt; created 0600 if absent)."),
+        typer.Option(
+            "--salt-file",
+            help="PatientID-hash salt, kept outside the index "
+            "(default $MODAN_PACS_SALT_FILE or ~/.config/modan-pacs/salt; created 0600 if absent).",
+        ),
     ] = None,
     chunk_size: Annotated[int, typer.Option("--chunk-size", help="Files per resumable part file (0 = automatic).")] = 0,
     file_timeout: Annotated[
-        float, typer.Option("--file-timeout", help="Seconds one file's header may take before it is recorded as "
-                            "a timeout error and skipped (0 = no limit).")
+        float,
+        typer.Option(
+            "--file-timeout",
+            help="Seconds one file's header may take before it is recorded as "
+            "a timeout error and skipped (0 = no limit).",
+        ),
     ] = 60.0,
     pacs: Annotated[
         Optional[str], typer.Option("--pacs", help="Index a live PACS by C-FIND instead of a folder: HOST:PORT.")
@@ -41,13 +55,22 @@ def index(
     called_aet: Annotated[str, typer.Option("--called-aet", help="AE title of the PACS (with --pacs).")] = "ANY-SCP",
     calling_aet: Annotated[str, typer.Option("--calling-aet", help="Our AE title (with --pacs).")] = "MODANPACS",
     level: Annotated[str, typer.Option("--level", help="C-FIND level with --pacs: study, series or image.")] = "series",
-    modality: Annotated[Optional[str], typer.Option("--modality", help="Only this modality (with --pacs), e.g. CT.")] = None,
-    date_from: Annotated[Optional[str], typer.Option("--date-from", help="Studies from this date, YYYYMMDD (with --pacs).")] = None,
-    date_to: Annotated[Optional[str], typer.Option("--date-to", help="Studies up to this date, YYYYMMDD (with --pacs).")] = None,
+    modality: Annotated[
+        Optional[str], typer.Option("--modality", help="Only this modality (with --pacs), e.g. CT.")
+    ] = None,
+    date_from: Annotated[
+        Optional[str], typer.Option("--date-from", help="Studies from this date, YYYYMMDD (with --pacs).")
+    ] = None,
+    date_to: Annotated[
+        Optional[str], typer.Option("--date-to", help="Studies up to this date, YYYYMMDD (with --pacs).")
+    ] = None,
     filters: Annotated[
         Optional[list[str]],
-        typer.Option("--filter", help="With --pacs: a C-FIND matching key KEY=VALUE (repeatable), as findscu's -k, "
-                     "e.g. StudyDescription=*KNEE*, AccessionNumber=A123, StationName=CT01."),
+        typer.Option(
+            "--filter",
+            help="With --pacs: a C-FIND matching key KEY=VALUE (repeatable), as findscu's -k, "
+            "e.g. StudyDescription=*KNEE*, AccessionNumber=A123, StationName=CT01.",
+        ),
     ] = None,
     timeout: Annotated[
         float, typer.Option("--timeout", help="With --pacs: seconds to wait for each answer of the PACS (DIMSE).")
@@ -56,7 +79,9 @@ def index(
         float, typer.Option("--connect-timeout", help="With --pacs: TCP connect and association timeout, seconds.")
     ] = 10.0,
     retries: Annotated[int, typer.Option("--retries", help="With --pacs: retries of a failed connection.")] = 2,
-    backoff: Annotated[float, typer.Option("--backoff", help="With --pacs: first backoff in seconds; doubles on each retry.")] = 0.5,
+    backoff: Annotated[
+        float, typer.Option("--backoff", help="With --pacs: first backoff in seconds; doubles on each retry.")
+    ] = 0.5,
 ) -> None:
     """Read DICOM headers (never pixels) into OUT: index.parquet, labels.npy, errors.parquet, series, summaries."""
     from rich.console import Console
@@ -66,18 +91,31 @@ def index(
 
     console = Console()
     if (path is None) == (pacs is None):
-        raise InputError("give either PATH (an export folder) or --pacs HOST:PORT, not both" if path is not None
-                         else "give PATH (an export folder) or --pacs HOST:PORT")
+        raise InputError(
+            "give either PATH (an export folder) or --pacs HOST:PORT, not both"
+            if path is not None
+            else "give PATH (an export folder) or --pacs HOST:PORT"
+        )
     vocabulary = Vocabulary.load(vocab)
     if pacs is not None:
         from modan_pacs.pacs.association import make_settings, parse_address
         from modan_pacs.pacs.query import make_query
 
         host, port = parse_address(pacs)
-        settings = make_settings(host=host, port=port, called_aet=called_aet, calling_aet=calling_aet,
-                                 connection_timeout=connect_timeout, acse_timeout=connect_timeout, dimse_timeout=timeout,
-                                 retries=retries, backoff=backoff)
-        query = make_query(level=level, modalities=modality or (), date_from=date_from, date_to=date_to, filters=filters or ())
+        settings = make_settings(
+            host=host,
+            port=port,
+            called_aet=called_aet,
+            calling_aet=calling_aet,
+            connection_timeout=connect_timeout,
+            acse_timeout=connect_timeout,
+            dimse_timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+        )
+        query = make_query(
+            level=level, modalities=modality or (), date_from=date_from, date_to=date_to, filters=filters or ()
+        )
         tables = _index_pacs(settings, query, out, vocabulary, salt_file, console)
         _print_summary(console, tables, out, header=f"PACS {pacs}")
         _print_missing_attributes(console, tables.frame)
@@ -99,8 +137,16 @@ def index(
             rate = f"{done / elapsed:,.0f} files/s" if elapsed > 0 and done else ""
             bar.update(task, completed=done, total=total, rate=rate)
 
-        report = build_index(path, out, vocabulary=vocabulary, workers=workers, salt_file=salt_file,
-                             chunk_size=chunk_size, file_timeout=file_timeout or None, progress=on_progress)
+        report = build_index(
+            path,
+            out,
+            vocabulary=vocabulary,
+            workers=workers,
+            salt_file=salt_file,
+            chunk_size=chunk_size,
+            file_timeout=file_timeout or None,
+            progress=on_progress,
+        )
     console.print(
         f"{report.n_files:,} files: {report.n_read:,} read, {report.n_unchanged:,} unchanged since the last run, "
         f"{report.seconds:.1f} s"
@@ -121,7 +167,9 @@ def _index_pacs(settings, query, out, vocabulary, salt_file, console):
                 tasks[description] = bar.add_task(description, total=total)
             bar.update(tasks[description], completed=done, total=total)
 
-        return build_pacs_index(settings, query, out_dir=out, vocabulary=vocabulary, salt_file=salt_file, progress=on_progress)
+        return build_pacs_index(
+            settings, query, out_dir=out, vocabulary=vocabulary, salt_file=salt_file, progress=on_progress
+        )
 
 
 def _print_missing_attributes(console, frame) -> None:
@@ -134,7 +182,8 @@ def _print_missing_attributes(console, frame) -> None:
     parts = ", ".join(f"{key} {n:,}" for key, n in missing.items())
     console.print(
         f"C-FIND answers lacked, of {len(frame):,} rows: {parts}. Labels use what there is; after a pull, "
-        "`modan-pacs pull ... --complete-labels` relabels from the files' headers.", highlight=False,
+        "`modan-pacs pull ... --complete-labels` relabels from the files' headers.",
+        highlight=False,
     )
 
 

@@ -15,25 +15,51 @@ def register(app: typer.Typer) -> None:
 def pretrain(
     overrides: Annotated[
         Optional[list[str]],
-        typer.Argument(help="Config overrides KEY=VALUE, e.g. train.epochs=200 loss.threshold=0.5 (win over the YAML)."),
+        typer.Argument(
+            help="Config overrides KEY=VALUE, e.g. train.epochs=200 loss.threshold=0.5 (win over the YAML)."
+        ),
     ] = None,
     config: Annotated[
         Optional[Path],
-        typer.Option("--config", "-c", help="Pretraining YAML or a shipped name (pretrain_tiny, pretrain_simclr, ...; "
-                     "default: pretrain_modan; with --resume: the run's own config.yaml)."),
+        typer.Option(
+            "--config",
+            "-c",
+            help="Pretraining YAML or a shipped name (pretrain_tiny, pretrain_simclr, ...; "
+            "default: pretrain_modan; with --resume: the run's own config.yaml).",
+        ),
     ] = None,
-    data: Annotated[Path, typer.Option("--data", "-d", help="Image cache folder (from `modan-pacs cache`).")] = Path("cache"),
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: encoder.pt, checkpoints/, metrics.csv, tb/, config.yaml, seeds.json.")] = Path("runs/modan"),
+    data: Annotated[Path, typer.Option("--data", "-d", help="Image cache folder (from `modan-pacs cache`).")] = Path(
+        "cache"
+    ),
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Run folder: encoder.pt, checkpoints/, metrics.csv, tb/, config.yaml, seeds.json."
+        ),
+    ] = Path("runs/modan"),
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUT from checkpoints/last.pt.")] = False,
     profile: Annotated[
         Optional[int],
-        typer.Option("--profile", help="Run N timed training steps (after one warm-up step), print images/s, the "
-                     "time shares and peak memory, and exit; writes nothing to OUT."),
+        typer.Option(
+            "--profile",
+            help="Run N timed training steps (after one warm-up step), print images/s, the "
+            "time shares and peak memory, and exit; writes nothing to OUT.",
+        ),
     ] = None,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar (on a terminal; "
-                                           "otherwise one line per epoch with an ETA).")] = True,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config (and where each value came "
-                                          "from), the data and the steps, then stop.")] = False,
+    progress: Annotated[
+        bool,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Show a progress bar (on a terminal; otherwise one line per epoch with an ETA).",
+        ),
+    ] = True,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the resolved config (and where each value came from), the data and the steps, then stop.",
+        ),
+    ] = False,
 ) -> None:
     """Pretrain with MulSupCon (paper), SupCon, SimCLR (NT-Xent) or cross-entropy; multi-GPU under torchrun."""
     import contextlib
@@ -93,8 +119,13 @@ class PretrainView:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.bar = Progress(
-            TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=console, transient=False,
+            TextColumn("[bold]epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
         )
         self._task = None
 
@@ -123,7 +154,11 @@ def print_profile(result, console) -> None:  # noqa: ANN001
     )
     table = Table("phase", "ms / step", "share")
     for phase, seconds in result.phase_s.items():
-        table.add_row(phase.replace("_", " + " if phase == "backward_step" else " "), f"{seconds * 1e3:.1f}", f"{100 * result.shares[phase]:.1f} %")
+        table.add_row(
+            phase.replace("_", " + " if phase == "backward_step" else " "),
+            f"{seconds * 1e3:.1f}",
+            f"{100 * result.shares[phase]:.1f} %",
+        )
     table.add_row("[bold]step[/]", f"[bold]{result.step_s * 1e3:.1f}[/]", "100.0 %")
     console.print(table)
     console.print(
@@ -132,6 +167,8 @@ def print_profile(result, console) -> None:  # noqa: ANN001
         highlight=False,
         soft_wrap=True,
     )
+
+
 def _print_plan(plan, console) -> None:  # noqa: ANN001
     from rich.table import Table
 
@@ -145,11 +182,17 @@ def _print_plan(plan, console) -> None:  # noqa: ANN001
     console.print(table)
     labels = ", ".join(f"{name} {count}" for name, count in plan.label_counts.items())
     cfg = plan.config
-    console.print(f"data: {plan.data_dir}: {plan.n_images} images of {plan.image_side}x{plan.image_side} px; labels: {labels}", highlight=False, soft_wrap=True)
+    console.print(
+        f"data: {plan.data_dir}: {plan.n_images} images of {plan.image_side}x{plan.image_side} px; labels: {labels}",
+        highlight=False,
+        soft_wrap=True,
+    )
     console.print(
         f"steps: {plan.steps_per_epoch} per epoch ({plan.n_images} images // global batch {cfg.train.batch_size}, "
         f"{plan.world_size} process(es) x {plan.per_process_batch}); epochs {plan.start_epoch + 1}..{cfg.train.epochs} "
-        f"= {plan.total_steps} steps", highlight=False, soft_wrap=True,
+        f"= {plan.total_steps} steps",
+        highlight=False,
+        soft_wrap=True,
     )
     for note in plan.notes:
         console.print(note, highlight=False)

@@ -22,12 +22,14 @@ def pull(
         Optional[str], typer.Option("--called-aet", help="AE title of the PACS (default: from the index's location).")
     ] = None,
     calling_aet: Annotated[
-        str, typer.Option("--calling-aet", help="Our AE title; the PACS must know it (and, for C-MOVE, where it listens).")
+        str,
+        typer.Option("--calling-aet", help="Our AE title; the PACS must know it (and, for C-MOVE, where it listens)."),
     ] = "MODANPACS",
     method: Annotated[str, typer.Option("--method", help="get (C-GET) or move (C-MOVE to our storage SCP).")] = "get",
     workers: Annotated[int, typer.Option("--workers", "-w", help="Parallel associations (or HTTP sessions).")] = 1,
     select: Annotated[
-        Optional[str], typer.Option("--select", help='Selection on the index labels, e.g. "per-label 100" (series per label pair).')
+        Optional[str],
+        typer.Option("--select", help='Selection on the index labels, e.g. "per-label 100" (series per label pair).'),
     ] = None,
     modality: Annotated[
         Optional[list[str]], typer.Option("--modality", help="Only rows with this modality label (repeatable).")
@@ -37,16 +39,23 @@ def pull(
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the per-label series draw.")] = 0,
     chunk: Annotated[
-        int, typer.Option("--chunk", help="At most this many instances per C-GET/C-MOVE request listing instances "
-                          "(a series selected whole is asked for in one series-level request).")
+        int,
+        typer.Option(
+            "--chunk",
+            help="At most this many instances per C-GET/C-MOVE request listing instances "
+            "(a series selected whole is asked for in one series-level request).",
+        ),
     ] = 50,
     move_port: Annotated[
         int, typer.Option("--move-port", help="Port of our storage SCP for --method move (the PACS must know it).")
     ] = 11113,
     dicomweb: Annotated[
         Optional[str],
-        typer.Option("--dicomweb", help="Retrieve by WADO-RS from this DICOMweb URL instead of DIMSE "
-                     "(credentials: $MODAN_PACS_DICOMWEB_USER / $MODAN_PACS_DICOMWEB_PASSWORD or --dicomweb-credentials)."),
+        typer.Option(
+            "--dicomweb",
+            help="Retrieve by WADO-RS from this DICOMweb URL instead of DIMSE "
+            "(credentials: $MODAN_PACS_DICOMWEB_USER / $MODAN_PACS_DICOMWEB_PASSWORD or --dicomweb-credentials).",
+        ),
     ] = None,
     dicomweb_credentials: Annotated[
         Optional[Path], typer.Option("--dicomweb-credentials", help="File whose first line is user:password.")
@@ -54,15 +63,26 @@ def pull(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to wait for each answer of the PACS (DIMSE) before giving up.")
     ] = 15.0,
-    connect_timeout: Annotated[float, typer.Option("--connect-timeout", help="TCP connect and association timeout, seconds.")] = 10.0,
-    retries: Annotated[int, typer.Option("--retries", help="Retries of a failed connection (exponential backoff).")] = 2,
+    connect_timeout: Annotated[
+        float, typer.Option("--connect-timeout", help="TCP connect and association timeout, seconds.")
+    ] = 10.0,
+    retries: Annotated[
+        int, typer.Option("--retries", help="Retries of a failed connection (exponential backoff).")
+    ] = 2,
     backoff: Annotated[float, typer.Option("--backoff", help="First backoff in seconds; doubles on each retry.")] = 0.5,
     complete_labels: Annotated[
-        bool, typer.Option("--complete-labels", help="After the pull, replace the index's header attributes by those "
-                           "of the pulled files and relabel (for a PACS whose C-FIND answers lack attributes).")
+        bool,
+        typer.Option(
+            "--complete-labels",
+            help="After the pull, replace the index's header attributes by those "
+            "of the pulled files and relabel (for a PACS whose C-FIND answers lack attributes).",
+        ),
     ] = False,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print what would be fetched (instances, bytes, studies, requests); fetch nothing.")
+        bool,
+        typer.Option(
+            "--dry-run", help="Print what would be fetched (instances, bytes, studies, requests); fetch nothing."
+        ),
     ] = False,
 ) -> None:
     """Retrieve the selected instances of an index into OUT; re-running resumes (received instances are skipped)."""
@@ -74,20 +94,44 @@ def pull(
 
     console = Console()
     options = dict(
-        index_dir=index, out=out, pacs=pacs, called_aet=called_aet, calling_aet=calling_aet, method=method,
-        workers=workers, select=select, modality=modality or (), anatomy=anatomy or (), seed=seed, chunk=chunk,
-        move_port=move_port, dicomweb=dicomweb, dicomweb_credentials=dicomweb_credentials,
-        connection_timeout=connect_timeout, acse_timeout=connect_timeout, dimse_timeout=timeout,
-        retries=retries, backoff=backoff,
-    )  # fmt: skip
+        index_dir=index,
+        out=out,
+        pacs=pacs,
+        called_aet=called_aet,
+        calling_aet=calling_aet,
+        method=method,
+        workers=workers,
+        select=select,
+        modality=modality or (),
+        anatomy=anatomy or (),
+        seed=seed,
+        chunk=chunk,
+        move_port=move_port,
+        dicomweb=dicomweb,
+        dicomweb_credentials=dicomweb_credentials,
+        connection_timeout=connect_timeout,
+        acse_timeout=connect_timeout,
+        dimse_timeout=timeout,
+        retries=retries,
+        backoff=backoff,
+    )
     if dry_run:
         from modan_pacs.pacs.pull import plan_lines
 
-        run_pull(**options, dry_run=True, on_plan=lambda plan: console.print("\n".join(plan_lines(plan, out)), highlight=False))
+        run_pull(
+            **options,
+            dry_run=True,
+            on_plan=lambda plan: console.print("\n".join(plan_lines(plan, out)), highlight=False),
+        )
         return
     with Progress(
-        TextColumn("[bold]pulling"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(), console=console, transient=False,
+        TextColumn("[bold]pulling"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     ) as bar:
         task = bar.add_task("pull", total=None, rate="")
         totals = {"n": 0, "bytes": 0}
@@ -101,7 +145,11 @@ def pull(
             totals["n"] += n
             totals["bytes"] += nbytes
             elapsed = bar.tasks[task].elapsed or 0.0
-            rate = f"{totals['n'] / elapsed:,.1f} inst/s  {totals['bytes'] / 1e6 / elapsed:,.1f} MB/s" if elapsed > 0 else ""
+            rate = (
+                f"{totals['n'] / elapsed:,.1f} inst/s  {totals['bytes'] / 1e6 / elapsed:,.1f} MB/s"
+                if elapsed > 0
+                else ""
+            )
             bar.update(task, advance=n, rate=rate)
 
         summary = run_pull(**options, on_progress=on_progress, on_plan=on_plan)
@@ -113,6 +161,7 @@ def pull(
         console.print(
             f"labels completed from {done.completed:,} pulled files' headers: {done.relabelled:,} of {done.rows:,} rows "
             f"relabelled, {done.no_pixel_data:,} without pixel data moved to the errors, {done.unreadable:,} unreadable; "
-            f"rewrote {index}", highlight=False,
+            f"rewrote {index}",
+            highlight=False,
         )
     raise_if_incomplete(summary, out)

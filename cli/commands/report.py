@@ -16,16 +16,24 @@ def report(
     tree: Annotated[
         Path, typer.Argument(help="Folder of <dataset>/<regime>/<method>/repeat_NN/fold_K.csv prediction files.")
     ],
-    reference: Annotated[str, typer.Option("--reference", "-r", help="Method compared with every other (e.g. modan-mulsupcon).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for tables.csv/md/json and the PNG figures.")] = Path("report"),
+    reference: Annotated[
+        str, typer.Option("--reference", "-r", help="Method compared with every other (e.g. modan-mulsupcon).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for tables.csv/md/json and the PNG figures.")] = Path(
+        "report"
+    ),
     embed_cache: Annotated[
-        Optional[Path], typer.Option("--embed-cache", help="Image cache (modan-pacs cache) embedded for the UMAP figures.")
+        Optional[Path],
+        typer.Option("--embed-cache", help="Image cache (modan-pacs cache) embedded for the UMAP figures."),
     ] = None,
     encoder: Annotated[
-        Optional[list[str]], typer.Option("--encoder", help="NAME=PATH of an encoder.pt to embed (repeatable; with --embed-cache).")
+        Optional[list[str]],
+        typer.Option("--encoder", help="NAME=PATH of an encoder.pt to embed (repeatable; with --embed-cache)."),
     ] = None,
     no_figures: Annotated[bool, typer.Option("--no-figures", help="Write the tables only.")] = False,
-    umap_max_images: Annotated[int, typer.Option("--umap-max-images", help="Cache images embedded at most (sampled).")] = 2000,
+    umap_max_images: Annotated[
+        int, typer.Option("--umap-max-images", help="Cache images embedded at most (sampled).")
+    ] = 2000,
 ) -> None:
     """Fold AUCs, mean per repeat, mean over repeats and exact Wilcoxon tests (one- and two-sided)
     of REFERENCE against every other method; tables.csv, tables.md, tables.json, ROC/repeat/UMAP PNGs."""
@@ -41,7 +49,9 @@ def report(
             raise InputError(f"--encoder {item!r}: expected NAME=PATH to an encoder.pt")
         encoders[name] = Path(path)
     if (embed_cache is None) != (not encoders):
-        raise InputError("UMAP needs both an image cache (--embed-cache) and at least one encoder (--encoder NAME=PATH)")
+        raise InputError(
+            "UMAP needs both an image cache (--embed-cache) and at least one encoder (--encoder NAME=PATH)"
+        )
     console = Console()
     embeddings = None
     if embed_cache is not None and not no_figures:
@@ -70,13 +80,28 @@ def results_table(rows, reference: str):  # noqa: ANN001, ANN201  (pandas/rich t
 
     table = Table(title=f"reference: {reference}", title_justify="left")
     # text columns wrap (fold) at any width; number columns keep their digits whole
-    for name, justify, width in (("dataset", "left", None), ("regime", "left", None), ("method", "left", None),
-                                 ("mean AUC", "right", 6), ("95% CI", "right", 11), ("std", "right", 6),
-                                 ("repeats", "right", 3), ("p (vs reference)", "left", None)):  # fmt: skip
+    for name, justify, width in (
+        ("dataset", "left", None),
+        ("regime", "left", None),
+        ("method", "left", None),
+        ("mean AUC", "right", 6),
+        ("95% CI", "right", 11),
+        ("std", "right", 6),
+        ("repeats", "right", 3),
+        ("p (vs reference)", "left", None),
+    ):
         table.add_column(name, justify=justify, overflow="fold", min_width=width, no_wrap=width is not None)
     for row in rows.to_dict(orient="records"):
         ci = f"{number(row['ci_low'], 3)}-{number(row['ci_high'], 3)}" if number(row["ci_low"]) else ""
         p_text = "" if row["method"] == reference else p_value_text(row, markdown=False)
-        table.add_row(str(row["dataset"]), str(row["regime"]), str(row["method"]), number(row["mean_auc"]), ci,
-                      number(row["std_auc"]), str(row["n_repeats"]), p_text)  # fmt: skip
+        table.add_row(
+            str(row["dataset"]),
+            str(row["regime"]),
+            str(row["method"]),
+            number(row["mean_auc"]),
+            ci,
+            number(row["std_auc"]),
+            str(row["n_repeats"]),
+            p_text,
+        )
     return table

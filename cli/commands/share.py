@@ -13,12 +13,17 @@ def register(app: typer.Typer) -> None:
 
 
 def share(
-    index: Annotated[Path, typer.Option("--index", help="The working index (stays local: it may hold paths and descriptions).")],
+    index: Annotated[
+        Path, typer.Option("--index", help="The working index (stays local: it may hold paths and descriptions).")
+    ],
     cache: Annotated[Path, typer.Option("--cache", help="Its cache (`modan-pacs cache --index INDEX`).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Share folder to write (outside INDEX and CACHE).")],
     salt_file: Annotated[
         Optional[Path],
-        typer.Option("--salt-file", help="Salt of the hashed UIDs (default $MODAN_PACS_SALT_FILE or ~/.config/modan-pacs/salt); never copied."),
+        typer.Option(
+            "--salt-file",
+            help="Salt of the hashed UIDs (default $MODAN_PACS_SALT_FILE or ~/.config/modan-pacs/salt); never copied.",
+        ),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty OUT.")] = False,
 ) -> None:

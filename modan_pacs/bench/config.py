@@ -124,7 +124,9 @@ class BenchmarkConfig(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> BenchmarkConfig:
         if self.probe_bn == "train" and self.probe_path == "features":
-            raise ValueError("probe_bn: train changes the encoder's statistics every batch; it needs probe_path: epochwise")
+            raise ValueError(
+                "probe_bn: train changes the encoder's statistics every batch; it needs probe_path: epochwise"
+            )
         return self
 
     @property
@@ -134,11 +136,34 @@ class BenchmarkConfig(BaseModel):
 
 #: fields that change the numbers a finished fold holds (a resumed run must agree on them)
 RESULT_FIELDS: tuple[str, ...] = (
-    "folds", "val_fraction", "seed", "epochs", "batch_size", "image_size", "lr", "linear_lr", "step_size",
-    "gamma", "head", "best_epoch", "probe_bn", "imagenet_conv1", "imagenet_norm", "scratch_stem", "tirads_cutoff",
-    "near_duplicates", "near_duplicate_threshold", "near_duplicate_size", "discordant_duplicates", "breast_normal",
-    "ddti_crop", "plane", "slice_policy", "positive_label", "subsample",
-)  # fmt: skip
+    "folds",
+    "val_fraction",
+    "seed",
+    "epochs",
+    "batch_size",
+    "image_size",
+    "lr",
+    "linear_lr",
+    "step_size",
+    "gamma",
+    "head",
+    "best_epoch",
+    "probe_bn",
+    "imagenet_conv1",
+    "imagenet_norm",
+    "scratch_stem",
+    "tirads_cutoff",
+    "near_duplicates",
+    "near_duplicate_threshold",
+    "near_duplicate_size",
+    "discordant_duplicates",
+    "breast_normal",
+    "ddti_crop",
+    "plane",
+    "slice_policy",
+    "positive_label",
+    "subsample",
+)
 
 
 def load_benchmark_config(path: str | Path | None = None, **overrides: Any) -> BenchmarkConfig:

@@ -144,10 +144,17 @@ def _same_image_links(name: str, frame: pd.DataFrame, cfg: BenchmarkConfig) -> p
     if cfg.near_duplicates and name != "acl":
         records = frame.to_dict(orient="records")
         found.append(
-            find_near_duplicates(items, labels, lambda i: load_pixels(records[i]),
-                                 threshold=cfg.near_duplicate_threshold, size=cfg.near_duplicate_size)
-        )  # fmt: skip
-    pairs = pd.concat([f for f in found if not f.empty], ignore_index=True) if any(not f.empty for f in found) else found[0]
+            find_near_duplicates(
+                items,
+                labels,
+                lambda i: load_pixels(records[i]),
+                threshold=cfg.near_duplicate_threshold,
+                size=cfg.near_duplicate_size,
+            )
+        )
+    pairs = (
+        pd.concat([f for f in found if not f.empty], ignore_index=True) if any(not f.empty for f in found) else found[0]
+    )
     # a pair that is byte-identical is listed once, as identical
     pairs = pairs.drop_duplicates(subset=["item_a", "item_b"], keep="first")
     return pairs.sort_values(["item_a", "item_b"], kind="stable").reset_index(drop=True)
@@ -157,10 +164,14 @@ def _finish(name: str, frame: pd.DataFrame, root: Path, notes: list[str], cfg: B
     if frame.empty:
         raise InputError(f"{name} dataset at {root}: no labelled image left ({'; '.join(notes) or 'nothing found'})")
     if frame["item"].duplicated().any():
-        raise InputError(f"{name} dataset at {root}: duplicate item {frame['item'][frame['item'].duplicated()].iloc[0]!r}")
+        raise InputError(
+            f"{name} dataset at {root}: duplicate item {frame['item'][frame['item'].duplicated()].iloc[0]!r}"
+        )
     classes = set(frame["label"].unique())
     if classes != {0, 1}:
-        raise InputError(f"{name} dataset at {root}: only class {sorted(classes)} present; a binary task needs both 0 and 1")
+        raise InputError(
+            f"{name} dataset at {root}: only class {sorted(classes)} present; a binary task needs both 0 and 1"
+        )
     frame = frame.sort_values("item", kind="stable").reset_index(drop=True)
     pairs = _same_image_links(name, frame, cfg)
     clash = discordant(pairs)
@@ -172,7 +183,9 @@ def _finish(name: str, frame: pd.DataFrame, root: Path, notes: list[str], cfg: B
         else:
             notes.append(f"{len(clash)} label-discordant duplicate pair(s) kept (discordant_duplicates: keep)")
     position = {item: i for i, item in enumerate(frame["item"])}
-    links = [(position[a], position[b]) for a, b in zip(pairs["item_a"], pairs["item_b"]) if a in position and b in position]
+    links = [
+        (position[a], position[b]) for a, b in zip(pairs["item_a"], pairs["item_b"]) if a in position and b in position
+    ]
     frame["group"] = merge_groups(frame["case"].tolist(), frame["digest"].tolist(), links=links)
     frame = frame.drop(columns=["case", "digest"])
     return DownstreamDataset(name=name, records=frame, root=root, notes=notes, duplicates=pairs)
@@ -231,7 +244,15 @@ def _ddti_original(root: Path, cfg: BenchmarkConfig) -> DownstreamDataset:
                 no_box += 1
                 continue
             rows.append(
-                {"item": image.name, "label": label, "case": number, "path": str(image), "slice": -1, "box": box, "digest": file_digest(image)}
+                {
+                    "item": image.name,
+                    "label": label,
+                    "case": number,
+                    "path": str(image),
+                    "slice": -1,
+                    "box": box,
+                    "digest": file_digest(image),
+                }
             )
     if no_score:
         notes.append(f"{no_score} image(s) without a TI-RADS score dropped")
@@ -272,7 +293,17 @@ def _ddti_crops(root: Path, cfg: BenchmarkConfig) -> DownstreamDataset:
         if not image.is_file():
             raise InputError(f"{csv_path}: image {rec.path!r} not found under {base}")
         case = getattr(rec, "patient_id", "") or None
-        rows.append({"item": rec.path, "label": label, "case": case, "path": str(image), "slice": -1, "box": None, "digest": file_digest(image)})
+        rows.append(
+            {
+                "item": rec.path,
+                "label": label,
+                "case": case,
+                "path": str(image),
+                "slice": -1,
+                "box": None,
+                "digest": file_digest(image),
+            }
+        )
     notes = [f"{no_score} crop(s) without a TI-RADS score dropped"] if no_score else []
     return _finish("thyroid", _frame(rows), root, notes, cfg)
 
@@ -306,10 +337,22 @@ def load_breast(root: Path, cfg: BenchmarkConfig) -> DownstreamDataset:
             if image.suffix.lower() not in IMAGE_SUFFIXES or "_mask" in image.stem:
                 continue
             item = f"{klass}/{image.name}"
-            rows.append({"item": item, "label": label, "case": None, "path": str(image), "slice": -1, "box": None, "digest": file_digest(image)})
+            rows.append(
+                {
+                    "item": item,
+                    "label": label,
+                    "case": None,
+                    "path": str(image),
+                    "slice": -1,
+                    "box": None,
+                    "digest": file_digest(image),
+                }
+            )
     notes = []
     if has_normal:
-        n_normal = sum(1 for p in (root / "normal").glob("*") if p.suffix.lower() in IMAGE_SUFFIXES and "_mask" not in p.stem)
+        n_normal = sum(
+            1 for p in (root / "normal").glob("*") if p.suffix.lower() in IMAGE_SUFFIXES and "_mask" not in p.stem
+        )
         notes.append(
             f"{n_normal} normal image(s) counted as class 0 (breast_normal: negative)"
             if cfg.breast_normal == "negative"
@@ -344,7 +387,15 @@ def load_acl(root: Path, cfg: BenchmarkConfig) -> DownstreamDataset:
                 raise InputError(f"{volume}: expected a (slices, H, W) volume, got shape {shape}")
             for index in select_slices(shape[0], cfg.slice_policy):
                 rows.append(
-                    {"item": f"{split}/{exam}#{index:03d}", "label": label, "case": f"{split}/{exam}", "path": str(volume), "slice": index, "box": None, "digest": None}
+                    {
+                        "item": f"{split}/{exam}#{index:03d}",
+                        "label": label,
+                        "case": f"{split}/{exam}",
+                        "path": str(volume),
+                        "slice": index,
+                        "box": None,
+                        "digest": None,
+                    }
                 )
     return _finish("acl", _frame(rows), root, [f"plane {cfg.plane}, slice policy {cfg.slice_policy}"], cfg)
 
@@ -382,7 +433,17 @@ def load_csv(path: Path, cfg: BenchmarkConfig) -> DownstreamDataset:
         if image.suffix.lower() not in (*IMAGE_SUFFIXES, ".npy"):
             raise InputError(f"{csv_path}: {rec.path!r} is not a PNG/JPG/BMP/TIFF image or a 2-D .npy array")
         case = (rec.patient_id or None) if has_ids else None
-        rows.append({"item": rec.path, "label": int(label), "case": case, "path": str(image), "slice": -1, "box": None, "digest": file_digest(image)})
+        rows.append(
+            {
+                "item": rec.path,
+                "label": int(label),
+                "case": case,
+                "path": str(image),
+                "slice": -1,
+                "box": None,
+                "digest": file_digest(image),
+            }
+        )
     return _finish("csv", _frame(rows), csv_path.parent, [], cfg)
 
 

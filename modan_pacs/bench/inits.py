@@ -154,7 +154,9 @@ def imagenet_encoder(weights: str | Path, *, conv1: str = "sum", norm: str = "fo
     return model
 
 
-def build_initial_encoder(spec: InitSpec, *, imagenet_conv1: str = "sum", scratch_stem: str = "paper", imagenet_norm: str = "fold"):
+def build_initial_encoder(
+    spec: InitSpec, *, imagenet_conv1: str = "sum", scratch_stem: str = "paper", imagenet_norm: str = "fold"
+):
     """A fresh encoder for ``spec`` (random parts drawn from torch's global generator)."""
     from modan_pacs.models import build_encoder, load_encoder
 

@@ -41,7 +41,9 @@ def thumbnail(image: np.ndarray, size: int = DEFAULT_SIZE) -> np.ndarray:
         plane = plane[0]
     if plane.ndim != 2:
         raise ValueError(f"thumbnail expects a 2-D image, got shape {plane.shape}")
-    small = np.asarray(Image.fromarray(plane, mode="F").resize((size, size), Image.Resampling.BILINEAR), dtype=np.float64).ravel()
+    small = np.asarray(
+        Image.fromarray(plane, mode="F").resize((size, size), Image.Resampling.BILINEAR), dtype=np.float64
+    ).ravel()
     small -= small.mean()
     sd = small.std()
     return (small / sd if sd > 0 else np.zeros_like(small)).astype(np.float32)
@@ -91,7 +93,9 @@ def find_near_duplicates(
     Returns:
         a frame with :data:`PAIR_COLUMNS` (``kind`` = ``near``), one row per pair, sorted.
     """
-    thumbs = np.stack([thumbnail(load(i), size) for i in range(len(items))]) if len(items) else np.zeros((0, size * size))
+    thumbs = (
+        np.stack([thumbnail(load(i), size) for i in range(len(items))]) if len(items) else np.zeros((0, size * size))
+    )
     pairs = correlated_pairs(thumbs, threshold)
     items, labels = list(items), list(labels)
     return pd.DataFrame(
@@ -109,7 +113,9 @@ def find_near_duplicates(
 
 def identical_pairs(items: Sequence[str], labels: Sequence[int], digests: Sequence[str | None]) -> pd.DataFrame:
     """Pairs of byte-identical files (equal digests), each listed against the first of its digest."""
-    frame = pd.DataFrame({"item": list(items), "label": list(labels), "digest": list(digests)}).dropna(subset=["digest"])
+    frame = pd.DataFrame({"item": list(items), "label": list(labels), "digest": list(digests)}).dropna(
+        subset=["digest"]
+    )
     rows = []
     for _, members in frame.groupby("digest", sort=False):
         if len(members) < 2:

@@ -67,7 +67,9 @@ def _check_config(path: Path, cfg: BenchmarkConfig) -> None:
         saved = yaml.safe_load(path.read_text()) or {}
         diffs = [f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in RESULT_FIELDS if saved.get(k) != current[k]]
         if diffs:
-            raise InputError(f"{path}: this run folder was made with other settings ({'; '.join(diffs)}); use another --out")
+            raise InputError(
+                f"{path}: this run folder was made with other settings ({'; '.join(diffs)}); use another --out"
+            )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(current, sort_keys=False))
 
@@ -108,6 +110,8 @@ def _named(data, name: str | None):  # noqa: ANN001, ANN202
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", name):
         raise InputError(f"--name {name!r}: letters, digits, '.', '_' or '-' only (it names a folder)")
     return dataclasses.replace(data, name=name)
+
+
 NotifyCallback = Callable[[str, str], None]
 """``notify(kind, text)``: a line for the user; ``kind`` is ``"note"`` (about the data) or ``"info"``."""
 ProgressCallback = Callable[[str, int, int, str], None]
@@ -151,30 +155,54 @@ def _fold_balance(partition: pd.DataFrame) -> list[dict]:
     rows = []
     for k, part in partition.groupby("fold"):
         counts = part["label"].value_counts().to_dict()
-        rows.append({
-            "fold": int(k), "images": int(len(part)), "class_0": int(counts.get(0, 0)), "class_1": int(counts.get(1, 0)),
-            "positive_share": round(float(part["label"].mean()), 4), "groups": int(part["group"].nunique()),
-        })  # fmt: skip
+        rows.append(
+            {
+                "fold": int(k),
+                "images": int(len(part)),
+                "class_0": int(counts.get(0, 0)),
+                "class_1": int(counts.get(1, 0)),
+                "positive_share": round(float(part["label"].mean()), 4),
+                "groups": int(part["group"].nunique()),
+            }
+        )
     return rows
 
 
-def _make_plan(data: DownstreamDataset, partition: pd.DataFrame, specs: list[InitSpec], cfg: BenchmarkConfig, out: Path) -> BenchmarkPlan:
+def _make_plan(
+    data: DownstreamDataset, partition: pd.DataFrame, specs: list[InitSpec], cfg: BenchmarkConfig, out: Path
+) -> BenchmarkPlan:
     pairs = data.duplicates
     near = pairs[pairs["kind"] == "near"]
     present = set(data.records["item"])
     clash = pairs[pairs["label_a"] != pairs["label_b"]]
-    tasks = [(s.name, g, r, k) for s in specs for g in cfg.regimes for r in range(1, cfg.repeats + 1) for k in range(1, cfg.folds + 1)]
+    tasks = [
+        (s.name, g, r, k)
+        for s in specs
+        for g in cfg.regimes
+        for r in range(1, cfg.repeats + 1)
+        for k in range(1, cfg.folds + 1)
+    ]
     done = sum(fold_path(out, data.name, g, name, r, k).is_file() for name, g, r, k in tasks)
     counts = partition["label"].value_counts().to_dict()
     return BenchmarkPlan(
-        dataset=data.name, n_images=len(partition), class_counts={int(k): int(v) for k, v in sorted(counts.items())},
-        n_groups=int(partition["group"].nunique()), largest_group=int(partition.groupby("group").size().max()),
-        identical_pairs=int((pairs["kind"] == "identical").sum()), near_duplicate_pairs=len(near),
+        dataset=data.name,
+        n_images=len(partition),
+        class_counts={int(k): int(v) for k, v in sorted(counts.items())},
+        n_groups=int(partition["group"].nunique()),
+        largest_group=int(partition.groupby("group").size().max()),
+        identical_pairs=int((pairs["kind"] == "identical").sum()),
+        near_duplicate_pairs=len(near),
         images_in_near_duplicates=len((set(near["item_a"]) | set(near["item_b"])) & present),
-        discordant_pairs=clash.to_dict(orient="records"), folds=_fold_balance(partition),
-        inits=[s.name for s in specs], regimes=list(cfg.regimes), repeats=cfg.repeats, trainings=len(tasks),
-        trainings_done=int(done), notes=list(data.notes), out_dir=str(out),
-    )  # fmt: skip
+        discordant_pairs=clash.to_dict(orient="records"),
+        folds=_fold_balance(partition),
+        inits=[s.name for s in specs],
+        regimes=list(cfg.regimes),
+        repeats=cfg.repeats,
+        trainings=len(tasks),
+        trainings_done=int(done),
+        notes=list(data.notes),
+        out_dir=str(out),
+    )
 
 
 def _config(config: BenchmarkConfig | str | Path | None) -> BenchmarkConfig:
@@ -280,7 +308,7 @@ def run_benchmark(
         "info",
         f"{data.name}: {plan.n_images} images ({counts.get(0, 0)} class 0 / {counts.get(1, 0)} class 1), "
         f"{plan.n_groups} groups ({plan.near_duplicate_pairs} near-duplicate and {plan.identical_pairs} identical pairs "
-        f"joined, {len(plan.discordant_pairs)} label-discordant), {cfg.folds} folds; device {dev}"
+        f"joined, {len(plan.discordant_pairs)} label-discordant), {cfg.folds} folds; device {dev}",
     )
 
     tasks = [
@@ -294,13 +322,17 @@ def run_benchmark(
     notify(
         "info",
         f"{len(tasks)} trainings planned ({len(specs)} init(s) x {len(cfg.regimes)} regime(s) x {cfg.repeats} repeat(s) "
-        f"x {cfg.folds} folds), {len(todo)} to run"
+        f"x {cfg.folds} folds), {len(todo)} to run",
     )
     if len(todo) < len(tasks):
         notify("info", f"resuming: {len(tasks) - len(todo)} of {len(tasks)} folds already done")
     if todo:
         loading = f"loading {data.name} ({len(data)} images)"
-        images = preprocess(data, cfg.image_size, progress=(lambda done, total: progress("load", done, total, loading)) if progress else None)
+        images = preprocess(
+            data,
+            cfg.image_size,
+            progress=(lambda done, total: progress("load", done, total, loading)) if progress else None,
+        )
         labels = torch.tensor(partition["label"].to_numpy(dtype=np.int64), dtype=torch.long)
         fold_of = partition["fold"].to_numpy()
         store = _FeatureStore()
@@ -314,8 +346,13 @@ def run_benchmark(
             preds, result = _run_fold(spec, regime, cfg, images, labels, train, val, test, (r, k), store, dev)
             path = fold_path(out, data.name, regime, spec.name, r, k)
             write_predictions(path, preds, labels[test].numpy())
-            record = {"kept_epoch": result.kept_epoch, "n_train": int(train.sum()), "n_val": int(val.sum()),
-                      "n_test": int(test.sum()), "history": result.history}  # fmt: skip
+            record = {
+                "kept_epoch": result.kept_epoch,
+                "n_train": int(train.sum()),
+                "n_val": int(val.sum()),
+                "n_test": int(test.sum()),
+                "history": result.history,
+            }
             path.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
             if progress:
                 progress("folds", done + 1, len(todo), description)
@@ -326,9 +363,17 @@ def run_benchmark(
         if embed_cache is not None:
             for spec in specs:
                 if spec.kind == "imagenet":
-                    pretrained[spec.name] = build_initial_encoder(spec, imagenet_conv1=cfg.imagenet_conv1, imagenet_norm=cfg.imagenet_norm)
-        embeddings = embed_cache_images(embed_cache, pretrained, seed=cfg.seed, device=str(dev)) if embed_cache is not None else None
-        build_report(out, reference=reference, out_dir=out / "report", embeddings=embeddings, order=names, seed=cfg.seed)
+                    pretrained[spec.name] = build_initial_encoder(
+                        spec, imagenet_conv1=cfg.imagenet_conv1, imagenet_norm=cfg.imagenet_norm
+                    )
+        embeddings = (
+            embed_cache_images(embed_cache, pretrained, seed=cfg.seed, device=str(dev))
+            if embed_cache is not None
+            else None
+        )
+        build_report(
+            out, reference=reference, out_dir=out / "report", embeddings=embeddings, order=names, seed=cfg.seed
+        )
         notify("info", f"report: {out / 'report' / 'tables.md'}")
     return out
 
@@ -354,32 +399,73 @@ def _run_fold(
 
     def fresh_encoder():
         torch.manual_seed(encoder_seed)
-        return build_initial_encoder(spec, imagenet_conv1=cfg.imagenet_conv1, scratch_stem=cfg.scratch_stem, imagenet_norm=cfg.imagenet_norm)
+        return build_initial_encoder(
+            spec, imagenet_conv1=cfg.imagenet_conv1, scratch_stem=cfg.scratch_stem, imagenet_norm=cfg.imagenet_norm
+        )
 
     if regime == "finetune":
-        settings = FitSettings(lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, step_size=cfg.step_size,
-                               gamma=cfg.gamma, best_epoch=cfg.best_epoch, eval_batch_size=cfg.feature_batch_size)  # fmt: skip
+        settings = FitSettings(
+            lr=cfg.lr,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            step_size=cfg.step_size,
+            gamma=cfg.gamma,
+            best_epoch=cfg.best_epoch,
+            eval_batch_size=cfg.feature_batch_size,
+        )
         encoder = fresh_encoder()
         torch.manual_seed(head_seed)
         head = make_head(cfg.head)
         return finetune(
-            encoder, head, x_train=images[train], y_train=labels[train], x_val=images[val], y_val=labels[val],
-            x_test=images[test], settings=settings, generator=generator, device=device,
-        )  # fmt: skip
-    settings = FitSettings(lr=cfg.probe_lr, epochs=cfg.epochs, batch_size=cfg.batch_size, step_size=cfg.step_size,
-                           gamma=cfg.gamma, best_epoch=cfg.best_epoch, eval_batch_size=cfg.feature_batch_size)  # fmt: skip
+            encoder,
+            head,
+            x_train=images[train],
+            y_train=labels[train],
+            x_val=images[val],
+            y_val=labels[val],
+            x_test=images[test],
+            settings=settings,
+            generator=generator,
+            device=device,
+        )
+    settings = FitSettings(
+        lr=cfg.probe_lr,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        step_size=cfg.step_size,
+        gamma=cfg.gamma,
+        best_epoch=cfg.best_epoch,
+        eval_batch_size=cfg.feature_batch_size,
+    )
     if cfg.probe_path == "features":
         if is_deterministic(spec, cfg.imagenet_conv1):
-            features = store.get(spec.name, lambda: frozen_features(fresh_encoder(), images, device, cfg.feature_batch_size))
+            features = store.get(
+                spec.name, lambda: frozen_features(fresh_encoder(), images, device, cfg.feature_batch_size)
+            )
         else:
             features = frozen_features(fresh_encoder(), images, device, cfg.feature_batch_size)
         torch.manual_seed(head_seed)
         return linear_probe_on_features(
-            features, train=train, val=val, test=test, labels=labels, settings=settings, generator=generator, device=device
+            features,
+            train=train,
+            val=val,
+            test=test,
+            labels=labels,
+            settings=settings,
+            generator=generator,
+            device=device,
         )
     encoder = fresh_encoder()
     torch.manual_seed(head_seed)
     return linear_probe_epochwise(
-        encoder, x_train=images[train], y_train=labels[train], x_val=images[val], y_val=labels[val],
-        x_test=images[test], settings=settings, generator=generator, device=device, bn_mode=cfg.probe_bn,
-    )  # fmt: skip
+        encoder,
+        x_train=images[train],
+        y_train=labels[train],
+        x_val=images[val],
+        y_val=labels[val],
+        x_test=images[test],
+        settings=settings,
+        generator=generator,
+        device=device,
+        bn_mode=cfg.probe_bn,
+    )

@@ -50,7 +50,13 @@ def make_folds(data: DownstreamDataset, n_folds: int, seed: int) -> pd.DataFrame
     records = data.records
     folds = stratified_group_folds(records["label"].to_numpy(), records["group"].tolist(), n_folds, seed)
     frame = pd.DataFrame(
-        {"dataset": data.name, "item": records["item"], "label": records["label"], "group": records["group"], "fold": folds}
+        {
+            "dataset": data.name,
+            "item": records["item"],
+            "label": records["label"],
+            "group": records["group"],
+            "fold": folds,
+        }
     )
     for k in range(1, n_folds + 1):
         if frame[frame["fold"] == k]["label"].nunique() < 2:
@@ -66,7 +72,9 @@ def load_or_make_folds(run_dir: Path, data: DownstreamDataset, n_folds: int, see
             another number of folds): a run folder holds one partition per dataset.
     """
     path = run_dir / "folds.csv"
-    saved = pd.read_csv(path, dtype={"item": str, "group": str}) if path.is_file() else pd.DataFrame(columns=FOLD_COLUMNS)
+    saved = (
+        pd.read_csv(path, dtype={"item": str, "group": str}) if path.is_file() else pd.DataFrame(columns=FOLD_COLUMNS)
+    )
     if list(saved.columns) != FOLD_COLUMNS:
         raise InputError(f"{path}: expected columns {','.join(FOLD_COLUMNS)}; got {','.join(saved.columns)}")
     mine = saved[saved["dataset"] == data.name]
@@ -83,11 +91,15 @@ def load_or_make_folds(run_dir: Path, data: DownstreamDataset, n_folds: int, see
             "use another --out folder for this data or settings"
         )
     if not (stored.loc[current.index] == current).all():
-        raise InputError(f"{path}: the saved {data.name} partition has other labels (e.g. another TI-RADS cut-off); use another --out folder")
+        raise InputError(
+            f"{path}: the saved {data.name} partition has other labels (e.g. another TI-RADS cut-off); use another --out folder"
+        )
     if mine["fold"].nunique() != n_folds:
         raise InputError(f"{path}: the saved {data.name} partition has {mine['fold'].nunique()} folds, not {n_folds}")
     fold_of = mine.set_index("item")["fold"]
-    straddling = data.records.assign(fold=fold_of.loc[data.records["item"]].to_numpy()).groupby("group")["fold"].nunique()
+    straddling = (
+        data.records.assign(fold=fold_of.loc[data.records["item"]].to_numpy()).groupby("group")["fold"].nunique()
+    )
     if (straddling > 1).any():
         raise InputError(
             f"{path}: the saved {data.name} partition splits {int((straddling > 1).sum())} group(s) of the current grouping "
@@ -115,10 +127,16 @@ def inner_validation(folds: pd.DataFrame, test_fold: int, val_fraction: float, s
     return mask
 
 
-def load_or_make_inner(run_dir: Path, dataset: str, folds: pd.DataFrame, val_fraction: float, seed: int) -> dict[int, np.ndarray]:
+def load_or_make_inner(
+    run_dir: Path, dataset: str, folds: pd.DataFrame, val_fraction: float, seed: int
+) -> dict[int, np.ndarray]:
     """Validation masks per test fold, saved in ``run_dir/inner_val.csv`` (``dataset, test_fold, item``)."""
     path = run_dir / "inner_val.csv"
-    saved = pd.read_csv(path, dtype={"item": str}) if path.is_file() else pd.DataFrame(columns=["dataset", "test_fold", "item"])
+    saved = (
+        pd.read_csv(path, dtype={"item": str})
+        if path.is_file()
+        else pd.DataFrame(columns=["dataset", "test_fold", "item"])
+    )
     mine = saved[saved["dataset"] == dataset]
     masks: dict[int, np.ndarray] = {}
     if mine.empty:

@@ -60,7 +60,9 @@ def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.T
 
 
 @torch.no_grad()
-def evaluate_logits(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, device, batch_size: int) -> torch.Tensor:
+def evaluate_logits(
+    forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, device, batch_size: int
+) -> torch.Tensor:
     """``forward`` over ``x`` in chunks without gradients; logits on CPU."""
     return torch.cat([forward(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)])
 
@@ -92,7 +94,9 @@ def fit(
         InputError: empty training or validation part.
     """
     if len(x_train) < 2 or len(x_val) < 1:
-        raise InputError(f"a fold needs at least 2 training and 1 validation images (got {len(x_train)} and {len(x_val)})")
+        raise InputError(
+            f"a fold needs at least 2 training and 1 validation images (got {len(x_train)} and {len(x_val)})"
+        )
     optimizer = torch.optim.Adam(params, lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.step_size, gamma=settings.gamma)
     result = FitResult()
@@ -156,9 +160,19 @@ def finetune(
     model = nn.Sequential(encoder, head).to(device)
     model.requires_grad_(True)
     result = fit(
-        module=model, forward=model, train_mode=model.train, eval_mode=model.eval, params=list(model.parameters()),
-        x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, settings=settings, generator=generator, device=device,
-    )  # fmt: skip
+        module=model,
+        forward=model,
+        train_mode=model.train,
+        eval_mode=model.eval,
+        params=list(model.parameters()),
+        x_train=x_train,
+        y_train=y_train,
+        x_val=x_val,
+        y_val=y_val,
+        settings=settings,
+        generator=generator,
+        device=device,
+    )
     return positive_scores(model, x_test, device, settings.eval_batch_size), result
 
 
@@ -176,10 +190,19 @@ def linear_probe_on_features(
     """Fast path: train a 512 -> 2 head on precomputed frozen features (row masks select the parts)."""
     head = nn.Linear(FEATURE_DIM, 2).to(device)
     result = fit(
-        module=head, forward=head, train_mode=head.train, eval_mode=head.eval, params=list(head.parameters()),
-        x_train=features[train], y_train=labels[train], x_val=features[val], y_val=labels[val],
-        settings=settings, generator=generator, device=device,
-    )  # fmt: skip
+        module=head,
+        forward=head,
+        train_mode=head.train,
+        eval_mode=head.eval,
+        params=list(head.parameters()),
+        x_train=features[train],
+        y_train=labels[train],
+        x_val=features[val],
+        y_val=labels[val],
+        settings=settings,
+        generator=generator,
+        device=device,
+    )
     return positive_scores(head, features[test], device, settings.eval_batch_size), result
 
 
@@ -215,7 +238,17 @@ def linear_probe_epochwise(
         return head(features)
 
     result = fit(
-        module=model, forward=forward, train_mode=train_mode, eval_mode=model.eval, params=list(head.parameters()),
-        x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, settings=settings, generator=generator, device=device,
-    )  # fmt: skip
+        module=model,
+        forward=forward,
+        train_mode=train_mode,
+        eval_mode=model.eval,
+        params=list(head.parameters()),
+        x_train=x_train,
+        y_train=y_train,
+        x_val=x_val,
+        y_val=y_val,
+        settings=settings,
+        generator=generator,
+        device=device,
+    )
     return positive_scores(forward, x_test, device, settings.eval_batch_size), result

@@ -88,7 +88,14 @@ class ViewParams:
         return ViewParams(**{f.name: getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)})
 
 
-def _check(scale: Sequence[float], ratio: Sequence[float], flip_prob: float, jitter_prob: float, brightness: float, contrast: float) -> None:
+def _check(
+    scale: Sequence[float],
+    ratio: Sequence[float],
+    flip_prob: float,
+    jitter_prob: float,
+    brightness: float,
+    contrast: float,
+) -> None:
     if not (0 < scale[0] <= scale[1] <= 1):
         raise ValueError(f"scale must satisfy 0 < lo <= hi <= 1; got {tuple(scale)!r}")
     if not (0 < ratio[0] <= ratio[1]):
@@ -157,7 +164,9 @@ def params_from_uniforms(
     w_try = torch.round(torch.sqrt(target_area * aspect)).long()  # round half to even, as Python's round
     h_try = torch.round(torch.sqrt(target_area / aspect)).long()
     fits = (w_try > 0) & (w_try <= width) & (h_try > 0) & (h_try <= height)  # (B, V, ATTEMPTS)
-    first = fits.to(torch.uint8).argmax(dim=-1, keepdim=True)  # first fitting attempt (argmax returns the first maximum)
+    first = fits.to(torch.uint8).argmax(
+        dim=-1, keepdim=True
+    )  # first fitting attempt (argmax returns the first maximum)
     h = h_try.gather(-1, first)[..., 0]
     w = w_try.gather(-1, first)[..., 0]
     top = torch.minimum((u[..., _TOP] * (height - h + 1)).long(), height - h)  # uniform integer in [0, H - h]
@@ -165,7 +174,9 @@ def params_from_uniforms(
     boxes = torch.stack([top, left, h, w], dim=-1)
     found = fits.any(dim=-1)
     if not bool(found.all()):
-        boxes = torch.where(found[..., None], boxes, torch.tensor(_fallback_box(height, width, ratio), dtype=torch.long))
+        boxes = torch.where(
+            found[..., None], boxes, torch.tensor(_fallback_box(height, width, ratio), dtype=torch.long)
+        )
     return ViewParams(
         boxes=boxes,
         flip=u[..., _FLIP] < flip_prob,
@@ -281,8 +292,12 @@ class BatchTwoViewAugment:
         self.size = int(size)
         self.seed = int(seed)
         self.options = {
-            "scale": tuple(map(float, scale)), "ratio": tuple(map(float, ratio)), "flip_prob": float(flip_prob),
-            "jitter_prob": float(jitter_prob), "brightness": float(brightness), "contrast": float(contrast),
+            "scale": tuple(map(float, scale)),
+            "ratio": tuple(map(float, ratio)),
+            "flip_prob": float(flip_prob),
+            "jitter_prob": float(jitter_prob),
+            "brightness": float(brightness),
+            "contrast": float(contrast),
         }
 
     def params(self, rows: Sequence[int], epochs: Sequence[int], spatial: tuple[int, int]) -> ViewParams:
@@ -305,7 +320,9 @@ class BatchTwoViewAugment:
         need = ("image", "uniforms") if "uniforms" in batch else ("image", "index", "epoch")
         missing = [k for k in need if k not in batch]
         if missing:
-            raise InputError(f"device augmentation needs batch keys {missing} (build the loader with augment_on='device')")
+            raise InputError(
+                f"device augmentation needs batch keys {missing} (build the loader with augment_on='device')"
+            )
         images = batch["image"]
         spatial = (int(images.shape[-2]), int(images.shape[-1]))
         if "uniforms" in batch:

@@ -29,7 +29,14 @@ from modan_pacs.data.transforms import VIEW_DTYPES, two_view_transform
 from modan_pacs.errors import InputError
 from modan_pacs.pixels.cache import ImageCache, load_cache
 
-__all__ = ["CacheRecordDataset", "EpochSampler", "PretrainLoader", "build_pretrain_loader", "cache_records", "sample_seed"]
+__all__ = [
+    "CacheRecordDataset",
+    "EpochSampler",
+    "PretrainLoader",
+    "build_pretrain_loader",
+    "cache_records",
+    "sample_seed",
+]
 
 
 AUGMENT_ON = ("cpu", "device")
@@ -60,7 +67,13 @@ class CacheRecordDataset(Dataset):
     """
 
     def __init__(
-        self, cache: ImageCache, transform: Callable | None = None, seed: int | None = None, epoch: int = 0, *, uint8_input: bool = False
+        self,
+        cache: ImageCache,
+        transform: Callable | None = None,
+        seed: int | None = None,
+        epoch: int = 0,
+        *,
+        uint8_input: bool = False,
     ) -> None:
         super().__init__(data=cache_records(cache), transform=None)
         self.transform = transform  # kept as given (MONAI would wrap it in a Compose, re-deriving seeds)
@@ -191,14 +204,18 @@ def build_pretrain_loader(
     if augment_on not in AUGMENT_ON:
         raise InputError(f"augment_on must be one of {', '.join(AUGMENT_ON)}; got {augment_on!r}")
     if augment_on == "cpu":
-        transform = two_view_transform(size, tuple(scale), flip_prob, jitter_prob, drop_source=True, view_dtype=view_dtype)
+        transform = two_view_transform(
+            size, tuple(scale), flip_prob, jitter_prob, drop_source=True, view_dtype=view_dtype
+        )
     else:  # the workers draw the views' random numbers; the pixels are augmented on the device
         transform = ViewUniformsd(views=2)
     dataset = CacheRecordDataset(cache, transform=transform, seed=seed, epoch=epoch_seed, uint8_input=True)
     if distributed:
         if num_replicas is None or rank is None:
             if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-                raise InputError("distributed=True needs an initialised torch.distributed process group (run under torchrun)")
+                raise InputError(
+                    "distributed=True needs an initialised torch.distributed process group (run under torchrun)"
+                )
             num_replicas = torch.distributed.get_world_size() if num_replicas is None else num_replicas
             rank = torch.distributed.get_rank() if rank is None else rank
     else:

@@ -119,7 +119,9 @@ def scan_radimagenet(root: str | Path, vocabulary) -> pd.DataFrame:
     """
     root = Path(root)
     if not root.is_dir():
-        raise DataNotFoundError(f"RadImageNet folder {root} does not exist (layout: <modality>/<anatomy>/<class>/*.png)")
+        raise DataNotFoundError(
+            f"RadImageNet folder {root} does not exist (layout: <modality>/<anatomy>/<class>/*.png)"
+        )
     rows = []
     mapped: dict[tuple[str, str], tuple[str, str]] = {}
     for path in sorted(root.glob("*/*/*/*")):
@@ -130,7 +132,14 @@ def scan_radimagenet(root: str | Path, vocabulary) -> pd.DataFrame:
             mapped[(modality, anatomy)] = vocabulary.map_radimagenet(modality, anatomy)
         m_label, a_label = mapped[(modality, anatomy)]
         rows.append(
-            {"path": str(path), "modality": modality, "anatomy": anatomy, "class_name": f"{modality}/{anatomy}/{cls}", "modality_label": m_label, "anatomy_label": a_label}
+            {
+                "path": str(path),
+                "modality": modality,
+                "anatomy": anatomy,
+                "class_name": f"{modality}/{anatomy}/{cls}",
+                "modality_label": m_label,
+                "anatomy_label": a_label,
+            }
         )
     if not rows:
         raise DataNotFoundError(f"{root}: no images in the RadImageNet layout <modality>/<anatomy>/<class>/*.png")
@@ -187,7 +196,9 @@ def build_cache_from_records(
     records = records.reset_index(drop=True)
     labels = vocabulary.encode_frame(records)
     units = plan_record_units(records, settings, extra_columns)
-    return build_cache(units, labels, vocabulary, out, settings=settings, workers=workers, overwrite=overwrite, progress=progress)
+    return build_cache(
+        units, labels, vocabulary, out, settings=settings, workers=workers, overwrite=overwrite, progress=progress
+    )
 
 
 def build_minirin(
@@ -215,11 +226,20 @@ def build_minirin(
     vocab = Vocabulary.load(vocabulary_path)
     selection = sample_minirin(scan_radimagenet(radimagenet_dir, vocab), per_class=per_class, seed=seed)
     result = build_cache_from_records(
-        selection, vocab, out, CacheSettings(size=size), workers=workers, extra_columns=("target", "class_name"), overwrite=overwrite, progress=progress
+        selection,
+        vocab,
+        out,
+        CacheSettings(size=size),
+        workers=workers,
+        extra_columns=("target", "class_name"),
+        overwrite=overwrite,
+        progress=progress,
     )
     root = Path(radimagenet_dir)
     listing = selection.assign(path=[str(Path(p).relative_to(root)) for p in selection["path"]])
-    listing[["path", "class_name", "target", "modality_label", "anatomy_label"]].to_csv(Path(out) / "minirin.csv", index=False)
+    listing[["path", "class_name", "target", "modality_label", "anatomy_label"]].to_csv(
+        Path(out) / "minirin.csv", index=False
+    )
     classes = selection.drop_duplicates("target").sort_values("target")["class_name"]
     (Path(out) / "classes.txt").write_text("\n".join(classes) + "\n", encoding="utf-8")
     return result, selection

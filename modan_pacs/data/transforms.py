@@ -73,7 +73,6 @@ __all__ = [
 ]
 
 
-
 def _as_chw_tensor(img: Any, name: str = "image", *, to_float: bool = True) -> torch.Tensor:
     """``img`` as a torch tensor ``(C, H, W)``; raises InputError on another rank.
 
@@ -235,7 +234,9 @@ class RandIntensityJitter(RandomizableTransform):
         ValueError: ``prob`` outside [0, 1] or a negative strength.
     """
 
-    def __init__(self, prob: float = 0.8, brightness: float = 0.4, contrast: float = 0.4, max_value: float = 1.0) -> None:
+    def __init__(
+        self, prob: float = 0.8, brightness: float = 0.4, contrast: float = 0.4, max_value: float = 1.0
+    ) -> None:
         if not 0.0 <= prob <= 1.0:
             raise ValueError(f"prob must be in [0, 1]; got {prob}")
         if brightness < 0 or contrast < 0:
@@ -243,7 +244,9 @@ class RandIntensityJitter(RandomizableTransform):
         RandomizableTransform.__init__(self, prob)
         self.brightness = float(brightness)
         self.contrast = float(contrast)
-        self.max_value = float(max_value)  # the clipping range is [0, max_value]: 1 for [0, 1] images, 255 for grey levels
+        self.max_value = float(
+            max_value
+        )  # the clipping range is [0, max_value]: 1 for [0, 1] images, 255 for grey levels
         self._factors = (1.0, 1.0)
         self._order = (0, 1)
 
@@ -290,7 +293,9 @@ class RandIntensityJitterd(RandomizableTransform, MapTransform):
         self.jitter = RandIntensityJitter(prob, brightness, contrast, max_value)
         self.jitter.set_random_state(state=self.R)
 
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandIntensityJitterd:
+    def set_random_state(
+        self, seed: int | None = None, state: np.random.RandomState | None = None
+    ) -> RandIntensityJitterd:
         super().set_random_state(seed, state)
         self.jitter.set_random_state(state=self.R)
         return self
@@ -334,7 +339,9 @@ class RandHorizontalFlipd(RandomizableTransform, MapTransform):
         self.flipper = RandHorizontalFlip(prob)
         self.flipper.set_random_state(state=self.R)
 
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandHorizontalFlipd:
+    def set_random_state(
+        self, seed: int | None = None, state: np.random.RandomState | None = None
+    ) -> RandHorizontalFlipd:
         super().set_random_state(seed, state)
         self.flipper.set_random_state(state=self.R)
         return self
@@ -384,7 +391,9 @@ class TwoViewd(Randomizable, MapTransform):
         self.drop_source = drop_source
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> TwoViewd:
-        children = [c for c in getattr(self.view_transform, "transforms", [self.view_transform]) if isinstance(c, Randomizable)]
+        children = [
+            c for c in getattr(self.view_transform, "transforms", [self.view_transform]) if isinstance(c, Randomizable)
+        ]
         own = getattr(self, "_own_state", None)
         if (
             state is None
@@ -491,7 +500,9 @@ def quantize_uint8(t: torch.Tensor, max_value: float = 1.0) -> torch.Tensor:
 VIEW_DTYPES = ("float32", "uint8")
 
 
-def views_to_float(views: torch.Tensor, device: torch.device | str | None = None, *, channels_last: bool = False) -> torch.Tensor:
+def views_to_float(
+    views: torch.Tensor, device: torch.device | str | None = None, *, channels_last: bool = False
+) -> torch.Tensor:
     """A batch of views as float32 in ``[0, 1]`` on ``device``: ``uint8`` is moved first (4x fewer
     bytes over PCIe), then read as ``x / 255``; float views are only moved."""
     if device is not None:
@@ -500,7 +511,9 @@ def views_to_float(views: torch.Tensor, device: torch.device | str | None = None
     return views.contiguous(memory_format=torch.channels_last) if channels_last else views
 
 
-def _view_pipeline(size: int, scale: tuple[float, float], flip_prob: float, jitter_prob: float, view_dtype: str = "float32") -> Compose:
+def _view_pipeline(
+    size: int, scale: tuple[float, float], flip_prob: float, jitter_prob: float, view_dtype: str = "float32"
+) -> Compose:
     if view_dtype not in VIEW_DTYPES:
         raise ValueError(f"view_dtype must be one of {', '.join(VIEW_DTYPES)}; got {view_dtype!r}")
     if view_dtype == "uint8":  # grey levels 0..255 (float32) from the crop on, rounded to uint8 at the end

@@ -117,10 +117,15 @@ def write_dicom_image(
     import warnings
 
     warnings.filterwarnings("ignore", message="Invalid value for VR CS", category=UserWarning)  # messy on purpose
-    for keyword, value in (("BodyPartExamined", body_part), ("SeriesDescription", series_description),
-                           ("StudyDescription", study_description), ("ProtocolName", protocol_name),
-                           ("Manufacturer", manufacturer), ("ViewPosition", view_position),
-                           ("ImageLaterality", laterality)):
+    for keyword, value in (
+        ("BodyPartExamined", body_part),
+        ("SeriesDescription", series_description),
+        ("StudyDescription", study_description),
+        ("ProtocolName", protocol_name),
+        ("Manufacturer", manufacturer),
+        ("ViewPosition", view_position),
+        ("ImageLaterality", laterality),
+    ):
         if value is not None:
             setattr(ds, keyword, value)
     if anatomic_region is not None:
@@ -148,31 +153,139 @@ def write_dicom_image(
 # (modality, anatomy truth, how the anatomy is written) -> header fields. "source" is what the
 # index must report as anatomy_source.
 _SCENARIOS: list[dict] = [
-    {"modality": "CT", "anatomy": "lung", "source": "body_part", "BodyPartExamined": "CHEST", "SeriesDescription": "Ax 1.25mm"},
-    {"modality": "CT", "anatomy": "lung", "source": "body_part", "BodyPartExamined": "THORAX", "SeriesDescription": "LUNG 1.0 B70f"},
-    {"modality": "CT", "anatomy": "abdomen", "source": "body_part", "BodyPartExamined": "abdomen", "SeriesDescription": "Portal venous"},
-    {"modality": "CT", "anatomy": "abdomen", "source": "body_part", "BodyPartExamined": "ABD", "SeriesDescription": "AX 5mm"},
-    {"modality": "MR", "anatomy": "brain", "source": "description", "SeriesDescription": "Ax T2 FLAIR Brain", "StudyDescription": "MRI"},
-    {"modality": "MR", "anatomy": "knee", "source": "body_part", "BodyPartExamined": "Knee ", "SeriesDescription": "Sag PD FS"},
-    {"modality": "MR", "anatomy": "spine", "source": "description", "ProtocolName": "L-SPINE SAG T2", "SeriesDescription": "t2_tse_sag"},
-    {"modality": "MR", "anatomy": "spine", "source": "body_part", "BodyPartExamined": "LSPINE", "SeriesDescription": "Sag T1"},
-    {"modality": "MR", "anatomy": "shoulder", "source": "anatomic_region", "region": ("16982005", "SCT", "Shoulder"), "SeriesDescription": "Cor PD"},
-    {"modality": "US", "anatomy": "thyroid", "source": "description", "StudyDescription": "US THYROID", "SeriesDescription": "Transverse"},
+    {
+        "modality": "CT",
+        "anatomy": "lung",
+        "source": "body_part",
+        "BodyPartExamined": "CHEST",
+        "SeriesDescription": "Ax 1.25mm",
+    },
+    {
+        "modality": "CT",
+        "anatomy": "lung",
+        "source": "body_part",
+        "BodyPartExamined": "THORAX",
+        "SeriesDescription": "LUNG 1.0 B70f",
+    },
+    {
+        "modality": "CT",
+        "anatomy": "abdomen",
+        "source": "body_part",
+        "BodyPartExamined": "abdomen",
+        "SeriesDescription": "Portal venous",
+    },
+    {
+        "modality": "CT",
+        "anatomy": "abdomen",
+        "source": "body_part",
+        "BodyPartExamined": "ABD",
+        "SeriesDescription": "AX 5mm",
+    },
+    {
+        "modality": "MR",
+        "anatomy": "brain",
+        "source": "description",
+        "SeriesDescription": "Ax T2 FLAIR Brain",
+        "StudyDescription": "MRI",
+    },
+    {
+        "modality": "MR",
+        "anatomy": "knee",
+        "source": "body_part",
+        "BodyPartExamined": "Knee ",
+        "SeriesDescription": "Sag PD FS",
+    },
+    {
+        "modality": "MR",
+        "anatomy": "spine",
+        "source": "description",
+        "ProtocolName": "L-SPINE SAG T2",
+        "SeriesDescription": "t2_tse_sag",
+    },
+    {
+        "modality": "MR",
+        "anatomy": "spine",
+        "source": "body_part",
+        "BodyPartExamined": "LSPINE",
+        "SeriesDescription": "Sag T1",
+    },
+    {
+        "modality": "MR",
+        "anatomy": "shoulder",
+        "source": "anatomic_region",
+        "region": ("16982005", "SCT", "Shoulder"),
+        "SeriesDescription": "Cor PD",
+    },
+    {
+        "modality": "US",
+        "anatomy": "thyroid",
+        "source": "description",
+        "StudyDescription": "US THYROID",
+        "SeriesDescription": "Transverse",
+    },
     {"modality": "US", "anatomy": "fetal", "source": "description", "SeriesDescription": "OB fetal biometry"},
     {"modality": "US", "anatomy": "abdomen", "source": "anatomic_region", "region": ("818981001", "SCT", "Abdomen")},
     {"modality": "CR", "anatomy": "lung", "source": "body_part", "BodyPartExamined": "CHEST", "ViewPosition": "PA"},
     {"modality": "DX", "anatomy": "hip", "source": "body_part", "BodyPartExamined": "hip", "ViewPosition": "AP"},
-    {"modality": "DX", "anatomy": "ankle-foot", "source": "description", "StudyDescription": "XR ANKLE 3 VIEWS LEFT", "ViewPosition": "LAT"},
+    {
+        "modality": "DX",
+        "anatomy": "ankle-foot",
+        "source": "description",
+        "StudyDescription": "XR ANKLE 3 VIEWS LEFT",
+        "ViewPosition": "LAT",
+    },
     {"modality": "MG", "anatomy": "breast", "source": "body_part", "BodyPartExamined": "BREAST", "ViewPosition": "MLO"},
-    {"modality": "CT", "anatomy": "brain", "source": "body_part", "BodyPartExamined": "HEAD", "SeriesDescription": "Head 5mm"},
+    {
+        "modality": "CT",
+        "anatomy": "brain",
+        "source": "body_part",
+        "BodyPartExamined": "HEAD",
+        "SeriesDescription": "Head 5mm",
+    },
     {"modality": "MR", "anatomy": None, "source": "unknown", "SeriesDescription": "localizer"},
     {"modality": "PT", "anatomy": "pelvis", "source": "anatomic_region", "region": ("T-D6000", "SRT", "Pelvis")},
-    {"modality": "CT", "anatomy": "neck", "source": "description", "ProtocolName": "SOFT TISSUE NECK W", "SeriesDescription": "Ax 3mm"},
+    {
+        "modality": "CT",
+        "anatomy": "neck",
+        "source": "description",
+        "ProtocolName": "SOFT TISSUE NECK W",
+        "SeriesDescription": "Ax 3mm",
+    },
 ]
-_SURNAMES = ["HARTMANN", "OKONKWO", "LINDQVIST", "MORETTI", "TANAKA", "FERREIRA", "KOWALSKA", "DUBOIS",
-             "ABERNATHY", "CASTELLANOS", "NAKAMURA", "OYELARAN", "VANDERMEER", "PETROVIC", "GALLAGHER"]
-_GIVEN = ["MARGARETHE", "CHIDI", "ASTRID", "LORENZO", "HIROSHI", "BEATRIZ", "ZOFIA", "AMELIE",
-          "WINIFRED", "JOAQUIN", "SAKURA", "ADEBAYO", "LIEKE", "DRAGANA", "FIONNUALA"]
+_SURNAMES = [
+    "HARTMANN",
+    "OKONKWO",
+    "LINDQVIST",
+    "MORETTI",
+    "TANAKA",
+    "FERREIRA",
+    "KOWALSKA",
+    "DUBOIS",
+    "ABERNATHY",
+    "CASTELLANOS",
+    "NAKAMURA",
+    "OYELARAN",
+    "VANDERMEER",
+    "PETROVIC",
+    "GALLAGHER",
+]
+_GIVEN = [
+    "MARGARETHE",
+    "CHIDI",
+    "ASTRID",
+    "LORENZO",
+    "HIROSHI",
+    "BEATRIZ",
+    "ZOFIA",
+    "AMELIE",
+    "WINIFRED",
+    "JOAQUIN",
+    "SAKURA",
+    "ADEBAYO",
+    "LIEKE",
+    "DRAGANA",
+    "FIONNUALA",
+]
 _STREETS = ["Willowbrook Lane", "Kestrel Avenue", "Harborview Road", "Quarry Hill Street", "Aldermoor Close"]
 _MANUFACTURERS = ["SIEMENS", "GE MEDICAL SYSTEMS", "Philips Medical Systems", "TOSHIBA", "FUJIFILM Corporation"]
 
@@ -214,26 +327,28 @@ def export_plan(n_patients: int = 12, seed: int = 0) -> list[dict]:
                     style = (p + s + r + i) % 3  # file naming styles seen in real exports
                     name = [f"IMG{i + 1:04d}.dcm", f"{i + 1:08d}", f"I{i + 1}.DCM"][style]
                     relpath = None if in_dicomdir else f"site_a/STUDY_{p:03d}_{s}/SER{r + 1:03d}/{name}"
-                    plan.append({
-                        **patient,
-                        "relpath": relpath,
-                        "in_dicomdir": in_dicomdir,
-                        "modality": sc["modality"],
-                        "anatomy": sc["anatomy"],
-                        "source": sc["source"],
-                        "body_part": sc.get("BodyPartExamined"),
-                        "series_description": sc.get("SeriesDescription"),
-                        "study_description": sc.get("StudyDescription"),
-                        "protocol_name": sc.get("ProtocolName"),
-                        "anatomic_region": sc.get("region"),
-                        "view_position": sc.get("ViewPosition"),
-                        "manufacturer": manufacturer,
-                        "study_instance_uid": study_uid,
-                        "series_instance_uid": series_uid,
-                        "sop_instance_uid": sop_uid,
-                        "instance_number": i + 1,
-                        "size": int(64 + 32 * ((p + r + i) % 3)),
-                    })
+                    plan.append(
+                        {
+                            **patient,
+                            "relpath": relpath,
+                            "in_dicomdir": in_dicomdir,
+                            "modality": sc["modality"],
+                            "anatomy": sc["anatomy"],
+                            "source": sc["source"],
+                            "body_part": sc.get("BodyPartExamined"),
+                            "series_description": sc.get("SeriesDescription"),
+                            "study_description": sc.get("StudyDescription"),
+                            "protocol_name": sc.get("ProtocolName"),
+                            "anatomic_region": sc.get("region"),
+                            "view_position": sc.get("ViewPosition"),
+                            "manufacturer": manufacturer,
+                            "study_instance_uid": study_uid,
+                            "series_instance_uid": series_uid,
+                            "sop_instance_uid": sop_uid,
+                            "instance_number": i + 1,
+                            "size": int(64 + 32 * ((p + r + i) % 3)),
+                        }
+                    )
     return plan
 
 
@@ -242,7 +357,7 @@ def _phantom(size: int, modality: str, rng: np.random.Generator, sources: Sequen
     if sources:
         arr = load_gray(sources[k % len(sources)], size=size)
         return arr.astype(np.uint16) * 16 if modality in ("CT", "MR", "PT", "NM") else arr.astype(np.uint8)
-    yy, xx = np.mgrid[-1:1:size * 1j, -1:1:size * 1j]
+    yy, xx = np.mgrid[-1 : 1 : size * 1j, -1 : 1 : size * 1j]
     a, b = rng.uniform(0.5, 0.9, size=2)
     body = ((xx / a) ** 2 + (yy / b) ** 2) <= 1
     img = body * 0.6 + rng.normal(0, 0.05, (size, size))

@@ -63,10 +63,14 @@ def cache_index_once(index_dir: Path, cache_dir: Path, *, size: int, workers: in
 
     if (cache_dir / "images.npy").is_file() and not (cache_dir / ".partial").exists():
         return len(load_cache(cache_dir))
-    return build_cache_from_index(index_dir, cache_dir, CacheSettings(size=size), workers=workers, montage=montage).n_rows
+    return build_cache_from_index(
+        index_dir, cache_dir, CacheSettings(size=size), workers=workers, montage=montage
+    ).n_rows
 
 
-def run_demo(out_dir: str | Path = "demo_out", *, settings: DemoSettings | None = None, console: Console | None = None) -> Path:
+def run_demo(
+    out_dir: str | Path = "demo_out", *, settings: DemoSettings | None = None, console: Console | None = None
+) -> Path:
     """Run every stage into ``out_dir`` and return the report folder."""
     from modan_pacs.bench import run_benchmark
     from modan_pacs.bench.config import load_benchmark_config
@@ -103,7 +107,9 @@ def run_demo(out_dir: str | Path = "demo_out", *, settings: DemoSettings | None 
         f"{len(tables.frame)} images indexed, {len(tables.errors)} files recorded in errors.parquet, "
         f"{report.n_read} read this run, {report.n_unchanged} unchanged"
     )
-    console.print(tables.frame.groupby(["modality_label", "anatomy_label"], dropna=False).size().rename("images").to_string())
+    console.print(
+        tables.frame.groupby(["modality_label", "anatomy_label"], dropna=False).size().rename("images").to_string()
+    )
     s.stage_seconds["index"] = time.perf_counter() - t
 
     t = stage("3/6 cache", f"decode once into {s.image_size}x{s.image_size} uint8 arrays")
@@ -115,7 +121,13 @@ def run_demo(out_dir: str | Path = "demo_out", *, settings: DemoSettings | None 
     run = out / "runs" / "modan"
     cfg = load_config(
         config_path("pretrain_tiny.yaml"),
-        overrides=[f"train.epochs={s.pretrain_epochs}", f"train.batch_size={s.pretrain_batch}", f"data.size={s.image_size}", f"seed={s.seed}", f"model.stem={s.stem}"],
+        overrides=[
+            f"train.epochs={s.pretrain_epochs}",
+            f"train.batch_size={s.pretrain_batch}",
+            f"data.size={s.image_size}",
+            f"seed={s.seed}",
+            f"model.stem={s.stem}",
+        ],
     )
     if not (run / "encoder.pt").exists() or (run / "checkpoints" / "last.pt").exists():
         result = pretrain(cfg, out / "cache", run, resume=(run / "checkpoints" / "last.pt").exists())
@@ -134,7 +146,12 @@ def run_demo(out_dir: str | Path = "demo_out", *, settings: DemoSettings | None 
         inits={"modan-mulsupcon": run / "encoder.pt", "scratch": None},
         out_dir=out / "benchmark",
         config=load_benchmark_config(
-            repeats=s.bench_repeats, epochs=s.bench_epochs, batch_size=16, image_size=s.image_size, seed=s.seed, scratch_stem=s.stem
+            repeats=s.bench_repeats,
+            epochs=s.bench_epochs,
+            batch_size=16,
+            image_size=s.image_size,
+            seed=s.seed,
+            scratch_stem=s.stem,
         ),
         device="cpu",
         reference="modan-mulsupcon",

@@ -38,10 +38,19 @@ from modan_pacs.fileio import load_gray
 
 #: pool folder -> ways a hospital might write its anatomy, by header field
 _POOL_ANATOMY_SPELLINGS: dict[str, dict[str, list[str]]] = {
-    "brain": {"body_part": ["BRAIN", "HEAD", "brain", "Head"], "text": ["T1 AX BRAIN", "MR HEAD W/O", "BRAIN TUMOUR PROTOCOL", "ax t1 post brain"]},
-    "fetal": {"body_part": ["FETUS", "FETAL", "fetus"], "text": ["OB US FETAL BIOMETRY", "fetal head circumference", "OBSTETRIC FETAL HC"]},
+    "brain": {
+        "body_part": ["BRAIN", "HEAD", "brain", "Head"],
+        "text": ["T1 AX BRAIN", "MR HEAD W/O", "BRAIN TUMOUR PROTOCOL", "ax t1 post brain"],
+    },
+    "fetal": {
+        "body_part": ["FETUS", "FETAL", "fetus"],
+        "text": ["OB US FETAL BIOMETRY", "fetal head circumference", "OBSTETRIC FETAL HC"],
+    },
     "knee": {"body_part": ["KNEE", "knee", "Knee"], "text": ["KNEE AP STANDING", "knee 2 views", "XR KNEE BILATERAL"]},
-    "lung": {"body_part": ["CHEST", "THORAX", "LUNG", "chest"], "text": ["POCUS LUNG", "lung ultrasound", "US CHEST PLEURA"]},
+    "lung": {
+        "body_part": ["CHEST", "THORAX", "LUNG", "chest"],
+        "text": ["POCUS LUNG", "lung ultrasound", "US CHEST PLEURA"],
+    },
 }
 #: anatomy -> AnatomicRegionSequence (code value, scheme, meaning)
 _REGION_CODES: dict[str, tuple[str, str, str]] = {
@@ -82,16 +91,27 @@ class ProxySettings:
     def quick(cls) -> "ProxySettings":
         """The reduced version CI runs: every stage, tiny budget."""
         return cls(
-            image_size=32, pretrain_epochs=1, pretrain_batch=32, pretrain_seeds=2, repeats=1, bench_epochs=1, subsample=60,
+            image_size=32,
+            pretrain_epochs=1,
+            pretrain_batch=32,
+            pretrain_seeds=2,
+            repeats=1,
+            bench_epochs=1,
+            subsample=60,
             datasets=("breast",),
-        )  # fmt: skip
+        )
 
 
 def _messy_header(rng: np.random.Generator, anatomy: str, modality: str) -> dict[str, object]:
     """Choose how this image's anatomy is written: the mix of a real multi-vendor export."""
     spell = _POOL_ANATOMY_SPELLINGS[anatomy]
     roll = rng.random()
-    header: dict[str, object] = {"body_part": None, "series_description": None, "protocol_name": None, "anatomic_region": None}
+    header: dict[str, object] = {
+        "body_part": None,
+        "series_description": None,
+        "protocol_name": None,
+        "anatomic_region": None,
+    }
     if roll < 0.45:
         header["body_part"] = str(rng.choice(spell["body_part"]))
         header["series_description"] = str(rng.choice(["SERIES 1", "Routine", "2D", "AP"]))
@@ -109,7 +129,9 @@ def _messy_header(rng: np.random.Generator, anatomy: str, modality: str) -> dict
     return header
 
 
-def wrap_pool_as_export(data_dir: str | Path, out_dir: str | Path, *, seed: int = 0, no_anatomy_share: float = 0.0) -> pd.DataFrame:
+def wrap_pool_as_export(
+    data_dir: str | Path, out_dir: str | Path, *, seed: int = 0, no_anatomy_share: float = 0.0
+) -> pd.DataFrame:
     """Write every pool PNG of ``data_dir`` (``shared/data``) as DICOM under ``out_dir``.
 
     ``no_anatomy_share``: the share of images (drawn with ``seed``) whose headers name no anatomy at
@@ -161,7 +183,9 @@ def wrap_pool_as_export(data_dir: str | Path, out_dir: str | Path, *, seed: int 
                     instance_number=i % 4 + 1,
                     **header,
                 )
-            rows.append({"path": str(target), "modality": modality, "anatomy": anatomy, "anatomy_in_header": not hidden})
+            rows.append(
+                {"path": str(target), "modality": modality, "anatomy": anatomy, "anatomy_in_header": not hidden}
+            )
     return pd.DataFrame(rows)
 
 
@@ -188,7 +212,11 @@ def copy_real_ct(out_dir: str | Path) -> int:
 
 
 #: pretraining method -> shipped config (one recipe: they differ only in the loss and its target)
-RECIPES = {"modan-mulsupcon": "pretrain_modan.yaml", "simclr": "pretrain_simclr.yaml", "supervised": "pretrain_supervised.yaml"}
+RECIPES = {
+    "modan-mulsupcon": "pretrain_modan.yaml",
+    "simclr": "pretrain_simclr.yaml",
+    "supervised": "pretrain_supervised.yaml",
+}
 
 
 def budget_overrides(s: ProxySettings, seed: int) -> list[str]:
@@ -197,11 +225,17 @@ def budget_overrides(s: ProxySettings, seed: int) -> list[str]:
     epochs = s.pretrain_epochs
     milestones = sorted({m for m in (round(0.7 * epochs), round(0.8 * epochs), round(0.9 * epochs)) if 0 < m < epochs})
     return [
-        f"train.epochs={epochs}", f"train.batch_size={s.pretrain_batch}", f"data.size={s.image_size}",
-        f"model.stem={s.stem}", f"seed={seed}", "data.workers=0", "train.log_every=1",
-        f"schedule.warmup_epochs={min(3.0, 0.003 * epochs):g}", f"schedule.milestones=[{', '.join(map(str, milestones))}]",
+        f"train.epochs={epochs}",
+        f"train.batch_size={s.pretrain_batch}",
+        f"data.size={s.image_size}",
+        f"model.stem={s.stem}",
+        f"seed={seed}",
+        "data.workers=0",
+        "train.log_every=1",
+        f"schedule.warmup_epochs={min(3.0, 0.003 * epochs):g}",
+        f"schedule.milestones=[{', '.join(map(str, milestones))}]",
         f"labels.unknown_anatomy={s.unknown_anatomy}",
-    ]  # fmt: skip
+    ]
 
 
 def write_pretrain_seed_tables(tree: Path, out_dir: Path, *, reference: str) -> Path:
@@ -230,6 +264,8 @@ def write_pretrain_seed_tables(tree: Path, out_dir: Path, *, reference: str) -> 
     path = out_dir / "pretrain_seeds.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
 def anatomy_agreement(truth: pd.DataFrame, index_frame: pd.DataFrame) -> float:
     """Share of the written pool images (``truth``: ``path, anatomy``) that the index labelled with
     their true anatomy and some modality. Paths are compared as real absolute paths, so a relative
@@ -243,7 +279,9 @@ def anatomy_agreement(truth: pd.DataFrame, index_frame: pd.DataFrame) -> float:
     return float(((found["anatomy"] == found["anatomy_label"]) & found["modality_label"].notna()).mean())
 
 
-def run_proxy_study(data_dir: str | Path, out_dir: str | Path, *, settings: ProxySettings | None = None, console: Console | None = None) -> Path:
+def run_proxy_study(
+    data_dir: str | Path, out_dir: str | Path, *, settings: ProxySettings | None = None, console: Console | None = None
+) -> Path:
     """Run the whole proxy study into ``out_dir``; returns the report folder. Re-running resumes."""
     import json
 
@@ -260,7 +298,9 @@ def run_proxy_study(data_dir: str | Path, out_dir: str | Path, *, settings: Prox
     console = console or Console()
     data_dir, out = Path(data_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "settings.json").write_text(json.dumps({k: v for k, v in asdict(s).items() if k != "stage_seconds"}, indent=2, default=list))
+    (out / "settings.json").write_text(
+        json.dumps({k: v for k, v in asdict(s).items() if k != "stage_seconds"}, indent=2, default=list)
+    )
 
     def timed(name: str, fn):
         console.rule(f"[bold]{name}")
@@ -270,7 +310,10 @@ def run_proxy_study(data_dir: str | Path, out_dir: str | Path, *, settings: Prox
         return result
 
     export = out / "export"
-    truth = timed("wrap pool as DICOM", lambda: wrap_pool_as_export(data_dir, export / "pool", seed=s.seed, no_anatomy_share=s.no_anatomy_share))
+    truth = timed(
+        "wrap pool as DICOM",
+        lambda: wrap_pool_as_export(data_dir, export / "pool", seed=s.seed, no_anatomy_share=s.no_anatomy_share),
+    )
     timed("copy real CT", lambda: copy_real_ct(export / "ct"))
     index = timed("index", lambda: build_index(export, out / "index", workers=s.workers, salt_file=out / "salt"))
     frame = index.tables.frame
@@ -279,7 +322,9 @@ def run_proxy_study(data_dir: str | Path, out_dir: str | Path, *, settings: Prox
         f"{len(frame)} images indexed; anatomy recovered from the messy headers for {agree:.1%} of the pool images that name it"
         + (f"; {int((~truth['anatomy_in_header']).sum())} written without any anatomy" if s.no_anatomy_share else "")
     )
-    n_cached = timed("cache", lambda: cache_index_once(out / "index", out / "cache", size=s.image_size, workers=s.workers))
+    n_cached = timed(
+        "cache", lambda: cache_index_once(out / "index", out / "cache", size=s.image_size, workers=s.workers)
+    )
     console.print(f"{n_cached} cached images")
 
     unknown = sorted(set(s.methods) - set(RECIPES))
@@ -293,7 +338,10 @@ def run_proxy_study(data_dir: str | Path, out_dir: str | Path, *, settings: Prox
             cfg = load_config(config_path(recipe), overrides=budget_overrides(s, s.seed + k))
             done = (run / "encoder.pt").exists() and not (run / "checkpoints" / "last.pt").exists()
             if not done:
-                timed(f"pretrain {name} seed {s.seed + k}", lambda: pretrain(cfg, out / "cache", run, resume=(run / "checkpoints" / "last.pt").exists()))
+                timed(
+                    f"pretrain {name} seed {s.seed + k}",
+                    lambda: pretrain(cfg, out / "cache", run, resume=(run / "checkpoints" / "last.pt").exists()),
+                )
             encoders[f"{name}.ps{s.seed + k}"] = run / "encoder.pt"
     reference = f"{s.methods[0]}.ps{s.seed}"
 
@@ -304,26 +352,42 @@ def run_proxy_study(data_dir: str | Path, out_dir: str | Path, *, settings: Prox
     tree.mkdir(exist_ok=True)
     dataset_dirs = {"breast": data_dir / "busi", "thyroid": data_dir / "ddti"}
     bench_config = load_benchmark_config(
-        repeats=s.repeats, regimes=list(s.regimes), epochs=s.bench_epochs, batch_size=s.bench_batch, image_size=s.image_size,
-        seed=s.seed, scratch_stem=s.stem, subsample=s.subsample or None,
+        repeats=s.repeats,
+        regimes=list(s.regimes),
+        epochs=s.bench_epochs,
+        batch_size=s.bench_batch,
+        image_size=s.image_size,
+        seed=s.seed,
+        scratch_stem=s.stem,
+        subsample=s.subsample or None,
     )
     for dataset in s.datasets:
         bench_dir = out / f"bench_{dataset}"
         timed(
             f"benchmark {dataset}",
             lambda: run_benchmark(
-                dataset=dataset, data_dir=dataset_dirs[dataset], inits=inits, out_dir=bench_dir, config=bench_config,
-                reference=reference, report=False, imagenet_weights=s.imagenet_weights,
+                dataset=dataset,
+                data_dir=dataset_dirs[dataset],
+                inits=inits,
+                out_dir=bench_dir,
+                config=bench_config,
+                reference=reference,
+                report=False,
+                imagenet_weights=s.imagenet_weights,
                 notify=lambda kind, text: console.print(text, style="dim" if kind == "note" else None, markup=False),
             ),
         )
         link = tree / dataset
         if not link.exists():
             link.symlink_to((bench_dir / dataset).resolve(), target_is_directory=True)
-    first = {name: path for name, path in encoders.items() if name.endswith(f".ps{s.seed}")}  # UMAP of one run per method
+    first = {
+        name: path for name, path in encoders.items() if name.endswith(f".ps{s.seed}")
+    }  # UMAP of one run per method
     report = timed(
         "report",
-        lambda: build_report(tree, reference=reference, out_dir=out / "report", embeddings=embed_cache(out / "cache", first)),
+        lambda: build_report(
+            tree, reference=reference, out_dir=out / "report", embeddings=embed_cache(out / "cache", first)
+        ),
     )
     seeds = write_pretrain_seed_tables(tree, Path(report), reference=s.methods[0])
     console.print(f"pretraining-seed statistics: {seeds}")

@@ -78,13 +78,20 @@ def _results_table(rows: list[dict[str, Any]] | None) -> list[str]:
     head = "| dataset | regime | method | mean AUC | std | repeats |" + (" 95% CI |" if has_ci else "")
     lines = [head, "|---|---|---|---:|---:|---:|" + ("---|" if has_ci else "")]
     for row in rows:
-        line = (f"| {row['dataset']} | {row['regime']} | {row['method']} | {_number(row['mean_auc'])} | "
-                f"{_number(row['std_auc'])} | {int(row['n_repeats'])} |")  # fmt: skip
+        line = (
+            f"| {row['dataset']} | {row['regime']} | {row['method']} | {_number(row['mean_auc'])} | "
+            f"{_number(row['std_auc'])} | {int(row['n_repeats'])} |"
+        )
         if has_ci:
             low, high = _number(row["ci_low"], 3), _number(row["ci_high"], 3)
             line += f" {low}–{high} |" if low != "–" else " – |"
         lines.append(line)
-    return [*lines, "", "AUC = mean over repeats of the mean fold AUC of the paper's k-fold protocol (`modan-pacs benchmark`).", ""]
+    return [
+        *lines,
+        "",
+        "AUC = mean over repeats of the mean fold AUC of the paper's k-fold protocol (`modan-pacs benchmark`).",
+        "",
+    ]
 
 
 def _recipe(config: dict[str, Any] | None, meta: dict[str, Any]) -> list[str]:
@@ -112,11 +119,11 @@ def _loading(meta: dict[str, Any], files: list[str]) -> list[str]:
     lines = [
         "```python",
         "import modan_pacs, torch",
-        "encoder = modan_pacs.load_encoder(\"THIS_FOLDER\")          # nn.Module, eval mode, .meta = metadata",
+        'encoder = modan_pacs.load_encoder("THIS_FOLDER")          # nn.Module, eval mode, .meta = metadata',
         f"features = encoder(torch.rand(8, 1, {size}, {size}))      # (8, 512); input float in [0, 1]",
         "",
         "# torch alone (no modan-pacs):",
-        "program = torch.export.load(\"THIS_FOLDER/encoder.pt2\").module()",
+        'program = torch.export.load("THIS_FOLDER/encoder.pt2").module()',
         f"features = program(torch.rand(8, 1, {size}, {size}))",
         "```",
         "",
@@ -129,11 +136,11 @@ def _loading(meta: dict[str, Any], files: list[str]) -> list[str]:
             "```python",
             "from safetensors.torch import load_file",
             "import timm, torch, torchvision",
-            "m = timm.create_model(\"resnet18\", in_chans=1, num_classes=0, pretrained=False)",
-            "m.load_state_dict(load_file(\"model.safetensors\"))              # keys are identical",
+            'm = timm.create_model("resnet18", in_chans=1, num_classes=0, pretrained=False)',
+            'm.load_state_dict(load_file("model.safetensors"))              # keys are identical',
             "",
             "t = torchvision.models.resnet18(); t.fc = torch.nn.Identity()",
-            f"t.load_state_dict(load_file(\"{TORCHVISION_RGB_NAME}\"))",
+            f't.load_state_dict(load_file("{TORCHVISION_RGB_NAME}"))',
             "features = t.eval()(x.expand(-1, 3, -1, -1))                    # grey image on 3 channels",
             "```",
             "",
@@ -153,8 +160,9 @@ def _loading(meta: dict[str, Any], files: list[str]) -> list[str]:
     return lines
 
 
-
-def render_model_card(meta: dict[str, Any], *, files: list[str], report_rows: list[dict[str, Any]] | None = None) -> str:
+def render_model_card(
+    meta: dict[str, Any], *, files: list[str], report_rows: list[dict[str, Any]] | None = None
+) -> str:
     """Markdown model card: front matter, model, training data by label, method, recipe, downstream
     results, intended use and limits, how to load, files."""
     method = meta.get("method") or {}
@@ -206,7 +214,8 @@ def render_model_card(meta: dict[str, Any], *, files: list[str], report_rows: li
         *[f"- `{name}`" for name in files],
         "",
         f"Written by modan-pacs {version.get('package', 'unknown')}"
-        + (f" (commit {commit[:12]}{', with uncommitted changes' if version.get('dirty') else ''})" if commit else "") + ".",
+        + (f" (commit {commit[:12]}{', with uncommitted changes' if version.get('dirty') else ''})" if commit else "")
+        + ".",
         "",
     ]
     if meta.get("note"):

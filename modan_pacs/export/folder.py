@@ -59,8 +59,12 @@ def find_encoder(path: str | Path) -> tuple[str, Path]:
         if (path / "encoder.pt").is_file():
             return "file", path / "encoder.pt"
         if (path / "checkpoints" / "last.pt").is_file():
-            raise InputError(f"{path}: no encoder.pt yet (an unfinished run?); load {path / 'checkpoints' / 'last.pt'} explicitly")
-        raise InputError(f"{path}: neither a run folder (encoder.pt) nor an export folder ({WEIGHTS_NAME} + {CONFIG_NAME})")
+            raise InputError(
+                f"{path}: no encoder.pt yet (an unfinished run?); load {path / 'checkpoints' / 'last.pt'} explicitly"
+            )
+        raise InputError(
+            f"{path}: neither a run folder (encoder.pt) nor an export folder ({WEIGHTS_NAME} + {CONFIG_NAME})"
+        )
     raise InputError(f"{path}: no such encoder file or folder")
 
 
@@ -101,11 +105,17 @@ def encoder_from_state(state: dict[str, Any], meta: dict[str, Any], *, source: s
         raise InputError(f"{source}: {exc}") from None
     stem = meta.get("stem") or inferred
     if stem not in STEMS or STEMS[stem][0] != STEMS[inferred][0]:
-        raise InputError(f"{source}: stem {stem!r} does not fit its {STEMS[inferred][0]}x{STEMS[inferred][0]} first convolution")
+        raise InputError(
+            f"{source}: stem {stem!r} does not fit its {STEMS[inferred][0]}x{STEMS[inferred][0]} first convolution"
+        )
     model = build_encoder(stem)
-    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=False)
+    missing, unexpected = model.load_state_dict(
+        {k: v for k, v in state.items() if not k.startswith("fc.")}, strict=False
+    )
     if missing or unexpected:
-        raise InputError(f"{source}: not a ResNet-18 encoder (missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+        raise InputError(
+            f"{source}: not a ResNet-18 encoder (missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
+        )
     return model
 
 
@@ -152,7 +162,9 @@ def _load_program(path: Path):
     try:
         module = torch.export.load(path, extra_files=extra).module()
     except Exception as exc:  # torch.export raises many types for a foreign or truncated file
-        raise InputError(f"{path}: not a torch.export program ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
+        raise InputError(
+            f"{path}: not a torch.export program ({exc.__class__.__name__}: {str(exc).splitlines()[0]})"
+        ) from None
     module.meta = json.loads(extra[META_FILE_IN_PROGRAM]) if extra[META_FILE_IN_PROGRAM] else {}
     return module
 
@@ -248,12 +260,19 @@ def _export_program(model, meta: dict[str, Any], path: Path) -> None:
     try:
         program = torch.export.export(model, (example,), dynamic_shapes={"x": dims})
     except Exception as exc:  # torch.export raises many types; the message is what matters
-        raise InputError(f"torch.export failed for this encoder ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
+        raise InputError(
+            f"torch.export failed for this encoder ({exc.__class__.__name__}: {str(exc).splitlines()[0]})"
+        ) from None
     torch.export.save(program, path, extra_files={META_FILE_IN_PROGRAM: json.dumps(meta)})
 
 
 def export_encoder(
-    run: str | Path, out_dir: str | Path, *, report: str | Path | None = None, program: bool = True, monai_bundle: bool = False
+    run: str | Path,
+    out_dir: str | Path,
+    *,
+    report: str | Path | None = None,
+    program: bool = True,
+    monai_bundle: bool = False,
 ) -> ExportResult:
     """Write an export folder (see the module docstring) for a run folder or an ``encoder.pt``.
 

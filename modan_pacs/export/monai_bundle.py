@@ -44,18 +44,30 @@ def bundle_metadata(meta: dict[str, Any]) -> dict[str, Any]:
         "network_data_format": {
             "inputs": {
                 "image": {
-                    "type": "image", "format": "magnitude", "modality": "multi", "num_channels": 1,
-                    "spatial_shape": [size, size], "dtype": "float32", "value_range": [0, 1],
-                    "is_patch_data": False, "channel_def": {"0": "image"},
+                    "type": "image",
+                    "format": "magnitude",
+                    "modality": "multi",
+                    "num_channels": 1,
+                    "spatial_shape": [size, size],
+                    "dtype": "float32",
+                    "value_range": [0, 1],
+                    "is_patch_data": False,
+                    "channel_def": {"0": "image"},
                 }
             },
             "outputs": {
                 "pred": {
-                    "type": "feature", "format": "embedding", "num_channels": int(meta.get("feature_dim", 512)),
-                    "spatial_shape": [], "dtype": "float32", "value_range": [], "is_patch_data": False, "channel_def": {},
+                    "type": "feature",
+                    "format": "embedding",
+                    "num_channels": int(meta.get("feature_dim", 512)),
+                    "spatial_shape": [],
+                    "dtype": "float32",
+                    "value_range": [],
+                    "is_patch_data": False,
+                    "channel_def": {},
                 }
             },
-        },  # fmt: skip
+        },
         "modan_pacs": meta,
     }
 
@@ -91,8 +103,12 @@ def write_monai_bundle(out_dir: Path, state: dict[str, Any], meta: dict[str, Any
     root = Path(out_dir) / BUNDLE_DIR
     for sub in ("configs", "models", "docs"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    files = [root / "configs" / "metadata.json", root / "configs" / "inference.json", root / "models" / "model.pt",
-             root / "docs" / "README.md"]  # fmt: skip
+    files = [
+        root / "configs" / "metadata.json",
+        root / "configs" / "inference.json",
+        root / "models" / "model.pt",
+        root / "docs" / "README.md",
+    ]
     files[0].write_text(json.dumps(bundle_metadata(meta), indent=2) + "\n")
     files[1].write_text(json.dumps(bundle_inference_config(meta["stem"]), indent=2) + "\n")
     torch.save(state, files[2])

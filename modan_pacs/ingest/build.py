@@ -156,7 +156,9 @@ def _chunker(walk: _Walk, size: int, state: Path, stamp: int) -> Callable[[], tu
     return next_chunk
 
 
-def _read_here(next_chunk, salt: bytes, file_timeout: float | None, wrote: Callable[[pa.Table], None]) -> list[pa.Table]:
+def _read_here(
+    next_chunk, salt: bytes, file_timeout: float | None, wrote: Callable[[pa.Table], None]
+) -> list[pa.Table]:
     """Read every chunk in this process; returns this run's part tables (kept for the merge)."""
     tables = []
     while (item := next_chunk()) is not None:
@@ -166,8 +168,9 @@ def _read_here(next_chunk, salt: bytes, file_timeout: float | None, wrote: Calla
     return tables
 
 
-def _read_in_pool(next_chunk, n_workers: int, salt: bytes, file_timeout: float | None,
-                  wrote: Callable[[pa.Table], None]) -> list[pa.Table]:
+def _read_in_pool(
+    next_chunk, n_workers: int, salt: bytes, file_timeout: float | None, wrote: Callable[[pa.Table], None]
+) -> list[pa.Table]:
     """Read every chunk in ``n_workers`` reading processes; this process writes the parts."""
     tables = []
     with ReaderPool(n_workers, salt, file_timeout=file_timeout) as pool:
@@ -191,7 +194,9 @@ def _auto_chunk(n_todo: int, workers: int) -> int:
     return max(8, min(500, math.ceil(n_todo / max(1, workers * 8))))
 
 
-def _check_options(path, out_dir, workers: int | None, chunk_size: int, file_timeout: float | None) -> tuple[Path, Path, int, bool]:
+def _check_options(
+    path, out_dir, workers: int | None, chunk_size: int, file_timeout: float | None
+) -> tuple[Path, Path, int, bool]:
     """``(root, absolute out, workers, in_process)`` after checking the options of :func:`build_index`."""
     root = Path(path).expanduser()
     if not root.exists():
@@ -243,7 +248,11 @@ def _error_table(bad: pd.DataFrame, walk_errors: list, dicomdirs: list) -> pd.Da
     import pandas as pd
 
     columns = ["path", "reason", "detail"]
-    missing = [{"path": m, "reason": "missing_referenced_file", "detail": f"referenced by {d}"} for d in dicomdirs for m in dicomdir_missing_files(d)]
+    missing = [
+        {"path": m, "reason": "missing_referenced_file", "detail": f"referenced by {d}"}
+        for d in dicomdirs
+        for m in dicomdir_missing_files(d)
+    ]
     return pd.concat(
         [
             pd.DataFrame({"path": bad["path"], "reason": bad["error"], "detail": bad["error_detail"]}),
@@ -336,6 +345,12 @@ def build_index(
         reasons = errors["reason"].value_counts().to_dict()
         raise InputError(f"no DICOM image found under {root} ({len(walked)} files; not indexed: {reasons or 'none'})")
     tables = write_index(good, out, vocab, errors)
-    return IndexReport(tables=tables, out_dir=out, n_files=len(walked), n_read=len(todo),
-                       n_unchanged=n_unchanged, seconds=time.perf_counter() - start,
-                       read_seconds=read_seconds)
+    return IndexReport(
+        tables=tables,
+        out_dir=out,
+        n_files=len(walked),
+        n_read=len(todo),
+        n_unchanged=n_unchanged,
+        seconds=time.perf_counter() - start,
+        read_seconds=read_seconds,
+    )

@@ -83,8 +83,15 @@ _STRING_FIELDS = {
 _INT_FIELDS = {"Rows": "rows", "Columns": "columns", "NumberOfFrames": "number_of_frames", "BitsStored": "bits_stored"}
 # Only these tags are parsed; PatientID is read to be hashed and never stored.
 HEADER_TAGS = sorted(
-    {*_STRING_FIELDS, *_INT_FIELDS, "SpecificCharacterSet", "PatientID", "AnatomicRegionSequence",
-     "ImageLaterality", "Laterality"}
+    {
+        *_STRING_FIELDS,
+        *_INT_FIELDS,
+        "SpecificCharacterSet",
+        "PatientID",
+        "AnatomicRegionSequence",
+        "ImageLaterality",
+        "Laterality",
+    }
 )
 
 _PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
@@ -326,8 +333,10 @@ def _check_extent(scan: _Scan) -> None:
     for tag, raw in scan.elems.items():  # a wanted value cut short by the end of the file
         tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
         if tell is not None and length not in (None, 0xFFFFFFFF) and tell + length > size:
-            raise _Reject("truncated", f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) needs "
-                                       f"{tell + length} bytes, file has {size}")
+            raise _Reject(
+                "truncated",
+                f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) needs {tell + length} bytes, file has {size}",
+            )
 
 
 def _check_pixels(fh, block: bytes, scan: _Scan, rec: dict[str, Any]) -> None:
@@ -525,8 +534,9 @@ def _inflate(fh, start: int) -> bytes:
     try:
         body = inflater.decompress(fh.read(), _MAX_INFLATED)
     except zlib.error as exc:
-        raise _Reject("truncated" if "incomplete" in str(exc) else "corrupt_header",
-                      f"deflated dataset cannot be inflated: {exc}") from None
+        raise _Reject(
+            "truncated" if "incomplete" in str(exc) else "corrupt_header", f"deflated dataset cannot be inflated: {exc}"
+        ) from None
     if inflater.unconsumed_tail:
         raise _Reject("corrupt_header", f"deflated dataset inflates to more than {_MAX_INFLATED >> 20} MiB")
     if not inflater.eof:
@@ -665,7 +675,7 @@ class _Values:
             vr = getattr(raw, "VR", None)
             if vr in _US_VRS or (vr is None and len(value) in (2, 4) and tag in _tables()[3]):
                 fmt = ("<" if self.little else ">") + ("H" if len(value) == 2 else "I")
-                return struct.unpack(fmt, value[:struct.calcsize(fmt)])[0]
+                return struct.unpack(fmt, value[: struct.calcsize(fmt)])[0]
             text = value.decode("ascii", "replace").strip("\x00 ").strip()
             return int(float(text)) if text else None
         converted = self.dataset()[tag].value
@@ -730,8 +740,9 @@ def _raise_timeout(signum, frame) -> None:
     raise ReadTimeout
 
 
-def read_rows(paths: list[str], salt: bytes, *, file_timeout: float | None = None, progress=None,
-              slot: int = 0) -> list[tuple]:
+def read_rows(
+    paths: list[str], salt: bytes, *, file_timeout: float | None = None, progress=None, slot: int = 0
+) -> list[tuple]:
     """:func:`read_header` of each path as a tuple in :data:`PART_SCHEMA` column order (what a worker
     process sends back: tuples pickle smaller than dicts).
 
@@ -750,8 +761,12 @@ def read_rows(paths: list[str], salt: bytes, *, file_timeout: float | None = Non
     import warnings
 
     names = _PART_NAMES
-    alarm = (file_timeout is not None and file_timeout > 0 and hasattr(signal, "setitimer")
-             and threading.current_thread() is threading.main_thread())
+    alarm = (
+        file_timeout is not None
+        and file_timeout > 0
+        and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+    )
     rows = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -807,14 +822,17 @@ def rows_table(rows: list[tuple]) -> pa.Table:
             kept.append(row)
         except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
             path = row[_PART_NAMES.index("path")]
-            kept.append(error_row(str(path), "corrupt_header", f"a header value cannot be stored: {type(exc).__name__}: {exc}"))
+            kept.append(
+                error_row(str(path), "corrupt_header", f"a header value cannot be stored: {type(exc).__name__}: {exc}")
+            )
     return _table(kept)
 
 
 def _table(rows: list[tuple]) -> pa.Table:
     columns = list(zip(*rows)) if rows else [()] * len(PART_SCHEMA)
-    return pa.Table.from_arrays([pa.array(col, type=f.type) for col, f in zip(columns, PART_SCHEMA)],
-                                schema=PART_SCHEMA)
+    return pa.Table.from_arrays(
+        [pa.array(col, type=f.type) for col, f in zip(columns, PART_SCHEMA)], schema=PART_SCHEMA
+    )
 
 
 def raw_frame(records: list[dict[str, Any]]):

@@ -23,8 +23,15 @@ from modan_pacs.labels import Vocabulary, label_frame
 LABEL_COLUMNS = ["modality_label", "anatomy_label", "anatomy_source"]
 INDEX_COLUMNS = [*RAW_COLUMNS, *LABEL_COLUMNS]
 ERROR_COLUMNS = ["path", "reason", "detail"]
-INDEX_FILES = ("index.parquet", "labels.npy", "vocabulary.yaml", "errors.parquet", "series.parquet",
-               "label_summary.csv", "unmapped.csv")
+INDEX_FILES = (
+    "index.parquet",
+    "labels.npy",
+    "vocabulary.yaml",
+    "errors.parquet",
+    "series.parquet",
+    "label_summary.csv",
+    "unmapped.csv",
+)
 DROPPED_FILE = "dropped.parquet"  # rows left out by unknown_anatomy: drop (kept so relabel can restore them)
 _INDEX_SCHEMA = pa.schema([*RAW_COLUMNS.items(), *[(c, pa.string()) for c in LABEL_COLUMNS]])
 
@@ -61,9 +68,7 @@ def _normalise_raw(frame: pd.DataFrame) -> pd.DataFrame:
     """The raw columns in contract order and types; refuses unknown columns (PHI guard)."""
     unknown = [c for c in frame.columns if c not in RAW_COLUMNS and c not in LABEL_COLUMNS]
     if unknown:
-        raise InputError(
-            f"write_index got columns {unknown} that are not index fields; allowed: {list(RAW_COLUMNS)}"
-        )
+        raise InputError(f"write_index got columns {unknown} that are not index fields; allowed: {list(RAW_COLUMNS)}")
     if "sop_instance_uid" not in frame.columns:
         raise InputError("write_index needs a sop_instance_uid column")
     n = len(frame)
@@ -72,8 +77,11 @@ def _normalise_raw(frame: pd.DataFrame) -> pd.DataFrame:
         if column not in frame.columns:
             values = pd.Series([None] * n, dtype=object)
             columns[column] = (
-                pd.array([None] * n, dtype="Int32" if dtype == pa.int32() else "Int64") if pa.types.is_integer(dtype)
-                else pd.array([None] * n, dtype="Float64") if pa.types.is_floating(dtype) else values
+                pd.array([None] * n, dtype="Int32" if dtype == pa.int32() else "Int64")
+                if pa.types.is_integer(dtype)
+                else pd.array([None] * n, dtype="Float64")
+                if pa.types.is_floating(dtype)
+                else values
             )
             continue
         series = frame[column]
@@ -86,7 +94,9 @@ def _normalise_raw(frame: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(columns, index=range(n))
     missing_uid = out["sop_instance_uid"].isna()
     if missing_uid.any():
-        raise InputError(f"write_index: {int(missing_uid.sum())} rows have no sop_instance_uid (first row {int(missing_uid.idxmax())})")
+        raise InputError(
+            f"write_index: {int(missing_uid.sum())} rows have no sop_instance_uid (first row {int(missing_uid.idxmax())})"
+        )
     return out
 
 
@@ -94,7 +104,9 @@ def _integer_column(series: pd.Series, dtype: str) -> pd.array:
     """Nullable integers; numeric columns (Parquet parts) in one conversion, anything else value by value."""
     if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
         try:
-            return pd.array(series.to_numpy(dtype="float64", na_value=np.nan) if series.dtype.kind == "f" else series, dtype=dtype)
+            return pd.array(
+                series.to_numpy(dtype="float64", na_value=np.nan) if series.dtype.kind == "f" else series, dtype=dtype
+            )
         except (TypeError, ValueError):  # e.g. a non-whole float, which int() truncates below
             series = series.astype(object)
     return pd.array([None if is_missing(v) else int(v) for v in series.to_numpy(dtype=object)], dtype=dtype)
@@ -136,8 +148,19 @@ def _clean_text(values) -> list:
 
 
 def _series_table(frame: pd.DataFrame) -> pd.DataFrame:
-    columns = ["series_instance_uid", "study_instance_uid", "patient_hash", "modality", "body_part_examined",
-               "series_description", "modality_label", "anatomy_label", "anatomy_source", "n_instances", "n_frames"]
+    columns = [
+        "series_instance_uid",
+        "study_instance_uid",
+        "patient_hash",
+        "modality",
+        "body_part_examined",
+        "series_description",
+        "modality_label",
+        "anatomy_label",
+        "anatomy_source",
+        "n_instances",
+        "n_frames",
+    ]
     if frame.empty:
         return pd.DataFrame(columns=columns)
     work = frame.assign(
@@ -158,7 +181,9 @@ def _label_summary(frame: pd.DataFrame) -> pd.DataFrame:
         anatomy_label=frame["anatomy_label"].fillna("unknown"),
     )
     grouped = work.groupby(["modality_label", "anatomy_label"], sort=True)
-    return pd.DataFrame({"n_instances": grouped.size(), "n_series": grouped["series_instance_uid"].nunique()}).reset_index()
+    return pd.DataFrame(
+        {"n_instances": grouped.size(), "n_series": grouped["series_instance_uid"].nunique()}
+    ).reset_index()
 
 
 def _unmapped(frame: pd.DataFrame) -> pd.DataFrame:
@@ -172,10 +197,16 @@ def _unmapped(frame: pd.DataFrame) -> pd.DataFrame:
     parts.append(pd.DataFrame({"field": "body_part_examined", "raw_value": bp["body_part_examined"]}))
     undecided = frame["anatomy_source"].isin(["description", "unknown"])
     region = frame[undecided & (frame["anatomic_region_code"].notna() | frame["anatomic_region_meaning"].notna())]
-    parts.append(pd.DataFrame({
-        "field": "anatomic_region",
-        "raw_value": region["anatomic_region_code"].fillna("") + " " + region["anatomic_region_meaning"].fillna(""),
-    }))
+    parts.append(
+        pd.DataFrame(
+            {
+                "field": "anatomic_region",
+                "raw_value": region["anatomic_region_code"].fillna("")
+                + " "
+                + region["anatomic_region_meaning"].fillna(""),
+            }
+        )
+    )
     unknown = frame[frame["anatomy_source"] == "unknown"]
     for column in ("series_description", "protocol_name", "study_description"):
         vals = unknown[column].dropna()
@@ -185,7 +216,9 @@ def _unmapped(frame: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["field", "raw_value", "count"])
     allv["raw_value"] = allv["raw_value"].astype(str).str.strip()
     counts = allv.groupby(["field", "raw_value"], sort=False).size().rename("count").reset_index()
-    return counts.sort_values(["count", "field", "raw_value"], ascending=[False, True, True], kind="stable").reset_index(drop=True)
+    return counts.sort_values(
+        ["count", "field", "raw_value"], ascending=[False, True, True], kind="stable"
+    ).reset_index(drop=True)
 
 
 def _errors_frame(errors: pd.DataFrame | None) -> pd.DataFrame:
@@ -194,11 +227,13 @@ def _errors_frame(errors: pd.DataFrame | None) -> pd.DataFrame:
     missing = [c for c in ("path", "reason") if c not in errors.columns]
     if missing:
         raise InputError(f"errors frame lacks columns {missing} (has {list(errors.columns)})")
-    out = pd.DataFrame({
-        "path": errors["path"].astype(object),
-        "reason": errors["reason"].astype(object),
-        "detail": errors["detail"].astype(object) if "detail" in errors.columns else None,
-    })
+    out = pd.DataFrame(
+        {
+            "path": errors["path"].astype(object),
+            "reason": errors["reason"].astype(object),
+            "detail": errors["detail"].astype(object) if "detail" in errors.columns else None,
+        }
+    )
     return out.reset_index(drop=True)
 
 
@@ -239,11 +274,19 @@ def write_index(
         first_of = raw.loc[~dup].set_index("sop_instance_uid")
         first_where = first_of["path"].fillna(first_of["location"]).to_dict()
         dups = raw.loc[dup]
-        err = pd.concat([err, pd.DataFrame({
-            "path": dups["path"].fillna(dups["location"]).to_numpy(dtype=object),
-            "reason": "duplicate_sop_instance",
-            "detail": [f"same SOPInstanceUID as {first_where.get(u)}" for u in dups["sop_instance_uid"]],
-        })], ignore_index=True)
+        err = pd.concat(
+            [
+                err,
+                pd.DataFrame(
+                    {
+                        "path": dups["path"].fillna(dups["location"]).to_numpy(dtype=object),
+                        "reason": "duplicate_sop_instance",
+                        "detail": [f"same SOPInstanceUID as {first_where.get(u)}" for u in dups["sop_instance_uid"]],
+                    }
+                ),
+            ],
+            ignore_index=True,
+        )
         raw = raw.loc[~dup].reset_index(drop=True)
 
     labelled = label_frame(raw, vocabulary)

@@ -23,7 +23,9 @@ def _is_own_log(entry: os.DirEntry) -> bool:
         return False
 
 
-def iter_files(root: Path, *, exclude: tuple[Path, ...] = ()) -> Iterator[tuple[str, int, float] | tuple[str, None, tuple[str, str]]]:
+def iter_files(
+    root: Path, *, exclude: tuple[Path, ...] = ()
+) -> Iterator[tuple[str, int, float] | tuple[str, None, tuple[str, str]]]:
     """Yield ``(path, size, mtime)`` for each regular file under ``root`` (sorted, depth first).
 
     What cannot be indexed yields ``(path, None, (reason, detail))`` so the caller can record it as
@@ -94,8 +96,15 @@ def _what_is_it(entry: os.DirEntry) -> tuple[str, str] | None:
         mode = target.st_mode
     else:
         mode = entry.stat(follow_symlinks=False).st_mode
-    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+    kind = (
+        "a FIFO"
+        if stat.S_ISFIFO(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "not a regular file"
+    )
     return "special_file", f"{kind}, not read"
 
 

@@ -91,8 +91,9 @@ class ReaderPool:
             (default :data:`KILL_GRACE`).
     """
 
-    def __init__(self, workers: int, salt: bytes, *, file_timeout: float | None = 60.0,
-                 kill_grace: float | None = None) -> None:
+    def __init__(
+        self, workers: int, salt: bytes, *, file_timeout: float | None = 60.0, kill_grace: float | None = None
+    ) -> None:
         import multiprocessing
 
         import pydicom.filereader  # noqa: F401 - once here, inherited by forked workers
@@ -206,8 +207,12 @@ class ReaderPool:
             worker.process.kill()
             worker.process.join()
             still = self._progress[2 * worker.slot + 1] == started  # not moved on just before the kill
-            self._lost(worker, "timeout", f"no header after {self._kill_after:g} s; its reading process was "
-                                          "stopped", blame=still)
+            self._lost(
+                worker,
+                "timeout",
+                f"no header after {self._kill_after:g} s; its reading process was stopped",
+                blame=still,
+            )
 
     def _lost(self, worker: _Worker, reason: str, detail: str, *, blame: bool = True) -> None:
         """``worker`` is dead: settle the file it held, hand the rest of its list out again, replace it."""
@@ -220,8 +225,10 @@ class ReaderPool:
         else:
             job.unattributed_deaths += 1
             if job.unattributed_deaths >= _MAX_UNATTRIBUTED_DEATHS:
-                raise RuntimeError(f"header-reading processes died {job.unattributed_deaths} times before reading "
-                                   f"a file ({detail}); is the machine out of memory or processes?")
+                raise RuntimeError(
+                    f"header-reading processes died {job.unattributed_deaths} times before reading "
+                    f"a file ({detail}); is the machine out of memory or processes?"
+                )
         if job.paths:
             self._queue.appendleft(job)
         else:

@@ -53,11 +53,19 @@ def label_frame(frame: pd.DataFrame, vocabulary: Vocabulary) -> pd.DataFrame:
     """
     out = frame.copy()
     cols = {c: _clean_column(out, c) for c in RAW_LABEL_INPUTS}
-    out["modality_label"] = pd.Series(_map_unique(cols["modality"], vocabulary.map_modality), index=out.index, dtype=object)
+    out["modality_label"] = pd.Series(
+        _map_unique(cols["modality"], vocabulary.map_modality), index=out.index, dtype=object
+    )
     memo: dict[tuple, tuple[str | None, str]] = {}
     anatomy, source = [], []
-    for key in zip(cols["body_part_examined"], cols["anatomic_region_code"], cols["anatomic_region_meaning"],
-                   cols["series_description"], cols["protocol_name"], cols["study_description"]):
+    for key in zip(
+        cols["body_part_examined"],
+        cols["anatomic_region_code"],
+        cols["anatomic_region_meaning"],
+        cols["series_description"],
+        cols["protocol_name"],
+        cols["study_description"],
+    ):
         hit = memo.get(key)
         if hit is None:
             hit = vocabulary.map_anatomy(body_part=key[0], region_code=key[1], region_meaning=key[2], texts=key[3:])
@@ -71,5 +79,7 @@ def label_frame(frame: pd.DataFrame, vocabulary: Vocabulary) -> pd.DataFrame:
             continue
         column = vocabulary.extra_column(group)
         raw = _clean_column(out, column)
-        out[f"{group}_label"] = pd.Series(_map_unique(raw, lambda v, g=group: vocabulary.map_extra(g, v)), index=out.index, dtype=object)
+        out[f"{group}_label"] = pd.Series(
+            _map_unique(raw, lambda v, g=group: vocabulary.map_extra(g, v)), index=out.index, dtype=object
+        )
     return out

@@ -154,11 +154,15 @@ class VocabularyModel(_Strict):
         for a in self.anatomies:
             for broader in a.refines:
                 if broader not in names or broader == a.name:
-                    raise ValueError(f"anatomy {a.name!r} refines {broader!r}, which is not another anatomy of the vocabulary")
+                    raise ValueError(
+                        f"anatomy {a.name!r} refines {broader!r}, which is not another anatomy of the vocabulary"
+                    )
         for m in self.multi_regions:
             for part in m.anatomies:
                 if part not in names:
-                    raise ValueError(f"multi_regions {m.name!r} names {part!r}, which is not an anatomy of the vocabulary")
+                    raise ValueError(
+                        f"multi_regions {m.name!r} names {part!r}, which is not an anatomy of the vocabulary"
+                    )
 
 
 def _one_owner(what: str, items: Iterable[tuple[str, str, str]]) -> None:
@@ -209,7 +213,11 @@ class Vocabulary:
         # (pattern, anatomy, keyword length): the longest keyword found in a text wins.
         self._keywords = [
             (_keyword_pattern(k), a.name, len(k.rstrip("*"))) for a in model.anatomies for k in a.keywords
-        ] + [(_keyword_pattern(k), self._multi[m.name], len(k.rstrip("*"))) for m in model.multi_regions for k in m.keywords]
+        ] + [
+            (_keyword_pattern(k), self._multi[m.name], len(k.rstrip("*")))
+            for m in model.multi_regions
+            for k in m.keywords
+        ]
         self._radimagenet = {r.lower(): a.name for a in model.anatomies for r in a.radimagenet}
         self._extra = {
             name: (g.column, [(_keyword_pattern(k), v.name, len(k)) for v in g.values for k in v.keywords])
@@ -243,7 +251,9 @@ class Vocabulary:
         model = validate_model(VocabularyModel, data, where, what="vocabulary")
         vocab = cls(model, source)
         if stated_order is not None and list(stated_order) != vocab.label_names:
-            raise ConfigError(f"{where}: label_names {stated_order} disagree with the groups, which give {vocab.label_names}")
+            raise ConfigError(
+                f"{where}: label_names {stated_order} disagree with the groups, which give {vocab.label_names}"
+            )
         return vocab
 
     def to_yaml(self) -> str:
@@ -424,7 +434,9 @@ class Vocabulary:
                 for part in str(value).split(MULTI_SEP):  # a multi-region anatomy sets several bits
                     col = index.get(part)
                     if col is None:
-                        raise InputError(f"{column} value {value!r} (row {r}) is not a {group} of the vocabulary: {values}")
+                        raise InputError(
+                            f"{column} value {value!r} (row {r}) is not a {group} of the vocabulary: {values}"
+                        )
                     rows.append(r)
                     cols.append(offset + col)
             out[np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)] = 1

@@ -87,7 +87,9 @@ def weighted_contrastive_loss(
             cols = halves[1 - half]
             across = off if half == 0 else off.T  # (rows*V, cols*V)
             lse = torch.logaddexp(lse, torch.logsumexp(across, dim=1))
-            per_other = _sum_views(across.view(n_rows, n_views, cols.stop - cols.start, n_views), dim=3)  # (rows, V, cols)
+            per_other = _sum_views(
+                across.view(n_rows, n_views, cols.stop - cols.start, n_views), dim=3
+            )  # (rows, V, cols)
             total = total + (per_other * weights[rows, cols][:, None, :]).sum(dim=2).reshape(-1)
         row_sum.append(total)
         row_lse.append(lse)
@@ -104,14 +106,18 @@ def weighted_contrastive_loss(
     return per_anchor[has_positive].mean()
 
 
-def _similarity_blocks(z: torch.Tensor, split: int, temperature: float) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+def _similarity_blocks(
+    z: torch.Tensor, split: int, temperature: float
+) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     """Blocks of the symmetric similarity matrix ``s = z z^T / T``, rows of ``z`` split at ``split``:
     ``([s_11, s_22], s_12)`` (the lower-left block is ``s_12`` transposed), or ``([s], None)`` when
     ``split`` covers every row."""
     first, second = z[:split], z[split:]
     if second.shape[0] == 0:
         return [(first @ first.T).div_(temperature)], None
-    return [(first @ first.T).div_(temperature), (second @ second.T).div_(temperature)], (first @ second.T).div_(temperature)
+    return [(first @ first.T).div_(temperature), (second @ second.T).div_(temperature)], (first @ second.T).div_(
+        temperature
+    )
 
 
 def _sum_views(blocks: torch.Tensor, dim: int) -> torch.Tensor:

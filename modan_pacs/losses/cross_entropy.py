@@ -39,7 +39,9 @@ class CrossEntropyLoss(nn.Module):
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """``logits (N, C)``, ``targets (N,)`` int64 -> scalar (float32)."""
         if logits.ndim != 2 or targets.ndim != 1 or logits.shape[0] != targets.shape[0]:
-            raise ValueError(f"expected logits (N, C) and targets (N,), got {tuple(logits.shape)} and {tuple(targets.shape)}")
+            raise ValueError(
+                f"expected logits (N, C) and targets (N,), got {tuple(logits.shape)} and {tuple(targets.shape)}"
+            )
         valid = targets != IGNORE_INDEX
         if not bool(valid.any()):
             return logits.float().sum() * 0.0

@@ -79,7 +79,9 @@ def multilabel_supcon_loss(
 
 def check_temperature(temperature: float) -> None:
     if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
-        raise ValueError(f"temperature must be a positive number (paper: 0.07 for MulSupCon, 0.1 for SimCLR), got {temperature!r}")
+        raise ValueError(
+            f"temperature must be a positive number (paper: 0.07 for MulSupCon, 0.1 for SimCLR), got {temperature!r}"
+        )
 
 
 def check_threshold(threshold: float) -> None:

@@ -37,7 +37,9 @@ def build_loss(name: str, **params: object) -> nn.Module:
         ConfigError: unknown loss name, unknown parameter for that loss, or a value out of range.
     """
     if name not in LOSSES:
-        raise ConfigError(f"loss.name {name!r} is unknown; {_suggest(name, list(LOSSES))}choose one of {sorted(LOSSES)}")
+        raise ConfigError(
+            f"loss.name {name!r} is unknown; {_suggest(name, list(LOSSES))}choose one of {sorted(LOSSES)}"
+        )
     cls = LOSSES[name]
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     for key in params:

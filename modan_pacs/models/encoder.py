@@ -135,7 +135,9 @@ def load_encoder(path: str | Path, stem: str | None = None) -> nn.Module:
     inferred = stem_of_state_dict(state)
     chosen = stem or meta.get("stem") or run_stem or inferred
     if chosen not in STEMS or STEMS[chosen][0] != STEMS[inferred][0]:
-        raise InputError(f"{path}: stem {chosen!r} does not fit its {STEMS[inferred][0]}x{STEMS[inferred][0]} first convolution")
+        raise InputError(
+            f"{path}: stem {chosen!r} does not fit its {STEMS[inferred][0]}x{STEMS[inferred][0]} first convolution"
+        )
     model = build_encoder(chosen)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     missing, unexpected = model.load_state_dict(state, strict=False)

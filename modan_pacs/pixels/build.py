@@ -64,7 +64,14 @@ from modan_pacs.pixels.screen import (
 )
 from modan_pacs.pixels.windows import DEFAULT_CT_WINDOWS, CtWindows, load_ct_windows
 
-__all__ = ["CacheSettings", "CacheBuildResult", "build_cache", "build_cache_from_index", "plan_index_units", "plan_record_units"]
+__all__ = [
+    "CacheSettings",
+    "CacheBuildResult",
+    "build_cache",
+    "build_cache_from_index",
+    "plan_index_units",
+    "plan_record_units",
+]
 
 VOLUME_MODALITIES = ("CT", "MR", "PT", "NM")
 
@@ -116,13 +123,19 @@ class CacheSettings(BaseModel):
         if self.ct_window not in ("anatomy", "header"):
             raise InputError(f"--ct-window must be anatomy or header; got {self.ct_window!r}")
         if self.secondary_capture not in SECONDARY_CAPTURE_POLICIES:
-            raise InputError(f"--secondary-capture must be one of {', '.join(SECONDARY_CAPTURE_POLICIES)}; got {self.secondary_capture!r}")
+            raise InputError(
+                f"--secondary-capture must be one of {', '.join(SECONDARY_CAPTURE_POLICIES)}; got {self.secondary_capture!r}"
+            )
         if not 0.0 <= self.min_std < 0.5:
-            raise InputError(f"--min-std must be in [0, 0.5) (std of [0, 1] display values; 0 = off); got {self.min_std}")
+            raise InputError(
+                f"--min-std must be in [0, 0.5) (std of [0, 1] display values; 0 = off); got {self.min_std}"
+            )
         if self.unit_timeout < 0:
             raise InputError(f"--unit-timeout must be >= 0 seconds (0 = no limit); got {self.unit_timeout}")
         if self.pet_nm_window not in MODALITY_WINDOWS:
-            raise InputError(f"--pet-nm-window must be one of {', '.join(MODALITY_WINDOWS)}; got {self.pet_nm_window!r}")
+            raise InputError(
+                f"--pet-nm-window must be one of {', '.join(MODALITY_WINDOWS)}; got {self.pet_nm_window!r}"
+            )
         return self
 
     def outputs(self) -> dict[str, Any]:
@@ -167,7 +180,9 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def error_row(path: str, code: str, reason: str, *, status: str = "error", slice_index: int | None = None) -> dict[str, Any]:
+def error_row(
+    path: str, code: str, reason: str, *, status: str = "error", slice_index: int | None = None
+) -> dict[str, Any]:
     """One ``errors.parquet`` row (``status`` error or excluded; columns in :data:`~modan_pacs.pixels.cache.ERROR_COLUMNS`)."""
     return {"path": str(path), "reason": reason, "status": status, "code": code, "slice_index": slice_index}
 
@@ -239,7 +254,9 @@ def plan_index_units(frame: pd.DataFrame, settings: CacheSettings) -> tuple[list
     return units, errors
 
 
-def plan_record_units(records: pd.DataFrame, settings: CacheSettings, extra_columns: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+def plan_record_units(
+    records: pd.DataFrame, settings: CacheSettings, extra_columns: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
     """Units of generic records (``path, modality_label, anatomy_label`` + ``extra_columns``).
 
     PNG/JPG/... paths are image units; anything else is read as DICOM (a file unit).
@@ -289,7 +306,9 @@ def _crop_ultrasound(frame: np.ndarray, header: Any, settings: CacheSettings, no
     return frame[top:bottom, left:right]
 
 
-def _decode_frames(unit: dict[str, Any], settings: CacheSettings, rejected: list[dict[str, Any]]) -> tuple[np.ndarray, list, list, list[int]]:
+def _decode_frames(
+    unit: dict[str, Any], settings: CacheSettings, rejected: list[dict[str, Any]]
+) -> tuple[np.ndarray, list, list, list[int]]:
     """Display-mapped frames of a unit with their headers, sources and slice indices."""
     if unit["kind"] == "image":
         gray = load_gray(unit["paths"][0]).astype(np.float64) / 255.0
@@ -297,7 +316,10 @@ def _decode_frames(unit: dict[str, Any], settings: CacheSettings, rejected: list
     window = _window_for(unit, settings)
     if unit["kind"] == "series":
         series = read_series(unit["paths"], settings.slices, screen=_screen(settings))
-        rejected += [error_row(path, "missing_instance", f"left out of its series volume: {reason}") for path, reason in series.gaps]
+        rejected += [
+            error_row(path, "missing_instance", f"left out of its series volume: {reason}")
+            for path, reason in series.gaps
+        ]
         rejected += [error_row(path, code, reason, status="excluded") for path, code, reason in series.excluded]
         if not series.chosen:
             return np.zeros((0, 1, 1)), [], [], []
@@ -324,17 +346,35 @@ def decode_unit(unit: dict[str, Any], settings: CacheSettings) -> dict[str, Any]
         display, headers, sources, slice_index = _decode_frames(unit, settings, rejected)
         images, kept_sources, kept_index = [], [], []
         for frame, header, source, index in zip(display, headers, sources, slice_index, strict=True):
-            if settings.pet_nm_window == "suv" and header is not None and str(header.get("Modality", "")).strip().upper() == "PT":
+            if (
+                settings.pet_nm_window == "suv"
+                and header is not None
+                and str(header.get("Modality", "")).strip().upper() == "PT"
+            ):
                 notes["pet_suv" if suv_factor(header) is not None else "pet_without_suv_percentile_window"] += 1
             frame = _crop_ultrasound(frame, header, settings, notes)
             if is_near_constant(frame, settings.min_std):
                 path = unit["paths"][unit["sources"].index(source)] if source in unit["sources"] else unit["paths"][0]
-                rejected.append(error_row(path, "near_constant", f"near-constant image (std {float(np.std(frame)):.4f} < {settings.min_std} of the display range)", status="excluded", slice_index=int(index)))
+                rejected.append(
+                    error_row(
+                        path,
+                        "near_constant",
+                        f"near-constant image (std {float(np.std(frame)):.4f} < {settings.min_std} of the display range)",
+                        status="excluded",
+                        slice_index=int(index),
+                    )
+                )
                 continue
             images.append(to_uint8(fit_square(frame, settings.size, settings.resize)))
             kept_sources.append(source)
             kept_index.append(int(index))
-        return {"images": np.stack(images) if images else empty, "sources": kept_sources, "slice_index": kept_index, "rejected": rejected, "notes": dict(notes)}
+        return {
+            "images": np.stack(images) if images else empty,
+            "sources": kept_sources,
+            "slice_index": kept_index,
+            "rejected": rejected,
+            "notes": dict(notes),
+        }
     except ImageExcluded as exc:
         row = error_row(exc.path, exc.code, exc.reason, status="excluded")
     except PixelDecodeError as exc:
@@ -342,7 +382,11 @@ def decode_unit(unit: dict[str, Any], settings: CacheSettings) -> dict[str, Any]
     except InputError as exc:
         row = error_row(unit["paths"][0], "decode_error", str(exc))
     except Exception as exc:  # per-unit isolation: whatever one file raises is that file's error row
-        row = error_row(unit["paths"][0], "decode_error", f"{unit['paths'][0]}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+        row = error_row(
+            unit["paths"][0],
+            "decode_error",
+            f"{unit['paths'][0]}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}",
+        )
     return {"images": empty, "sources": [], "slice_index": [], "rejected": [*rejected, row], "notes": dict(notes)}
 
 
@@ -356,8 +400,13 @@ def _worker_died(unit: dict[str, Any], settings: CacheSettings, *, timed_out: bo
     else:
         code, what = "worker_died", "the decoding process died on this file (a crash inside a C decoder?)"
     reason = f"{unit['paths'][0]}: {what}; the build went on without it"
-    return {"images": np.zeros((0, settings.size, settings.size), np.uint8), "sources": [], "slice_index": [],
-            "rejected": [error_row(unit["paths"][0], code, reason)], "notes": {}}
+    return {
+        "images": np.zeros((0, settings.size, settings.size), np.uint8),
+        "sources": [],
+        "slice_index": [],
+        "rejected": [error_row(unit["paths"][0], code, reason)],
+        "notes": {},
+    }
 
 
 def _resolve_dicom_counts(units: list[dict[str, Any]], settings: CacheSettings) -> None:
@@ -393,7 +442,9 @@ def _fingerprint(units: list[dict[str, Any]]) -> str:
     return h.hexdigest()
 
 
-def _iter_results(todo: list[int], units: list[dict[str, Any]], settings: CacheSettings, workers: int) -> Iterator[tuple[int, dict[str, Any]]]:
+def _iter_results(
+    todo: list[int], units: list[dict[str, Any]], settings: CacheSettings, workers: int
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(unit, result)`` as units finish (any order). With ``workers > 1`` a pool of processes
     decodes chunks of units; when a process dies, or no chunk finishes for ``unit_timeout`` seconds
     per unit of a chunk (a hang), the pool is replaced (see module docstring)."""
@@ -414,7 +465,11 @@ def _iter_results(todo: list[int], units: list[dict[str, Any]], settings: CacheS
                     while remaining and len(pending) < 2 * workers:
                         ids = remaining.pop(0)
                         pending[pool.submit(_decode_chunk, [units[i] for i in ids], settings)] = ids
-                    finished, _ = wait(pending, timeout=None if stall_after is None else min(5.0, stall_after), return_when=FIRST_COMPLETED)
+                    finished, _ = wait(
+                        pending,
+                        timeout=None if stall_after is None else min(5.0, stall_after),
+                        return_when=FIRST_COMPLETED,
+                    )
                     for future in finished:
                         results = future.result()  # raises BrokenProcessPool while still pending
                         yield from zip(pending.pop(future), results, strict=True)
@@ -435,7 +490,9 @@ def _kill_worker_processes() -> None:
         child.kill()
 
 
-def _isolate(suspects: list[int], units: list[dict[str, Any]], settings: CacheSettings) -> Iterator[tuple[int, dict[str, Any]]]:
+def _isolate(
+    suspects: list[int], units: list[dict[str, Any]], settings: CacheSettings
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """Decode each unit a dead pool held in a process of its own; the one that dies, or runs past
     ``unit_timeout``, is recorded."""
     from concurrent.futures import TimeoutError as FutureTimeout
@@ -502,7 +559,9 @@ def build_cache(
     if state_file.is_file():
         previous = json.loads(state_file.read_text())
         if previous != state:
-            raise InputError(f"{out} holds an unfinished build with other settings or inputs; pass --overwrite to start again")
+            raise InputError(
+                f"{out} holds an unfinished build with other settings or inputs; pass --overwrite to start again"
+            )
         if done_file.is_file():
             for line in done_file.read_text().splitlines():
                 if line.strip():
@@ -512,7 +571,9 @@ def build_cache(
     else:
         state_file.write_text(json.dumps(state))
         done_file.unlink(missing_ok=True)
-        images = np.lib.format.open_memmap(partial / "images.npy", mode="w+", dtype=np.uint8, shape=(max(total_rows, 0), settings.size, settings.size))
+        images = np.lib.format.open_memmap(
+            partial / "images.npy", mode="w+", dtype=np.uint8, shape=(max(total_rows, 0), settings.size, settings.size)
+        )
     n_resumed = len(done)
     todo = [i for i in range(len(units)) if i not in done]
     (partial / "extra").mkdir(exist_ok=True)
@@ -533,7 +594,9 @@ def build_cache(
     return result
 
 
-def _store_result(i: int, result: dict[str, Any], planned: int, images: np.ndarray, offsets: np.ndarray, partial: Path) -> dict[str, Any]:
+def _store_result(
+    i: int, result: dict[str, Any], planned: int, images: np.ndarray, offsets: np.ndarray, partial: Path
+) -> dict[str, Any]:
     """Put a unit's slices in its planned rows (or ``extra/i.npy`` when there are more); its log record."""
     n = len(result["images"])
     extra = n > planned
@@ -541,8 +604,15 @@ def _store_result(i: int, result: dict[str, Any], planned: int, images: np.ndarr
         np.save(partial / "extra" / f"{i}.npy", result["images"])
     elif n:
         images[offsets[i] : offsets[i] + n] = result["images"]
-    return {"unit": i, "n": n, "extra": extra, "sources": list(result["sources"]), "slice_index": [int(v) for v in result["slice_index"]],
-            "rejected": result["rejected"], "notes": result["notes"]}
+    return {
+        "unit": i,
+        "n": n,
+        "extra": extra,
+        "sources": list(result["sources"]),
+        "slice_index": [int(v) for v in result["slice_index"]],
+        "rejected": result["rejected"],
+        "notes": result["notes"],
+    }
 
 
 class _Gathered:
@@ -562,7 +632,9 @@ class _Gathered:
         return out
 
 
-def _finalize(out: Path, units, done, images, offsets, unit_labels, vocabulary, planning_errors, n_resumed) -> CacheBuildResult:
+def _finalize(
+    out: Path, units, done, images, offsets, unit_labels, vocabulary, planning_errors, n_resumed
+) -> CacheBuildResult:
     """Kept rows in plan order -> the cache files, errors.parquet and summary.json."""
     arrays, which, rows, manifest_rows, label_rows = [images], [], [], [], []
     errors = [dict(e) for e in planning_errors]
@@ -593,23 +665,37 @@ def _finalize(out: Path, units, done, images, offsets, unit_labels, vocabulary, 
                     **unit["extra"],
                 }
             )
-    manifest = pd.DataFrame(manifest_rows, columns=None if manifest_rows else ["source", "slice_index", "modality_label", "anatomy_label", "index_row"])
+    manifest = pd.DataFrame(
+        manifest_rows,
+        columns=None if manifest_rows else ["source", "slice_index", "modality_label", "anatomy_label", "index_row"],
+    )
     manifest.insert(0, "cache_row", np.arange(len(manifest), dtype=np.int64))
-    labels = np.asarray(unit_labels, dtype=np.float32)[np.asarray(label_rows, dtype=np.int64)] if label_rows else np.zeros((0, len(vocabulary.label_names)), np.float32)
+    labels = (
+        np.asarray(unit_labels, dtype=np.float32)[np.asarray(label_rows, dtype=np.int64)]
+        if label_rows
+        else np.zeros((0, len(vocabulary.label_names)), np.float32)
+    )
     gathered = _Gathered(arrays, np.asarray(which, dtype=np.int64), np.asarray(rows, dtype=np.int64), images.shape[1])
     write_cache(out, gathered, labels, manifest, vocabulary, errors=errors)
     summary = summarize(errors, notes, n_rows=len(manifest), n_units=len(units))
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     n_excluded = sum(summary["excluded"].values())
-    return CacheBuildResult(out, len(manifest), len(errors) - n_excluded, len(units), n_resumed, n_excluded=n_excluded, summary=summary)
+    return CacheBuildResult(
+        out, len(manifest), len(errors) - n_excluded, len(units), n_resumed, n_excluded=n_excluded, summary=summary
+    )
 
 
 def summarize(errors: list[dict[str, Any]], notes: dict[str, int], *, n_rows: int, n_units: int) -> dict[str, Any]:
     """``summary.json``: rows kept, rows left out by status and code, and the notes' counters."""
     excluded = Counter(e.get("code") or "unknown" for e in errors if e.get("status") == "excluded")
     failed = Counter(e.get("code") or "unknown" for e in errors if e.get("status") != "excluded")
-    return {"images": n_rows, "units": n_units, "excluded": dict(sorted(excluded.items())), "errors": dict(sorted(failed.items())),
-            "notes": dict(sorted(notes.items()))}
+    return {
+        "images": n_rows,
+        "units": n_units,
+        "excluded": dict(sorted(excluded.items())),
+        "errors": dict(sorted(failed.items())),
+        "notes": dict(sorted(notes.items())),
+    }
 
 
 def build_cache_from_index(
@@ -648,12 +734,34 @@ def build_cache_from_index(
         raise DataNotFoundError(f"index folder {index_dir} does not exist (build it with `modan-pacs index`)")
     tables = load_index(index_dir)
     frame, labels, vocab = tables.frame, tables.labels, tables.vocabulary
-    missing = [c for c in ("sop_instance_uid", "series_instance_uid", "modality", "number_of_frames", "path", "modality_label", "anatomy_label") if c not in frame.columns]
+    missing = [
+        c
+        for c in (
+            "sop_instance_uid",
+            "series_instance_uid",
+            "modality",
+            "number_of_frames",
+            "path",
+            "modality_label",
+            "anatomy_label",
+        )
+        if c not in frame.columns
+    ]
     if missing:
         raise InputError(f"{index_dir / 'index.parquet'} lacks columns {missing}")
     settings = (settings or CacheSettings()).with_windows(window_config, vocab.groups.get("anatomy"))
     units, planning_errors = plan_index_units(frame, settings)
-    result = build_cache(units, labels, vocab, out, settings=settings, workers=workers, planning_errors=planning_errors, overwrite=overwrite, progress=progress)
+    result = build_cache(
+        units,
+        labels,
+        vocab,
+        out,
+        settings=settings,
+        workers=workers,
+        planning_errors=planning_errors,
+        overwrite=overwrite,
+        progress=progress,
+    )
     if montage:
         from modan_pacs.pixels.montage import write_montage
 

@@ -103,7 +103,9 @@ def write_errors(path: str | Path, errors: pd.DataFrame | list[dict[str, Any]] |
             frame[column] = pd.Series([None] * len(frame), dtype="object")
     frame = frame[list(ERROR_COLUMNS) + [c for c in frame.columns if c not in ERROR_COLUMNS]]
     frame["status"] = frame["status"].fillna("error")
-    frame["code"] = frame["code"].where(frame["code"].notna(), np.where(frame["status"] == "excluded", "excluded", "decode_error"))
+    frame["code"] = frame["code"].where(
+        frame["code"].notna(), np.where(frame["status"] == "excluded", "excluded", "decode_error")
+    )
     for column in ("path", "reason", "status", "code"):
         frame[column] = frame[column].astype("string")
     frame["slice_index"] = pd.array([None if pd.isna(v) else int(v) for v in frame["slice_index"]], dtype="Int64")
@@ -172,7 +174,9 @@ def load_cache(directory: str | Path, *, mmap: bool = True) -> ImageCache:
         raise DataNotFoundError(f"cache folder {path} does not exist (build it with `modan-pacs cache`)")
     missing = [name for name in CACHE_FILES if not (path / name).is_file()]
     if missing:
-        raise DataNotFoundError(f"cache folder {path} lacks {', '.join(missing)} (an interrupted build? re-run `modan-pacs cache`)")
+        raise DataNotFoundError(
+            f"cache folder {path} lacks {', '.join(missing)} (an interrupted build? re-run `modan-pacs cache`)"
+        )
     from modan_pacs.labels import Vocabulary
 
     images = np.load(path / "images.npy", mmap_mode="r" if mmap else None)

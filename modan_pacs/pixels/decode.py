@@ -186,7 +186,12 @@ def suv_factor(ds) -> float | None:
 
 
 def _display_one(
-    frame: np.ndarray, ds, window: tuple[float, float] | None, is_color: bool, raw: np.ndarray | None, modality_window: str = "percentile"
+    frame: np.ndarray,
+    ds,
+    window: tuple[float, float] | None,
+    is_color: bool,
+    raw: np.ndarray | None,
+    modality_window: str = "percentile",
 ) -> np.ndarray:
     """Map one frame of modality values to ``[0, 1]`` (see module docstring, step 3-4)."""
     bits = int(ds.get("BitsStored", 8) or 8)
@@ -204,7 +209,9 @@ def _display_one(
         out = np.asarray(apply_voi_lut(raw, ds, index=0, prefer_lut=True), dtype=np.float64) / (2**lut_bits - 1)
         out = np.clip(out, 0.0, 1.0)
     elif not is_color and ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
-        out = apply_window(frame, _first(ds.WindowCenter), _first(ds.WindowWidth), str(ds.get("VOILUTFunction", "LINEAR")))
+        out = apply_window(
+            frame, _first(ds.WindowCenter), _first(ds.WindowWidth), str(ds.get("VOILUTFunction", "LINEAR"))
+        )
     elif is_color or (bits <= 8 and "RescaleSlope" not in ds and "ModalityLUTSequence" not in ds):
         out = np.clip(frame / (2**bits - 1), 0.0, 1.0)
     else:
@@ -216,7 +223,10 @@ def _display_one(
 
 
 def display_frames(
-    decoded: DecodedFrames, window: tuple[float, float] | None = None, raw: list | None = None, modality_window: str = "percentile"
+    decoded: DecodedFrames,
+    window: tuple[float, float] | None = None,
+    raw: list | None = None,
+    modality_window: str = "percentile",
 ) -> np.ndarray:
     """``(F, H, W)`` float64 in ``[0, 1]`` from :func:`read_dicom_frames` output.
 
@@ -359,7 +369,9 @@ def mosaic_layout(ds) -> tuple[int, int, int, bool] | None:
         InputError: MOSAIC in Image Type but neither source gives a grid that fits Rows x Columns.
     """
     image_type = ds.get("ImageType")
-    if image_type is None or "MOSAIC" not in [str(v).strip().upper() for v in ([image_type] if isinstance(image_type, str) else image_type)]:
+    if image_type is None or "MOSAIC" not in [
+        str(v).strip().upper() for v in ([image_type] if isinstance(image_type, str) else image_type)
+    ]:
         return None
     rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     n = _csa_number_of_images(ds)
@@ -377,7 +389,9 @@ def mosaic_layout(ds) -> tuple[int, int, int, bool] | None:
     )
 
 
-def split_mosaic(frame: np.ndarray, n_slices: int, tile_rows: int, tile_columns: int, *, drop_empty_tail: bool = True) -> np.ndarray:
+def split_mosaic(
+    frame: np.ndarray, n_slices: int, tile_rows: int, tile_columns: int, *, drop_empty_tail: bool = True
+) -> np.ndarray:
     """``(n, tile_rows, tile_columns)`` slices of a mosaic ``frame``, tiles read row by row.
 
     Slice ``k`` is the tile in grid row ``k // per_row``, column ``k % per_row``
@@ -393,7 +407,9 @@ def split_mosaic(frame: np.ndarray, n_slices: int, tile_rows: int, tile_columns:
     return tiles
 
 
-def _stored_values_with_simpleitk(path: Path, header, n_frames: int, indices: list[int], cause: str) -> list[np.ndarray]:
+def _stored_values_with_simpleitk(
+    path: Path, header, n_frames: int, indices: list[int], cause: str
+) -> list[np.ndarray]:
     """Stored (pre-modality-LUT) values of a grey image decoded by GDCM through SimpleITK.
 
     GDCM applies RescaleSlope / RescaleIntercept; they are undone here so the caller applies the
@@ -454,7 +470,9 @@ def _read_headers(paths: Sequence[str | Path]) -> tuple[list, list[tuple[str, st
             headers.append(pydicom.dcmread(p, stop_before_pixels=True))
         except Exception as exc:  # any parser failure of one file is that file's error
             headers.append(None)
-            gaps.append((str(p), f"not a readable DICOM file ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})"))
+            gaps.append(
+                (str(p), f"not a readable DICOM file ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})")
+            )
     return headers, gaps
 
 
@@ -515,7 +533,11 @@ def read_series(paths: Sequence[str | Path], policy: str, *, screen: Callable | 
     sizes = [(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)) for _, ds in usable]
     if sizes:
         common = max(set(sizes), key=lambda s: (sizes.count(s), s))
-        gaps += [(str(p), f"slice size {size} differs from the series' {common}") for (p, _), size in zip(usable, sizes, strict=True) if size != common]
+        gaps += [
+            (str(p), f"slice size {size} differs from the series' {common}")
+            for (p, _), size in zip(usable, sizes, strict=True)
+            if size != common
+        ]
         usable = [item for item, size in zip(usable, sizes, strict=True) if size == common]
     if not usable:
         if excluded and not gaps:
@@ -543,11 +565,18 @@ def read_series(paths: Sequence[str | Path], policy: str, *, screen: Callable | 
     if not frames:
         raise PixelDecodeError(gaps[-1][0], f"no instance of its series decodes ({gaps[-1][1]})")
     order = np.argsort(indices, kind="stable")
-    decoded = DecodedFrames(np.stack([frames[k] for k in order]), [indices[k] for k in order], [ordered_headers[indices[k]] for k in order], False)
+    decoded = DecodedFrames(
+        np.stack([frames[k] for k in order]),
+        [indices[k] for k in order],
+        [ordered_headers[indices[k]] for k in order],
+        False,
+    )
     return SeriesSlices(decoded, [ordered[indices[k]] for k in order], gaps, excluded)
 
 
-def _decode_nearest(ordered: list[Path], i: int, taken: set[int], failed: set[int], frames: list, gaps: list) -> int | None:
+def _decode_nearest(
+    ordered: list[Path], i: int, taken: set[int], failed: set[int], frames: list, gaps: list
+) -> int | None:
     """Decode instance ``i`` or else its nearest untaken neighbour; append the frame, return its index."""
     for j in sorted(range(len(ordered)), key=lambda k: (abs(k - i), k)):
         if j in failed or j in taken:
@@ -556,7 +585,9 @@ def _decode_nearest(ordered: list[Path], i: int, taken: set[int], failed: set[in
             decoded, _ = read_dicom_frames(ordered[j], [0])
         except Exception as exc:  # any failure of one instance is that instance's gap, never the series'
             failed.add(j)
-            reason = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+            reason = (
+                str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+            )
             gaps.append((str(ordered[j]), reason.removeprefix(f"{ordered[j]}: ")))
             continue
         frames.append(decoded.frames[0])
@@ -573,7 +604,9 @@ def _read_volume(files: list[str]) -> np.ndarray:
     try:
         volume = sitk.GetArrayFromImage(reader.Execute())  # (k, H, W)
     except RuntimeError as exc:
-        raise InputError(f"series of {files[0]}: SimpleITK cannot read it ({' '.join(str(exc).split())[:200]})") from None
+        raise InputError(
+            f"series of {files[0]}: SimpleITK cannot read it ({' '.join(str(exc).split())[:200]})"
+        ) from None
     if volume.ndim == 2:
         volume = volume[None]
     return volume.astype(np.float64)

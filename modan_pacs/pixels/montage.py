@@ -36,7 +36,13 @@ def _sample_excluded(errors: pd.DataFrame, per_code: int) -> pd.DataFrame:
 
 
 def write_montage(
-    cache_dir: str | Path, *, per_pair: int = 6, per_code: int = 2, max_pairs: int = 24, seed: int = 0, out: str | Path | None = None
+    cache_dir: str | Path,
+    *,
+    per_pair: int = 6,
+    per_code: int = 2,
+    max_pairs: int = 24,
+    seed: int = 0,
+    out: str | Path | None = None,
 ) -> Path:
     """Draw ``cache_dir/montage.png`` (or ``out``; see module docstring); returns its path.
 
@@ -53,11 +59,17 @@ def write_montage(
     cache_dir = Path(cache_dir)
     cache = load_cache(cache_dir)
     errors_path = cache_dir / "errors.parquet"
-    errors = pd.read_parquet(errors_path) if errors_path.is_file() else pd.DataFrame(columns=["path", "status", "code", "slice_index"])
+    errors = (
+        pd.read_parquet(errors_path)
+        if errors_path.is_file()
+        else pd.DataFrame(columns=["path", "status", "code", "slice_index"])
+    )
     if "status" not in errors.columns:
         errors = errors.assign(status="error", code="decode_error", slice_index=None)
     manifest = cache.manifest.assign(
-        pair=cache.manifest["modality_label"].fillna("?").astype(str) + " / " + cache.manifest["anatomy_label"].fillna("?").astype(str)
+        pair=cache.manifest["modality_label"].fillna("?").astype(str)
+        + " / "
+        + cache.manifest["anatomy_label"].fillna("?").astype(str)
     )
     counts = manifest["pair"].value_counts()
     pairs = sorted(counts.index)[:max_pairs]
@@ -78,8 +90,15 @@ def write_montage(
         r = len(pairs)
         for c, item in enumerate(excluded.itertuples(index=False)):
             thumb = _excluded_thumbnail(str(item.path), item.slice_index, cache.size)
-            axes[r, c].imshow(thumb if thumb is not None else np.zeros((cache.size, cache.size)), cmap="gray", vmin=0, vmax=1)
-            axes[r, c].set_title(str(item.code) + ("" if thumb is not None else " (no pixels)"), fontsize=7, loc="left", color="firebrick")
+            axes[r, c].imshow(
+                thumb if thumb is not None else np.zeros((cache.size, cache.size)), cmap="gray", vmin=0, vmax=1
+            )
+            axes[r, c].set_title(
+                str(item.code) + ("" if thumb is not None else " (no pixels)"),
+                fontsize=7,
+                loc="left",
+                color="firebrick",
+            )
     if not pairs and not len(excluded):
         axes[0, 0].text(0.5, 0.5, "empty cache", ha="center", va="center")
     n_excluded = int((errors["status"] == "excluded").sum())

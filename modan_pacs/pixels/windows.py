@@ -64,8 +64,12 @@ def load_ct_windows(path: str | Path | None = None, anatomies: list[str] | None 
     for key, value in data.items():
         if anatomies is not None and key not in known:
             hint = did_you_mean(str(key), sorted(known))
-            raise ConfigError(f"{path}: {key!r} is not an anatomy of the vocabulary" + (f"; did you mean {hint!r}?" if hint else ""))
-        if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)):
+            raise ConfigError(
+                f"{path}: {key!r} is not an anatomy of the vocabulary" + (f"; did you mean {hint!r}?" if hint else "")
+            )
+        if not (
+            isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
+        ):
             raise ConfigError(f"{path}: {key}: expected [center, width]; got {value!r}")
         if value[1] < 1:
             raise ConfigError(f"{path}: {key}: window width must be >= 1; got {value[1]}")

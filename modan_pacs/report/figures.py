@@ -55,7 +55,10 @@ def group_styles(n: int, kinds: list[str] | None = None) -> list[tuple[tuple[flo
         return [(tab20(k % 20), kinds[k // 20]) for k in range(n)]
     from matplotlib.colors import hsv_to_rgb
 
-    return [(tuple(hsv_to_rgb((k / n, 0.95 - 0.35 * (k % 2), 0.9 - 0.3 * (k // 2 % 2)))), kinds[k % len(kinds)]) for k in range(n)]
+    return [
+        (tuple(hsv_to_rgb((k / n, 0.95 - 0.35 * (k % 2), 0.9 - 0.3 * (k // 2 % 2)))), kinds[k % len(kinds)])
+        for k in range(n)
+    ]
 
 
 def mean_roc(paths: list[str], grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,8 +95,12 @@ def plot_roc_curves(tables: ProtocolTables, out_dir: Path) -> list[Path]:
             mean, std = mean_roc(paths, grid)
             auc = float(rows[rows["method"] == method]["mean_auc"].iloc[0])
             width = 2.4 if method == tables.reference else 1.4
-            (line,) = ax.plot(grid, mean, lw=width, color=color, ls=linestyle, label=f"{method} (AUC {auc:.3f}, {len(paths)} folds)")
-            ax.fill_between(grid, np.clip(mean - std, 0, 1), np.clip(mean + std, 0, 1), color=line.get_color(), alpha=0.08)
+            (line,) = ax.plot(
+                grid, mean, lw=width, color=color, ls=linestyle, label=f"{method} (AUC {auc:.3f}, {len(paths)} folds)"
+            )
+            ax.fill_between(
+                grid, np.clip(mean - std, 0, 1), np.clip(mean + std, 0, 1), color=line.get_color(), alpha=0.08
+            )
         ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
         ax.set(
             xlabel="false positive rate",
@@ -114,8 +121,12 @@ def plot_roc_curves(tables: ProtocolTables, out_dir: Path) -> list[Path]:
 def repeat_panels(tables: ProtocolTables) -> list[tuple[str, str]]:
     """The (regime, dataset) pairs that have results, regimes then datasets in sorted order."""
     present = set(zip(tables.rows["regime"], tables.rows["dataset"]))
-    return [(r, d) for r in sorted(tables.rows["regime"].unique()) for d in sorted(tables.rows["dataset"].unique())
-            if (r, d) in present]
+    return [
+        (r, d)
+        for r in sorted(tables.rows["regime"].unique())
+        for d in sorted(tables.rows["dataset"].unique())
+        if (r, d) in present
+    ]
 
 
 def plot_repeat_aucs(tables: ProtocolTables, out_dir: Path) -> Path:
@@ -127,7 +138,7 @@ def plot_repeat_aucs(tables: ProtocolTables, out_dir: Path) -> Path:
     n_rows = max(1, -(-len(panels) // n_cols))
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.6 * n_cols, 3.4 * n_rows), squeeze=False)
     flat = [ax for row in axes for ax in row]
-    for ax in flat[len(panels):]:
+    for ax in flat[len(panels) :]:
         ax.set_axis_off()  # (the grid is only incomplete in its last row)
     for ax, (regime, dataset) in zip(flat, panels):
         rows = tables.rows[(tables.rows["dataset"] == dataset) & (tables.rows["regime"] == regime)]
@@ -187,6 +198,12 @@ def plot_embeddings(embeddings: CacheEmbeddings, out_dir: Path, *, seed: int = 0
     UMAP of its features of the cache images, coloured by modality+anatomy."""
     n = len(embeddings.groups)
     return [
-        plot_umap(features, embeddings.groups, title=f"{name}: {n} cache images", path=out_dir / f"umap_{_safe(name)}.png", seed=seed)
+        plot_umap(
+            features,
+            embeddings.groups,
+            title=f"{name}: {n} cache images",
+            path=out_dir / f"umap_{_safe(name)}.png",
+            seed=seed,
+        )
         for name, features in embeddings.features.items()
     ]

@@ -31,9 +31,20 @@ from modan_pacs.errors import InputError
 #: ``p_min_*``: the smallest p the exact test can give with that many pairs (``1/2**n`` one-sided,
 #: ``2/2**n`` two-sided); ``ci_low``/``ci_high``: bootstrap interval of ``mean_auc`` over repeats.
 TABLE_COLUMNS = [
-    "dataset", "regime", "method", "mean_auc", "std_auc", "n_repeats", "p_one_sided", "p_two_sided",
-    "n_paired", "p_min_one_sided", "p_min_two_sided", "ci_low", "ci_high",
-]  # fmt: skip
+    "dataset",
+    "regime",
+    "method",
+    "mean_auc",
+    "std_auc",
+    "n_repeats",
+    "p_one_sided",
+    "p_two_sided",
+    "n_paired",
+    "p_min_one_sided",
+    "p_min_two_sided",
+    "ci_low",
+    "ci_high",
+]
 #: fewest paired repeats for which a p-value is reported (with 1 pair no test is possible)
 MIN_PAIRED_REPEATS = 2
 #: bootstrap of the mean AUC over repeats: confidence level, resamples, seed
@@ -160,7 +171,9 @@ def paired_wilcoxon(reference: np.ndarray, other: np.ndarray) -> tuple[float, fl
     reference = np.asarray(reference, dtype=float)
     other = np.asarray(other, dtype=float)
     if reference.shape != other.shape or reference.size == 0:
-        raise InputError(f"paired Wilcoxon needs two samples of equal, non-zero length (got {reference.size} and {other.size})")
+        raise InputError(
+            f"paired Wilcoxon needs two samples of equal, non-zero length (got {reference.size} and {other.size})"
+        )
     if np.all(reference - other == 0):
         return math.nan, math.nan
     one = wilcoxon(reference, other, alternative="greater", method="exact").pvalue
@@ -177,8 +190,9 @@ def smallest_attainable_p(n_pairs: int) -> tuple[float, float]:
     return one, min(1.0, 2 * one)
 
 
-def bootstrap_mean_ci(values: np.ndarray, *, level: float = CI_LEVEL, n_resamples: int = CI_RESAMPLES,
-                      seed: int = CI_SEED) -> tuple[float, float]:  # fmt: skip
+def bootstrap_mean_ci(
+    values: np.ndarray, *, level: float = CI_LEVEL, n_resamples: int = CI_RESAMPLES, seed: int = CI_SEED
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``values`` (:func:`scipy.stats.bootstrap`).
 
     Over repeat summaries it shows how much the mean AUC moves between training repeats on the
@@ -191,8 +205,14 @@ def bootstrap_mean_ci(values: np.ndarray, *, level: float = CI_LEVEL, n_resample
         return math.nan, math.nan
     if np.all(values == values[0]):
         return float(values[0]), float(values[0])
-    result = bootstrap((values,), np.mean, confidence_level=level, n_resamples=n_resamples, method="percentile",
-                       random_state=np.random.default_rng(seed))  # fmt: skip
+    result = bootstrap(
+        (values,),
+        np.mean,
+        confidence_level=level,
+        n_resamples=n_resamples,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
@@ -208,7 +228,9 @@ def method_order(methods: list[str], reference: str, preferred: list[str] | None
     return ordered + rest
 
 
-def _paired_test(ref: pd.Series, values: pd.Series, where: str, reference: str, notes: list[str]) -> tuple[int, float, float]:
+def _paired_test(
+    ref: pd.Series, values: pd.Series, where: str, reference: str, notes: list[str]
+) -> tuple[int, float, float]:
     """(pairs, one-sided p, two-sided p) of ``values`` against the reference, paired by repeat
     number; p is NaN (with a note) when fewer than :data:`MIN_PAIRED_REPEATS` pairs allow no test."""
     common = ref.index.intersection(values.index)
@@ -264,7 +286,9 @@ def compute_tables(tree: str | Path, *, reference: str, order: list[str] | None 
             if method != reference:
                 n_paired, p_one, p_two = _paired_test(ref, values, f"{dataset}/{regime}/{method}", reference, notes)
             ci_low, ci_high = bootstrap_mean_ci(values.to_numpy())
-            p_min_one, p_min_two = smallest_attainable_p(n_paired) if n_paired >= MIN_PAIRED_REPEATS else (math.nan, math.nan)
+            p_min_one, p_min_two = (
+                smallest_attainable_p(n_paired) if n_paired >= MIN_PAIRED_REPEATS else (math.nan, math.nan)
+            )
             rows.append(
                 {
                     "dataset": dataset,
@@ -315,9 +339,20 @@ def holm_adjust(pvalues) -> np.ndarray:  # noqa: ANN001
 PRETRAIN_SEED_RE = re.compile(r"^(?P<method>.+)\.ps(?P<seed>\d+)$")
 #: columns of :func:`pretrain_seed_table`
 SEED_COLUMNS = [
-    "dataset", "regime", "method", "n_pretrain_runs", "mean_auc", "sd_over_pretraining", "min_run_auc", "max_run_auc",
-    "test", "p_one_sided", "p_two_sided", "p_one_sided_holm", "p_two_sided_holm",
-]  # fmt: skip
+    "dataset",
+    "regime",
+    "method",
+    "n_pretrain_runs",
+    "mean_auc",
+    "sd_over_pretraining",
+    "min_run_auc",
+    "max_run_auc",
+    "test",
+    "p_one_sided",
+    "p_two_sided",
+    "p_one_sided_holm",
+    "p_two_sided_holm",
+]
 
 
 def split_pretrain_seed(method: str) -> tuple[str, int | None]:
@@ -383,12 +418,21 @@ def pretrain_seed_table(repeats: pd.DataFrame, *, reference: str) -> pd.DataFram
         for method in method_order(list(block["method"].unique()), reference):
             values = block[block["method"] == method]["auc"].to_numpy()
             test, p_one, p_two = ("reference", math.nan, math.nan) if method == reference else _run_test(ref, values)
-            rows.append({
-                "dataset": dataset, "regime": regime, "method": method, "n_pretrain_runs": len(values),
-                "mean_auc": float(values.mean()), "sd_over_pretraining": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
-                "min_run_auc": float(values.min()), "max_run_auc": float(values.max()), "test": test,
-                "p_one_sided": p_one, "p_two_sided": p_two,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "regime": regime,
+                    "method": method,
+                    "n_pretrain_runs": len(values),
+                    "mean_auc": float(values.mean()),
+                    "sd_over_pretraining": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
+                    "min_run_auc": float(values.min()),
+                    "max_run_auc": float(values.max()),
+                    "test": test,
+                    "p_one_sided": p_one,
+                    "p_two_sided": p_two,
+                }
+            )
     table = pd.DataFrame(rows)
     table["p_one_sided_holm"] = holm_adjust(table["p_one_sided"])
     table["p_two_sided_holm"] = holm_adjust(table["p_two_sided"])

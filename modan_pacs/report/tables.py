@@ -33,11 +33,15 @@ def write_tables_json(tables: ProtocolTables, path: Path) -> Path:
         "rows": [{k: _number(v) for k, v in row.items()} for row in tables.rows.to_dict(orient="records")],
         "repeat_auc": [
             {k: _number(v) for k, v in row.items()}
-            for row in tables.repeats[["dataset", "regime", "method", "repeat", "auc", "n_folds"]].to_dict(orient="records")
+            for row in tables.repeats[["dataset", "regime", "method", "repeat", "auc", "n_folds"]].to_dict(
+                orient="records"
+            )
         ],
         "fold_auc": [
             {k: _number(v) for k, v in row.items()}
-            for row in tables.folds[["dataset", "regime", "method", "repeat", "fold", "auc", "n"]].to_dict(orient="records")
+            for row in tables.folds[["dataset", "regime", "method", "repeat", "fold", "auc", "n"]].to_dict(
+                orient="records"
+            )
         ],
         "notes": tables.notes,
     }
@@ -58,8 +62,10 @@ def p_value_text(row: pd.Series | dict, *, markdown: bool = True) -> str:
     p1, p2 = row["p_one_sided"], row["p_two_sided"]
     if is_missing(p1):
         return "p n/a: identical repeats"
-    return (f"p {_bold(f'{p1:.4f}', markdown and p1 <= SIGNIFICANCE)} one-sided; "
-            f"{_bold(f'{p2:.4f}', markdown and p2 <= SIGNIFICANCE)} two-sided")  # fmt: skip
+    return (
+        f"p {_bold(f'{p1:.4f}', markdown and p1 <= SIGNIFICANCE)} one-sided; "
+        f"{_bold(f'{p2:.4f}', markdown and p2 <= SIGNIFICANCE)} two-sided"
+    )
 
 
 def _cell(row: pd.Series, best: bool, reference: str) -> str:
@@ -76,8 +82,14 @@ def _attainable_note(block: pd.DataFrame) -> list[str]:
     lines = []
     for n in sorted({int(n) for n in block["n_paired"] if n >= MIN_PAIRED_REPEATS}):
         one, two = smallest_attainable_p(n)
-        reach = "" if two <= SIGNIFICANCE else (" (two-sided cannot reach 0.05)" if one <= SIGNIFICANCE else " (cannot reach 0.05)")
-        lines.append(f"With {n} paired repeats the smallest attainable p is {one:.4g} one-sided, {two:.4g} two-sided{reach}.")
+        reach = (
+            ""
+            if two <= SIGNIFICANCE
+            else (" (two-sided cannot reach 0.05)" if one <= SIGNIFICANCE else " (cannot reach 0.05)")
+        )
+        lines.append(
+            f"With {n} paired repeats the smallest attainable p is {one:.4g} one-sided, {two:.4g} two-sided{reach}."
+        )
     return lines
 
 

@@ -41,11 +41,30 @@ from modan_pacs.errors import InputError
 __all__ = ["SHARE_FILES", "SHARE_MANIFEST_COLUMNS", "ShareReport", "share_dataset", "hashed_uid"]
 
 SHARE_FILES = ("images.npy", "labels.npy", "labels.json", "manifest.parquet", "summary.json", "README.md")
-SHARE_MANIFEST_COLUMNS = ("row", "image_uid", "series_uid", "study_uid", "patient_id", "slice_index", "modality_label", "anatomy_label")
+SHARE_MANIFEST_COLUMNS = (
+    "row",
+    "image_uid",
+    "series_uid",
+    "study_uid",
+    "patient_id",
+    "slice_index",
+    "modality_label",
+    "anatomy_label",
+)
 # index columns whose values must never appear in a share (checked cell by cell before writing)
 _LOCAL_ONLY_COLUMNS = (
-    "sop_instance_uid", "series_instance_uid", "study_instance_uid", "patient_hash", "path", "location",
-    "study_description", "series_description", "protocol_name", "body_part_examined", "anatomic_region_meaning", "manufacturer",
+    "sop_instance_uid",
+    "series_instance_uid",
+    "study_instance_uid",
+    "patient_hash",
+    "path",
+    "location",
+    "study_description",
+    "series_description",
+    "protocol_name",
+    "body_part_examined",
+    "anatomic_region_meaning",
+    "manufacturer",
 )
 
 
@@ -85,17 +104,27 @@ def _check_folders(index_dir: Path, cache_dir: Path, out: Path, overwrite: bool)
         raise InputError(f"--out {out} is not empty; pass --overwrite to replace it")
 
 
-def _shared_manifest(index: pd.DataFrame, manifest: pd.DataFrame, vocabulary, salt: bytes, index_dir: Path, cache_dir: Path) -> pd.DataFrame:
+def _shared_manifest(
+    index: pd.DataFrame, manifest: pd.DataFrame, vocabulary, salt: bytes, index_dir: Path, cache_dir: Path
+) -> pd.DataFrame:
     """The share's manifest (module docstring); refuses a cache that was not built from ``index``."""
     if "index_row" not in manifest.columns:
-        raise InputError(f"cache {cache_dir} has no index_row column: share needs a cache built with `modan-pacs cache --index {index_dir}`")
+        raise InputError(
+            f"cache {cache_dir} has no index_row column: share needs a cache built with `modan-pacs cache --index {index_dir}`"
+        )
     rows = manifest["index_row"].to_numpy(dtype=np.int64)
     if len(rows) and (rows.min() < 0 or rows.max() >= len(index)):
-        raise InputError(f"cache {cache_dir} points at index rows up to {int(rows.max())}, but {index_dir} has {len(index)}")
+        raise InputError(
+            f"cache {cache_dir} points at index rows up to {int(rows.max())}, but {index_dir} has {len(index)}"
+        )
     picked = index.iloc[rows].reset_index(drop=True)
-    mismatch = np.flatnonzero(picked["sop_instance_uid"].astype(str).to_numpy() != manifest["source"].astype(str).to_numpy())
+    mismatch = np.flatnonzero(
+        picked["sop_instance_uid"].astype(str).to_numpy() != manifest["source"].astype(str).to_numpy()
+    )
     if len(mismatch):
-        raise InputError(f"cache {cache_dir} was not built from index {index_dir} (cache row {int(mismatch[0])} names another instance)")
+        raise InputError(
+            f"cache {cache_dir} was not built from index {index_dir} (cache row {int(mismatch[0])} names another instance)"
+        )
     for column, group in (("modality_label", "modality"), ("anatomy_label", "anatomy")):
         odd = sorted({str(v) for v in manifest[column].dropna()} - set(vocabulary.groups.get(group, [])))
         if odd:
@@ -137,8 +166,8 @@ def _readme(summary: dict, label_names: list[str], size: int) -> str:
     screened = ", ".join(f"{code} {n}" for code, n in excluded.items()) or "none"
     return f"""# A shared image set (modan-pacs share)
 
-{summary['images']} images ({size} x {size} pixels, 8-bit grey) of {summary['patients']} patients,
-{summary['studies']} studies and {summary['series']} series, with modality and anatomy labels.
+{summary["images"]} images ({size} x {size} pixels, 8-bit grey) of {summary["patients"]} patients,
+{summary["studies"]} studies and {summary["series"]} series, with modality and anatomy labels.
 
 De-identified after DICOM PS3.15 Annex E, Basic Application Level Confidentiality Profile with the
 Clean Descriptors Option. Clean Pixel Data is not claimed (see "Pixels").
@@ -150,7 +179,7 @@ Clean Descriptors Option. Clean Pixel Data is not claimed (see "Pixels").
 | `images.npy` | `(N, {size}, {size}) uint8` images, row i = manifest row i |
 | `labels.npy` | `(N, K) float32` multi-hot labels; columns = `labels.json` `label_names` |
 | `labels.json` | the label names and their groups (modality, anatomy) |
-| `manifest.parquet` | `{', '.join(SHARE_MANIFEST_COLUMNS)}` |
+| `manifest.parquet` | `{", ".join(SHARE_MANIFEST_COLUMNS)}` |
 | `summary.json` | these counts |
 
 ## Removed
@@ -186,7 +215,14 @@ Labels: {len(label_names)} columns.
 """
 
 
-def share_dataset(*, index_dir: str | Path, cache_dir: str | Path, out: str | Path, salt_file: str | Path | None = None, overwrite: bool = False) -> ShareReport:
+def share_dataset(
+    *,
+    index_dir: str | Path,
+    cache_dir: str | Path,
+    out: str | Path,
+    salt_file: str | Path | None = None,
+    overwrite: bool = False,
+) -> ShareReport:
     """Write the shareable folder ``out`` from a local index and its cache (module docstring).
 
     Args:
@@ -234,10 +270,15 @@ def share_dataset(*, index_dir: str | Path, cache_dir: str | Path, out: str | Pa
         del images
         np.save(tmp / "labels.npy", cache.labels.astype(np.float32))
         groups = {k: list(v) for k, v in cache.vocabulary.groups.items()}
-        (tmp / "labels.json").write_text(json.dumps({"label_names": list(cache.vocabulary.label_names), "groups": groups}, indent=2) + "\n", encoding="utf-8")
+        (tmp / "labels.json").write_text(
+            json.dumps({"label_names": list(cache.vocabulary.label_names), "groups": groups}, indent=2) + "\n",
+            encoding="utf-8",
+        )
         shared.to_parquet(tmp / "manifest.parquet", index=False)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        (tmp / "README.md").write_text(_readme(summary, list(cache.vocabulary.label_names), cache.size), encoding="utf-8")
+        (tmp / "README.md").write_text(
+            _readme(summary, list(cache.vocabulary.label_names), cache.size), encoding="utf-8"
+        )
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

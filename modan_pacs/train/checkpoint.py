@@ -24,7 +24,13 @@ def capture_rng() -> dict[str, Any]:
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     state: dict[str, Any] = {
         "python": [py_version, list(py_state), py_gauss],
-        "numpy": [np_name, torch.from_numpy(np.asarray(np_keys, dtype=np.int64)), int(np_pos), int(np_has_gauss), float(np_gauss)],
+        "numpy": [
+            np_name,
+            torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+            int(np_pos),
+            int(np_has_gauss),
+            float(np_gauss),
+        ],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -61,7 +67,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise InputError(f"{path}: unreadable checkpoint ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
+        raise InputError(
+            f"{path}: unreadable checkpoint ({exc.__class__.__name__}: {str(exc).splitlines()[0]})"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_VERSION or "model" not in ckpt:
         raise InputError(f"{path}: not a modan-pacs pretraining checkpoint (format {FORMAT_VERSION})")
     return ckpt
@@ -88,7 +96,9 @@ def _git(*args: str) -> str | None:
     if not (REPO_ROOT / ".git").exists():
         return None
     try:
-        done = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10, check=False)
+        done = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
@@ -160,5 +170,10 @@ def encoder_file(state: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[s
     """The content of a self-describing ``encoder.pt`` (read by :func:`modan_pacs.models.load_encoder`);
     ``config`` repeats ``meta["config"]`` at the top level, where training checkpoints keep theirs."""
     meta = copy_plain(meta)
-    return {"format": ENCODER_FORMAT, "format_version": ENCODER_FORMAT_VERSION, "encoder": state, "meta": meta,
-            "config": meta.get("config")}  # fmt: skip
+    return {
+        "format": ENCODER_FORMAT,
+        "format_version": ENCODER_FORMAT_VERSION,
+        "encoder": state,
+        "meta": meta,
+        "config": meta.get("config"),
+    }

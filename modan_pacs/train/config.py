@@ -155,7 +155,9 @@ class PretrainConfig(_Section):
         if self.loss.name in CONTRASTIVE and has_target:
             raise ValueError(f"supervised.* is only used with loss 'cross_entropy', not {self.loss.name!r}")
         if self.loss.name not in CONTRASTIVE and not has_target:
-            raise ValueError("loss 'cross_entropy' needs a target: set supervised.label_group (e.g. anatomy) or supervised.column")
+            raise ValueError(
+                "loss 'cross_entropy' needs a target: set supervised.label_group (e.g. anatomy) or supervised.column"
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -174,7 +176,9 @@ def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: value is not a YAML scalar or list ({str(exc).splitlines()[0]})") from None
+            raise ConfigError(
+                f"override {item!r}: value is not a YAML scalar or list ({str(exc).splitlines()[0]})"
+            ) from None
         parts = key.strip().split(".")
         node = nested
         for part in parts[:-1]:
@@ -262,7 +266,9 @@ def read_config_file(path: str | Path | None) -> tuple[Path, dict[str, Any]]:
     return path, read_yaml_mapping(path, what="config")
 
 
-def resolve_config(data: dict[str, Any] | None = None, overrides: list[str] | None = None, source: str = "config") -> PretrainConfig:
+def resolve_config(
+    data: dict[str, Any] | None = None, overrides: list[str] | None = None, source: str = "config"
+) -> PretrainConfig:
     """Validate ``data`` (a YAML mapping) with ``overrides`` applied on top."""
     merged = _merge(data or {}, parse_overrides(overrides))
     try:

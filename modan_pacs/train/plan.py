@@ -39,7 +39,12 @@ class PretrainPlan:
 
 
 def plan_pretrain(
-    config: str | Path | None, overrides: list[str] | None, data_dir: str | Path, out_dir: str | Path, *, resume: bool = False
+    config: str | Path | None,
+    overrides: list[str] | None,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
 ) -> PretrainPlan:
     """Resolve the config and read the cache's shape, as :func:`modan_pacs.train.pretrain` would, and stop.
 
@@ -68,22 +73,35 @@ def plan_pretrain(
         start_epoch = int(load_checkpoint(ckpt_path)["epoch"])
         notes.append(f"resuming {ckpt_path} at epoch {start_epoch}")
     elif ckpt_path.exists():
-        raise InputError(f"{out_dir} already holds a run ({ckpt_path}); pass --resume to continue it or choose another --out")
+        raise InputError(
+            f"{out_dir} already holds a run ({ckpt_path}); pass --resume to continue it or choose another --out"
+        )
     cache = load_cache(data_dir)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if len(cache) == 0:
         raise InputError(f"cache {data_dir} holds no images: nothing to pretrain on")
     if len(cache) < cfg.train.batch_size:
-        raise InputError(f"cache {data_dir} has {len(cache)} images, fewer than one batch (train.batch_size={cfg.train.batch_size})")
+        raise InputError(
+            f"cache {data_dir} has {len(cache)} images, fewer than one batch (train.batch_size={cfg.train.batch_size})"
+        )
     if cfg.train.batch_size % world:
         raise InputError(f"train.batch_size {cfg.train.batch_size} (global) is not divisible by the {world} processes")
     per_process = cfg.train.batch_size // world
     steps = (len(cache) // world) // per_process  # the loader drops the last incomplete batch
     counts = np.asarray(cache.labels).sum(axis=0).round().astype(int)
     return PretrainPlan(
-        config=cfg, config_file=config_file, sources=sources, values=values, data_dir=data_dir, n_images=len(cache),
-        image_side=int(cache.images.shape[-1]), label_counts={n: int(c) for n, c in zip(cache.vocabulary.label_names, counts) if c},
-        out_dir=out_dir, world_size=world, per_process_batch=per_process, steps_per_epoch=steps, start_epoch=start_epoch,
+        config=cfg,
+        config_file=config_file,
+        sources=sources,
+        values=values,
+        data_dir=data_dir,
+        n_images=len(cache),
+        image_side=int(cache.images.shape[-1]),
+        label_counts={n: int(c) for n, c in zip(cache.vocabulary.label_names, counts) if c},
+        out_dir=out_dir,
+        world_size=world,
+        per_process_batch=per_process,
+        steps_per_epoch=steps,
+        start_epoch=start_epoch,
         notes=notes,
-    )  # fmt: skip
-
+    )

@@ -215,7 +215,9 @@ def batch_loss(
     are stacked to ``(B, 2, D)``, gathered to ``(W*B, 2, D)`` with the labels ``(W*B, K)``.
     Supervised: ``view1`` only; logits and ``targets[index]`` are gathered.
     """
-    out = model_outputs(model, batch, device=device, contrastive=contrastive, amp_dtype=amp_dtype, channels_last=channels_last)
+    out = model_outputs(
+        model, batch, device=device, contrastive=contrastive, amp_dtype=amp_dtype, channels_last=channels_last
+    )
     return outputs_loss(loss_fn, out, batch, device=device, contrastive=contrastive, targets=targets)
 
 
@@ -308,16 +310,22 @@ def build_training(cfg: PretrainConfig, data_dir: Path, env: DistEnv, *, start_e
 
     device = _device(cfg, env)
     if cfg.train.batch_size % env.world_size:
-        raise ConfigError(f"train.batch_size {cfg.train.batch_size} (global) is not divisible by the {env.world_size} processes")
+        raise ConfigError(
+            f"train.batch_size {cfg.train.batch_size} (global) is not divisible by the {env.world_size} processes"
+        )
     if env.distributed and cfg.model.sync_batchnorm and device.type != "cuda":
-        raise ConfigError("model.sync_batchnorm needs CUDA (torch's SyncBatchNorm does not run on CPU tensors); set it false for a CPU run")
+        raise ConfigError(
+            "model.sync_batchnorm needs CUDA (torch's SyncBatchNorm does not run on CPU tensors); set it false for a CPU run"
+        )
     per_rank = cfg.train.batch_size // env.world_size
     _seed_everything(cfg.seed)
     cache = _load_cache(data_dir, cfg.train.batch_size, env.world_size)
     if cfg.labels.unknown_anatomy == "drop":
         cache = drop_unknown_anatomy(cache, cfg.labels.anatomy_group)
         if len(cache) < cfg.train.batch_size:
-            raise InputError(f"cache {data_dir}: {len(cache)} images of known anatomy, fewer than one batch ({cfg.train.batch_size})")
+            raise InputError(
+                f"cache {data_dir}: {len(cache)} images of known anatomy, fewer than one batch ({cfg.train.batch_size})"
+            )
     contrastive = cfg.loss.name in CONTRASTIVE
     targets, n_classes = (None, None) if contrastive else _supervised_targets(cfg, cache, data_dir)
 
@@ -327,11 +335,24 @@ def build_training(cfg: PretrainConfig, data_dir: Path, env: DistEnv, *, start_e
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     channels_last = _channels_last(cfg, device)
     model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
-    arch = {"stem": cfg.model.stem, "head": cfg.model.head, "loss": cfg.loss.name, "n_classes": n_classes, "n_labels": int(cache.labels.shape[1])}
+    arch = {
+        "stem": cfg.model.stem,
+        "head": cfg.model.head,
+        "loss": cfg.loss.name,
+        "n_classes": n_classes,
+        "n_labels": int(cache.labels.shape[1]),
+    }
 
     loader = build_pretrain_loader(
-        cache, batch_size=per_rank, size=cfg.data.size, workers=cfg.data.workers, seed=cfg.seed,
-        epoch_seed=start_epoch, distributed=env.distributed, view_dtype=cfg.data.view_dtype, augment_on=cfg.data.augment_on,
+        cache,
+        batch_size=per_rank,
+        size=cfg.data.size,
+        workers=cfg.data.workers,
+        seed=cfg.seed,
+        epoch_seed=start_epoch,
+        distributed=env.distributed,
+        view_dtype=cfg.data.view_dtype,
+        augment_on=cfg.data.augment_on,
     )
     if len(loader) == 0:
         raise InputError(f"cache {data_dir}: no full batch of {per_rank} images per process")
@@ -339,19 +360,34 @@ def build_training(cfg: PretrainConfig, data_dir: Path, env: DistEnv, *, start_e
     amp_dtype = _amp_dtype(cfg, device)
     train_model: nn.Module = model
     if env.distributed:
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     if cfg.train.compile:
         train_model = torch.compile(train_model)
     return TrainSetup(
-        cfg=cfg, env=env, device=device, n_images=len(cache), model=model, train_model=train_model,
+        cfg=cfg,
+        env=env,
+        device=device,
+        n_images=len(cache),
+        model=model,
+        train_model=train_model,
         loss_fn=wrap_loss_for_unknown(
-            build_loss(cfg.loss.name, **cfg.loss.params), cfg.labels.unknown_anatomy, list(cache.vocabulary.label_names),
-            cfg.labels.anatomy_group, contrastive=contrastive,
+            build_loss(cfg.loss.name, **cfg.loss.params),
+            cfg.labels.unknown_anatomy,
+            list(cache.vocabulary.label_names),
+            cfg.labels.anatomy_group,
+            contrastive=contrastive,
         ).to(device),
-        loader=loader, optimizer=optimizer,
+        loader=loader,
+        optimizer=optimizer,
         scheduler=build_scheduler(optimizer, cfg.schedule, len(loader), cfg.train.epochs),
-        scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16), amp_dtype=amp_dtype,
-        channels_last=channels_last, contrastive=contrastive, targets=targets, arch=arch,
+        scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
+        amp_dtype=amp_dtype,
+        channels_last=channels_last,
+        contrastive=contrastive,
+        targets=targets,
+        arch=arch,
         augmenter=BatchTwoViewAugment(cfg.data.size, seed=cfg.seed) if cfg.data.augment_on == "device" else None,
         start_epoch=start_epoch,
         describe={
@@ -365,12 +401,16 @@ def build_training(cfg: PretrainConfig, data_dir: Path, env: DistEnv, *, start_e
 def _restore(setup: TrainSetup, ckpt: dict[str, Any], ckpt_path: Path) -> None:
     """Load model, optimiser, scheduler, scaler, step and this rank's RNG states from a checkpoint."""
     if ckpt.get("arch") != setup.arch:
-        raise InputError(f"{ckpt_path}: checkpoint architecture {ckpt.get('arch')} differs from this run's {setup.arch}")
+        raise InputError(
+            f"{ckpt_path}: checkpoint architecture {ckpt.get('arch')} differs from this run's {setup.arch}"
+        )
     try:
         setup.model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
         lines = str(exc).splitlines()
-        raise InputError(f"{ckpt_path}: weights do not fit this model ({lines[1].strip() if len(lines) > 1 else exc})") from None
+        raise InputError(
+            f"{ckpt_path}: weights do not fit this model ({lines[1].strip() if len(lines) > 1 else exc})"
+        ) from None
     setup.optimizer.load_state_dict(ckpt["optimizer"])
     setup.scheduler.load_state_dict(ckpt["scheduler"])
     setup.scaler.load_state_dict(ckpt["scaler"])
@@ -423,7 +463,9 @@ def run_environment(setup: TrainSetup) -> dict[str, Any]:
     }
     if cuda:
         props = torch.cuda.get_device_properties(device)
-        env.update(gpu_name=props.name, gpu_memory_bytes=int(props.total_memory), gpu_capability=f"{props.major}.{props.minor}")
+        env.update(
+            gpu_name=props.name, gpu_memory_bytes=int(props.total_memory), gpu_capability=f"{props.major}.{props.minor}"
+        )
     return env
 
 
@@ -437,15 +479,18 @@ def _write_run_files(setup: TrainSetup, out_dir: Path, resumed: bool) -> None:
     augmentation = (
         f"torch.Generator seeded with SeedSequence([{cfg.seed}, epoch, cache_row]) per sample (in the loader workers), "
         f"views made on {setup.device}"
-        if cfg.data.augment_on == "device" else f"numpy SeedSequence([{cfg.seed}, epoch, cache_row]) per sample"
+        if cfg.data.augment_on == "device"
+        else f"numpy SeedSequence([{cfg.seed}, epoch, cache_row]) per sample"
     )
-    seeds.update({
-        "seed": cfg.seed,
-        "model_init": f"torch.manual_seed({cfg.seed}) before building the model",
-        "shuffle": f"DistributedSampler(seed={cfg.seed}).set_epoch(epoch)",
-        "augmentation": augmentation,
-        "world_size": setup.env.world_size,
-    })
+    seeds.update(
+        {
+            "seed": cfg.seed,
+            "model_init": f"torch.manual_seed({cfg.seed}) before building the model",
+            "shuffle": f"DistributedSampler(seed={cfg.seed}).set_epoch(epoch)",
+            "augmentation": augmentation,
+            "world_size": setup.env.world_size,
+        }
+    )
     seeds.setdefault("resumed_at_epochs", [])
     if resumed:
         seeds["resumed_at_epochs"].append(setup.start_epoch)
@@ -504,7 +549,9 @@ def pretrain(
         ckpt = load_checkpoint(ckpt_path)
         _check_resumable(ckpt["config"], cfg, ckpt_path)
     elif ckpt_path.exists():
-        raise InputError(f"{out_dir} already holds a run ({ckpt_path}); pass --resume to continue it or choose another --out")
+        raise InputError(
+            f"{out_dir} already holds a run ({ckpt_path}); pass --resume to continue it or choose another --out"
+        )
 
     created_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     env = init_distributed("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
@@ -517,7 +564,12 @@ def pretrain(
 
 
 def _run(
-    cfg: PretrainConfig, data_dir: Path, out_dir: Path, env: DistEnv, ckpt: dict[str, Any] | None, progress: TrainProgress | None
+    cfg: PretrainConfig,
+    data_dir: Path,
+    out_dir: Path,
+    env: DistEnv,
+    ckpt: dict[str, Any] | None,
+    progress: TrainProgress | None,
 ) -> PretrainResult:
     setup = build_training(cfg, data_dir, env, start_epoch=int(ckpt["epoch"]) if ckpt else 0)
     if ckpt is not None:
@@ -532,7 +584,13 @@ def _run(
         writer = SummaryWriter(str(out_dir / "tb"), purge_step=global_step if ckpt else None)
         log.info(
             "pretraining %s on %d images (%s, %d process(es), batch %d, %d steps/epoch) -> %s",
-            cfg.loss.name, setup.n_images, setup.device, env.world_size, cfg.train.batch_size, setup.steps_per_epoch, out_dir,
+            cfg.loss.name,
+            setup.n_images,
+            setup.device,
+            env.world_size,
+            cfg.train.batch_size,
+            setup.steps_per_epoch,
+            out_dir,
         )
 
     history: list[dict[str, float]] = []
@@ -545,10 +603,17 @@ def _run(
         rng_states = all_gather_objects(capture_rng())
         if env.is_main:
             state = {
-                "format": FORMAT_VERSION, "epoch": epoch + 1, "global_step": global_step, "arch": setup.arch,
-                "config": cfg.to_dict(), "model": unwrap(model).state_dict(),
-                "encoder": encoder_state_dict(unwrap(model).encoder), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_states,
+                "format": FORMAT_VERSION,
+                "epoch": epoch + 1,
+                "global_step": global_step,
+                "arch": setup.arch,
+                "config": cfg.to_dict(),
+                "model": unwrap(model).state_dict(),
+                "encoder": encoder_state_dict(unwrap(model).encoder),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": rng_states,
                 "meta": encoder_metadata(cfg.to_dict(), epochs_done=epoch + 1, **setup.describe),
             }
             save_atomic(state, out_dir / "checkpoints" / "last.pt")
@@ -557,8 +622,15 @@ def _run(
             writer.add_scalar("epoch/images_per_s", row["images_per_s"], epoch + 1)
             writer.flush()
             eta = (time.perf_counter() - loop_start) / len(history) * (cfg.train.epochs - epoch - 1)
-            log.info("epoch %d/%d loss %.4f lr %.4g %.1f images/s, ETA %s", epoch + 1, cfg.train.epochs, row["loss"], row["lr"],
-                     row["images_per_s"], format_eta(eta))
+            log.info(
+                "epoch %d/%d loss %.4f lr %.4g %.1f images/s, ETA %s",
+                epoch + 1,
+                cfg.train.epochs,
+                row["loss"],
+                row["lr"],
+                row["images_per_s"],
+                format_eta(eta),
+            )
         barrier()
 
     encoder_path = out_dir / "encoder.pt"
@@ -568,14 +640,24 @@ def _run(
         if writer is not None:
             writer.close()
     barrier()
-    return PretrainResult(out_dir=out_dir, encoder_path=encoder_path, start_epoch=start_epoch, epochs=cfg.train.epochs, history=history)
+    return PretrainResult(
+        out_dir=out_dir, encoder_path=encoder_path, start_epoch=start_epoch, epochs=cfg.train.epochs, history=history
+    )
 
 
 def train_step(setup: TrainSetup, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """One optimiser step on one batch (views made on the device first when configured); returns the loss."""
     batch = setup.on_device(batch)
-    loss = batch_loss(setup.train_model, setup.loss_fn, batch, device=setup.device, contrastive=setup.contrastive,
-                      targets=setup.targets, amp_dtype=setup.amp_dtype, channels_last=setup.channels_last)
+    loss = batch_loss(
+        setup.train_model,
+        setup.loss_fn,
+        batch,
+        device=setup.device,
+        contrastive=setup.contrastive,
+        targets=setup.targets,
+        amp_dtype=setup.amp_dtype,
+        channels_last=setup.channels_last,
+    )
     backward_step(setup, loss)
     return loss
 
@@ -593,7 +675,12 @@ def backward_step(setup: TrainSetup, loss: torch.Tensor) -> None:
 
 
 def _train_epoch(
-    setup: TrainSetup, epoch: int, *, writer, global_step: int, progress: TrainProgress | None  # noqa: ANN001
+    setup: TrainSetup,
+    epoch: int,
+    *,
+    writer,
+    global_step: int,
+    progress: TrainProgress | None,  # noqa: ANN001
 ) -> dict[str, float]:
     setup.train_model.train()
     loader, optimizer = setup.loader, setup.optimizer
@@ -614,7 +701,9 @@ def _train_epoch(
             break
         loss = train_step(setup, batch)
         if not torch.isfinite(loss):
-            raise InputError(f"loss became {loss.item()} at epoch {epoch + 1} step {steps + 1}; lower optimizer.lr or use amp=off")
+            raise InputError(
+                f"loss became {loss.item()} at epoch {epoch + 1} step {steps + 1}; lower optimizer.lr or use amp=off"
+            )
         loss_sum += loss.detach()
         steps += 1
         global_step += 1

@@ -107,14 +107,26 @@ def _timed_step(setup: TrainSetup, batches: _Batches, sync: Any) -> tuple[list[f
     batch = batches.next()
     t.append(time.perf_counter())
     batch = setup.on_device(batch)
-    batch = {**batch, "view1": views_to_float(batch["view1"], setup.device), "view2": views_to_float(batch["view2"], setup.device)}
+    batch = {
+        **batch,
+        "view1": views_to_float(batch["view1"], setup.device),
+        "view2": views_to_float(batch["view2"], setup.device),
+    }
     sync()
     t.append(time.perf_counter())
-    out = model_outputs(setup.train_model, batch, device=setup.device, contrastive=setup.contrastive,
-                        amp_dtype=setup.amp_dtype, channels_last=setup.channels_last)
+    out = model_outputs(
+        setup.train_model,
+        batch,
+        device=setup.device,
+        contrastive=setup.contrastive,
+        amp_dtype=setup.amp_dtype,
+        channels_last=setup.channels_last,
+    )
     sync()
     t.append(time.perf_counter())
-    loss = outputs_loss(setup.loss_fn, out, batch, device=setup.device, contrastive=setup.contrastive, targets=setup.targets)
+    loss = outputs_loss(
+        setup.loss_fn, out, batch, device=setup.device, contrastive=setup.contrastive, targets=setup.targets
+    )
     sync()
     t.append(time.perf_counter())
     backward_step(setup, loss)
@@ -170,14 +182,23 @@ def _profile(setup: TrainSetup, steps: int, warmup: int) -> ProfileResult:
     for step in range(steps):
         times, loss = _timed_step(setup, batches, sync)
         if not torch.isfinite(loss):
-            raise InputError(f"--profile: loss became {loss.item()} at timed step {step + 1}; lower optimizer.lr or use amp=off")
+            raise InputError(
+                f"--profile: loss became {loss.item()} at timed step {step + 1}; lower optimizer.lr or use amp=off"
+            )
         for phase, dt in zip(PHASES, times):
             totals[phase] += dt
     peak = int(torch.cuda.max_memory_allocated(setup.device)) if cuda else _peak_rss_bytes()
     phase_s = {k: v / steps for k, v in totals.items()}
     return ProfileResult(
-        steps=steps, warmup_steps=warmup, warmup_s=warmup_s, global_batch=setup.cfg.train.batch_size,
-        step_s=sum(phase_s.values()), phase_s=phase_s, peak_memory_bytes=peak,
+        steps=steps,
+        warmup_steps=warmup,
+        warmup_s=warmup_s,
+        global_batch=setup.cfg.train.batch_size,
+        step_s=sum(phase_s.values()),
+        phase_s=phase_s,
+        peak_memory_bytes=peak,
         peak_memory_kind="cuda max_memory_allocated" if cuda else "process peak RSS",
-        n_images=setup.n_images, steps_per_epoch=setup.steps_per_epoch, environment=run_environment(setup),
+        n_images=setup.n_images,
+        steps_per_epoch=setup.steps_per_epoch,
+        environment=run_environment(setup),
     )

@@ -217,10 +217,15 @@ def drop_unknown_anatomy(cache, group: str = "anatomy"):  # noqa: ANN001, ANN201
 
     rows = known_anatomy_rows(cache.labels, anatomy_slice(list(cache.vocabulary.label_names), group))
     if len(rows) == 0:
-        raise InputError(f"cache {cache.path}: no image has a known anatomy; labels.unknown_anatomy=drop leaves nothing")
+        raise InputError(
+            f"cache {cache.path}: no image has a known anatomy; labels.unknown_anatomy=drop leaves nothing"
+        )
     if len(rows) == len(cache):
         return cache
     return ImageCache(
-        images=_RowView(cache.images, rows), labels=np.asarray(cache.labels)[rows],
-        manifest=cache.manifest.iloc[rows].reset_index(drop=True), vocabulary=cache.vocabulary, path=cache.path,
-    )  # fmt: skip
+        images=_RowView(cache.images, rows),
+        labels=np.asarray(cache.labels)[rows],
+        manifest=cache.manifest.iloc[rows].reset_index(drop=True),
+        vocabulary=cache.vocabulary,
+        path=cache.path,
+    )

@@ -29,7 +29,9 @@ def make_ddti_original(root: Path, scores: dict[int, str]) -> Path:
         marks = ""
         for image in (1, 2):
             Image.fromarray(np.full((30, 40, 3), case * 5 + image, dtype=np.uint8)).save(root / f"{case}_{image}.jpg")
-            svg = json.dumps([{"points": [{"x": 10, "y": 5}, {"x": 25, "y": 20}], "annotation": {}, "regionType": "freehand"}])
+            svg = json.dumps(
+                [{"points": [{"x": 10, "y": 5}, {"x": 25, "y": 20}], "annotation": {}, "regionType": "freehand"}]
+            )
             marks += f"<mark><image>{image}</image><svg>{svg}</svg></mark>"
         (root / f"{case}.xml").write_text(
             f"<?xml version='1.0'?><case><number>{case}</number><age>50</age><sex>F</sex><tirads>{score}</tirads>{marks}</case>"
@@ -157,7 +159,9 @@ def test_real_busi_and_ddti_partitions_keep_cases_and_duplicates_together(shared
     ddti = load_dataset("thyroid", shared_data / "ddti", cfg)
     meta = pd.read_csv(shared_data / "ddti" / "metadata.csv", dtype=str, keep_default_na=False)
     assert len(ddti) == int((meta["tirads"] != "").sum())
-    folds = load_or_make_folds(tmp_path, ddti, 5, 0).merge(meta[["path", "patient_id", "md5_source"]], left_on="item", right_on="path")
+    folds = load_or_make_folds(tmp_path, ddti, 5, 0).merge(
+        meta[["path", "patient_id", "md5_source"]], left_on="item", right_on="path"
+    )
     assert folds.groupby("patient_id")["fold"].nunique().max() == 1
     assert folds.groupby("md5_source")["fold"].nunique().max() == 1  # byte-identical crops of different cases
     busi_folds = load_or_make_folds(tmp_path, busi, 5, 0)

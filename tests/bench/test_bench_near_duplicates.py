@@ -19,7 +19,10 @@ def _scene(seed: int, size: int = 256) -> np.ndarray:
     """A smooth random 'ultrasound-like' scene: blurred noise plus a dark blob, uint8."""
     rng = np.random.default_rng(seed)
     coarse = rng.random((12, 12))
-    image = np.asarray(Image.fromarray((coarse * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC), dtype=np.float64)
+    image = np.asarray(
+        Image.fromarray((coarse * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC),
+        dtype=np.float64,
+    )
     yy, xx = np.mgrid[:size, :size]
     cy, cx = rng.integers(60, size - 60, 2)
     image -= 90 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 24.0**2))
@@ -113,7 +116,19 @@ def test_real_busi_near_duplicate_pairs_and_dry_run_keeps_them_in_one_fold(share
     busi = shared_data / "busi"
     run = tmp_path / "run"
     result = CliRunner().invoke(
-        app, ["benchmark", "--dataset", "breast", "--data-dir", str(busi), "--init", "scratch", "--out", str(run), "--dry-run"]
+        app,
+        [
+            "benchmark",
+            "--dataset",
+            "breast",
+            "--data-dir",
+            str(busi),
+            "--init",
+            "scratch",
+            "--out",
+            str(run),
+            "--dry-run",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "near-duplicates merged" in result.output and "trainings planned: 100" in result.output
@@ -135,7 +150,10 @@ def test_real_busi_near_duplicate_pairs_and_dry_run_keeps_them_in_one_fold(share
     ]
     for a, b in same_scene:
         assert (a, b) in linked, (a, b)
-    different = [("benign/benign_385_.png", "benign/benign_396_.png"), ("malignant/malignant_25_.png", "malignant/malignant_63_.png")]
+    different = [
+        ("benign/benign_385_.png", "benign/benign_396_.png"),
+        ("malignant/malignant_25_.png", "malignant/malignant_63_.png"),
+    ]
     for a, b in different:  # 0.88 and 0.90: different scenes
         assert (a, b) not in linked and (b, a) not in linked
     group = dict(zip(folds["item"], folds["group"]))
@@ -162,8 +180,22 @@ def test_dry_run_on_a_csv_set_plans_without_training(tmp_path, capsys):
 
     _write_csv_set(tmp_path, copies=True)
     run = tmp_path / "run"
-    args = ["benchmark", "--dataset", "csv", "--data-dir", str(tmp_path / "labels.csv"), "--init", "scratch",
-            "--out", str(run), "--folds", "3", "--repeats", "2", "--dry-run"]  # fmt: skip
+    args = [
+        "benchmark",
+        "--dataset",
+        "csv",
+        "--data-dir",
+        str(tmp_path / "labels.csv"),
+        "--init",
+        "scratch",
+        "--out",
+        str(run),
+        "--folds",
+        "3",
+        "--repeats",
+        "2",
+        "--dry-run",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "near-duplicates merged: 12 pairs over 24 images" in result.output

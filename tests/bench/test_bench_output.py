@@ -26,9 +26,33 @@ def make_csv_dataset(root: Path, n: int = 40) -> Path:
 
 def test_csv_name_in_folders_and_tables_and_line_progress(tmp_path, capsys):
     csv = make_csv_dataset(tmp_path / "data")
-    args = ["benchmark", "--dataset", "csv", "--data-dir", str(csv), "--init", "scratch", "--out", str(tmp_path / "run"),
-            "--repeats", "1", "--folds", "2", "--regime", "linear", "--epochs", "1", "--batch-size", "4",
-            "--image-size", "16", "--scratch-stem", "authors", "--device", "cpu"]  # fmt: skip
+    args = [
+        "benchmark",
+        "--dataset",
+        "csv",
+        "--data-dir",
+        str(csv),
+        "--init",
+        "scratch",
+        "--out",
+        str(tmp_path / "run"),
+        "--repeats",
+        "1",
+        "--folds",
+        "2",
+        "--regime",
+        "linear",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--image-size",
+        "16",
+        "--scratch-stem",
+        "authors",
+        "--device",
+        "cpu",
+    ]
     assert main([*args, "--name", "knee-mri"]) == 0
     out = capsys.readouterr().out
     assert "2 trainings planned (1 init(s) x 1 regime(s) x 1 repeat(s) x 2 folds), 2 to run" in out

@@ -43,7 +43,14 @@ def test_mrnet_layout_slice_policies_and_tiny_run(tmp_path):
     assert sorted(set(center.records["slice"])) == [2, 3, 4]
 
     cfg = load_benchmark_config(
-        repeats=1, folds=3, regimes=["linear"], epochs=1, batch_size=4, image_size=16, slice_policy="center:2", scratch_stem="authors"
+        repeats=1,
+        folds=3,
+        regimes=["linear"],
+        epochs=1,
+        batch_size=4,
+        image_size=16,
+        slice_policy="center:2",
+        scratch_stem="authors",
     )
     out = run_benchmark(dataset="acl", data_dir=root, inits=["scratch"], out_dir=tmp_path / "run", config=cfg)
     folds = pd.read_csv(out / "folds.csv")
@@ -68,7 +75,15 @@ def _tiny_cache(shared_data, path):
         files = sorted(p for p in (shared_data / folder).rglob("*.png"))[:8]
         for f in files:
             images.append(np.asarray(Image.open(f).convert("L").resize((32, 32))))
-            rows.append({"cache_row": len(rows), "source": str(f), "slice_index": 0, "modality_label": modality, "anatomy_label": anatomy})
+            rows.append(
+                {
+                    "cache_row": len(rows),
+                    "source": str(f),
+                    "slice_index": 0,
+                    "modality_label": modality,
+                    "anatomy_label": anatomy,
+                }
+            )
     manifest = pd.DataFrame(rows)
     write_cache(path, np.stack(images), vocab.encode_frame(manifest), manifest, vocab)
     return path
@@ -84,9 +99,33 @@ def test_busi_end_to_end_every_output_and_resume(shared_data, tmp_path):
     torch.save(encoder_state_dict(build_encoder("authors")), encoder_path)
     cache = _tiny_cache(shared_data, tmp_path / "cache")
     out = tmp_path / "run"
-    args = ["benchmark", "--dataset", "breast", "--data-dir", str(shared_data / "busi"), "--init", f"modan={encoder_path}",
-            "--init", "scratch", "--scratch-stem", "authors", "--out", str(out), "--repeats", "1", "--epochs", "1",
-            "--batch-size", "8", "--image-size", "16", "--subsample", "30", "--embed-cache", str(cache)]  # fmt: skip
+    args = [
+        "benchmark",
+        "--dataset",
+        "breast",
+        "--data-dir",
+        str(shared_data / "busi"),
+        "--init",
+        f"modan={encoder_path}",
+        "--init",
+        "scratch",
+        "--scratch-stem",
+        "authors",
+        "--out",
+        str(out),
+        "--repeats",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--image-size",
+        "16",
+        "--subsample",
+        "30",
+        "--embed-cache",
+        str(cache),
+    ]
     assert main(args) == 0
     for regime in ("finetune", "linear"):
         for init in ("modan", "scratch"):
@@ -97,7 +136,14 @@ def test_busi_end_to_end_every_output_and_resume(shared_data, tmp_path):
     tables = pd.read_csv(report / "tables.csv", keep_default_na=False)
     assert list(tables.columns) == TABLE_COLUMNS and len(tables) == 4
     assert (tables[tables.method == "modan"].p_one_sided == "").all()
-    for name in ("tables.md", "tables.json", "repeat_auc.png", "roc_breast_finetune.png", "roc_breast_linear.png", "umap_modan.png"):
+    for name in (
+        "tables.md",
+        "tables.json",
+        "repeat_auc.png",
+        "roc_breast_finetune.png",
+        "roc_breast_linear.png",
+        "umap_modan.png",
+    ):
         assert (report / name).stat().st_size > 0, name
     mtimes = {p: p.stat().st_mtime_ns for p in (out / "breast").rglob("fold_*.csv")}
     args = args[: args.index("--embed-cache")]  # the resumed run skips the UMAP (already checked)

@@ -32,9 +32,20 @@ def _fit_linear(epochs: int, best: str, x, y, xv, yv):
     torch.manual_seed(0)
     head = nn.Linear(4, 2)
     settings = FitSettings(lr=0.5, epochs=epochs, batch_size=8, step_size=100, best_epoch=best)
-    result = fit(module=head, forward=head, train_mode=head.train, eval_mode=head.eval, params=list(head.parameters()),
-                 x_train=x, y_train=y, x_val=xv, y_val=yv, settings=settings,
-                 generator=torch.Generator().manual_seed(1), device="cpu")  # fmt: skip
+    result = fit(
+        module=head,
+        forward=head,
+        train_mode=head.train,
+        eval_mode=head.eval,
+        params=list(head.parameters()),
+        x_train=x,
+        y_train=y,
+        x_val=xv,
+        y_val=yv,
+        settings=settings,
+        generator=torch.Generator().manual_seed(1),
+        device="cpu",
+    )
     return head, result
 
 
@@ -70,20 +81,49 @@ def test_frozen_encoder_eval_mode_keeps_batchnorm_and_fast_path_matches_epochwis
     train, val, test = np.arange(24) < 14, (np.arange(24) >= 14) & (np.arange(24) < 18), np.arange(24) >= 18
     features = frozen_features(encoder, x, "cpu")
     torch.manual_seed(5)
-    fast, fast_res = linear_probe_on_features(features, train=train, val=val, test=test, labels=y, settings=settings,
-                                              generator=torch.Generator().manual_seed(3), device="cpu")  # fmt: skip
+    fast, fast_res = linear_probe_on_features(
+        features,
+        train=train,
+        val=val,
+        test=test,
+        labels=y,
+        settings=settings,
+        generator=torch.Generator().manual_seed(3),
+        device="cpu",
+    )
     torch.manual_seed(5)
-    slow, slow_res = linear_probe_epochwise(encoder, x_train=x[train], y_train=y[train], x_val=x[val], y_val=y[val],
-                                            x_test=x[test], settings=settings, generator=torch.Generator().manual_seed(3),
-                                            device="cpu", bn_mode="eval")  # fmt: skip
+    slow, slow_res = linear_probe_epochwise(
+        encoder,
+        x_train=x[train],
+        y_train=y[train],
+        x_val=x[val],
+        y_val=y[val],
+        x_test=x[test],
+        settings=settings,
+        generator=torch.Generator().manual_seed(3),
+        device="cpu",
+        bn_mode="eval",
+    )
     np.testing.assert_allclose(fast, slow, atol=1e-5)
-    assert [h["val_loss"] for h in fast_res.history] == pytest.approx([h["val_loss"] for h in slow_res.history], abs=1e-5)
+    assert [h["val_loss"] for h in fast_res.history] == pytest.approx(
+        [h["val_loss"] for h in slow_res.history], abs=1e-5
+    )
     after = _bn_state(encoder)
     assert all(torch.equal(before[k], after[k]) for k in before)  # statistics and weights untouched
     # the authors' train-mode BatchNorm changes the "frozen" encoder's statistics
     torch.manual_seed(5)
-    linear_probe_epochwise(encoder, x_train=x[train], y_train=y[train], x_val=x[val], y_val=y[val], x_test=x[test],
-                           settings=settings, generator=torch.Generator().manual_seed(3), device="cpu", bn_mode="train")  # fmt: skip
+    linear_probe_epochwise(
+        encoder,
+        x_train=x[train],
+        y_train=y[train],
+        x_val=x[val],
+        y_val=y[val],
+        x_test=x[test],
+        settings=settings,
+        generator=torch.Generator().manual_seed(3),
+        device="cpu",
+        bn_mode="train",
+    )
     changed = _bn_state(encoder)
     assert any(not torch.equal(before[k], changed[k]) for k in before if "running_mean" in k)
     assert all(torch.equal(before[k], changed[k]) for k in before if k.endswith("weight"))
@@ -93,8 +133,18 @@ def test_finetune_updates_encoder_and_identity_head_scores():
     encoder, x, y = _encoder_and_data()
     before = encoder.conv1.weight.detach().clone()
     settings = FitSettings(lr=1e-3, epochs=1, batch_size=8)
-    preds, result = finetune(encoder, make_head("identity"), x_train=x[:16], y_train=y[:16], x_val=x[16:20], y_val=y[16:20],
-                             x_test=x[20:], settings=settings, generator=torch.Generator().manual_seed(0), device="cpu")  # fmt: skip
+    preds, result = finetune(
+        encoder,
+        make_head("identity"),
+        x_train=x[:16],
+        y_train=y[:16],
+        x_val=x[16:20],
+        y_val=y[16:20],
+        x_test=x[20:],
+        settings=settings,
+        generator=torch.Generator().manual_seed(0),
+        device="cpu",
+    )
     assert preds.shape == (4,) and np.all((preds > 0) & (preds < 1))
     assert not torch.equal(before, encoder.conv1.weight)
     assert len(result.history) == 1

@@ -16,8 +16,10 @@ from typer.testing import CliRunner
 # Per command: (a bad value for a typed option, a missing input path); the other required
 # parameters are given so that the bad part is what fails.
 CASES: dict[str, tuple[list[str], list[str]]] = {
-    "benchmark": (["--dataset", "breast", "--init", "scratch", "--repeats", "abc"],
-                  ["--dataset", "breast", "--init", "scratch", "--data-dir", "{missing}", "--out", "{tmp}/o"]),
+    "benchmark": (
+        ["--dataset", "breast", "--init", "scratch", "--repeats", "abc"],
+        ["--dataset", "breast", "--init", "scratch", "--data-dir", "{missing}", "--out", "{tmp}/o"],
+    ),
     "cache": (["--out", "{tmp}/o", "--size", "abc"], ["--out", "{tmp}/o", "--index", "{missing}"]),
     "demo": (["--epochs", "abc"], ["--out", "{file}/sub"]),  # demo reads no input: an OUT that cannot exist
     "export": (["{tmp}", "--out"], ["{missing}", "--out", "{tmp}/o"]),  # a value-taking option without its value
@@ -26,9 +28,14 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "minirin": (["{tmp}", "--out", "{tmp}/o", "--per-class", "abc"], ["{missing}", "--out", "{tmp}/o"]),
     "pretrain": (["--out", "{tmp}/o", "--config"], ["--data", "{missing}", "--out", "{tmp}/o"]),
     "proxy-study": (["--epochs", "abc"], ["--data-dir", "{missing}", "--out", "{tmp}/o", "--quick"]),
-    "pull": (["--index", "{tmp}", "--out", "{tmp}/o", "--workers", "abc"], ["--index", "{missing}", "--out", "{tmp}/o"]),
-    "share": (["--index", "{tmp}", "--cache", "{tmp}", "--out"],  # a value-taking option without its value
-              ["--index", "{missing}", "--cache", "{tmp}", "--out", "{tmp}/o"]),
+    "pull": (
+        ["--index", "{tmp}", "--out", "{tmp}/o", "--workers", "abc"],
+        ["--index", "{missing}", "--out", "{tmp}/o"],
+    ),
+    "share": (
+        ["--index", "{tmp}", "--cache", "{tmp}", "--out"],  # a value-taking option without its value
+        ["--index", "{missing}", "--cache", "{tmp}", "--out", "{tmp}/o"],
+    ),
     "report": (["{tmp}", "--reference", "x", "--umap-max-images", "abc"], ["{missing}", "--reference", "x"]),
 }
 
@@ -114,11 +121,17 @@ def test_real_process_usage_error_and_help(tmp_path):
     env = {**os.environ, "MODAN_PACS_LOG_DIR": str(tmp_path / "logs")}
     script = Path(sys.executable).parent / "modan-pacs"  # the console script pip installed
     cmd = [str(script)] if script.is_file() else [sys.executable, "-m", "modan_pacs.cli.main"]
-    proc = subprocess.run([*cmd, "index", "--workers", "abc", str(tmp_path)], capture_output=True, text=True,
-                          timeout=60, env=env)
+    proc = subprocess.run(
+        [*cmd, "index", "--workers", "abc", str(tmp_path)], capture_output=True, text=True, timeout=60, env=env
+    )
     assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines() == [
-        "error: Invalid value for '--workers' / '-w': Input should be a valid integer, unable to parse string as "
-        "an integer (see 'modan-pacs index --help')"] or len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert (
+        proc.stderr.strip().splitlines()
+        == [
+            "error: Invalid value for '--workers' / '-w': Input should be a valid integer, unable to parse string as "
+            "an integer (see 'modan-pacs index --help')"
+        ]
+        or len(proc.stderr.strip().splitlines()) == 1
+    ), proc.stderr
     listing = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=60, env=env)
     assert listing.returncode == 0 and all(name in listing.stdout for name in CASES)

@@ -25,7 +25,9 @@ N_SAMPLES = 1500  # x 2 views per path
 SPATIAL = (64, 48)  # a non-square source exercises both crop bounds
 
 
-def cpu_path_params(n: int, spatial: tuple[int, int], seed: int = 0, view_dtype: str = "uint8", scale=(0.2, 1.0)) -> dict[str, np.ndarray]:
+def cpu_path_params(
+    n: int, spatial: tuple[int, int], seed: int = 0, view_dtype: str = "uint8", scale=(0.2, 1.0)
+) -> dict[str, np.ndarray]:
     """The parameters the CPU path (``two_view_transform`` in the workers) draws for ``n`` samples x 2 views,
     read back from its transforms after each view (exactly what ``TwoViewd`` calls)."""
     t = two_view_transform(8, scale=scale, view_dtype=view_dtype)
@@ -116,7 +118,11 @@ def test_same_parameters_give_the_cpu_paths_pixels():
     antialiased interpolate: within 0.01 on average, a few grey levels at the crop border)."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:96, 0:80] / 96
-    image = torch.from_numpy(np.clip(120 + 80 * np.sin(6 * xx) * np.cos(4 * yy) + 10 * rng.standard_normal((96, 80)), 0, 255).astype(np.uint8))[None]
+    image = torch.from_numpy(
+        np.clip(120 + 80 * np.sin(6 * xx) * np.cos(4 * yy) + 10 * rng.standard_normal((96, 80)), 0, 255).astype(
+            np.uint8
+        )
+    )[None]
     for size in (32, 64, 128):  # shrinking and enlarging crops
         t = two_view_transform(size, view_dtype="float32")
         crop_d, flip_d, jitter_d = t.view_transform.transforms[:3]
@@ -125,9 +131,12 @@ def test_same_parameters_give_the_cpu_paths_pixels():
             view = t.view_transform({"image": image})["image"]
             j = jitter_d.jitter
             params = ViewParams(
-                boxes=torch.tensor([[crop_d.cropper._box]]), flip=torch.tensor([[bool(flip_d.flipper._do_transform)]]),
-                jitter=torch.tensor([[bool(j._do_transform)]]), brightness=torch.tensor([[j._factors[0]]]),
-                contrast=torch.tensor([[j._factors[1]]]), contrast_first=torch.tensor([[j._order == (1, 0)]]),
+                boxes=torch.tensor([[crop_d.cropper._box]]),
+                flip=torch.tensor([[bool(flip_d.flipper._do_transform)]]),
+                jitter=torch.tensor([[bool(j._do_transform)]]),
+                brightness=torch.tensor([[j._factors[0]]]),
+                contrast=torch.tensor([[j._factors[1]]]),
+                contrast_first=torch.tensor([[j._order == (1, 0)]]),
             )
             device_view = apply_view_params(image[None], params, size)[0, 0]
             diff = (device_view - view).abs()
@@ -135,7 +144,12 @@ def test_same_parameters_give_the_cpu_paths_pixels():
 
 
 def _batch(rows: list[int], epoch: int, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {"image": images[rows], "index": torch.tensor(rows), "epoch": torch.full((len(rows),), epoch), "labels": torch.zeros(len(rows), 2)}
+    return {
+        "image": images[rows],
+        "index": torch.tensor(rows),
+        "epoch": torch.full((len(rows),), epoch),
+        "labels": torch.zeros(len(rows), 2),
+    }
 
 
 def test_views_depend_only_on_seed_epoch_and_row():
@@ -187,7 +201,9 @@ def test_device_loader_hands_over_cached_uint8_images(tmp_path):
     aug = BatchTwoViewAugment(16, seed=7)
     from_workers = aug(batch, "cpu")
     drawn_here = aug({**{k: v for k, v in batch.items() if k != "uniforms"}, "epoch": torch.full((4,), 2)}, "cpu")
-    assert torch.equal(from_workers["view1"], drawn_here["view1"]) and torch.equal(from_workers["view2"], drawn_here["view2"])
+    assert torch.equal(from_workers["view1"], drawn_here["view1"]) and torch.equal(
+        from_workers["view2"], drawn_here["view2"]
+    )
     workers = build_pretrain_loader(cache, batch_size=4, size=16, seed=7, epoch_seed=2, augment_on="device", workers=1)
     assert all(torch.equal(a["uniforms"], b["uniforms"]) for a, b in zip(loader, workers, strict=True))
     with pytest.raises(InputError, match="augment_on must be one of"):

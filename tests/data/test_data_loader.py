@@ -22,7 +22,13 @@ def cache(tmp_path_factory):
     labels = np.zeros((n, k), np.float32)
     labels[np.arange(n), rng.integers(0, k, n)] = 1
     manifest = pd.DataFrame(
-        {"cache_row": np.arange(n), "source": [f"img{i}" for i in range(n)], "slice_index": 0, "modality_label": "CT", "anatomy_label": None}
+        {
+            "cache_row": np.arange(n),
+            "source": [f"img{i}" for i in range(n)],
+            "slice_index": 0,
+            "modality_label": "CT",
+            "anatomy_label": None,
+        }
     )
     out = tmp_path_factory.mktemp("cache")
     write_cache(out, images, labels, manifest, vocab)
@@ -69,7 +75,9 @@ def test_uint8_views_are_the_float_views_rounded(cache):
 def test_fake_two_rank_sampler_is_disjoint_and_complete(cache):
     seen = []
     for rank in (0, 1):
-        loader = build_pretrain_loader(cache, batch_size=4, size=16, seed=7, distributed=True, num_replicas=2, rank=rank)
+        loader = build_pretrain_loader(
+            cache, batch_size=4, size=16, seed=7, distributed=True, num_replicas=2, rank=rank
+        )
         seen.append(torch.cat([b["index"] for b in loader]).tolist())
     assert len(seen[0]) == len(seen[1]) == 16
     assert not set(seen[0]) & set(seen[1])
@@ -130,7 +138,11 @@ def test_persistent_workers_follow_set_epoch(cache):
         workers.set_epoch(epoch)
         main.set_epoch(epoch)
         for x, y in zip(_collect(workers), _collect(main), strict=True):
-            assert torch.equal(x["index"], y["index"]) and torch.equal(x["view1"], y["view1"]) and torch.equal(x["view2"], y["view2"])
+            assert (
+                torch.equal(x["index"], y["index"])
+                and torch.equal(x["view1"], y["view1"])
+                and torch.equal(x["view2"], y["view2"])
+            )
     # dataset[(epoch, row)] is the sample of that epoch whatever the dataset's own epoch
     main.dataset.set_epoch(0)
     direct = main.dataset[(2, 5)]

@@ -52,7 +52,25 @@ def test_minirin_sampling_counts_seed_and_labels(radimagenet):
 
 def test_minirin_command_writes_cache(radimagenet, tmp_path):
     out = tmp_path / "minirin"
-    assert main(["minirin", str(radimagenet), "--per-class", "3", "--seed", "1", "--out", str(out), "--size", "16", "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "minirin",
+                str(radimagenet),
+                "--per-class",
+                "3",
+                "--seed",
+                "1",
+                "--out",
+                str(out),
+                "--size",
+                "16",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     cache = load_cache(out)
     assert len(cache) == 8 and cache.images.shape == (8, 16, 16)
     m = cache.manifest
@@ -69,16 +87,28 @@ def test_csv_source_through_cache_command(tmp_path):
     a = _png(data / "set" / "a.png", 1, (40, 20))
     _png(data / "set" / "b.png", 2)
     pd.DataFrame(
-        {"path": ["set/a.png", "set/b.png"], "modality": ["US", "mr"], "anatomy": ["THYROID", "nowhere"], "label": ["benign", "malignant"]}
+        {
+            "path": ["set/a.png", "set/b.png"],
+            "modality": ["US", "mr"],
+            "anatomy": ["THYROID", "nowhere"],
+            "label": ["benign", "malignant"],
+        }
     ).to_csv(data / "set" / "metadata.csv", index=False)
     out = tmp_path / "cache"
-    assert main(["cache", "--csv", str(data / "set" / "metadata.csv"), "--out", str(out), "--size", "20", "--workers", "1"]) == 0
+    assert (
+        main(
+            ["cache", "--csv", str(data / "set" / "metadata.csv"), "--out", str(out), "--size", "20", "--workers", "1"]
+        )
+        == 0
+    )
     cache = load_cache(out)
     m = cache.manifest
     assert m[["modality_label", "label"]].values.tolist() == [["US", "benign"], ["MR", "malignant"]]
     assert m.at[0, "anatomy_label"] == "thyroid" and pd.isna(m.at[1, "anatomy_label"])
     np.testing.assert_array_equal(cache.images[0], to_uint8(fit_square(a / 255.0, 20)))
-    assert main(["cache", "--csv", str(data / "set" / "metadata.csv"), "--out", str(out)]) == 2  # finished cache: refuses
+    assert (
+        main(["cache", "--csv", str(data / "set" / "metadata.csv"), "--out", str(out)]) == 2
+    )  # finished cache: refuses
     assert main(["cache", "--out", str(out)]) == 2  # no source given
 
 
@@ -95,7 +125,12 @@ def test_shared_pool_loads_through_generic_reader(shared_data, tmp_path):
     from modan_pacs.pixels.build import CacheSettings
 
     vocab = Vocabulary.load()
-    expected = {"pool_mr_brain_figshare": "MR", "pool_us_fetalhead_hc18": "US", "pool_dx_knee_oai_kl": "radiograph", "pool_us_lung_pocus": "US"}
+    expected = {
+        "pool_mr_brain_figshare": "MR",
+        "pool_us_fetalhead_hc18": "US",
+        "pool_dx_knee_oai_kl": "radiograph",
+        "pool_us_lung_pocus": "US",
+    }
     parts = []
     for folder, modality in expected.items():
         records = read_image_csv(shared_data / folder / "metadata.csv", vocab)

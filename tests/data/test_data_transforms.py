@@ -77,7 +77,9 @@ def test_crop_output_matches_torch_crop_and_resize():
     crop.set_random_state(seed=9)
     out = crop(img)
     top, left, h, w = crop._box
-    ref = F.interpolate(torch.from_numpy(img[:, top : top + h, left : left + w])[None], size=(24, 24), mode="bilinear", antialias=True)[0]
+    ref = F.interpolate(
+        torch.from_numpy(img[:, top : top + h, left : left + w])[None], size=(24, 24), mode="bilinear", antialias=True
+    )[0]
     torch.testing.assert_close(out, ref)
 
 
@@ -123,7 +125,9 @@ def test_downstream_from_array_and_from_png(tmp_path):
     assert from_path.shape == (1, 32, 32) and from_path.dtype == torch.float32
     torch.testing.assert_close(from_path, from_dict)
     torch.testing.assert_close(from_path, from_array)
-    ref = F.interpolate(torch.from_numpy(arr[None, None].astype(np.float32) / 255.0), size=(32, 32), mode="bilinear", antialias=True)[0]
+    ref = F.interpolate(
+        torch.from_numpy(arr[None, None].astype(np.float32) / 255.0), size=(32, 32), mode="bilinear", antialias=True
+    )[0]
     torch.testing.assert_close(from_array, ref)
     with pytest.raises(InputError):
         t(str(tmp_path / "missing.png"))

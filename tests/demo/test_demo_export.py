@@ -11,13 +11,24 @@ from modan_pacs.demo import SOP_CLASS_BY_MODALITY, export_plan, generate_export,
 from modan_pacs.errors import InputError
 
 
-@pytest.mark.parametrize("modality,dtype", [("CT", np.uint16), ("MR", np.uint16), ("US", np.uint8), ("CR", np.uint8),
-                                            ("DX", np.uint16), ("MG", np.uint16), ("OT", np.uint8)])
+@pytest.mark.parametrize(
+    "modality,dtype",
+    [
+        ("CT", np.uint16),
+        ("MR", np.uint16),
+        ("US", np.uint8),
+        ("CR", np.uint8),
+        ("DX", np.uint16),
+        ("MG", np.uint16),
+        ("OT", np.uint8),
+    ],
+)
 def test_write_dicom_image_roundtrip(tmp_path, modality, dtype):
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, np.iinfo(dtype).max, size=(24, 40), dtype=dtype)
-    path = write_dicom_image(tmp_path / "x.dcm", pixels, modality=modality, body_part="CHEST",
-                             anatomic_region=("51185008", "SCT", "Chest"))
+    path = write_dicom_image(
+        tmp_path / "x.dcm", pixels, modality=modality, body_part="CHEST", anatomic_region=("51185008", "SCT", "Chest")
+    )
     ds = pydicom.dcmread(path)
     assert ds.SOPClassUID == SOP_CLASS_BY_MODALITY.get(modality, "1.2.840.10008.5.1.4.1.1.7")
     assert ds.PhotometricInterpretation == "MONOCHROME2" and ds.Modality == modality

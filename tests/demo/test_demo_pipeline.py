@@ -10,7 +10,9 @@ from modan_pacs.demo.pipeline import DemoSettings, run_demo
 
 @pytest.mark.slow
 def test_demo_runs_twice_and_resumes(tmp_path):
-    settings = DemoSettings(n_patients=8, image_size=32, pretrain_epochs=1, pretrain_batch=16, downstream_images=40, bench_epochs=1)
+    settings = DemoSettings(
+        n_patients=8, image_size=32, pretrain_epochs=1, pretrain_batch=16, downstream_images=40, bench_epochs=1
+    )
     report = run_demo(tmp_path / "demo", settings=settings)
     tables = pd.read_csv(report / "tables.csv")
     assert set(tables["method"]) == {"modan-mulsupcon", "scratch"}

@@ -15,10 +15,13 @@ def test_anatomy_agreement_matches_relative_truth_paths_to_absolute_index_paths(
         (tmp_path / "out" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "out" / name).touch()
     truth = pd.DataFrame({"path": ["out/a", "out/b", "out/c"], "modality": "MR", "anatomy": ["knee", "brain", "knee"]})
-    index = pd.DataFrame({
-        "path": [str(tmp_path / "out" / n) for n in ("c", "a", "b")],
-        "modality_label": ["MR", "MR", None], "anatomy_label": ["knee", "knee", "brain"],
-    })  # fmt: skip
+    index = pd.DataFrame(
+        {
+            "path": [str(tmp_path / "out" / n) for n in ("c", "a", "b")],
+            "modality_label": ["MR", "MR", None],
+            "anatomy_label": ["knee", "knee", "brain"],
+        }
+    )
     assert anatomy_agreement(truth, index) == pytest.approx(2 / 3)  # b: no modality label
     index.loc[2, "modality_label"] = "MR"
     assert anatomy_agreement(truth, index) == 1.0
@@ -38,9 +41,13 @@ def test_wrapped_pool_keeps_labels_through_messy_headers(shared_data, tmp_path, 
     found = truth.join(indexed.rename(columns={"modality": "header_modality"}), on="path")
     assert found["header_modality"].notna().all(), "a wrapped pool image is missing from the index"
     assert (found["header_modality"] == found["modality"]).all()
-    expected_modality = found["modality"].map({"MR": "MR", "US": "US", "DX": "radiograph", "CR": "radiograph", "CT": "CT"})
+    expected_modality = found["modality"].map(
+        {"MR": "MR", "US": "US", "DX": "radiograph", "CR": "radiograph", "CT": "CT"}
+    )
     assert (found["modality_label"] == expected_modality).all()
-    assert (found["anatomy_label"] == found["anatomy"]).all(), found.loc[found["anatomy_label"] != found["anatomy"]].head()
+    assert (found["anatomy_label"] == found["anatomy"]).all(), found.loc[
+        found["anatomy_label"] != found["anatomy"]
+    ].head()
     # the messiness is real: several header fields decided the anatomy
     assert {"body_part", "description", "anatomic_region"} <= set(found["anatomy_source"])
 

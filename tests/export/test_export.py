@@ -61,7 +61,9 @@ def test_encoder_and_checkpoint_carry_metadata_as_plain_types(run, cache):
         assert meta["epochs_done"] == 1
         assert meta["code_version"]["package"] == modan_pacs.__version__
         if (REPO_ROOT / ".git").exists():
-            head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+            head = subprocess.run(
+                ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
+            ).stdout.strip()
             assert meta["code_version"]["git_commit"] == head and isinstance(meta["code_version"]["dirty"], bool)
     assert torch.load(run / "encoder.pt", weights_only=True)["format"] == "modan-pacs-encoder"
 
@@ -110,7 +112,9 @@ def test_export_formats_give_the_project_encoders_outputs(run, tmp_path):
     assert config["program_input"]["side"] == ("any side >= 17" if stem == "paper" else "32 only")
     assert config["modan_pacs"]["labels"]["n_images"] == 16
     card = (out / "README.md").read_text()
-    assert "## Training data" in card and "| modality | CT | 8 | 50.0% |" in card and "## Intended use and limits" in card
+    assert (
+        "## Training data" in card and "| modality | CT | 8 | 50.0% |" in card and "## Intended use and limits" in card
+    )
     assert "| anatomy | knee |" not in card and "no training image: " in card and "anatomy:knee" in card
     assert (out / TORCHVISION_RGB_NAME).is_file() == (stem == "authors")
 
@@ -148,10 +152,20 @@ def test_model_card_includes_report_and_old_encoders_export_with_a_note(tmp_path
     torch.save(encoder_state_dict(encoder), tmp_path / "encoder.pt")  # an encoder.pt of before metadata
     report = tmp_path / "report"
     report.mkdir()
-    pd.DataFrame([
-        {"dataset": "thyroid", "regime": "finetune", "method": "modan", "mean_auc": 0.71234, "std_auc": 0.01,
-         "n_repeats": 3, "p_one_sided": None, "p_two_sided": None},
-    ]).to_csv(report / "tables.csv", index=False)  # fmt: skip
+    pd.DataFrame(
+        [
+            {
+                "dataset": "thyroid",
+                "regime": "finetune",
+                "method": "modan",
+                "mean_auc": 0.71234,
+                "std_auc": 0.01,
+                "n_repeats": 3,
+                "p_one_sided": None,
+                "p_two_sided": None,
+            },
+        ]
+    ).to_csv(report / "tables.csv", index=False)
     result = export_encoder(tmp_path / "encoder.pt", tmp_path / "export", report=report, program=False)
     card = (result.out_dir / "README.md").read_text()
     assert "| thyroid | finetune | modan | 0.7123 | 0.0100 | 3 |" in card
@@ -188,8 +202,12 @@ def test_monai_bundle_parses_loads_and_passes_monais_own_check(run, tmp_path, mo
     with torch.no_grad():
         torch.testing.assert_close(network.cpu()(x), features(modan_pacs.load_encoder(run), x))
     assert parser.get("_meta_#network_data_format#inputs#image#spatial_shape") == [32, 32]
-    verify_net_in_out(net_id="network_def", meta_file=str(out / "configs" / "metadata.json"),
-                      config_file=str(out / "configs" / "inference.json"), device="cpu")  # fmt: skip
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(out / "configs" / "metadata.json"),
+        config_file=str(out / "configs" / "inference.json"),
+        device="cpu",
+    )
     assert (out / "docs" / "README.md").read_text().startswith("---")
 
 

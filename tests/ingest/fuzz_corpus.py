@@ -25,10 +25,28 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
 
 _MAX_SOURCE_BYTES = 200_000  # small sources keep the corpus a few tens of MB
-_IDENTIFYING = ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "PatientAddress",
-                "PatientTelephoneNumbers", "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName")
-_SYNTAXES = ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99",
-             "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.5", "1.2.3.4.5.6.7", ""]
+_IDENTIFYING = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "OtherPatientIDs",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "ReferringPhysicianName",
+    "PerformingPhysicianName",
+    "OperatorsName",
+)
+_SYNTAXES = [
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2.2",
+    "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.5",
+    "1.2.3.4.5.6.7",
+    "",
+]
 _CHARSETS = ["ISO_IR 999", "ISO 2022 IR 87", "ISO_IR 192", "GB18030", "\\\\", "ISO 2022 IR 149\\ISO_IR 13", "\x00\x00"]
 
 
@@ -73,7 +91,7 @@ def identifying_values(paths: list[Path]) -> set[str]:
                 value = ds.get(keyword)
             except Exception:
                 continue
-            for item in (value if isinstance(value, (list, pydicom.multival.MultiValue)) else [value]):
+            for item in value if isinstance(value, (list, pydicom.multival.MultiValue)) else [value]:
                 text = str(item or "").strip()
                 values |= {text, *text.split("^")}
     # pydicom's DICOMDIR test tree is laid out by PatientID (dicomdirtests/77654033/...): folder names
@@ -85,6 +103,7 @@ def identifying_values(paths: list[Path]) -> set[str]:
 
 # ----------------------------------------------------------------------------------------------
 # Mutations. Each takes (rng, raw bytes of the source, its path) and returns the mutant's bytes.
+
 
 def _element_offsets(data: bytes) -> list[tuple[int, int, str | None, int]]:
     """(element start, value start, VR, length) of the top-level elements, file meta included."""
@@ -166,8 +185,12 @@ def _wrong_syntax(rng: random.Random, data: bytes, path: Path) -> bytes:
 def _nested_sequences(rng: random.Random, data: bytes, path: Path) -> bytes:
     """Deeply nested undefined-length sequences spliced in right after the file meta."""
     depth = rng.choice([20, 200, 3000])
-    opening = (struct.pack("<HH", 0x0008, 0x1115) + b"SQ\x00\x00" + b"\xff\xff\xff\xff"
-               + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF))
+    opening = (
+        struct.pack("<HH", 0x0008, 0x1115)
+        + b"SQ\x00\x00"
+        + b"\xff\xff\xff\xff"
+        + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+    )
     closing = struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
     if rng.random() < 0.3:
         closing = b""  # never closed
@@ -197,8 +220,20 @@ def _long_strings(rng: random.Random, data: bytes, path: Path) -> bytes:
 
     def edit(ds: Dataset) -> None:
         text = "".join(rng.choice("ABCxyz 0123^\\-_") for _ in range(size))
-        setattr(ds, rng.choice(["SeriesDescription", "StudyDescription", "ProtocolName", "BodyPartExamined",
-                                "Modality", "Manufacturer"]), text)
+        setattr(
+            ds,
+            rng.choice(
+                [
+                    "SeriesDescription",
+                    "StudyDescription",
+                    "ProtocolName",
+                    "BodyPartExamined",
+                    "Modality",
+                    "Manufacturer",
+                ]
+            ),
+            text,
+        )
 
     try:
         return _rewrite(data, edit)

@@ -175,13 +175,28 @@ def test_sigkill_then_resume_same_rows(tmp_path, salt_env):
     n = 800
     sops = [f"1.2.826.0.1.3680043.10.1042.77.{i}" for i in range(n)]
     for i, sop in enumerate(sops):
-        write_dicom_image(export / f"d{i // 100:02d}" / f"{i:05d}", pixels, modality="CT", body_part="CHEST",
-                          sop_instance_uid=sop)
+        write_dicom_image(
+            export / f"d{i // 100:02d}" / f"{i:05d}", pixels, modality="CT", body_part="CHEST", sop_instance_uid=sop
+        )
     out = tmp_path / "idx"
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from modan_pacs.cli.main import main; sys.exit(main(sys.argv[1:]))",
-         "index", str(export), "--out", str(out), "--workers", "2", "--chunk-size", "10"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=os.environ.copy(),
+        [
+            sys.executable,
+            "-c",
+            "import sys; from modan_pacs.cli.main import main; sys.exit(main(sys.argv[1:]))",
+            "index",
+            str(export),
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+            "--chunk-size",
+            "10",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=os.environ.copy(),
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(list((out / ".ingest").glob("part-*.parquet"))) < 6:
@@ -206,14 +221,26 @@ def test_no_phi_in_any_output_byte(tmp_path, salt_env):
     assert main(["labels", str(out)]) == 0
     needles = set()
     for rec in plan:
-        needles |= {rec["patient_id"], rec["patient_name"], rec["patient_birth_date"], rec["patient_address"],
-                    rec["patient_name"].split("^")[0]}
+        needles |= {
+            rec["patient_id"],
+            rec["patient_name"],
+            rec["patient_birth_date"],
+            rec["patient_address"],
+            rec["patient_name"].split("^")[0],
+        }
     needles |= {"Springfield", "DR^NOBODY"}
     # the generated files really carry them (the check below has something to catch)
     assert any(plan[-1]["patient_name"].encode() in p.read_bytes() for p in export.rglob("*") if p.is_file())
     written = [p for p in out.rglob("*") if p.is_file()]
-    assert {p.name for p in written} >= {"index.parquet", "labels.npy", "vocabulary.yaml", "errors.parquet",
-                                          "series.parquet", "label_summary.csv", "unmapped.csv"}
+    assert {p.name for p in written} >= {
+        "index.parquet",
+        "labels.npy",
+        "vocabulary.yaml",
+        "errors.parquet",
+        "series.parquet",
+        "label_summary.csv",
+        "unmapped.csv",
+    }
     for path in written:
         blob = path.read_bytes()
         for needle in needles:
@@ -229,8 +256,12 @@ def test_relabel_without_reading_files(tmp_path, salt_env):
     data = __import__("yaml").safe_load(vocab.to_yaml())
     data.pop("label_names")
     data["unknown_anatomy"] = "drop"
-    data["anatomies"] = [dict(a, refines=[r for r in a["refines"] if r != "lung"]) for a in data["anatomies"] if a["name"] != "lung"]
-    data["multi_regions"] = [m for m in data["multi_regions"] if "lung" not in m["anatomies"]]  # a vocabulary names only its anatomies
+    data["anatomies"] = [
+        dict(a, refines=[r for r in a["refines"] if r != "lung"]) for a in data["anatomies"] if a["name"] != "lung"
+    ]
+    data["multi_regions"] = [
+        m for m in data["multi_regions"] if "lung" not in m["anatomies"]
+    ]  # a vocabulary names only its anatomies
     custom = tmp_path / "custom.yaml"
     custom.write_text(__import__("yaml").safe_dump(data))
     assert main(["labels", str(out), "--vocab", str(custom)]) == 0
@@ -245,13 +276,19 @@ def test_relabel_without_reading_files(tmp_path, salt_env):
 
 
 def test_write_index_for_pacs_records(tmp_path):
-    frame = pd.DataFrame({
-        "sop_instance_uid": ["1.2.3", "1.2.4", "1.2.3"],
-        "series_instance_uid": ["9.1", "9.1", "9.1"],
-        "modality": ["CT", "CT", "CT"],
-        "body_part_examined": ["THORAX", None, "THORAX"],
-        "location": ["pacs://ORTHANC@h:4242/s/9.1/1.2.3", "pacs://ORTHANC@h:4242/s/9.1/1.2.4", "pacs://X@h:1/s/9.1/1.2.3"],
-    })
+    frame = pd.DataFrame(
+        {
+            "sop_instance_uid": ["1.2.3", "1.2.4", "1.2.3"],
+            "series_instance_uid": ["9.1", "9.1", "9.1"],
+            "modality": ["CT", "CT", "CT"],
+            "body_part_examined": ["THORAX", None, "THORAX"],
+            "location": [
+                "pacs://ORTHANC@h:4242/s/9.1/1.2.3",
+                "pacs://ORTHANC@h:4242/s/9.1/1.2.4",
+                "pacs://X@h:1/s/9.1/1.2.3",
+            ],
+        }
+    )
     tables = write_index(frame, tmp_path / "pacs", Vocabulary.load())
     assert tables.frame["sop_instance_uid"].tolist() == ["1.2.3", "1.2.4"]
     assert tables.frame["anatomy_label"].tolist()[0] == "lung" and tables.frame["path"].isna().all()
@@ -261,11 +298,13 @@ def test_write_index_for_pacs_records(tmp_path):
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys; from modan_pacs.cli.main import main\n"
-            "for args in (['--help'], ['index', '--help'], ['labels', '--help']):\n"
-            "    main(args)\n"
-            "bad = [m for m in ('torch', 'monai', 'pydicom') if m in sys.modules]\n"
-            "sys.exit(f'imported {bad}' if bad else 0)")
+    code = (
+        "import sys; from modan_pacs.cli.main import main\n"
+        "for args in (['--help'], ['index', '--help'], ['labels', '--help']):\n"
+        "    main(args)\n"
+        "bad = [m for m in ('torch', 'monai', 'pydicom') if m in sys.modules]\n"
+        "sys.exit(f'imported {bad}' if bad else 0)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert "--pacs" in proc.stdout and "--workers" in proc.stdout
@@ -276,15 +315,17 @@ def test_vectorised_normalise_equals_value_by_value():
     objects take the value-by-value path; both must give the same contract columns."""
     from modan_pacs.ingest.store import _normalise_raw
 
-    frame = pd.DataFrame({
-        "sop_instance_uid": pd.array(["1.2.3", " 1.2.4 ", "1.2.5", "1.2.6"], dtype="string"),
-        "modality": pd.array(["CT", "  ", None, " MR"], dtype="string"),
-        "series_description": pd.array(["Ax 1.25mm ", "", "chest\t", None], dtype="string"),
-        "rows": pd.array([512, None, 256, 64], dtype="Int32").astype("float64"),  # nulls make Parquet ints floats
-        "number_of_frames": np.array([1, 2, 3, 4], dtype=np.int32),
-        "size": np.array([10, 20, 30, 40], dtype=np.int64),
-        "mtime": np.array([1.5, np.nan, 2.5, 3.0]),
-    })
+    frame = pd.DataFrame(
+        {
+            "sop_instance_uid": pd.array(["1.2.3", " 1.2.4 ", "1.2.5", "1.2.6"], dtype="string"),
+            "modality": pd.array(["CT", "  ", None, " MR"], dtype="string"),
+            "series_description": pd.array(["Ax 1.25mm ", "", "chest\t", None], dtype="string"),
+            "rows": pd.array([512, None, 256, 64], dtype="Int32").astype("float64"),  # nulls make Parquet ints floats
+            "number_of_frames": np.array([1, 2, 3, 4], dtype=np.int32),
+            "size": np.array([10, 20, 30, 40], dtype=np.int64),
+            "mtime": np.array([1.5, np.nan, 2.5, 3.0]),
+        }
+    )
     fast = _normalise_raw(frame)
     slow = _normalise_raw(frame.astype(object))
     pd.testing.assert_frame_equal(fast, slow)
@@ -314,7 +355,9 @@ def test_bad_vocabulary_fails_cleanly_before_any_output(tmp_path, salt_env, caps
     out = tmp_path / "idx"
     code = main(["index", str(export), "--out", str(out), "--workers", str(workers), "--vocab", str(bad)])
     err = capsys.readouterr().err
-    assert code != 0 and "anatomys" in err and "did you mean 'anatomies'" in err and len(err.strip().splitlines()) == 1, err
+    assert (
+        code != 0 and "anatomys" in err and "did you mean 'anatomies'" in err and len(err.strip().splitlines()) == 1
+    ), err
     assert not (out / "index.parquet").exists() and not (out / "labels.npy").exists()
     code = main(["index", str(export), "--out", str(out), "--vocab", str(tmp_path / "missing.yaml")])
     err = capsys.readouterr().err
@@ -330,7 +373,9 @@ def test_pull_store_log_is_not_indexed_but_a_user_file_of_that_name_is(tmp_path,
 
     assert OWN_LOG == LOG_NAME
     store = tmp_path / "store"
-    write_dicom_image(store / "1.2" / "1.2.3" / "1.2.3.4.dcm", np.zeros((8, 8), np.uint8), modality="CT", body_part="CHEST")
+    write_dicom_image(
+        store / "1.2" / "1.2.3" / "1.2.3.4.dcm", np.zeros((8, 8), np.uint8), modality="CT", body_part="CHEST"
+    )
     (store / LOG_NAME).write_text('{"event": "arrived", "sop": "1.2.3.4"}\n')
     (store / "1.2" / LOG_NAME).write_text("not a log of ours\n")  # a user's file deeper down: reported
     report = build_index(store, tmp_path / "idx", workers=1)

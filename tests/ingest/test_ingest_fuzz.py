@@ -25,8 +25,9 @@ def fuzz(tmp_path_factory):
     os.environ["MODAN_PACS_SALT_FILE"] = str(salt)  # module scope: monkeypatch is function-scoped
     try:
         with CliRunner().isolation() as (_, _, output):
-            code = main(["index", str(root / "corpus"), "--out", str(root / "idx"), "--workers", "2",
-                         "--file-timeout", "20"])
+            code = main(
+                ["index", str(root / "corpus"), "--out", str(root / "idx"), "--workers", "2", "--file-timeout", "20"]
+            )
             text = output.getvalue().decode(errors="replace")
     finally:
         os.environ.pop("MODAN_PACS_SALT_FILE", None)
@@ -71,7 +72,10 @@ def test_fuzz_index_every_file_once_no_traceback_no_phi(fuzz):
     assert not any(os.path.lexists(p) for p in errors.loc[referenced, "path"])
     not_files = errors[~errors["path"].isin(regular) & ~referenced]
     assert dict(zip(not_files["path"].map(lambda p: Path(p).name), not_files["reason"])) == {
-        "fifo.dcm": "special_file", "loop_a": "unreadable", "loop_b": "unreadable"}
+        "fifo.dcm": "special_file",
+        "loop_a": "unreadable",
+        "loop_b": "unreadable",
+    }
     file_errors = errors[errors["path"].isin(regular)]
     assert index["path"].is_unique and file_errors["path"].is_unique
     assert set(index["path"]).isdisjoint(file_errors["path"])
@@ -84,8 +88,9 @@ def test_fuzz_index_every_file_once_no_traceback_no_phi(fuzz):
 def test_fuzz_cache_no_traceback_no_phi(fuzz):
     root = fuzz["root"]
     with CliRunner().isolation() as (_, _, output):
-        code = main(["cache", "--index", str(root / "idx"), "--out", str(root / "cache"), "--workers", "2",
-                     "--size", "32"])
+        code = main(
+            ["cache", "--index", str(root / "idx"), "--out", str(root / "cache"), "--workers", "2", "--size", "32"]
+        )
         text = output.getvalue().decode(errors="replace")
     assert code == 0, text[-2000:]
     assert "Traceback" not in text

@@ -19,10 +19,14 @@ SALT = b"test-salt"
 
 
 def test_real_files_match_pydicom(pydicom_data_dir, pydicom_extra_data_dir):
-    names = [pydicom_data_dir / "CT_small.dcm", pydicom_data_dir / "MR_small.dcm",
-             pydicom_extra_data_dir / "US1_UNCR.dcm", pydicom_extra_data_dir / "RG1_UNCR.dcm",
-             pydicom_data_dir / "dicomdirtests" / "77654033" / "CR1" / "6154",
-             pydicom_extra_data_dir / "emri_small_jpeg_2k_lossless.dcm"]
+    names = [
+        pydicom_data_dir / "CT_small.dcm",
+        pydicom_data_dir / "MR_small.dcm",
+        pydicom_extra_data_dir / "US1_UNCR.dcm",
+        pydicom_extra_data_dir / "RG1_UNCR.dcm",
+        pydicom_data_dir / "dicomdirtests" / "77654033" / "CR1" / "6154",
+        pydicom_extra_data_dir / "emri_small_jpeg_2k_lossless.dcm",
+    ]
     for path in names:
         rec = read_header(str(path), SALT)
         ds = pydicom.dcmread(path)  # independent full read

@@ -27,8 +27,16 @@ def salt_env(tmp_path, monkeypatch):
 
 def _export(root: Path, n: int) -> list[Path]:
     pixels = np.zeros((8, 8), np.uint8)
-    return [write_dicom_image(root / f"s{i // 50:02d}" / f"f{i:04d}.dcm", pixels, modality="CT", body_part="CHEST",
-                              sop_instance_uid=f"1.2.826.0.1.3680043.10.1042.91.{i}") for i in range(n)]
+    return [
+        write_dicom_image(
+            root / f"s{i // 50:02d}" / f"f{i:04d}.dcm",
+            pixels,
+            modality="CT",
+            body_part="CHEST",
+            sop_instance_uid=f"1.2.826.0.1.3680043.10.1042.91.{i}",
+        )
+        for i in range(n)
+    ]
 
 
 def _misbehaving_reader(real):
@@ -127,8 +135,13 @@ def test_special_files_and_link_loops_are_recorded_not_read(tmp_path, salt_env):
     (export / "to_file.dcm").symlink_to(next((export / "s00").iterdir()))
     tables = build_index(export, tmp_path / "idx", workers=1, file_timeout=5).tables
     errors = dict(zip((Path(p).name for p in tables.errors["path"]), tables.errors["reason"]))
-    assert errors == {"pipe.dcm": "special_file", "loop_a": "unreadable", "loop_b": "unreadable",
-                      "dangling": "unreadable", "to_file.dcm": "duplicate_sop_instance"}
+    assert errors == {
+        "pipe.dcm": "special_file",
+        "loop_a": "unreadable",
+        "loop_b": "unreadable",
+        "dangling": "unreadable",
+        "to_file.dcm": "duplicate_sop_instance",
+    }
 
 
 def test_value_arrow_cannot_store_costs_only_its_row(tmp_path):
@@ -153,7 +166,8 @@ def test_cli_file_timeout_default_is_the_library_default():
 
 
 def test_error_detail_is_one_printable_line_without_long_quoted_values():
-    detail = headers_module._safe_detail("ValueError: invalid literal for int(): 'Doe^Archibald Lestrade'\n"
-                                         "tag (0002,0003) VR 'UA'\x00\x02 " + "x" * 400)
+    detail = headers_module._safe_detail(
+        "ValueError: invalid literal for int(): 'Doe^Archibald Lestrade'\ntag (0002,0003) VR 'UA'\x00\x02 " + "x" * 400
+    )
     assert "Archibald" not in detail and "<22 characters>" in detail and "'UA'" in detail
     assert detail.isprintable() and len(detail) == 300

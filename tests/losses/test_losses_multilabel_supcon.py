@@ -74,7 +74,9 @@ def test_exact_value_on_hand_made_case(similarity_path):
     # every anchor: own other view has logit 1/T = 2, two views of the other image 0; denominator e^2 + 2
     log_den = math.log(math.exp(2.0) + 2.0)
     expected = -((2.0 - log_den) + 2 * (1 / 3) * (0.0 - log_den)) / 3
-    assert multilabel_supcon_loss(features, labels, temperature=t, threshold=0.3).item() == pytest.approx(expected, rel=1e-6)
+    assert multilabel_supcon_loss(features, labels, temperature=t, threshold=0.3).item() == pytest.approx(
+        expected, rel=1e-6
+    )
     # with tau above 1/3 the other image is a negative: only the own view remains a positive
     assert multilabel_supcon_loss(features, labels, temperature=t, threshold=0.5).item() == pytest.approx(
         -(2.0 - log_den), rel=1e-6

@@ -11,7 +11,10 @@ from modan_pacs.errors import ConfigError, InputError
 from modan_pacs.models import EncoderWithHead, build_encoder, build_head, encoder_state_dict, load_encoder
 
 
-@pytest.mark.parametrize(("name", "out_dim", "expected"), [("none", None, 512), ("linear", None, 1000), ("mlp", None, 128), ("classifier", 9, 9)])
+@pytest.mark.parametrize(
+    ("name", "out_dim", "expected"),
+    [("none", None, 512), ("linear", None, 1000), ("mlp", None, 128), ("classifier", 9, 9)],
+)
 def test_head_output_sizes(name, out_dim, expected):
     head = build_head(name, out_dim=out_dim)
     assert head(torch.randn(3, 512)).shape == (3, expected)
@@ -63,7 +66,9 @@ def test_a_run_config_from_before_the_max_pool_fix_reads_paper_as_nopool(tmp_pat
     torch.manual_seed(0)
     old = build_encoder("paper-nopool").eval()
     torch.save(encoder_state_dict(old), tmp_path / "encoder.pt")
-    (tmp_path / "config.yaml").write_text("model:\n  stem: paper\n  head: none\nloss:\n  name: mulsupcon\n")  # no labels section
+    (tmp_path / "config.yaml").write_text(
+        "model:\n  stem: paper\n  head: none\nloss:\n  name: mulsupcon\n"
+    )  # no labels section
     loaded = load_encoder(tmp_path / "encoder.pt").eval()
     assert loaded.stem == "paper-nopool"
     x = torch.rand(1, 1, 16, 16)

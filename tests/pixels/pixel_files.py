@@ -106,7 +106,9 @@ def write_mosaic(path: Path, *, keep_csa: bool = True) -> tuple[Path, np.ndarray
     ds = pydicom.dcmread(gzip.open(real))
     n, tile = 48, 128
     yy, xx = np.mgrid[:tile, :tile]
-    slices = np.stack([20 + (yy + 2 * xx + 5 * k) % 300 for k in range(n)]).astype(np.uint16)  # inside the header's window 170/398
+    slices = np.stack([20 + (yy + 2 * xx + 5 * k) % 300 for k in range(n)]).astype(
+        np.uint16
+    )  # inside the header's window 170/398
     mosaic = np.zeros((7 * tile, 7 * tile), np.uint16)
     for k in range(n):
         r, c = divmod(k, 7)

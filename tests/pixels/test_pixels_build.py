@@ -16,11 +16,34 @@ from modan_pacs.pixels.build import CacheSettings, build_cache_from_index
 from modan_pacs.pixels.decode import fit_square, to_uint8
 
 INDEX_COLUMNS = [
-    "sop_instance_uid", "series_instance_uid", "study_instance_uid", "patient_hash", "modality", "body_part_examined",
-    "study_description", "series_description", "protocol_name", "anatomic_region_code", "anatomic_region_meaning",
-    "manufacturer", "view_position", "laterality", "rows", "columns", "number_of_frames", "bits_stored",
-    "transfer_syntax_uid", "photometric_interpretation", "sop_class_uid", "path", "location", "size", "mtime",
-    "modality_label", "anatomy_label", "anatomy_source",
+    "sop_instance_uid",
+    "series_instance_uid",
+    "study_instance_uid",
+    "patient_hash",
+    "modality",
+    "body_part_examined",
+    "study_description",
+    "series_description",
+    "protocol_name",
+    "anatomic_region_code",
+    "anatomic_region_meaning",
+    "manufacturer",
+    "view_position",
+    "laterality",
+    "rows",
+    "columns",
+    "number_of_frames",
+    "bits_stored",
+    "transfer_syntax_uid",
+    "photometric_interpretation",
+    "sop_class_uid",
+    "path",
+    "location",
+    "size",
+    "mtime",
+    "modality_label",
+    "anatomy_label",
+    "anatomy_source",
 ]
 
 
@@ -28,10 +51,17 @@ def _row(path, modality_label, anatomy_label):
     ds = pydicom.dcmread(path, stop_before_pixels=True)
     row = dict.fromkeys(INDEX_COLUMNS)
     row.update(
-        sop_instance_uid=str(ds.SOPInstanceUID), series_instance_uid=str(ds.SeriesInstanceUID),
-        study_instance_uid=str(ds.get("StudyInstanceUID", "")), modality=str(ds.Modality),
-        number_of_frames=int(ds.get("NumberOfFrames", 1) or 1), rows=int(ds.Rows), columns=int(ds.Columns),
-        path=str(path), modality_label=modality_label, anatomy_label=anatomy_label, anatomy_source="body_part",
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        series_instance_uid=str(ds.SeriesInstanceUID),
+        study_instance_uid=str(ds.get("StudyInstanceUID", "")),
+        modality=str(ds.Modality),
+        number_of_frames=int(ds.get("NumberOfFrames", 1) or 1),
+        rows=int(ds.Rows),
+        columns=int(ds.Columns),
+        path=str(path),
+        modality_label=modality_label,
+        anatomy_label=anatomy_label,
+        anatomy_source="body_part",
     )
     return row
 
@@ -68,7 +98,13 @@ def write_index(folder, pydicom_data_dir, extra=()):
         _row(broken, "CT", None),  # nothing decodes it
         *extra,
     ]
-    pacs = dict(rows[0], sop_instance_uid="1.2.3.4", series_instance_uid="1.2.3", path=None, location="pacs://X@h:104/1/1.2.3/1.2.3.4")
+    pacs = dict(
+        rows[0],
+        sop_instance_uid="1.2.3.4",
+        series_instance_uid="1.2.3",
+        path=None,
+        location="pacs://X@h:104/1/1.2.3/1.2.3.4",
+    )
     rows.append(pacs)
     frame = pd.DataFrame(rows, columns=INDEX_COLUMNS)
     folder.mkdir(parents=True, exist_ok=True)
@@ -76,16 +112,24 @@ def write_index(folder, pydicom_data_dir, extra=()):
     np.save(folder / "labels.npy", vocab.encode_frame(frame))
     vocab.save(folder / "vocabulary.yaml")
     # the rest of a complete index folder (load_index checks that they exist)
-    pd.DataFrame({"path": pd.Series([], dtype=str), "reason": pd.Series([], dtype=str)}).to_parquet(folder / "errors.parquet", index=False)
-    frame.groupby("series_instance_uid").size().rename("n_instances").reset_index().to_parquet(folder / "series.parquet", index=False)
+    pd.DataFrame({"path": pd.Series([], dtype=str), "reason": pd.Series([], dtype=str)}).to_parquet(
+        folder / "errors.parquet", index=False
+    )
+    frame.groupby("series_instance_uid").size().rename("n_instances").reset_index().to_parquet(
+        folder / "series.parquet", index=False
+    )
     return frame, vocab
 
 
 def test_build_middle_policy_rows_labels_errors(tmp_path, pydicom_data_dir):
     frame, vocab = write_index(tmp_path / "index", pydicom_data_dir)
-    result = build_cache_from_index(tmp_path / "index", tmp_path / "cache", CacheSettings(size=32, slices="middle", secondary_capture="all"))
+    result = build_cache_from_index(
+        tmp_path / "index", tmp_path / "cache", CacheSettings(size=32, slices="middle", secondary_capture="all")
+    )
     cache = load_cache(tmp_path / "cache")
-    assert result.n_rows == len(cache) == 6  # CT_small, MR_small, emri (1 frame), CT5N series (1 slice), SC_rgb, JPEG-lossy
+    assert (
+        result.n_rows == len(cache) == 6
+    )  # CT_small, MR_small, emri (1 frame), CT5N series (1 slice), SC_rgb, JPEG-lossy
     assert not (tmp_path / "cache" / ".partial").exists()
     m = cache.manifest
     index_labels = np.load(tmp_path / "index" / "labels.npy")
@@ -113,7 +157,12 @@ def test_all_policy_and_window_config(tmp_path, pydicom_data_dir):
     write_index(tmp_path / "index", pydicom_data_dir)
     config = tmp_path / "windows.yaml"
     config.write_text("brain: [0, 100]\n")
-    build_cache_from_index(tmp_path / "index", tmp_path / "cache", CacheSettings(size=16, slices="all", secondary_capture="all"), window_config=config)
+    build_cache_from_index(
+        tmp_path / "index",
+        tmp_path / "cache",
+        CacheSettings(size=16, slices="all", secondary_capture="all"),
+        window_config=config,
+    )
     m = load_cache(tmp_path / "cache").manifest
     assert len(m) == 1 + 1 + 10 + 5 + 1 + 1  # CT_small, MR_small, emri frames, CT5N slices, SC_rgb, JPEG-lossy
     assert sorted(m.loc[m["slice_index"] > 2, "slice_index"].unique().tolist()) == list(range(3, 10))
@@ -133,7 +182,9 @@ def test_interrupted_build_resumes_to_same_cache(tmp_path, pydicom_data_dir):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        build_cache_from_index(tmp_path / "index", tmp_path / "resumed", CacheSettings(size=24), progress=stop_after_three)
+        build_cache_from_index(
+            tmp_path / "index", tmp_path / "resumed", CacheSettings(size=24), progress=stop_after_three
+        )
     assert (tmp_path / "resumed" / ".partial" / "done.jsonl").read_text().count("\n") == 3
     with pytest.raises(InputError, match="other settings"):
         build_cache_from_index(tmp_path / "index", tmp_path / "resumed", CacheSettings(size=32))

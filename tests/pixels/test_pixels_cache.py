@@ -42,7 +42,9 @@ def test_round_trip_exact(tmp_path):
     assert len(cache) == 7 and cache.size == 12
     errors = pd.read_parquet(tmp_path / "errors.parquet")
     # a row without status is an error with the generic code
-    assert errors.to_dict("records") == [{"path": "/x.dcm", "reason": "truncated", "status": "error", "code": "decode_error", "slice_index": None}]
+    assert errors.to_dict("records") == [
+        {"path": "/x.dcm", "reason": "truncated", "status": "error", "code": "decode_error", "slice_index": None}
+    ]
     # memory-mappable with plain numpy
     assert np.load(tmp_path / "images.npy", mmap_mode="r").shape == (7, 12, 12)
 

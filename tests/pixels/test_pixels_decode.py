@@ -65,7 +65,10 @@ def test_lossless_family_equals_uncompressed_twin(compressed, plain):
 
 @pytest.mark.parametrize(
     ("compressed", "plain"),
-    [("SC_rgb_dcmtk_+eb+cr.dcm", "SC_rgb_dcmtk_ebcr_dcmd.dcm"), ("SC_rgb_dcmtk_+eb+cy+np.dcm", "SC_rgb_dcmtk_ebcynp_dcmd.dcm")],
+    [
+        ("SC_rgb_dcmtk_+eb+cr.dcm", "SC_rgb_dcmtk_ebcr_dcmd.dcm"),
+        ("SC_rgb_dcmtk_+eb+cy+np.dcm", "SC_rgb_dcmtk_ebcynp_dcmd.dcm"),
+    ],
 )
 def test_jpeg_baseline_matches_dcmtk_decode_within_one_level(compressed, plain):
     # the *_dcmd files are dcmtk's decode of the same stream; IDCT rounding differs by <= 1 level
@@ -147,7 +150,12 @@ def test_real_monochrome1_radiograph_is_inverted(pydicom_data_dir):
 def test_multiframe_policies_give_chosen_frames():
     path = get_testdata_file("emri_small.dcm")  # 10 frames
     ref = _reference("emri_small.dcm")
-    for policy, expected in (("middle", [5]), ("even:3", [1, 5, 8]), ("all", list(range(10))), ("even:20", list(range(10)))):
+    for policy, expected in (
+        ("middle", [5]),
+        ("even:3", [1, 5, 8]),
+        ("all", list(range(10))),
+        ("even:20", list(range(10))),
+    ):
         decoded, _ = read_dicom_frames(path, policy)
         assert decoded.frame_indices == expected
         np.testing.assert_array_equal(decoded.frames, ref[expected])
@@ -192,7 +200,9 @@ def test_malformed_12_bit_jpeg_decodes_through_gdcm_like_dcmtk(tmp_path, binary)
     reference = pydicom.dcmread(plain)
     decoded, raw = read_dicom_frames(src, "middle")
     np.testing.assert_array_equal(raw[0], reference.pixel_array)
-    np.testing.assert_array_equal(decoded.frames[0], apply_modality_lut(reference.pixel_array, reference).astype(np.float64))
+    np.testing.assert_array_equal(
+        decoded.frames[0], apply_modality_lut(reference.pixel_array, reference).astype(np.float64)
+    )
 
 
 def test_gdcm_fallback_undoes_the_rescale_it_applies(monkeypatch):

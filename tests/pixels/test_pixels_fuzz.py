@@ -18,7 +18,15 @@ from pixel_files import extra_file, uid, write_ct_series  # noqa: E402
 from modan_pacs.pixels import load_cache  # noqa: E402
 from modan_pacs.pixels.build import CacheSettings, build_cache_from_index  # noqa: E402
 
-BASES = ["CT_small.dcm", "MR_small.dcm", "emri_small.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm", "US1_J2KR.dcm", "SC_rgb_rle.dcm"]
+BASES = [
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "emri_small.dcm",
+    "MR_small_RLE.dcm",
+    "JPEG2000.dcm",
+    "US1_J2KR.dcm",
+    "SC_rgb_rle.dcm",
+]
 MUTATIONS = ("flip", "truncate", "syntax", "empty_pixels", "garbage_tail")
 
 
@@ -73,7 +81,9 @@ def test_cache_over_mutants_every_instance_in_exactly_one_place(tmp_path, index_
         _mutate(path, MUTATIONS[i % len(MUTATIONS)], rng)
     for path, kind in zip(series[1::2], ("flip", "truncate", "empty_pixels"), strict=True):
         _mutate(path, kind, rng)
-    result = build_cache_from_index(index, tmp_path / "cache", CacheSettings(size=16, slices="all", secondary_capture="all"), workers=2)
+    result = build_cache_from_index(
+        index, tmp_path / "cache", CacheSettings(size=16, slices="all", secondary_capture="all"), workers=2
+    )
     manifest = load_cache(tmp_path / "cache").manifest
     errors = pd.read_parquet(tmp_path / "cache" / "errors.parquet")
     cached = set(manifest["source"])

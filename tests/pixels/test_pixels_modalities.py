@@ -51,7 +51,9 @@ def test_pet_suv_window_from_the_header(tmp_path):
     assert suv_factor(decoded.headers[0]) == pytest.approx(expected_factor, rel=1e-12)
     suv = display_frames(decoded, raw=raw, modality_window="suv")[0]
     np.testing.assert_allclose(suv, np.clip(activity * expected_factor / SUV_WINDOW[1], 0, 1))
-    lesion_suv = 35000 * expected_factor  # the generated lesion: ~35 kBq/ml = SUV ~9.7, white; the body (5 kBq/ml) SUV ~1.4, grey
+    lesion_suv = (
+        35000 * expected_factor
+    )  # the generated lesion: ~35 kBq/ml = SUV ~9.7, white; the body (5 kBq/ml) SUV ~1.4, grey
     assert lesion_suv > SUV_WINDOW[1] and suv.max() == 1.0 and 0.15 < np.median(suv[activity > 1000]) < 0.25
     no_weight = decoded.headers[0].copy()
     del no_weight.PatientWeight
@@ -73,10 +75,17 @@ def test_pet_in_the_cache_is_not_black(tmp_path, index_folder):
     build_cache_from_index(index, tmp_path / "cache", CacheSettings(size=64, series_volumes=False), workers=1)
     cache = load_cache(tmp_path / "cache")
     assert len(cache) == 2 and all(int(cache.images[i].max()) >= 250 for i in range(2))
-    build_cache_from_index(index, tmp_path / "header", CacheSettings(size=64, series_volumes=False, pet_nm_window="header", min_std=0), workers=1)
+    build_cache_from_index(
+        index,
+        tmp_path / "header",
+        CacheSettings(size=64, series_volumes=False, pet_nm_window="header", min_std=0),
+        workers=1,
+    )
     header = load_cache(tmp_path / "header")
     assert np.mean(np.asarray(header.images) == 255) > 0.3  # saturated: what the header window did
-    suv = build_cache_from_index(index, tmp_path / "suv", CacheSettings(size=64, series_volumes=False, pet_nm_window="suv"), workers=1)
+    suv = build_cache_from_index(
+        index, tmp_path / "suv", CacheSettings(size=64, series_volumes=False, pet_nm_window="suv"), workers=1
+    )
     assert suv.summary["notes"] == {"pet_suv": 2}
 
 

@@ -36,7 +36,9 @@ def test_series_with_a_corrupt_instance_keeps_the_others(tmp_path, index_folder)
     middle = load_cache(tmp_path / "middle")
     errors = pd.read_parquet(tmp_path / "middle" / "errors.parquet")
     assert len(middle) == 1  # the nearest instance stands in for the corrupt one
-    assert middle.manifest["source"].iloc[0] in {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in (paths[4], paths[6])}
+    assert middle.manifest["source"].iloc[0] in {
+        str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in (paths[4], paths[6])
+    }
     assert errors["path"].tolist() == [str(bad)] and errors["code"].tolist() == ["missing_instance"]
 
     build_cache_from_index(index, tmp_path / "all", CacheSettings(size=32, slices="all"), workers=2)
@@ -74,7 +76,9 @@ def test_any_exception_in_one_unit_is_one_error_row(tmp_path, index_folder, monk
     monkeypatch.setattr(build_module, "read_dicom_frames", explode_on_mr)
     result = build_cache_from_index(index, tmp_path / "cache", CacheSettings(size=16), workers=1)
     errors = pd.read_parquet(tmp_path / "cache" / "errors.parquet")
-    assert result.n_rows == 1 and load_cache(tmp_path / "cache").manifest["source"].tolist() == [str(pydicom.dcmread(ct).SOPInstanceUID)]
+    assert result.n_rows == 1 and load_cache(tmp_path / "cache").manifest["source"].tolist() == [
+        str(pydicom.dcmread(ct).SOPInstanceUID)
+    ]
     assert errors["path"].tolist() == [str(mr)] and "KeyError" in errors["reason"].iloc[0]
 
 

@@ -50,8 +50,12 @@ def export(tmp_path):
         "sc": copy_to(folder, extra_file("SC_rgb.dcm")),
         "nm_sc": copy_to(folder, extra_file("JPEG2000_UNC.dcm")),  # NM whole body stored as SC, DERIVED\PRIMARY
         "sr": copy_to(folder, get_testdata_file("test-SR.dcm")),
-        "burned": _variant(extra_file("JPGLosslessP14SV1_1s_1f_8b.dcm"), folder / "burned_us.dcm", 1, BurnedInAnnotation="YES"),
-        "flat": _variant(get_testdata_file("CT_small.dcm"), folder / "flat_ct.dcm", 2, pixels=lambda a: np.full_like(a, 40)),
+        "burned": _variant(
+            extra_file("JPGLosslessP14SV1_1s_1f_8b.dcm"), folder / "burned_us.dcm", 1, BurnedInAnnotation="YES"
+        ),
+        "flat": _variant(
+            get_testdata_file("CT_small.dcm"), folder / "flat_ct.dcm", 2, pixels=lambda a: np.full_like(a, 40)
+        ),
     }
     return folder, files
 
@@ -70,13 +74,22 @@ def test_default_screening_excludes_with_reasons_and_counts(tmp_path, export, in
     assert code_of[str(files["sc"])] == "secondary_capture" and code_of[str(files["nm_sc"])] == "secondary_capture"
     assert code_of[str(files["burned"])] == "burned_in_annotation"
     assert code_of[str(files["flat"])] == "near_constant"
-    assert set(errors.loc[errors["path"].isin([str(files[k]) for k in ("seg", "sc", "burned", "flat")]), "status"]) == {"excluded"}
+    assert set(errors.loc[errors["path"].isin([str(files[k]) for k in ("seg", "sc", "burned", "flat")]), "status"]) == {
+        "excluded"
+    }
     assert "Segmentation Storage" in errors.loc[errors["path"] == str(files["seg"]), "reason"].iloc[0]
     sources = set(load_cache(tmp_path / "cache").manifest["source"])
-    kept = {str(pydicom.dcmread(files[k], stop_before_pixels=True).SOPInstanceUID) for k in ("ct", "us_regions", "us_plain")}
+    kept = {
+        str(pydicom.dcmread(files[k], stop_before_pixels=True).SOPInstanceUID) for k in ("ct", "us_regions", "us_plain")
+    }
     assert sources == kept and result.n_rows == 3
     summary = json.loads((tmp_path / "cache" / "summary.json").read_text())
-    assert summary["excluded"] == {"burned_in_annotation": 1, "near_constant": 1, "not_an_image": 2, "secondary_capture": 2}
+    assert summary["excluded"] == {
+        "burned_in_annotation": 1,
+        "near_constant": 1,
+        "not_an_image": 2,
+        "secondary_capture": 2,
+    }
     assert summary["notes"] == {"us_cropped": 1, "us_without_regions": 1}
     assert result.n_excluded == 6 and summary == result.summary
 
@@ -84,13 +97,29 @@ def test_default_screening_excludes_with_reasons_and_counts(tmp_path, export, in
 def test_each_screen_can_be_switched_off(tmp_path, export, index_folder):
     folder, files = export
     index = index_folder(folder)
-    result = build_cache_from_index(index, tmp_path / "cache", CacheSettings(size=32, keep_non_image=True, secondary_capture="all", keep_burned_in=True, min_std=0.0, crop_ultrasound=False), workers=1)
+    result = build_cache_from_index(
+        index,
+        tmp_path / "cache",
+        CacheSettings(
+            size=32,
+            keep_non_image=True,
+            secondary_capture="all",
+            keep_burned_in=True,
+            min_std=0.0,
+            crop_ultrasound=False,
+        ),
+        workers=1,
+    )
     assert result.n_excluded == 0 and result.summary["notes"] == {}
     m = load_cache(tmp_path / "cache").manifest
     uids = {k: str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for k, p in files.items()}
     assert {uids[k] for k in ("seg", "rtdose", "sc", "nm_sc", "burned", "flat")} <= set(m["source"])
-    primary = build_cache_from_index(index, tmp_path / "primary", CacheSettings(size=32, secondary_capture="primary"), workers=1)
-    assert primary.summary["excluded"]["secondary_capture"] == 1  # NM (DERIVED\PRIMARY) kept, SC_rgb (DERIVED\SECONDARY) not
+    primary = build_cache_from_index(
+        index, tmp_path / "primary", CacheSettings(size=32, secondary_capture="primary"), workers=1
+    )
+    assert (
+        primary.summary["excluded"]["secondary_capture"] == 1
+    )  # NM (DERIVED\PRIMARY) kept, SC_rgb (DERIVED\SECONDARY) not
     assert uids["nm_sc"] in set(load_cache(tmp_path / "primary").manifest["source"])
     with pytest.raises(InputError, match="--secondary-capture"):
         build_cache_from_index(index, tmp_path / "bad", CacheSettings(secondary_capture="some"))
@@ -116,7 +145,11 @@ def test_sop_class_screen_in_the_worker_for_csv_and_folder_records(tmp_path):
 
     records = pd.DataFrame(
         {
-            "path": [get_testdata_file("test-SR.dcm"), get_testdata_file("rtdose.dcm"), get_testdata_file("CT_small.dcm")],
+            "path": [
+                get_testdata_file("test-SR.dcm"),
+                get_testdata_file("rtdose.dcm"),
+                get_testdata_file("CT_small.dcm"),
+            ],
             "modality_label": [None, None, "CT"],
             "anatomy_label": [None, None, "brain"],
         }
@@ -132,12 +165,29 @@ def test_sop_class_screen_in_the_worker_for_csv_and_folder_records(tmp_path):
 def test_non_image_sop_classes_by_standard_names():
     import pydicom.uid as u
 
-    for name in ("SegmentationStorage", "RTDoseStorage", "RTStructureSetStorage", "RTPlanStorage", "BasicTextSRStorage",
-                 "ComprehensiveSRStorage", "KeyObjectSelectionDocumentStorage", "GrayscaleSoftcopyPresentationStateStorage",
-                 "EncapsulatedPDFStorage", "RawDataStorage", "TwelveLeadECGWaveformStorage"):
+    for name in (
+        "SegmentationStorage",
+        "RTDoseStorage",
+        "RTStructureSetStorage",
+        "RTPlanStorage",
+        "BasicTextSRStorage",
+        "ComprehensiveSRStorage",
+        "KeyObjectSelectionDocumentStorage",
+        "GrayscaleSoftcopyPresentationStateStorage",
+        "EncapsulatedPDFStorage",
+        "RawDataStorage",
+        "TwelveLeadECGWaveformStorage",
+    ):
         assert non_image_reason(getattr(u, name)), name
-    for name in ("CTImageStorage", "MRImageStorage", "UltrasoundImageStorage", "PositronEmissionTomographyImageStorage",
-                 "NuclearMedicineImageStorage", "DigitalXRayImageStorageForPresentation", "SecondaryCaptureImageStorage"):
+    for name in (
+        "CTImageStorage",
+        "MRImageStorage",
+        "UltrasoundImageStorage",
+        "PositronEmissionTomographyImageStorage",
+        "NuclearMedicineImageStorage",
+        "DigitalXRayImageStorageForPresentation",
+        "SecondaryCaptureImageStorage",
+    ):
         assert non_image_reason(getattr(u, name)) is None, name
     assert non_image_reason(None) is None and non_image_reason("1.2.3.4") is None
 

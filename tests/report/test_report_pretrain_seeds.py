@@ -54,8 +54,17 @@ def _repeats(run_means: dict[str, list[float]], n_repeats: int, noise: float = 0
             deltas = rng.normal(0, noise, n_repeats)
             deltas -= deltas.mean()
             name = f"{method}.ps{seed}" if method != "scratch" else method
-            rows += [{"dataset": "breast", "regime": "finetune", "method": name, "repeat": r + 1, "auc": mean + d, "n_folds": 5}
-                     for r, d in enumerate(deltas)]  # fmt: skip
+            rows += [
+                {
+                    "dataset": "breast",
+                    "regime": "finetune",
+                    "method": name,
+                    "repeat": r + 1,
+                    "auc": mean + d,
+                    "n_folds": 5,
+                }
+                for r, d in enumerate(deltas)
+            ]
     return pd.DataFrame(rows)
 
 
@@ -71,7 +80,9 @@ def test_pretrain_seed_table_unit_is_the_pretraining_run():
     welch = ttest_ind([0.80, 0.84, 0.82], [0.78, 0.77, 0.83], equal_var=False)
     assert table.loc["simclr", "test"] == "welch" and table.loc["simclr", "p_two_sided"] == pytest.approx(welch.pvalue)
     one = ttest_1samp([0.80, 0.84, 0.82], 0.70, alternative="greater")
-    assert table.loc["scratch", "test"] == "one-sample" and table.loc["scratch", "p_one_sided"] == pytest.approx(one.pvalue)
+    assert table.loc["scratch", "test"] == "one-sample" and table.loc["scratch", "p_one_sided"] == pytest.approx(
+        one.pvalue
+    )
     np.testing.assert_allclose(table["p_two_sided_holm"].to_numpy(), holm_adjust(table["p_two_sided"].to_numpy()))
     # more (and noisier) downstream repeats with the same run means: the same p-values
     again = pretrain_seed_table(many, reference="modan").set_index("method")

@@ -90,7 +90,11 @@ def test_compute_tables_against_manual_pipeline(tmp_path):
         reps = []
         for r in range(1, 7):
             files = sorted((tmp_path / "toy" / "finetune" / method / f"repeat_{r:02d}").glob("fold_*.csv"))
-            reps.append(np.mean([slow_auc(*(lambda f: (f.preds.to_numpy(), f.labels.to_numpy()))(pd.read_csv(p))) for p in files]))
+            reps.append(
+                np.mean(
+                    [slow_auc(*(lambda f: (f.preds.to_numpy(), f.labels.to_numpy()))(pd.read_csv(p))) for p in files]
+                )
+            )
         manual[method] = np.array(reps)
     rows = tables.rows.set_index("method")
     for method in ("ref", "base"):
@@ -141,13 +145,49 @@ def test_report_cli_exit_codes(tmp_path):
 
 # (dataset, regime, method) -> (mean AUC, one-sided p, two-sided p), from shared/reference/README.md
 PAPER = {
-    ("acl", "finetune"): {"modan-mulsupcon": (0.9635,), "minirin-simclr": (0.9513, 0.0010, 0.0020), "minirin165": (0.6300, 0.0010, 0.0020), "imagenet": (0.8764, 0.0010, 0.0020), "scratch": (0.9074, 0.0010, 0.0020)},
-    ("breast", "finetune"): {"modan-mulsupcon": (0.9261,), "minirin-simclr": (0.9404, 1.0000, 0.0020), "minirin165": (0.6660, 0.0010, 0.0020), "imagenet": (0.8838, 0.0010, 0.0020), "scratch": (0.8844, 0.0010, 0.0020)},
-    ("thyroid", "finetune"): {"modan-mulsupcon": (0.7634,), "minirin-simclr": (0.6851, 0.0010, 0.0020), "minirin165": (0.5577, 0.0010, 0.0020), "imagenet": (0.6955, 0.0010, 0.0020), "scratch": (0.6768, 0.0010, 0.0020)},
-    ("acl", "linear"): {"modan-mulsupcon": (0.6805,), "minirin-simclr": (0.8441, 1.0000, 0.0020), "minirin165": (0.7961, 1.0000, 0.0020), "imagenet": (0.8243, 1.0000, 0.0020), "scratch": (0.6970, 0.9990, 0.0039)},
-    ("breast", "linear"): {"modan-mulsupcon": (0.7165,), "minirin-simclr": (0.8050, 1.0000, 0.0020), "minirin165": (0.7234, 0.9863, 0.0371), "imagenet": (0.7805, 1.0000, 0.0020), "scratch": (0.7244, 0.9990, 0.0039)},
-    ("thyroid", "linear"): {"modan-mulsupcon": (0.6389,), "minirin-simclr": (0.6567, 0.9346, 0.1602), "minirin165": (0.6299, 0.1875, 0.3750), "imagenet": (0.6092, 0.0801, 0.1602), "scratch": (0.5566, 0.0010, 0.0020)},
-}  # fmt: skip
+    ("acl", "finetune"): {
+        "modan-mulsupcon": (0.9635,),
+        "minirin-simclr": (0.9513, 0.0010, 0.0020),
+        "minirin165": (0.6300, 0.0010, 0.0020),
+        "imagenet": (0.8764, 0.0010, 0.0020),
+        "scratch": (0.9074, 0.0010, 0.0020),
+    },
+    ("breast", "finetune"): {
+        "modan-mulsupcon": (0.9261,),
+        "minirin-simclr": (0.9404, 1.0000, 0.0020),
+        "minirin165": (0.6660, 0.0010, 0.0020),
+        "imagenet": (0.8838, 0.0010, 0.0020),
+        "scratch": (0.8844, 0.0010, 0.0020),
+    },
+    ("thyroid", "finetune"): {
+        "modan-mulsupcon": (0.7634,),
+        "minirin-simclr": (0.6851, 0.0010, 0.0020),
+        "minirin165": (0.5577, 0.0010, 0.0020),
+        "imagenet": (0.6955, 0.0010, 0.0020),
+        "scratch": (0.6768, 0.0010, 0.0020),
+    },
+    ("acl", "linear"): {
+        "modan-mulsupcon": (0.6805,),
+        "minirin-simclr": (0.8441, 1.0000, 0.0020),
+        "minirin165": (0.7961, 1.0000, 0.0020),
+        "imagenet": (0.8243, 1.0000, 0.0020),
+        "scratch": (0.6970, 0.9990, 0.0039),
+    },
+    ("breast", "linear"): {
+        "modan-mulsupcon": (0.7165,),
+        "minirin-simclr": (0.8050, 1.0000, 0.0020),
+        "minirin165": (0.7234, 0.9863, 0.0371),
+        "imagenet": (0.7805, 1.0000, 0.0020),
+        "scratch": (0.7244, 0.9990, 0.0039),
+    },
+    ("thyroid", "linear"): {
+        "modan-mulsupcon": (0.6389,),
+        "minirin-simclr": (0.6567, 0.9346, 0.1602),
+        "minirin165": (0.6299, 0.1875, 0.3750),
+        "imagenet": (0.6092, 0.0801, 0.1602),
+        "scratch": (0.5566, 0.0010, 0.0020),
+    },
+}
 
 
 @pytest.mark.data
@@ -288,7 +328,9 @@ def test_missing_values_are_null_in_json_unknown_in_groups_and_no_p_value(tmp_pa
     out = build_report(tree, reference="ref", out_dir=tmp_path / "rep", figures=False)
     rows = json.loads((out / "tables.json").read_text())["rows"]
     assert [row["p_one_sided"] for row in rows if row["method"] == "ref"] == [None]  # NaN in the frame
-    manifest = pd.DataFrame({"modality_label": ["CT", None, np.nan, "MR"], "anatomy_label": ["chest", "", "head", pd.NA]})
+    manifest = pd.DataFrame(
+        {"modality_label": ["CT", None, np.nan, "MR"], "anatomy_label": ["chest", "", "head", pd.NA]}
+    )
     assert cache_groups(manifest) == ["CT/chest", "unknown/unknown", "unknown/head", "MR/unknown"]
     row = {"n_paired": 3, "p_one_sided": float("nan"), "p_two_sided": float("nan")}
     assert p_value_text(row) == "p n/a: identical repeats"

@@ -54,17 +54,65 @@ def built(tmp_path, monkeypatch):
     monkeypatch.setenv("MODAN_PACS_SALT_FILE", str(tmp_path / "site" / "salt"))
     export, uids = _identifiable_export(tmp_path / "export")
     assert main(["index", str(export), "--out", str(tmp_path / "index"), "--workers", "1"]) == 0
-    assert main(["cache", "--index", str(tmp_path / "index"), "--out", str(tmp_path / "cache"), "--size", "32",
-                 "--workers", "1", "--slices", "all"]) == 0
+    assert (
+        main(
+            [
+                "cache",
+                "--index",
+                str(tmp_path / "index"),
+                "--out",
+                str(tmp_path / "cache"),
+                "--size",
+                "32",
+                "--workers",
+                "1",
+                "--slices",
+                "all",
+            ]
+        )
+        == 0
+    )
     return tmp_path, export, uids
 
 
 def test_no_identifying_byte_in_share(built):
     tmp_path, export, uids = built
-    assert main(["share", "--index", str(tmp_path / "index"), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "share")]) == 0
+    assert (
+        main(
+            [
+                "share",
+                "--index",
+                str(tmp_path / "index"),
+                "--cache",
+                str(tmp_path / "cache"),
+                "--out",
+                str(tmp_path / "share"),
+            ]
+        )
+        == 0
+    )
     share = tmp_path / "share"
-    needles = {"SMITH", "JOHN", "DOE^JANE", "DOE_JANE", "JANE", MRN, MRN[3:], "8899887", BIRTH, STUDY_DATE, "Elsewhere",
-               "follow-up of", "SMITH_protocol", "CT HEAD", "CT head", str(export), str(tmp_path), ROOT, *uids}
+    needles = {
+        "SMITH",
+        "JOHN",
+        "DOE^JANE",
+        "DOE_JANE",
+        "JANE",
+        MRN,
+        MRN[3:],
+        "8899887",
+        BIRTH,
+        STUDY_DATE,
+        "Elsewhere",
+        "follow-up of",
+        "SMITH_protocol",
+        "CT HEAD",
+        "CT head",
+        str(export),
+        str(tmp_path),
+        ROOT,
+        *uids,
+    }
     # the local index really holds them (the scan below has something to catch)
     index_bytes = (tmp_path / "index" / "index.parquet").read_bytes()
     for needle in ("SMITH_JOHN_MRN9912345", "follow-up of SMITH", uids[0]):
@@ -88,14 +136,21 @@ def test_share_content_consistent_with_cache(built):
     m = pd.read_parquet(share / "manifest.parquet")
     assert tuple(m.columns) == SHARE_MANIFEST_COLUMNS and len(m) == len(cache) == 6
     assert report.n_patients == 2 and report.n_studies == 2 and report.n_series == 2
-    assert all(re.fullmatch(r"2\.25\.[1-9]\d{0,38}", u) for col in ("image_uid", "series_uid", "study_uid") for u in m[col])
+    assert all(
+        re.fullmatch(r"2\.25\.[1-9]\d{0,38}", u) for col in ("image_uid", "series_uid", "study_uid") for u in m[col]
+    )
     # one series -> one series_uid; images distinct; the same salt gives the same share
     assert m.groupby("series_uid")["patient_id"].nunique().eq(1).all() and m["image_uid"].is_unique
     assert m["modality_label"].tolist() == cache.manifest["modality_label"].tolist()
     json.loads((share / "labels.json").read_text())["label_names"] == list(cache.vocabulary.label_names)
     again = share_dataset(index_dir=tmp_path / "index", cache_dir=tmp_path / "cache", out=tmp_path / "again")
     pd.testing.assert_frame_equal(pd.read_parquet(again.path / "manifest.parquet"), m)
-    other = share_dataset(index_dir=tmp_path / "index", cache_dir=tmp_path / "cache", out=tmp_path / "other", salt_file=tmp_path / "other_salt")
+    other = share_dataset(
+        index_dir=tmp_path / "index",
+        cache_dir=tmp_path / "cache",
+        out=tmp_path / "other",
+        salt_file=tmp_path / "other_salt",
+    )
     assert set(pd.read_parquet(other.path / "manifest.parquet")["image_uid"]).isdisjoint(m["image_uid"])
 
 
@@ -105,8 +160,34 @@ def test_bad_inputs_stop_with_one_line(built, capsys):
         share_dataset(index_dir=tmp_path / "index", cache_dir=tmp_path / "cache", out=tmp_path / "cache" / "share")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
-    assert main(["share", "--index", str(tmp_path / "index"), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "full")]) == 2
-    assert main(["share", "--index", str(tmp_path / "nope"), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "s")]) == 2
+    assert (
+        main(
+            [
+                "share",
+                "--index",
+                str(tmp_path / "index"),
+                "--cache",
+                str(tmp_path / "cache"),
+                "--out",
+                str(tmp_path / "full"),
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "share",
+                "--index",
+                str(tmp_path / "nope"),
+                "--cache",
+                str(tmp_path / "cache"),
+                "--out",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "not empty" in err and "does not exist" in err and "Traceback" not in err
     # a cache of another index is refused

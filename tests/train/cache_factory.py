@@ -10,7 +10,13 @@ import pandas as pd
 from modan_pacs.labels import Vocabulary
 
 
-def write_test_cache(directory: Path, images: np.ndarray, modality: list[str | None], anatomy: list[str | None], extra: dict | None = None) -> Path:
+def write_test_cache(
+    directory: Path,
+    images: np.ndarray,
+    modality: list[str | None],
+    anatomy: list[str | None],
+    extra: dict | None = None,
+) -> Path:
     """``images.npy`` (N, S, S) uint8, ``labels.npy`` (N, K) float32 multi-hot from the shipped vocabulary."""
     vocab = Vocabulary.load()
     names = vocab.label_names
@@ -23,17 +29,21 @@ def write_test_cache(directory: Path, images: np.ndarray, modality: list[str | N
     directory.mkdir(parents=True, exist_ok=True)
     np.save(directory / "images.npy", np.ascontiguousarray(images, dtype=np.uint8))
     np.save(directory / "labels.npy", labels)
-    manifest = pd.DataFrame({
-        "cache_row": np.arange(len(images)),
-        "source": [f"generated/{i}" for i in range(len(images))],
-        "slice_index": 0,
-        "modality_label": modality,
-        "anatomy_label": anatomy,
-        **(extra or {}),
-    })
+    manifest = pd.DataFrame(
+        {
+            "cache_row": np.arange(len(images)),
+            "source": [f"generated/{i}" for i in range(len(images))],
+            "slice_index": 0,
+            "modality_label": modality,
+            "anatomy_label": anatomy,
+            **(extra or {}),
+        }
+    )
     manifest.to_parquet(directory / "manifest.parquet", index=False)
     vocab.save(directory / "vocabulary.yaml")
-    pd.DataFrame({"path": pd.Series(dtype="string"), "reason": pd.Series(dtype="string")}).to_parquet(directory / "errors.parquet")
+    pd.DataFrame({"path": pd.Series(dtype="string"), "reason": pd.Series(dtype="string")}).to_parquet(
+        directory / "errors.parquet"
+    )
     return directory
 
 

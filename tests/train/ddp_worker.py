@@ -29,7 +29,9 @@ def global_batch() -> dict[str, torch.Tensor]:
     }
 
 
-def loss_and_grads(model: nn.Module, batch: dict[str, torch.Tensor], loss_name: str) -> tuple[float, list[torch.Tensor]]:
+def loss_and_grads(
+    model: nn.Module, batch: dict[str, torch.Tensor], loss_name: str
+) -> tuple[float, list[torch.Tensor]]:
     from modan_pacs.losses import build_loss
     from modan_pacs.train import batch_loss
 
@@ -61,7 +63,13 @@ def run(rank: int, world_size: int, tmp: str, cache: str | None) -> None:
 
             cfg = load_config(
                 config_path("pretrain_tiny.yaml"),
-                ["model.stem=authors", "data.size=16", "train.epochs=1", "train.batch_size=8", "schedule.warmup_epochs=0"],
+                [
+                    "model.stem=authors",
+                    "data.size=16",
+                    "train.epochs=1",
+                    "train.batch_size=8",
+                    "schedule.warmup_epochs=0",
+                ],
             )
             result = pretrain(cfg, cache, Path(tmp) / "run")
             torch.save({"loss": result.history[0]["loss"]}, Path(tmp) / f"pretrain{rank}.pt")

@@ -13,14 +13,21 @@ from modan_pacs.train.config import ScheduleConfig
 from modan_pacs.train.schedule import lr_factor_fn
 
 
-@pytest.mark.parametrize("name", ["pretrain_modan.yaml", "pretrain_simclr.yaml", "pretrain_supervised.yaml", "pretrain_tiny.yaml"])
+@pytest.mark.parametrize(
+    "name", ["pretrain_modan.yaml", "pretrain_simclr.yaml", "pretrain_supervised.yaml", "pretrain_tiny.yaml"]
+)
 def test_shipped_configs_validate(name):
     load_config(config_path(name))
 
 
 def test_paper_recipe_in_default_config():
     cfg = load_config()
-    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == ("sgd", 0.05, 0.9, 1e-4)
+    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (
+        "sgd",
+        0.05,
+        0.9,
+        1e-4,
+    )
     assert (cfg.train.batch_size, cfg.train.epochs) == (256, 1000)
     assert cfg.loss.name == "mulsupcon" and cfg.loss.params == {"temperature": 0.07, "threshold": 0.3}
     assert load_config(config_path("pretrain_simclr.yaml")).loss.params == {"temperature": 0.1}
@@ -57,7 +64,9 @@ def test_parse_overrides_types():
 
 
 def test_warmup_step_and_cosine_factors():
-    step = lr_factor_fn(ScheduleConfig(name="step", warmup_epochs=3, warmup_start_lr=0.01, milestones=[700, 800, 900]), 0.05, 10, 1000)
+    step = lr_factor_fn(
+        ScheduleConfig(name="step", warmup_epochs=3, warmup_start_lr=0.01, milestones=[700, 800, 900]), 0.05, 10, 1000
+    )
     assert step(0) == pytest.approx(0.2) and step(15) == pytest.approx(0.2 + 0.8 * 0.5) and step(30) == 1.0
     assert step(699 * 10) == 1.0 and step(700 * 10) == pytest.approx(0.1) and step(905 * 10) == pytest.approx(1e-3)
     cosine = lr_factor_fn(ScheduleConfig(name="cosine", warmup_epochs=0, min_lr=0.0), 0.1, 10, 10)

@@ -40,14 +40,25 @@ def test_auto_keeps_cuda_only_choices_on_cpu(tmp_path, cache16):
     cfg = tiny("train.epochs=1", "train.amp=auto", "train.channels_last=auto")
     pretrain(cfg, cache16, tmp_path / "run")
     env = environment(tmp_path / "run")
-    assert (env["device"], env["amp_dtype"], env["channels_last"], env["compiled"], env["world_size"]) == ("cpu", None, False, False, 1)
+    assert (env["device"], env["amp_dtype"], env["channels_last"], env["compiled"], env["world_size"]) == (
+        "cpu",
+        None,
+        False,
+        False,
+        1,
+    )
     assert env["torch"] == torch.__version__ and env["gpu_name"] is None and env["augment_on"] == "cpu"
 
 
 def test_bf16_and_channels_last_take_effect_on_cpu(tmp_path, cache16):
     result = pretrain(tiny("train.epochs=1", "train.amp=bf16", "train.channels_last=true"), cache16, tmp_path / "run")
     env = environment(tmp_path / "run")
-    assert (env["amp_dtype"], env["channels_last"], env["compiled"], env["grad_scaler"]) == ("bfloat16", True, False, False)
+    assert (env["amp_dtype"], env["channels_last"], env["compiled"], env["grad_scaler"]) == (
+        "bfloat16",
+        True,
+        False,
+        False,
+    )
     assert np.isfinite(result.history[0]["loss"])
 
 
@@ -58,7 +69,10 @@ def test_autocast_changes_the_cpu_forward_pass():
 
     torch.manual_seed(0)
     model = build_encoder("authors").eval()
-    batch = {"view1": torch.randint(0, 256, (4, 1, 32, 32), dtype=torch.uint8), "view2": torch.randint(0, 256, (4, 1, 32, 32), dtype=torch.uint8)}
+    batch = {
+        "view1": torch.randint(0, 256, (4, 1, 32, 32), dtype=torch.uint8),
+        "view2": torch.randint(0, 256, (4, 1, 32, 32), dtype=torch.uint8),
+    }
     cpu = torch.device("cpu")
     with torch.no_grad():
         plain = model_outputs(model, batch, device=cpu, contrastive=True)

@@ -43,12 +43,33 @@ def test_plan_reports_sources_data_and_steps(elsewhere):
     assert plan.sources["train.batch_size"] == "file" and plan.sources["optimizer.lr"] == "default"
     assert plan.sources["loss.temperature"] == "override" and plan.sources["loss.name"] == "default"
     assert (plan.n_images, plan.image_side, plan.steps_per_epoch, plan.total_steps) == (40, 32, 5, 30)
-    assert plan.label_counts == {"modality:CT": 20, "modality:MR": 10, "modality:US": 10, "anatomy:lung": 10,
-                                 "anatomy:brain": 20, "anatomy:thyroid": 10}  # fmt: skip
+    assert plan.label_counts == {
+        "modality:CT": 20,
+        "modality:MR": 10,
+        "modality:US": 10,
+        "anatomy:lung": 10,
+        "anatomy:brain": 20,
+        "anatomy:thyroid": 10,
+    }
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(elsewhere, capsys):
-    assert main(["pretrain", "--config", "pretrain_tiny", "--data", "cache", "--out", "runs/x", "--dry-run", "train.epochs=5"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--config",
+                "pretrain_tiny",
+                "--data",
+                "cache",
+                "--out",
+                "runs/x",
+                "--dry-run",
+                "train.epochs=5",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "train.epochs" in out and "override" in out and "pretrain_tiny.yaml" in out
     assert "2 per epoch" in out and "= 10 steps" in out and "40 images" in out
@@ -108,7 +129,9 @@ def test_make_progress_is_live_on_a_terminal_and_lines_elsewhere():
 
 
 def test_pretrain_logs_one_line_per_epoch_with_an_eta(elsewhere, caplog):
-    cfg = load_config("pretrain_tiny", ["model.stem=authors", "train.epochs=2", "train.batch_size=20", "schedule.warmup_epochs=0"])
+    cfg = load_config(
+        "pretrain_tiny", ["model.stem=authors", "train.epochs=2", "train.batch_size=20", "schedule.warmup_epochs=0"]
+    )
     with caplog.at_level(logging.INFO, logger="modan_pacs.train.pretrain"):
         pretrain(cfg, "cache", "runs/eta")
     epochs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]

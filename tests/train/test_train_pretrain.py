@@ -49,7 +49,9 @@ def fixed_view_loss(encoder: nn.Module, cache: Path) -> float:
     encoder.train()
     with torch.no_grad():
         values = [
-            batch_loss(encoder, MultiLabelSupConLoss(0.07, 0.3), batch, device=torch.device("cpu"), contrastive=True).item()
+            batch_loss(
+                encoder, MultiLabelSupConLoss(0.07, 0.3), batch, device=torch.device("cpu"), contrastive=True
+            ).item()
             for batch in loader
         ]
     return float(np.mean(values))
@@ -62,7 +64,9 @@ def train_and_compare(cache: Path, out: Path, epochs: int = 8, *extra: str) -> t
     before = fixed_view_loss(build_encoder("authors"), cache)
     adam = ("optimizer.name=adam", "optimizer.lr=0.001", "optimizer.weight_decay=0")
     # head none: the loss measured below is on the encoder's own features, as trained
-    result = pretrain(tiny(f"train.epochs={epochs}", "train.batch_size=16", "model.head=none", *adam, *extra), cache, out)
+    result = pretrain(
+        tiny(f"train.epochs={epochs}", "train.batch_size=16", "model.head=none", *adam, *extra), cache, out
+    )
     assert all(np.isfinite(row["loss"]) for row in result.history)
     return before, fixed_view_loss(load_encoder(result.encoder_path), cache)
 
@@ -134,8 +138,13 @@ def test_resume_continues_exactly(tmp_path, cache16):
         pretrain(tiny("train.epochs=3", *overrides), cache16, tmp_path / "cut")
     resumed = pretrain(tiny("train.epochs=3", *overrides), cache16, tmp_path / "cut", resume=True)
     assert resumed.start_epoch == 1
-    full_rows, cut_rows = read_metrics(tmp_path / "full" / "metrics.csv"), read_metrics(tmp_path / "cut" / "metrics.csv")
-    assert [(r["epoch"], r["step"], r["loss"], r["lr"]) for r in cut_rows] == [(r["epoch"], r["step"], r["loss"], r["lr"]) for r in full_rows]
+    full_rows, cut_rows = (
+        read_metrics(tmp_path / "full" / "metrics.csv"),
+        read_metrics(tmp_path / "cut" / "metrics.csv"),
+    )
+    assert [(r["epoch"], r["step"], r["loss"], r["lr"]) for r in cut_rows] == [
+        (r["epoch"], r["step"], r["loss"], r["lr"]) for r in full_rows
+    ]
     a = torch.load(full.encoder_path, weights_only=True)["encoder"]
     b = torch.load(resumed.encoder_path, weights_only=True)["encoder"]
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -144,13 +153,25 @@ def test_resume_continues_exactly(tmp_path, cache16):
 def test_resume_rejects_other_architecture(tmp_path, cache16):
     pretrain(tiny("train.epochs=1", "train.batch_size=8"), cache16, tmp_path / "run")
     with pytest.raises(ConfigError, match="model.stem='authors' but the config now says 'paper'"):
-        pretrain(tiny("train.epochs=2", "train.batch_size=8", "model.stem=paper"), cache16, tmp_path / "run", resume=True)
+        pretrain(
+            tiny("train.epochs=2", "train.batch_size=8", "model.stem=paper"), cache16, tmp_path / "run", resume=True
+        )
     with pytest.raises(InputError, match="no checkpoint to resume"):
         pretrain(tiny("train.epochs=1"), cache16, tmp_path / "other", resume=True)
 
 
 def test_supervised_group_cross_entropy_runs(tmp_path, cache16):
-    cfg = load_config(config_path("pretrain_supervised.yaml"), [*FAST, "train.epochs=1", "train.batch_size=8", "data.workers=0", "train.device=cpu", "supervised.label_group=anatomy"])
+    cfg = load_config(
+        config_path("pretrain_supervised.yaml"),
+        [
+            *FAST,
+            "train.epochs=1",
+            "train.batch_size=8",
+            "data.workers=0",
+            "train.device=cpu",
+            "supervised.label_group=anatomy",
+        ],
+    )
     result = pretrain(cfg, cache16, tmp_path / "run")
     assert np.isfinite(result.history[0]["loss"])
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
@@ -164,8 +185,13 @@ def test_bad_data_is_a_clear_error(tmp_path):
     empty = write_test_cache(tmp_path / "empty", np.zeros((0, 32, 32), np.uint8), [], [])
     with pytest.raises(InputError, match="holds no images"):
         pretrain(tiny(), empty, tmp_path / "run")
-    one_class = write_test_cache(tmp_path / "one", np.zeros((8, 32, 32), np.uint8), ["CT"] * 8, ["brain"] * 6 + [None] * 2)
-    cfg = load_config(config_path("pretrain_supervised.yaml"), [*FAST, "train.batch_size=4", "train.device=cpu", "data.workers=0", "supervised.label_group=anatomy"])
+    one_class = write_test_cache(
+        tmp_path / "one", np.zeros((8, 32, 32), np.uint8), ["CT"] * 8, ["brain"] * 6 + [None] * 2
+    )
+    cfg = load_config(
+        config_path("pretrain_supervised.yaml"),
+        [*FAST, "train.batch_size=4", "train.device=cpu", "data.workers=0", "supervised.label_group=anatomy"],
+    )
     with pytest.raises(InputError, match=r"label group 'anatomy' .* has 1 class\(es\) present \['brain'\]"):
         pretrain(cfg, one_class, tmp_path / "run")
     with pytest.raises(InputError, match="fewer than one batch"):
@@ -174,8 +200,12 @@ def test_bad_data_is_a_clear_error(tmp_path):
 
 def test_progress_callback_reports_every_step_and_the_logged_losses(tmp_path, cache16):
     calls = []
-    result = pretrain(tiny("train.epochs=2", "train.batch_size=8", "train.log_every=1"), cache16, tmp_path / "run",
-                      progress=lambda *args: calls.append(args))
+    result = pretrain(
+        tiny("train.epochs=2", "train.batch_size=8", "train.log_every=1"),
+        cache16,
+        tmp_path / "run",
+        progress=lambda *args: calls.append(args),
+    )
     assert [c[:3] for c in calls] == [(1, 0, 2), (1, 1, 2), (1, 2, 2), (2, 0, 2), (2, 1, 2), (2, 2, 2)]
     assert [c[3] is None for c in calls] == [True, False, False, True, False, False]
     for epoch, row in enumerate(result.history, start=1):  # the epoch loss is the mean of its batch losses

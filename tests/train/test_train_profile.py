@@ -27,7 +27,13 @@ def cache16(tmp_path_factory) -> Path:
 def test_profile_timings_add_up_across_epochs(cache16, augment_on):
     cfg = load_config(config_path("pretrain_tiny.yaml"), [*TINY, f"data.augment_on={augment_on}"])
     result = profile_pretrain(cfg, cache16, steps=3)  # 2 steps per epoch: the timed steps cross an epoch
-    assert (result.steps, result.warmup_steps, result.steps_per_epoch, result.n_images, result.global_batch) == (3, 1, 2, 16, 8)
+    assert (result.steps, result.warmup_steps, result.steps_per_epoch, result.n_images, result.global_batch) == (
+        3,
+        1,
+        2,
+        16,
+        8,
+    )
     assert set(result.phase_s) == set(PHASES) and all(v >= 0 for v in result.phase_s.values())
     assert result.step_s == pytest.approx(sum(result.phase_s.values()))
     assert sum(result.shares.values()) == pytest.approx(1.0)
@@ -47,11 +53,31 @@ def test_cli_profile_prints_a_table_and_writes_nothing(cache16, tmp_path, capsys
     from modan_pacs.cli.main import main
 
     out = tmp_path / "run"
-    code = main(["pretrain", "--config", str(config_path("pretrain_tiny.yaml")), "--data", str(cache16), "--out", str(out),
-                 "--profile", "2", *TINY])
+    code = main(
+        [
+            "pretrain",
+            "--config",
+            str(config_path("pretrain_tiny.yaml")),
+            "--data",
+            str(cache16),
+            "--out",
+            str(out),
+            "--profile",
+            "2",
+            *TINY,
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed
-    for text in ("images/s", "data", "forward", "loss", "backward + step", "peak memory", "epoch of 16 images = 2 steps"):
+    for text in (
+        "images/s",
+        "data",
+        "forward",
+        "loss",
+        "backward + step",
+        "peak memory",
+        "epoch of 16 images = 2 steps",
+    ):
         assert text in printed, text
     assert not out.exists()
     code = main(["pretrain", "--data", str(cache16), "--out", str(out), "--profile", "2", "--resume"])

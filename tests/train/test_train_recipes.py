@@ -39,8 +39,17 @@ def test_method_configs_differ_only_in_loss_and_target():
     assert {"loss.name"} <= differing
     modan = configs["pretrain_modan.yaml"]
     # the shared recipe is the paper's (Table 2) with the signed 1000-d embedding and the paper's stem
-    assert (modan["optimizer.name"], modan["optimizer.lr"], modan["train.epochs"], modan["train.batch_size"]) == ("sgd", 0.05, 1000, 256)
-    assert modan["model.head"] == "linear" and modan["model.stem"] == "paper" and modan["labels.unknown_anatomy"] == "distinct"
+    assert (modan["optimizer.name"], modan["optimizer.lr"], modan["train.epochs"], modan["train.batch_size"]) == (
+        "sgd",
+        0.05,
+        1000,
+        256,
+    )
+    assert (
+        modan["model.head"] == "linear"
+        and modan["model.stem"] == "paper"
+        and modan["labels.unknown_anatomy"] == "distinct"
+    )
     assert configs["pretrain_supervised.yaml"]["supervised.label_group"] == "modality+anatomy"
 
 
@@ -68,8 +77,17 @@ def test_pretraining_runs_under_each_unknown_anatomy_policy(tmp_path, policy):
     cache = load_cache(base)
     anatomy = [None if i % 3 == 0 else a for i, a in enumerate(cache.manifest["anatomy_label"])]
     path = write_test_cache(tmp_path / "c", np.asarray(cache.images), list(cache.manifest["modality_label"]), anatomy)
-    fast = ["model.stem=authors", "data.size=16", "schedule.warmup_epochs=0", "train.epochs=1", "train.batch_size=8",
-            "data.workers=0", "train.device=cpu", "train.log_every=1", f"labels.unknown_anatomy={policy}"]  # fmt: skip
+    fast = [
+        "model.stem=authors",
+        "data.size=16",
+        "schedule.warmup_epochs=0",
+        "train.epochs=1",
+        "train.batch_size=8",
+        "data.workers=0",
+        "train.device=cpu",
+        "train.log_every=1",
+        f"labels.unknown_anatomy={policy}",
+    ]
     result = pretrain(load_config(config_path("pretrain_modan.yaml"), fast), path, tmp_path / "run")
     assert np.isfinite(result.history[0]["loss"])
     steps = int(result.history[0]["step"])

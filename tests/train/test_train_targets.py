@@ -93,7 +93,9 @@ def test_drop_keeps_known_anatomy_rows_read_lazily(tmp_path):
     from modan_pacs.pixels import load_cache
 
     images = np.arange(6 * 8 * 8, dtype=np.uint8).reshape(6, 8, 8)
-    path = write_test_cache(tmp_path / "c", images, ["CT", "CT", "MR", "US", "CT", "MR"], ["lung", None, "brain", None, "lung", "brain"])
+    path = write_test_cache(
+        tmp_path / "c", images, ["CT", "CT", "MR", "US", "CT", "MR"], ["lung", None, "brain", None, "lung", "brain"]
+    )
     cache = load_cache(path)
     kept = drop_unknown_anatomy(cache)
     assert len(kept) == 4 and kept.size == 8

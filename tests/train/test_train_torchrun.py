@@ -18,9 +18,22 @@ def _torchrun(cache: Path, out: Path, *extra: str) -> subprocess.CompletedProces
     from modan_pacs.paths import config_path
 
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "modan_pacs.cli.main", "pretrain", "--config", str(config_path("pretrain_tiny.yaml")),
-        "--data", str(cache), "--out", str(out), *extra,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "modan_pacs.cli.main",
+        "pretrain",
+        "--config",
+        str(config_path("pretrain_tiny.yaml")),
+        "--data",
+        str(cache),
+        "--out",
+        str(out),
+        *extra,
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env)
