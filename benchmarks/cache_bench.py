@@ -32,7 +32,10 @@ def main() -> None:
     parser.add_argument(
         "--code",
         type=Path,
-        help="import modan_pacs from this folder (e.g. `git archive COMMIT modan_pacs | tar -x -C DIR`) instead of the installed one",
+        help=(
+            "import modan_pacs from this folder (e.g. `git archive COMMIT modan_pacs | tar -x -C DIR`) "
+            "instead of the installed one"
+        ),
     )
     args = parser.parse_args()
     if args.code is not None:  # bypass the editable install's finder so the other version is imported

@@ -196,20 +196,24 @@ def measure(args: argparse.Namespace, cache, fly_paths: list[str], view_dtype: s
     warm_cache_s, _ = time_loader(cached, 1)
     warm_fly_s, _ = time_loader(on_the_fly, 1)
     print(
-        f"warm-up epoch (worker start + 1 epoch, not timed below): cache {warm_cache_s:.2f} s, on the fly {warm_fly_s:.2f} s"
+        f"warm-up epoch (worker start + 1 epoch, not timed below): "
+        f"cache {warm_cache_s:.2f} s, on the fly {warm_fly_s:.2f} s"
     )
     cache_s, cache_batches = time_loader(cached, args.cache_epochs, first_epoch=1)
     fly_s, fly_batches = time_loader(on_the_fly, args.epochs, first_epoch=1)
     cache_rate, fly_rate = cache_batches / cache_s, fly_batches / fly_s
     print(f"identical views from both paths (samples 0-2, epochs 0-1): {same}")
     print(
-        f"from cache : {cache_batches} batches in {cache_s:.2f} s = {cache_rate:.2f} batches/s ({cache_rate * args.batch_size:.0f} images/s)"
+        f"from cache : {cache_batches} batches in {cache_s:.2f} s = {cache_rate:.2f} batches/s "
+        f"({cache_rate * args.batch_size:.0f} images/s)"
     )
     print(
-        f"on the fly : {fly_batches} batches in {fly_s:.2f} s = {fly_rate:.2f} batches/s ({fly_rate * args.batch_size:.0f} images/s)"
+        f"on the fly : {fly_batches} batches in {fly_s:.2f} s = {fly_rate:.2f} batches/s "
+        f"({fly_rate * args.batch_size:.0f} images/s)"
     )
     print(
-        f"speed-up   : {cache_rate / fly_rate:.1f}x (batch {args.batch_size}, views {args.view_size}, {args.workers} workers, {args.cache_epochs} / {args.epochs} epochs)"
+        f"speed-up   : {cache_rate / fly_rate:.1f}x (batch {args.batch_size}, views {args.view_size}, "
+        f"{args.workers} workers, {args.cache_epochs} / {args.epochs} epochs)"
     )
     print(f"load average after timing: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return cached.dataset, fly_ds  # (the loaders and their workers end here)
@@ -235,7 +239,10 @@ def main() -> None:
         nargs="+",
         default=["uint8", "float32"],
         choices=["uint8", "float32"],
-        help="dtype of the views the workers hand over (the loader's default is uint8); each is measured, both loaders alike",
+        help=(
+            "dtype of the views the workers hand over (the loader's default is uint8); "
+            "each is measured, both loaders alike"
+        ),
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -258,7 +265,8 @@ def main() -> None:
         build_s = time.perf_counter() - t0
         cache = load_cache(tmp / "cache")
         print(
-            f"cache build: {len(cache)} images in {build_s:.1f} s ({len(cache) / build_s:.0f} images/s, {args.workers} workers)"
+            f"cache build: {len(cache)} images in {build_s:.1f} s "
+            f"({len(cache) / build_s:.0f} images/s, {args.workers} workers)"
         )
 
         index_paths = pd.read_parquet(tmp / "index" / "index.parquet", columns=["path"])["path"].to_numpy()
@@ -273,7 +281,8 @@ def main() -> None:
         fly_ms = per_sample_ms(lambda i: fly_ds[(0, i)], n)
         print(
             f"per sample in-process: cache {cache_ms:.2f} ms (two-view augmentation of a cached row), "
-            f"on the fly {fly_ms:.2f} ms (decode + window + resize + the same augmentation): ratio {fly_ms / cache_ms:.1f}x"
+            f"on the fly {fly_ms:.2f} ms (decode + window + resize + the same augmentation): "
+            f"ratio {fly_ms / cache_ms:.1f}x"
         )
 
 

@@ -98,11 +98,13 @@ def main() -> None:
     args = parser.parse_args()
     threads = args.threads or sorted({1, torch.get_num_threads()})
     print(
-        f"torch {torch.__version__}, CPU float32, 2 views, 12-dim two-hot labels, 1000-dim features, {os.cpu_count()} cores"
+        f"torch {torch.__version__}, CPU float32, 2 views, 12-dim two-hot labels, 1000-dim features, "
+        f"{os.cpu_count()} cores"
     )
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(
-        f"{'threads':>7} {'batch':>6} {'vec. ms min':>12} {'median':>7} {'per-pair s':>11} {'speed-up':>9} {'(median)':>9} {'|diff|':>9} {'hybrid s':>9} {'vs hybrid':>10}"
+        f"{'threads':>7} {'batch':>6} {'vec. ms min':>12} {'median':>7} {'per-pair s':>11} {'speed-up':>9} "
+        f"{'(median)':>9} {'|diff|':>9} {'hybrid s':>9} {'vs hybrid':>10}"
     )
     for n_threads, batch in ((t, b) for t in threads for b in args.batches):
         torch.set_num_threads(n_threads)
@@ -129,8 +131,8 @@ def main() -> None:
             hybrid_cols = f" {hybrid_s:>9.2f} {hybrid_s / fast_s:>9.0f}x"
         diff = abs(fast - slow)
         print(
-            f"{n_threads:>7} {batch:>6} {fast_s * 1e3:>12.2f} {median_s * 1e3:>7.2f} {slow_s:>11.2f} {slow_s / fast_s:>8.0f}x "
-            f"{slow_s / median_s:>8.0f}x {diff:>9.1e}{hybrid_cols}",
+            f"{n_threads:>7} {batch:>6} {fast_s * 1e3:>12.2f} {median_s * 1e3:>7.2f} {slow_s:>11.2f} "
+            f"{slow_s / fast_s:>8.0f}x {slow_s / median_s:>8.0f}x {diff:>9.1e}{hybrid_cols}",
             flush=True,
         )
         if diff > 1e-5:

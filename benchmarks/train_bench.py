@@ -94,7 +94,8 @@ def loader_seconds_per_sample(cache, batch: int, size: int, augment_on: str, bat
 def device_augment_seconds_per_sample(
     cache, batch: int, size: int, device: torch.device, repeats: int
 ) -> tuple[float, float]:  # noqa: ANN001
-    """(main-process parameters from the workers' uniforms, batched crop/flip/jitter on ``device``) seconds per sample."""
+    """(main-process parameters from the workers' uniforms, batched crop/flip/jitter on ``device``)
+    seconds per sample."""
     from modan_pacs.data import apply_view_params, params_from_uniforms, sample_seed, view_uniforms
 
     images = torch.from_numpy(np.array(cache.images[:batch]))[:, None].to(
@@ -191,13 +192,15 @@ def report(
     )
     print(
         f"device {device}{' (' + env['gpu_name'] + ')' if env['gpu_name'] else ''}, amp {env['amp_dtype'] or 'off'}, "
-        f"channels_last {env['channels_last']}, torch {torch.__version__}, {torch.get_num_threads()} threads; stem {args.stem}, "
+        f"channels_last {env['channels_last']}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"stem {args.stem}, "
         f"batch {args.batch} (x2 views) at {args.size} px from {args.cache_size} px cached images"
         f"{'; no training step (--no-step)' if args.no_step else ''}"
     )
     print(
-        "| path | loader CPU ms/sample, median (min; rounds) | main-process parameters ms/sample | device augment ms/sample | "
-        "step ms (data / to device / forward / loss / backward+step) | compute images/s | one worker sustains images/s | workers needed |"
+        "| path | loader CPU ms/sample, median (min; rounds) | main-process parameters ms/sample | "
+        "device augment ms/sample | step ms (data / to device / forward / loss / backward+step) | "
+        "compute images/s | one worker sustains images/s | workers needed |"
     )
     print("|---|---:|---:|---:|---|---:|---:|---:|")
     for p in paths:
@@ -213,7 +216,8 @@ def report(
             step_cols = f"{prof.step_s * 1e3:.1f} ({phases}) | {compute_rate:.1f}"
             workers = str(max(1, math.ceil(per_sample * compute_rate)))
         print(
-            f"| {p} | {per_sample * 1e3:.3f} ({rounds}) | {device_cols} | {step_cols} | {1 / per_sample:.0f} | {workers} |"
+            f"| {p} | {per_sample * 1e3:.3f} ({rounds}) | {device_cols} | {step_cols} | "
+            f"{1 / per_sample:.0f} | {workers} |"
         )
     ratio = statistics.median(loader_s["cpu"]) / statistics.median(loader_s["device"])
     ratio_min = min(loader_s["cpu"]) / min(loader_s["device"])

@@ -96,7 +96,10 @@ def benchmark(
         Optional[str],
         typer.Option(
             "--slice-policy",
-            help="acl: middle (default), center:K (K central slices), even:N (N spread slices) or all slices of each exam.",
+            help=(
+                "acl: middle (default), center:K (K central slices), even:N (N spread slices) "
+                "or all slices of each exam."
+            ),
         ),
     ] = None,
     name: Annotated[
@@ -271,7 +274,8 @@ def render_plan(plan, console) -> None:  # noqa: ANN001
         console.print(f"  [dim]{note}[/]")
     console.print(
         f"groups: {plan.n_groups} (largest {plan.largest_group} images); near-duplicates merged: "
-        f"{plan.near_duplicate_pairs} pairs over {plan.images_in_near_duplicates} images; identical files: {plan.identical_pairs} pairs"
+        f"{plan.near_duplicate_pairs} pairs over {plan.images_in_near_duplicates} images; "
+        f"identical files: {plan.identical_pairs} pairs"
     )
     if plan.discordant_pairs:
         table = Table(title=f"{len(plan.discordant_pairs)} label-discordant duplicate pair(s)")
@@ -289,7 +293,8 @@ def render_plan(plan, console) -> None:  # noqa: ANN001
         table.add_row(*(str(f[c]) for c in ("fold", "images", "class_0", "class_1", "positive_share", "groups")))
     console.print(table)
     console.print(
-        f"trainings planned: {plan.trainings} ({len(plan.inits)} init(s) {', '.join(plan.inits)} x {len(plan.regimes)} regime(s) "
+        f"trainings planned: {plan.trainings} ({len(plan.inits)} init(s) {', '.join(plan.inits)} "
+        f"x {len(plan.regimes)} regime(s) "
         f"x {plan.repeats} repeat(s) x {len(plan.folds)} folds), {plan.trainings_done} already done"
     )
     console.print(

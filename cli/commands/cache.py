@@ -46,7 +46,10 @@ def cache(
         str,
         typer.Option(
             "--slices",
-            help="Multi-frame files and series volumes: middle, all, even:N (N spread slices) or center:K (K central slices).",
+            help=(
+                "Multi-frame files and series volumes: middle, all, even:N (N spread slices) "
+                "or center:K (K central slices)."
+            ),
         ),
     ] = "middle",
     resize: Annotated[str, typer.Option("--resize", help="pad (keep aspect, black borders) or stretch.")] = "pad",
@@ -80,7 +83,10 @@ def cache(
         str,
         typer.Option(
             "--secondary-capture",
-            help="Secondary capture (OT/SC) kept when Image Type is: original-primary, primary (any ...\\PRIMARY) or all.",
+            help=(
+                "Secondary capture (OT/SC) kept when Image Type is: original-primary, "
+                "primary (any ...\\PRIMARY) or all."
+            ),
         ),
     ] = "original-primary",
     keep_burned_in: Annotated[
@@ -103,14 +109,20 @@ def cache(
         str,
         typer.Option(
             "--pet-nm-window",
-            help="PET / NM display: percentile (0.5-99.5th of the frame), header (the header's VOI first) or suv (PET in body-weight SUV 0-7 where the header allows).",
+            help=(
+                "PET / NM display: percentile (0.5-99.5th of the frame), header (the header's VOI first) "
+                "or suv (PET in body-weight SUV 0-7 where the header allows)."
+            ),
         ),
     ] = "percentile",
     unit_timeout: Annotated[
         float,
         typer.Option(
             "--unit-timeout",
-            help="Seconds one file or series may take in a worker before it is stopped and recorded (0 = no limit; needs --workers >= 2).",
+            help=(
+                "Seconds one file or series may take in a worker before it is stopped and recorded "
+                "(0 = no limit; needs --workers >= 2)."
+            ),
         ),
     ] = 300.0,
     montage: Annotated[
@@ -121,7 +133,8 @@ def cache(
         bool, typer.Option("--overwrite", help="Discard an existing cache or unfinished build in OUT.")
     ] = False,
 ) -> None:
-    """Decode each image once (pydicom + plugins, SimpleITK) into OUT: images.npy, labels.npy, manifest.parquet, errors.parquet, summary.json, montage.png."""
+    """Decode each image once (pydicom + plugins, SimpleITK) into OUT: images.npy, labels.npy, \
+manifest.parquet, errors.parquet, summary.json, montage.png."""
     from rich.console import Console
 
     from modan_pacs.errors import InputError

@@ -53,5 +53,6 @@ def minirin(
             progress=update,
         )
     Console().print(
-        f"[green]miniRIN[/] {result.path}: {result.n_rows} images, {selection['class_name'].nunique()} classes, {result.n_errors} errors"
+        f"[green]miniRIN[/] {result.path}: {result.n_rows} images, "
+        f"{selection['class_name'].nunique()} classes, {result.n_errors} errors"
     )

@@ -146,7 +146,8 @@ def print_profile(result, console) -> None:  # noqa: ANN001
     env = result.environment
     console.print(
         f"[bold]profile[/]: {result.steps} timed steps after {result.warmup_steps} warm-up ({result.warmup_s:.1f} s); "
-        f"device {env['device']}{' (' + env['gpu_name'] + ')' if env.get('gpu_name') else ''}, amp {env['amp_dtype'] or 'off'}, "
+        f"device {env['device']}{' (' + env['gpu_name'] + ')' if env.get('gpu_name') else ''}, "
+        f"amp {env['amp_dtype'] or 'off'}, "
         f"channels_last {env['channels_last']}, compiled {env['compiled']}, augment_on {env['augment_on']}, "
         f"{env['world_size']} process(es), global batch {result.global_batch}",
         highlight=False,
@@ -162,7 +163,8 @@ def print_profile(result, console) -> None:  # noqa: ANN001
     table.add_row("[bold]step[/]", f"[bold]{result.step_s * 1e3:.1f}[/]", "100.0 %")
     console.print(table)
     console.print(
-        f"images/s {result.images_per_s:.1f}; peak memory {result.peak_memory_bytes / 2**20:.0f} MiB ({result.peak_memory_kind}); "
+        f"images/s {result.images_per_s:.1f}; "
+        f"peak memory {result.peak_memory_bytes / 2**20:.0f} MiB ({result.peak_memory_kind}); "
         f"epoch of {result.n_images} images = {result.steps_per_epoch} steps ~ {result.epoch_s:.1f} s",
         highlight=False,
         soft_wrap=True,

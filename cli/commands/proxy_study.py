@@ -55,7 +55,10 @@ def proxy_study(
         list[str] | None,
         typer.Option(
             "--method",
-            help="Pretraining method to run (repeatable; default all three): modan-mulsupcon, simclr, supervised. The first is the reference.",
+            help=(
+                "Pretraining method to run (repeatable; default all three): modan-mulsupcon, simclr, supervised. "
+                "The first is the reference."
+            ),
         ),
     ] = None,
     datasets: Annotated[

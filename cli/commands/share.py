@@ -27,7 +27,8 @@ def share(
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty OUT.")] = False,
 ) -> None:
-    """Write OUT: images, labels, a manifest with hashed UIDs and no path, date or free text, and a README of what was removed."""
+    """Write OUT: images, labels, a manifest with hashed UIDs and no path, date or free text, \
+and a README of what was removed."""
     from rich.console import Console
 
     from modan_pacs.share import share_dataset

@@ -38,15 +38,27 @@ from .near_duplicates import PAIR_COLUMNS, discordant, find_near_duplicates, ide
 DATASETS = ("thyroid", "breast", "acl", "csv")
 DEFAULT_DIRS = {"thyroid": "ddti", "breast": "busi", "acl": "mrnet"}
 SOURCES = {
-    "thyroid": "DDTI, Pedraza et al. 2015, http://cimalab.unal.edu.co/applications/thyroid/ (Kaggle mirror: 'ddti thyroid ultrasound images')",
-    "breast": "BUSI, Al-Dhabyani et al. 2020, https://scholar.cu.edu.eg/?q=afahmy/pages/dataset (Kaggle: 'breast-ultrasound-images-dataset')",
+    "thyroid": (
+        "DDTI, Pedraza et al. 2015, http://cimalab.unal.edu.co/applications/thyroid/ "
+        "(Kaggle mirror: 'ddti thyroid ultrasound images')"
+    ),
+    "breast": (
+        "BUSI, Al-Dhabyani et al. 2020, https://scholar.cu.edu.eg/?q=afahmy/pages/dataset "
+        "(Kaggle: 'breast-ultrasound-images-dataset')"
+    ),
     "acl": "MRNet, Bien et al. 2018, https://stanfordmlgroup.github.io/competitions/mrnet/ (registration required)",
     "csv": "your own labelled images",
 }
 LAYOUTS = {
-    "thyroid": "either N.xml (with <tirads>) beside N_M.jpg images (original DDTI), or metadata.csv with path,tirads,patient_id beside the crops",
+    "thyroid": (
+        "either N.xml (with <tirads>) beside N_M.jpg images (original DDTI), "
+        "or metadata.csv with path,tirads,patient_id beside the crops"
+    ),
     "breast": "benign/, malignant/ and optionally normal/ folders of PNG images; *_mask* files are ignored",
-    "acl": "train/ and valid/ with axial/, coronal/, sagittal/ NNNN.npy volumes, plus train-acl.csv and valid-acl.csv (id,label; no header)",
+    "acl": (
+        "train/ and valid/ with axial/, coronal/, sagittal/ NNNN.npy volumes, "
+        "plus train-acl.csv and valid-acl.csv (id,label; no header)"
+    ),
     "csv": "a CSV file (or a folder holding labels.csv) with columns path,label and optionally patient_id",
 }
 
@@ -90,7 +102,8 @@ def default_data_dir(dataset: str) -> Path:
 def _not_found(dataset: str, path: Path, detail: str = "") -> DataNotFoundError:
     what = f" ({detail})" if detail else ""
     return DataNotFoundError(
-        f"{dataset} dataset not found at {path}{what}; get it from {SOURCES[dataset]}; expected layout: {LAYOUTS[dataset]}"
+        f"{dataset} dataset not found at {path}{what}; get it from {SOURCES[dataset]}; "
+        f"expected layout: {LAYOUTS[dataset]}"
     )
 
 

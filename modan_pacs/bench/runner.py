@@ -307,7 +307,8 @@ def run_benchmark(
     notify(
         "info",
         f"{data.name}: {plan.n_images} images ({counts.get(0, 0)} class 0 / {counts.get(1, 0)} class 1), "
-        f"{plan.n_groups} groups ({plan.near_duplicate_pairs} near-duplicate and {plan.identical_pairs} identical pairs "
+        f"{plan.n_groups} groups ({plan.near_duplicate_pairs} near-duplicate and "
+        f"{plan.identical_pairs} identical pairs "
         f"joined, {len(plan.discordant_pairs)} label-discordant), {cfg.folds} folds; device {dev}",
     )
 
@@ -321,7 +322,8 @@ def run_benchmark(
     todo = [t for t in tasks if not fold_path(out, data.name, t[1], t[0].name, t[2], t[3]).is_file()]
     notify(
         "info",
-        f"{len(tasks)} trainings planned ({len(specs)} init(s) x {len(cfg.regimes)} regime(s) x {cfg.repeats} repeat(s) "
+        f"{len(tasks)} trainings planned ({len(specs)} init(s) x {len(cfg.regimes)} regime(s) "
+        f"x {cfg.repeats} repeat(s) "
         f"x {cfg.folds} folds), {len(todo)} to run",
     )
     if len(todo) < len(tasks):

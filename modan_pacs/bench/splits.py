@@ -36,7 +36,8 @@ def stratified_group_folds(labels: np.ndarray, groups: list[str], n_folds: int, 
         n_groups = frame[frame["label"] == klass]["group"].nunique()
         if n_groups < n_folds:
             raise InputError(
-                f"class {klass} has only {n_groups} independent case(s); {n_folds}-fold cross-validation needs at least {n_folds}"
+                f"class {klass} has only {n_groups} independent case(s); "
+                f"{n_folds}-fold cross-validation needs at least {n_folds}"
             )
     folds = np.zeros(len(labels), dtype=np.int64)
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
@@ -92,7 +93,8 @@ def load_or_make_folds(run_dir: Path, data: DownstreamDataset, n_folds: int, see
         )
     if not (stored.loc[current.index] == current).all():
         raise InputError(
-            f"{path}: the saved {data.name} partition has other labels (e.g. another TI-RADS cut-off); use another --out folder"
+            f"{path}: the saved {data.name} partition has other labels (e.g. another TI-RADS cut-off); "
+            "use another --out folder"
         )
     if mine["fold"].nunique() != n_folds:
         raise InputError(f"{path}: the saved {data.name} partition has {mine['fold'].nunique()} folds, not {n_folds}")
@@ -102,7 +104,8 @@ def load_or_make_folds(run_dir: Path, data: DownstreamDataset, n_folds: int, see
     )
     if (straddling > 1).any():
         raise InputError(
-            f"{path}: the saved {data.name} partition splits {int((straddling > 1).sum())} group(s) of the current grouping "
+            f"{path}: the saved {data.name} partition splits {int((straddling > 1).sum())} group(s) "
+            "of the current grouping "
             "(e.g. near-duplicates made before they were grouped) over several folds; use another --out folder"
         )
     return mine.set_index("item").loc[data.records["item"]].reset_index()[FOLD_COLUMNS]

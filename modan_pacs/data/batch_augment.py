@@ -21,8 +21,9 @@ on the device:
 Randomness: every number is drawn on the CPU from a ``torch.Generator`` seeded with
 :func:`~modan_pacs.data.datasets.sample_seed` ``(seed, epoch, row)``: a fixed block of
 :data:`DRAWS_PER_VIEW` uniforms per view, drawn in the DataLoader workers (:class:`ViewUniformsd`)
-and turned into boxes and factors for the whole batch in the main process, so a sample's two views depend only on those three
-numbers (not on the batch it lands in, the rank, the number of workers, or the device). The draws
+and turned into boxes and factors for the whole batch in the main process, so a sample's two
+views depend only on those three numbers (not on the batch it lands in, the rank, the number of
+workers, or the device). The draws
 are a different stream from the CPU path's ``numpy`` ``RandomState`` (the two paths give different
 views of the same sample) but follow the same distributions (tested with two-sample KS tests).
 Only the ``(B, 2, ...)`` parameters and the ``uint8`` images cross to the device.

@@ -310,7 +310,9 @@ def export_plan(n_patients: int = 12, seed: int = 0) -> list[dict]:
         patient = {
             "patient_id": f"MRN{int(rng.integers(10**6, 10**7))}{p:02d}",
             "patient_name": f"{surname}^{given}",
-            "patient_birth_date": f"19{int(rng.integers(30, 99))}{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 29)):02d}",
+            "patient_birth_date": (
+                f"19{int(rng.integers(30, 99))}{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 29)):02d}"
+            ),
             "patient_address": f"{int(rng.integers(2, 400))} {_STREETS[p % len(_STREETS)]}, Springfield",
         }
         in_dicomdir = p == 0  # the first patient arrives as a DICOMDIR file-set (a CD import)

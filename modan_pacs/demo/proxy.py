@@ -248,15 +248,18 @@ def write_pretrain_seed_tables(tree: Path, out_dir: Path, *, reference: str) -> 
     table = pretrain_seed_table(repeats, reference=reference)
     table.to_csv(out_dir / "pretrain_seeds.csv", index=False, float_format="%.6g", na_rep="")
     lines = [
-        f"# Over pretraining runs (reference {reference}; unit = one pretraining run, its AUC averaged over the downstream repeats)",
+        f"# Over pretraining runs (reference {reference}; "
+        "unit = one pretraining run, its AUC averaged over the downstream repeats)",
         "",
-        "| dataset | regime | method | runs | mean AUC | SD over pretraining | min-max | test | p one-sided (Holm) | p two-sided (Holm) |",
+        "| dataset | regime | method | runs | mean AUC | SD over pretraining | min-max | test | "
+        "p one-sided (Holm) | p two-sided (Holm) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     fmt = lambda v: "" if pd.isna(v) else f"{v:.4f}"  # noqa: E731
     for r in table.itertuples():
         lines.append(
-            f"| {r.dataset} | {r.regime} | {r.method} | {r.n_pretrain_runs} | {r.mean_auc:.4f} | {fmt(r.sd_over_pretraining)} | "
+            f"| {r.dataset} | {r.regime} | {r.method} | {r.n_pretrain_runs} | {r.mean_auc:.4f} | "
+            f"{fmt(r.sd_over_pretraining)} | "
             f"{r.min_run_auc:.4f}-{r.max_run_auc:.4f} | {r.test} | {fmt(r.p_one_sided)} ({fmt(r.p_one_sided_holm)}) | "
             f"{fmt(r.p_two_sided)} ({fmt(r.p_two_sided_holm)}) |"
         )
@@ -319,7 +322,8 @@ def run_proxy_study(
     frame = index.tables.frame
     agree = anatomy_agreement(truth[truth["anatomy_in_header"]], frame)
     console.print(
-        f"{len(frame)} images indexed; anatomy recovered from the messy headers for {agree:.1%} of the pool images that name it"
+        f"{len(frame)} images indexed; anatomy recovered from the messy headers for {agree:.1%} "
+        "of the pool images that name it"
         + (f"; {int((~truth['anatomy_in_header']).sum())} written without any anatomy" if s.no_anatomy_share else "")
     )
     n_cached = timed(

@@ -102,13 +102,17 @@ def _recipe(config: dict[str, Any] | None, meta: dict[str, Any]) -> list[str]:
     train, opt, sched = config.get("train", {}), config.get("optimizer", {}), config.get("schedule", {})
     params = ", ".join(f"{k} {v}" for k, v in loss.items()) or "defaults"
     return [
-        f"- loss: `{name}` ({params}); projection head `{config.get('model', {}).get('head')}` (dropped from the export)",
+        f"- loss: `{name}` ({params}); "
+        f"projection head `{config.get('model', {}).get('head')}` (dropped from the export)",
         f"- epochs: {meta.get('epochs_done', train.get('epochs'))} of {train.get('epochs')}; "
         f"global batch {train.get('batch_size')}; seed {config.get('seed')}",
-        f"- optimiser: {opt.get('name')} lr {opt.get('lr')}, momentum {opt.get('momentum')}, weight decay {opt.get('weight_decay')}",
-        f"- schedule: {sched.get('name')}, warm-up {sched.get('warmup_epochs')} epoch(s) from {sched.get('warmup_start_lr')}"
+        f"- optimiser: {opt.get('name')} lr {opt.get('lr')}, momentum {opt.get('momentum')}, "
+        f"weight decay {opt.get('weight_decay')}",
+        f"- schedule: {sched.get('name')}, warm-up {sched.get('warmup_epochs')} epoch(s) "
+        f"from {sched.get('warmup_start_lr')}"
         + (f", milestones {sched.get('milestones')} x{sched.get('gamma')}" if sched.get("name") == "step" else ""),
-        f"- augmentation: {AUGMENTATION}; views {config.get('data', {}).get('size')}x{config.get('data', {}).get('size')}",
+        f"- augmentation: {AUGMENTATION}; "
+        f"views {config.get('data', {}).get('size')}x{config.get('data', {}).get('size')}",
         "- full config: `config.json` -> `modan_pacs.config`",
         "",
     ]
@@ -183,7 +187,8 @@ def render_model_card(
         "",
         "## Input",
         "",
-        f"- one grey channel, trained on {meta.get('input_size') or 'unknown'}x{meta.get('input_size') or 'unknown'} views "
+        f"- one grey channel, trained on "
+        f"{meta.get('input_size') or 'unknown'}x{meta.get('input_size') or 'unknown'} views "
         f"(the weights take any side; `encoder.pt2` takes {program_side(meta)})",
     ]
     intensity = meta.get("intensity") or {}

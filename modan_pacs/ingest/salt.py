@@ -109,7 +109,8 @@ def bind_salt_to_index(index_dir: str | Path, salt: bytes, salt_path: str | Path
         return fingerprint
     if recorded and _holds_index(folder):
         raise InputError(
-            f"index {folder} was built with another salt (fingerprint {recorded}; the salt file {Path(salt_path)} has {fingerprint}): "
+            f"index {folder} was built with another salt "
+            f"(fingerprint {recorded}; the salt file {Path(salt_path)} has {fingerprint}): "
             f"pass the salt file it was built with, --salt-file PATH or ${SALT_ENV}, or index into a new folder"
         )
     try:

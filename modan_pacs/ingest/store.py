@@ -95,7 +95,8 @@ def _normalise_raw(frame: pd.DataFrame) -> pd.DataFrame:
     missing_uid = out["sop_instance_uid"].isna()
     if missing_uid.any():
         raise InputError(
-            f"write_index: {int(missing_uid.sum())} rows have no sop_instance_uid (first row {int(missing_uid.idxmax())})"
+            f"write_index: {int(missing_uid.sum())} rows have no sop_instance_uid "
+            f"(first row {int(missing_uid.idxmax())})"
         )
     return out
 

@@ -143,7 +143,8 @@ def load_encoder(path: str | Path, stem: str | None = None) -> nn.Module:
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise InputError(
-            f"{path}: not a ResNet-18 encoder state dict (missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
+            f"{path}: not a ResNet-18 encoder state dict "
+            f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
         )
     model.meta = meta  # type: ignore[attr-defined]  # the file's metadata ({} for a plain state dict)
     return model

@@ -124,7 +124,8 @@ class CacheSettings(BaseModel):
             raise InputError(f"--ct-window must be anatomy or header; got {self.ct_window!r}")
         if self.secondary_capture not in SECONDARY_CAPTURE_POLICIES:
             raise InputError(
-                f"--secondary-capture must be one of {', '.join(SECONDARY_CAPTURE_POLICIES)}; got {self.secondary_capture!r}"
+                f"--secondary-capture must be one of {', '.join(SECONDARY_CAPTURE_POLICIES)}; "
+                f"got {self.secondary_capture!r}"
             )
         if not 0.0 <= self.min_std < 0.5:
             raise InputError(
@@ -183,7 +184,8 @@ def _clean(value: Any) -> Any:
 def error_row(
     path: str, code: str, reason: str, *, status: str = "error", slice_index: int | None = None
 ) -> dict[str, Any]:
-    """One ``errors.parquet`` row (``status`` error or excluded; columns in :data:`~modan_pacs.pixels.cache.ERROR_COLUMNS`)."""
+    """One ``errors.parquet`` row (``status`` error or excluded; columns in
+    :data:`~modan_pacs.pixels.cache.ERROR_COLUMNS`)."""
     return {"path": str(path), "reason": reason, "status": status, "code": code, "slice_index": slice_index}
 
 
@@ -359,7 +361,8 @@ def decode_unit(unit: dict[str, Any], settings: CacheSettings) -> dict[str, Any]
                     error_row(
                         path,
                         "near_constant",
-                        f"near-constant image (std {float(np.std(frame)):.4f} < {settings.min_std} of the display range)",
+                        f"near-constant image (std {float(np.std(frame)):.4f} < {settings.min_std} "
+                        "of the display range)",
                         status="excluded",
                         slice_index=int(index),
                     )

@@ -385,7 +385,8 @@ def mosaic_layout(ds) -> tuple[int, int, int, bool] | None:
         if tile_rows and tile_columns and rows % tile_rows == 0 and columns % tile_columns == 0:
             return (rows // tile_rows) * (columns // tile_columns), tile_rows, tile_columns, False
     raise InputError(
-        f"MOSAIC image of {rows}x{columns} without a usable CSA NumberOfImagesInMosaic or Acquisition Matrix {matrix or 'absent'}"
+        f"MOSAIC image of {rows}x{columns} without a usable CSA NumberOfImagesInMosaic "
+        f"or Acquisition Matrix {matrix or 'absent'}"
     )
 
 

@@ -110,7 +110,8 @@ def _shared_manifest(
     """The share's manifest (module docstring); refuses a cache that was not built from ``index``."""
     if "index_row" not in manifest.columns:
         raise InputError(
-            f"cache {cache_dir} has no index_row column: share needs a cache built with `modan-pacs cache --index {index_dir}`"
+            f"cache {cache_dir} has no index_row column: "
+            f"share needs a cache built with `modan-pacs cache --index {index_dir}`"
         )
     rows = manifest["index_row"].to_numpy(dtype=np.int64)
     if len(rows) and (rows.min() < 0 or rows.max() >= len(index)):
@@ -123,7 +124,8 @@ def _shared_manifest(
     )
     if len(mismatch):
         raise InputError(
-            f"cache {cache_dir} was not built from index {index_dir} (cache row {int(mismatch[0])} names another instance)"
+            f"cache {cache_dir} was not built from index {index_dir} "
+            f"(cache row {int(mismatch[0])} names another instance)"
         )
     for column, group in (("modality_label", "modality"), ("anatomy_label", "anatomy")):
         odd = sorted({str(v) for v in manifest[column].dropna()} - set(vocabulary.groups.get(group, [])))

@@ -212,7 +212,8 @@ def _blamed_override(loc: tuple[Any, ...], overrides: list[str] | None) -> str |
 
 
 def value_sources(data: dict[str, Any] | None, overrides: list[str] | None, cfg: PretrainConfig) -> dict[str, str]:
-    """Where each resolved value came from: ``{"train.epochs": "override", "seed": "file", "data.size": "default", ...}``."""
+    """Where each resolved value came from:
+    ``{"train.epochs": "override", "seed": "file", "data.size": "default", ...}``."""
     from_file = set(flatten_config(data or {}))
     from_override = set(flatten_config(parse_overrides(overrides)))
     return {

@@ -315,7 +315,8 @@ def build_training(cfg: PretrainConfig, data_dir: Path, env: DistEnv, *, start_e
         )
     if env.distributed and cfg.model.sync_batchnorm and device.type != "cuda":
         raise ConfigError(
-            "model.sync_batchnorm needs CUDA (torch's SyncBatchNorm does not run on CPU tensors); set it false for a CPU run"
+            "model.sync_batchnorm needs CUDA (torch's SyncBatchNorm does not run on CPU tensors); "
+            "set it false for a CPU run"
         )
     per_rank = cfg.train.batch_size // env.world_size
     _seed_everything(cfg.seed)

@@ -34,7 +34,8 @@ def make_ddti_original(root: Path, scores: dict[int, str]) -> Path:
             )
             marks += f"<mark><image>{image}</image><svg>{svg}</svg></mark>"
         (root / f"{case}.xml").write_text(
-            f"<?xml version='1.0'?><case><number>{case}</number><age>50</age><sex>F</sex><tirads>{score}</tirads>{marks}</case>"
+            f"<?xml version='1.0'?><case><number>{case}</number><age>50</age><sex>F</sex>"
+            f"<tirads>{score}</tirads>{marks}</case>"
         )
     return root
 

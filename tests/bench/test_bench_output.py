@@ -1,4 +1,5 @@
-"""What a benchmark tells its user: a csv dataset's own name, the trainings planned, one line per fold off a terminal."""
+"""What a benchmark tells its user: a csv dataset's own name, the trainings planned, one line per
+fold off a terminal."""
 
 from __future__ import annotations
 

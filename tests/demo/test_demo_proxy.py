@@ -29,7 +29,8 @@ def test_anatomy_agreement_matches_relative_truth_paths_to_absolute_index_paths(
 
 @pytest.mark.data
 def test_wrapped_pool_keeps_labels_through_messy_headers(shared_data, tmp_path, monkeypatch):
-    """Every pool image, written with messy headers (into a relative folder), is indexed with its true modality and anatomy."""
+    """Every pool image, written with messy headers (into a relative folder), is indexed with its
+    true modality and anatomy."""
     from modan_pacs.ingest import build_index
 
     monkeypatch.chdir(tmp_path)
