@@ -314,8 +314,10 @@ class RandIntensityJitterd(RandomizableTransform, MapTransform):
 class RandHorizontalFlip(RandomizableTransform):
     """Flip ``(C, H, W)`` left-right (last axis) with probability ``prob``.
 
-    Same result as MONAI ``RandFlip(prob, spatial_axis=1)`` on a plain tensor, without building
-    MetaTensor metadata (several times faster per call, which matters at two views per image).
+    Same result and the same random draw as MONAI ``RandFlip(prob, spatial_axis=1)`` (a test
+    checks both), kept because it is the one transform called twice per image: on a ``(1, 96, 96)``
+    tensor, one CPU thread, MONAI 1.6.1, ``RandFlip`` takes about 1 ms per call with MetaTensor
+    tracking and 79 us with ``monai.data.set_track_meta(False)`` (a process-wide switch), this 8 us.
     """
 
     def __init__(self, prob: float = 0.5) -> None:

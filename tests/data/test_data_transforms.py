@@ -142,6 +142,15 @@ def test_horizontal_flip_matches_monai_randflip():
     flipped = RandHorizontalFlip(prob=1.0)(img)
     torch.testing.assert_close(flipped, torch.as_tensor(Flip(spatial_axis=1)(img)).as_subclass(torch.Tensor))
     assert torch.equal(RandHorizontalFlip(prob=0.0)(img), img)
+    # the same random draw as MONAI's RandFlip under one seed
+    from monai.transforms import RandFlip
+
+    ours, monai_flip = RandHorizontalFlip(prob=0.5), RandFlip(prob=0.5, spatial_axis=1)
+    ours.set_random_state(seed=3)
+    monai_flip.set_random_state(seed=3)
+    for _ in range(40):
+        expected = torch.as_tensor(monai_flip(img)).as_subclass(torch.Tensor)
+        torch.testing.assert_close(ours(img), expected)
 
 
 def test_reseeding_one_transform_equals_fresh_transforms_and_spares_a_callers_state():
