@@ -106,10 +106,10 @@ def getscu_census(peer: list[str], queries: list[str], out: Path) -> dict:
     debug = subprocess.run(["getscu", "-d", *peer, *queries, "-od", str(out)], env=dict(os.environ, TCP_NODELAY="1"),
                            capture_output=True, text=True)
     text = debug.stdout + debug.stderr
-    for key, pattern in (("our max pdu", r"Our Max PDU Receive Size:\s*(\d+)"),
-                         ("their max pdu", r"Their Max PDU Receive Size:\s*(\d+)")):
+    for key, pattern in (("'Our Max PDU Receive Size' in its log (request, then acknowledgement)", r"Our Max PDU Receive Size:\s*(\d+)"),
+                         ("'Their Max PDU Receive Size' in its log (request, then acknowledgement)", r"Their Max PDU Receive Size:\s*(\d+)")):
         values = re.findall(pattern, text)
-        found[key] = values[0] if values else "not in the log"
+        found[key] = ", ".join(values[:4]) if values else "not in the log"
     shutil.rmtree(out)
     if shutil.which("strace"):
         out.mkdir(parents=True)
