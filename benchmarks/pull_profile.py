@@ -12,7 +12,11 @@ Starts a throw-away Orthanc on loopback (``TCP_NODELAY=1``; ``--orthanc-max-pdu`
 2. **CPU per instance**: ``--repeats`` interleaved runs of getscu and of our C-GET (1 association,
    and 2 with ``--workers 2``): wall seconds, CPU seconds of the client (``getrusage``: children for
    getscu, this process for ours, whose imports are done beforehand) and of Orthanc (``/proc``).
-3. **Profile** (``--profile``): one more run of our C-GET with a ``cProfile`` per thread (the
+3. **Processes** (``--process-pair``): the index split in two halves (by study), each pulled by
+   its own process with one association, started together; against one process with two
+   associations on the whole index. Shows what associations in separate processes (no shared
+   GIL) would give on this machine; ``pull`` itself runs its associations as threads.
+4. **Profile** (``--profile``): one more run of our C-GET with a ``cProfile`` per thread (the
    worker thread that waits on C-GET responses, pynetdicom's association and DUL threads, the
    store writer); the top functions by internal time and by cumulative time, per instance.
 
@@ -165,6 +169,68 @@ class ThreadCpu:
         threading.Thread.run = self._run
 
 
+def _half_puller(index: str, out: str, repeats: int, barrier, results) -> None:
+    """Child process of ``--process-pair``: imports first, then one pull per repeat, started at the barrier."""
+    import pynetdicom  # noqa: F401
+
+    from modan_pacs.pacs import pull
+
+    for repeat in range(repeats):
+        barrier.wait()
+        start = time.perf_counter()
+        summary = pull(index_dir=index, out=f"{out}/r{repeat}", calling_aet=OUR_AET, method="get", workers=1)
+        results.put((repeat, summary.arrived, start, time.perf_counter()))
+
+
+def process_pair(pull, work: Path, n: int, repeats: int) -> None:
+    """Two processes with one association each (half the index each) vs one process with two."""
+    import multiprocessing
+    import statistics
+
+    import pandas as pd
+
+    frame = pd.read_parquet(work / "idx" / "index.parquet")
+    studies = sorted(frame["study_instance_uid"].unique())
+    halves = [studies[: len(studies) // 2], studies[len(studies) // 2 :]]
+    for i, half in enumerate(halves):
+        (work / f"half{i}").mkdir()
+        frame[frame["study_instance_uid"].isin(half)].to_parquet(work / f"half{i}" / "index.parquet")
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(3), ctx.Queue()
+    children = [ctx.Process(target=_half_puller, args=(str(work / f"half{i}"), str(work / f"phalf{i}"), repeats, barrier,
+                                                      results)) for i in range(2)]
+    for child in children:
+        child.start()
+    rates: dict[str, list[float]] = defaultdict(list)
+    print("\n## two processes x 1 association vs one process x 2 associations (threads)")
+    try:
+        for repeat in range(repeats):
+            load = os.getloadavg()[0]
+            for w in (1, 2):
+                t0 = time.perf_counter()
+                s = pull(index_dir=work / "idx", out=work / f"pair{repeat}-{w}", calling_aet=OUR_AET, method="get", workers=w)
+                if s.arrived != n:
+                    raise SystemExit(f"pull get {w}: {s.arrived} of {n}")
+                rates[f"1 process, {w} association(s)"].append(n / (time.perf_counter() - t0))
+            barrier.wait()
+            got = [results.get(timeout=120) for _ in range(2)]
+            if sum(arrived for _, arrived, _, _ in got) != n:
+                raise SystemExit(f"process pair: {sum(a for _, a, _, _ in got)} of {n}")
+            seconds = max(end for *_, end in got) - min(start for _, _, start, _ in got)
+            rates["2 processes, 1 association each"].append(n / seconds)
+            print(f"  repeat {repeat + 1} (load {load:.2f}): " + "; ".join(f"{k} {v[-1]:.0f} inst/s" for k, v in rates.items()),
+                  flush=True)
+    finally:
+        for child in children:
+            child.join(timeout=30)
+            if child.is_alive():
+                child.terminate()
+    base = rates["1 process, 1 association(s)"]
+    for name, values in rates.items():
+        ratio = statistics.median(v / b for v, b in zip(values, base))
+        print(f"- {name}: median {statistics.median(values):.0f} inst/s, {ratio:.2f}x one association")
+
+
 def profile_run(pull, index: Path, out: Path, n: int, top: int, clock: str) -> str:
     """One C-GET pull with a cProfile per thread; the top functions per thread, per instance.
 
@@ -249,6 +315,8 @@ def main() -> None:  # noqa: C901 - a linear script
     parser.add_argument("--workers", type=int, nargs="+", default=[1])
     parser.add_argument("--orthanc-max-pdu", type=int, default=None, help="Orthanc's MaximumPduLength (default: its 16384)")
     parser.add_argument("--getscu-max-pdu", type=int, default=None, help="getscu --max-pdu (default: its 16384)")
+    parser.add_argument("--process-pair", action="store_true",
+                        help="also: 2 processes x 1 association (half the index each) vs 1 process x 2 associations")
     parser.add_argument("--no-census", action="store_true", help="skip the PDU census")
     parser.add_argument("--profile", action="store_true", help="also one cProfile'd run of our C-GET")
     parser.add_argument("--top", type=int, default=18)
@@ -334,6 +402,9 @@ def main() -> None:  # noqa: C901 - a linear script
         print("| --- | --- | --- |")
         for (w, kind), values in sorted(threads.items()):
             print(f"| {kind} | {w} | {statistics.median(values) / n * 1e3:.3f} |")
+
+        if args.process_pair:
+            process_pair(pull, work, n, args.repeats)
 
         if args.profile:
             print(f"\n## cProfile ({args.clock} time) of one C-GET pull, per thread; load {os.getloadavg()[0]:.2f}")
