@@ -15,6 +15,11 @@ each repeat and in interleaved order, retrieves everything into a fresh folder w
 Every rate is instances per second of wall time of the whole retrieval (process start included for
 dcmtk). Ratios are taken within the same repeat; the table gives each repeat and the median.
 
+``--orthanc-max-pdu`` sets Orthanc's ``MaximumPduLength`` (default: Orthanc's own, 16384): one
+archive configuration for every client of the run. ``--getscu-max-pdu`` passes ``--max-pdu`` to
+getscu and movescu (default: dcmtk's 16384). Our client proposes an unlimited PDU length.
+``benchmarks/pull_profile.py`` shows the PDU sizes each client receives and where our CPU goes.
+
 Usage:
     .venv/bin/python benchmarks/pull_bench.py --instances 192 --repeats 5 --workers 1 2 --dicomweb [--cli]
 """
@@ -119,6 +124,10 @@ def main() -> None:  # noqa: C901 - a linear script
     parser.add_argument("--source", default="693_UNCR.dcm", help="pydicom-data or pydicom test file to copy")
     parser.add_argument("--workers", type=int, nargs="+", default=[1])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--orthanc-max-pdu", type=int, default=None,
+                        help="Orthanc's MaximumPduLength, 4096..131072 (default: Orthanc's 16384)")
+    parser.add_argument("--getscu-max-pdu", type=int, default=None,
+                        help="--max-pdu for getscu and movescu (default: dcmtk's 16384)")
     parser.add_argument("--no-move", action="store_true", help="skip movescu and pull --method move")
     parser.add_argument("--dicomweb", action="store_true", help="also WADO-RS: pull --dicomweb vs a dicomweb-client loop")
     parser.add_argument("--cli", action="store_true",
@@ -134,7 +143,8 @@ def main() -> None:  # noqa: C901 - a linear script
     source = Path(get_testdata_file(args.source))
     work = Path(tempfile.mkdtemp(prefix="pull-bench-"))
     move_port = free_port()
-    server = OrthancServer(aet=PACS_AET, modalities={OUR_AET: ("127.0.0.1", move_port)}, workdir=work / "orthanc")
+    server = OrthancServer(aet=PACS_AET, modalities={OUR_AET: ("127.0.0.1", move_port)}, workdir=work / "orthanc",
+                           max_pdu=args.orthanc_max_pdu)
     server.start()
     try:
         settings = make_settings(host="127.0.0.1", port=server.dicom_port, called_aet=PACS_AET, calling_aet=OUR_AET)
@@ -150,10 +160,14 @@ def main() -> None:  # noqa: C901 - a linear script
         queries = [str(q) for q in write_study_queries(work / "queries", studies)]
         os.environ[USER_ENV], os.environ[PASSWORD_ENV] = server.user, server.password
         peer = ["-S", "-aet", OUR_AET, "-aec", PACS_AET, "127.0.0.1", str(server.dicom_port)]
+        if args.getscu_max_pdu:
+            peer = ["--max-pdu", str(args.getscu_max_pdu), *peer]
         have_getscu = shutil.which("getscu") is not None
         have_movescu = shutil.which("movescu") is not None and not args.no_move
 
         size_mb = source.stat().st_size / 1e6
+        print(f"Orthanc MaximumPduLength {args.orthanc_max_pdu or 'default (16384)'}; getscu/movescu --max-pdu "
+              f"{args.getscu_max_pdu or 'default (16384)'}; ours unlimited (0)")
         print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; "
               f"Orthanc on loopback (TCP_NODELAY=1); {args.instances} instances of {source.name} ({size_mb:.2f} MB) in "
               f"{len(studies)} studies of {args.series_per_study} series of {args.per_series}")
@@ -217,6 +231,7 @@ def main() -> None:  # noqa: C901 - a linear script
             print(f"- pull dicomweb / dicomweb-client loop: {ratio('pull dicomweb, 1 worker', 'dicomweb-client loop')}")
         for w in args.workers[1:]:
             print(f"- pull get {w} workers / 1 worker: {ratio(f'pull get, {w} worker(s)', 'pull get, 1 worker(s)')}")
+        print("load average (1, 5, 15 min) at the end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)

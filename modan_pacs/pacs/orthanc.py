@@ -105,6 +105,9 @@ class OrthancServer(LocalServer):
         workdir: where storage, index and log go (default: a new temporary folder, removed on stop).
         binary: the Orthanc executable (default: found on PATH or ``/usr/sbin/Orthanc``).
         ready_timeout: seconds to wait for ``/system`` to answer.
+        max_pdu: Orthanc's ``MaximumPduLength`` (bytes, 4096..131072; None: Orthanc's default,
+            16384). It bounds the PDUs Orthanc sends to a peer that accepts any length, and the
+            length Orthanc accepts.
     """
 
     def __init__(
@@ -119,7 +122,11 @@ class OrthancServer(LocalServer):
         workdir: str | Path | None = None,
         binary: str | None = None,
         ready_timeout: float = 30.0,
+        max_pdu: int | None = None,
     ) -> None:
+        if max_pdu is not None and not 4096 <= max_pdu <= 131072:
+            raise PacsError(f"Orthanc max_pdu {max_pdu} must be in 4096..131072 (its MaximumPduLength range)")
+        self.max_pdu = max_pdu
         self.aet = aet
         self.modalities = dict(modalities or {})
         self.user = user
@@ -169,6 +176,8 @@ class OrthancServer(LocalServer):
             "Plugins": [DICOMWEB_PLUGIN] if Path(DICOMWEB_PLUGIN).is_file() else [],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         }
+        if self.max_pdu is not None:
+            config["MaximumPduLength"] = self.max_pdu
         return config
 
     def start(self) -> OrthancServer:

@@ -209,3 +209,59 @@ def test_server_killed_mid_pull_then_rerun_completes_without_duplicates(tmp_path
     arrived = [r["sop_instance_uid"] for r in log if r["status"] == "arrived"]
     assert sorted(arrived) == sorted(expected)  # one arrival record per instance
     assert any(r["status"] == "failed" for r in log)  # the interrupted ones were recorded
+
+
+def test_orthanc_max_pdu_is_what_it_advertises_and_bounds_what_it_sends(tmp_path, pydicom_extra_data_dir, orthanc_available):
+    """``OrthancServer(max_pdu=)`` reaches Orthanc: it advertises that length, and a C-GET by a peer
+    that asks for 8 KB PDUs gets P-DATA-TF PDUs within 8 KB (the benchmarks rely on both); a
+    length outside Orthanc's range is refused before starting it."""
+    from pydicom import dcmread
+    from pydicom.dataset import Dataset
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    from pynetdicom import evt
+    from pynetdicom.pdu import P_DATA_TF
+    from pynetdicom.presentation import build_role
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as get_model
+
+    from modan_pacs.errors import PacsError
+    from modan_pacs.pacs import OrthancServer, make_settings, open_association, send_files
+
+    with pytest.raises(PacsError, match="4096..131072"):
+        OrthancServer(max_pdu=1024)
+    source = pydicom_extra_data_dir / "693_UNCR.dcm"
+    ds = dcmread(source, stop_before_pixels=True)
+    server = OrthancServer(aet="PDU", modalities={"MODANPACS": ("127.0.0.1", 1)}, workdir=tmp_path / "orthanc",
+                           max_pdu=32768)
+    server.start()
+    try:
+        settings = make_settings(host="127.0.0.1", port=server.dicom_port, called_aet="PDU", max_pdu=8192)
+        assert len(send_files(settings, [source]).stored) == 1
+        sizes: list[int] = []
+        received: list[int] = []
+
+        def on_pdu(event) -> None:
+            if isinstance(event.pdu, P_DATA_TF):
+                sizes.append(len(event.pdu) - 6)  # the PDU length field: what max_pdu bounds
+
+        def on_store(event) -> int:
+            received.append(len(event.request.DataSet.getvalue()))
+            return 0x0000
+
+        contexts = [(get_model, [ExplicitVRLittleEndian]), (ds.SOPClassUID, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]
+        assoc = open_association(settings, contexts, ext_neg=[build_role(ds.SOPClassUID, scp_role=True)],
+                                 evt_handlers=[(evt.EVT_PDU_RECV, on_pdu), (evt.EVT_C_STORE, on_store)])
+        try:
+            assert assoc.acceptor.maximum_length == 32768
+            assert assoc.requestor.maximum_length == 8192
+            query = Dataset()
+            query.QueryRetrieveLevel = "IMAGE"
+            query.StudyInstanceUID, query.SeriesInstanceUID = ds.StudyInstanceUID, ds.SeriesInstanceUID
+            query.SOPInstanceUID = ds.SOPInstanceUID
+            statuses = [status.Status for status, _ in assoc.send_c_get(query, get_model) if "Status" in status]
+        finally:
+            assoc.release()
+        assert statuses[-1] == 0x0000 and len(received) == 1
+        assert max(sizes) <= 8192
+        assert len(sizes) >= received[0] // 8192  # the 0.5 MB data set came in 8 KB pieces
+    finally:
+        server.stop(grace=2)
