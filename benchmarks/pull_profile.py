@@ -326,7 +326,7 @@ def main() -> None:  # noqa: C901 - a linear script
     import pynetdicom  # noqa: F401  (imported before timing, as in pull_bench's library calls)
     from pydicom.data import get_testdata_file
 
-    from modan_pacs.pacs import OrthancServer, build_pacs_index, make_settings, pull, send_files
+    from modan_pacs.pacs import OrthancServer, PacsQuery, build_pacs_index, make_settings, pull, send_files
 
     n = args.instances
     source = Path(get_testdata_file(args.source))
@@ -339,8 +339,7 @@ def main() -> None:  # noqa: C901 - a linear script
         paths = make_instances(work / "src", source, n, args.per_series, args.series_per_study)
         if len(send_files(settings, paths).stored) != n:
             raise SystemExit("loading failed")
-        build_pacs_index(host="127.0.0.1", port=server.dicom_port, called_aet=PACS_AET, calling_aet=OUR_AET,
-                         level="image", out_dir=work / "idx", salt_file=work / "salt")
+        build_pacs_index(settings, PacsQuery(level="image"), out_dir=work / "idx", salt_file=work / "salt")
         import pandas as pd
 
         studies = sorted(pd.read_parquet(work / "idx" / "index.parquet")["study_instance_uid"].unique())
