@@ -18,9 +18,10 @@ $(STAMP): pyproject.toml setup.py
 demo: $(STAMP)
 	$(VENV)/bin/modan-pacs demo --out demo_out
 
-## make test: ruff (pyflakes, import order, complexity <= 15), then the whole test suite (every tier that can run on this machine)
+## make test: ruff (pyflakes, import order, complexity <= 15, lines <= 120, ruff format), then the whole test suite (every tier that can run on this machine)
 test: $(STAMP)
 	$(VENV)/bin/ruff check modan_pacs cli benchmarks scripts tests
+	$(VENV)/bin/ruff format --check modan_pacs cli benchmarks scripts tests
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadgroup --timeout 900 $(PYTEST_ARGS)
 
 clean:

@@ -94,8 +94,12 @@ def run_dcmtk(args: list[str], out: Path) -> float:
     """
     out.mkdir(parents=True)
     start = time.perf_counter()
-    done = subprocess.run(args + ["-od", str(out)], env=dict(os.environ, TCP_NODELAY="1"),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    done = subprocess.run(
+        args + ["-od", str(out)],
+        env=dict(os.environ, TCP_NODELAY="1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     seconds = time.perf_counter() - start
     if done.returncode not in (0, -11, 139):
         raise SystemExit(f"{args[0]} failed ({done.returncode}): {done.stderr.decode(errors='replace')[-500:]}")
@@ -124,27 +128,50 @@ def main() -> None:  # noqa: C901 - a linear script
     parser.add_argument("--source", default="693_UNCR.dcm", help="pydicom-data or pydicom test file to copy")
     parser.add_argument("--workers", type=int, nargs="+", default=[1])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--orthanc-max-pdu", type=int, default=None,
-                        help="Orthanc's MaximumPduLength, 4096..131072 (default: Orthanc's 16384)")
-    parser.add_argument("--getscu-max-pdu", type=int, default=None,
-                        help="--max-pdu for getscu and movescu (default: dcmtk's 16384)")
+    parser.add_argument(
+        "--orthanc-max-pdu",
+        type=int,
+        default=None,
+        help="Orthanc's MaximumPduLength, 4096..131072 (default: Orthanc's 16384)",
+    )
+    parser.add_argument(
+        "--getscu-max-pdu", type=int, default=None, help="--max-pdu for getscu and movescu (default: dcmtk's 16384)"
+    )
     parser.add_argument("--no-move", action="store_true", help="skip movescu and pull --method move")
-    parser.add_argument("--dicomweb", action="store_true", help="also WADO-RS: pull --dicomweb vs a dicomweb-client loop")
-    parser.add_argument("--cli", action="store_true",
-                        help="also the whole `modan-pacs pull` command in a subprocess (Python start-up and imports included)")
+    parser.add_argument(
+        "--dicomweb", action="store_true", help="also WADO-RS: pull --dicomweb vs a dicomweb-client loop"
+    )
+    parser.add_argument(
+        "--cli",
+        action="store_true",
+        help="also the whole `modan-pacs pull` command in a subprocess (Python start-up and imports included)",
+    )
     args = parser.parse_args()
 
     from pydicom.data import get_testdata_file
 
-    from modan_pacs.pacs import OrthancServer, PacsQuery, build_pacs_index, make_settings, pull, send_files
+    from modan_pacs.pacs import (
+        OrthancServer,
+        PacsQuery,
+        PullSettings,
+        build_pacs_index,
+        make_settings,
+        pacs_for_index,
+        pull,
+        send_files,
+    )
     from modan_pacs.pacs.dicomweb import PASSWORD_ENV, USER_ENV
     from modan_pacs.pacs.orthanc import free_port
 
     source = Path(get_testdata_file(args.source))
     work = Path(tempfile.mkdtemp(prefix="pull-bench-"))
     move_port = free_port()
-    server = OrthancServer(aet=PACS_AET, modalities={OUR_AET: ("127.0.0.1", move_port)}, workdir=work / "orthanc",
-                           max_pdu=args.orthanc_max_pdu)
+    server = OrthancServer(
+        aet=PACS_AET,
+        modalities={OUR_AET: ("127.0.0.1", move_port)},
+        workdir=work / "orthanc",
+        max_pdu=args.orthanc_max_pdu,
+    )
     server.start()
     try:
         settings = make_settings(host="127.0.0.1", port=server.dicom_port, called_aet=PACS_AET, calling_aet=OUR_AET)
@@ -152,8 +179,13 @@ def main() -> None:  # noqa: C901 - a linear script
         report = send_files(settings, paths)
         if len(report.stored) != args.instances:
             raise SystemExit(f"loading failed: {report.failed[:3]}")
-        build_pacs_index(make_settings(host="127.0.0.1", port=server.dicom_port, called_aet=PACS_AET, calling_aet=OUR_AET),
-                         PacsQuery(level="image"), out_dir=work / "idx", salt_file=work / "salt")
+        build_pacs_index(
+            make_settings(host="127.0.0.1", port=server.dicom_port, called_aet=PACS_AET, calling_aet=OUR_AET),
+            PacsQuery(level="image"),
+            out_dir=work / "idx",
+            salt_file=work / "salt",
+        )
+        ours = pacs_for_index(work / "idx", calling_aet=OUR_AET)
         import pandas as pd
 
         studies = sorted(pd.read_parquet(work / "idx" / "index.parquet")["study_instance_uid"].unique())
@@ -166,18 +198,25 @@ def main() -> None:  # noqa: C901 - a linear script
         have_movescu = shutil.which("movescu") is not None and not args.no_move
 
         size_mb = source.stat().st_size / 1e6
-        print(f"Orthanc MaximumPduLength {args.orthanc_max_pdu or 'default (16384)'}; getscu/movescu --max-pdu "
-              f"{args.getscu_max_pdu or 'default (16384)'}; ours unlimited (0)")
-        print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; "
-              f"Orthanc on loopback (TCP_NODELAY=1); {args.instances} instances of {source.name} ({size_mb:.2f} MB) in "
-              f"{len(studies)} studies of {args.series_per_study} series of {args.per_series}")
+        print(
+            f"Orthanc MaximumPduLength {args.orthanc_max_pdu or 'default (16384)'}; getscu/movescu --max-pdu "
+            f"{args.getscu_max_pdu or 'default (16384)'}; ours unlimited (0)"
+        )
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; "
+            f"Orthanc on loopback (TCP_NODELAY=1); {args.instances} instances of {source.name} ({size_mb:.2f} MB) in "
+            f"{len(studies)} studies of {args.series_per_study} series of {args.per_series}"
+        )
         rates: dict[str, list[float]] = {}
 
         def record(name: str, seconds: float, n: int) -> None:
             if n != args.instances:
                 raise SystemExit(f"{name}: {n} of {args.instances} instances arrived")
             rates.setdefault(name, []).append(n / seconds)
-            print(f"  {name:<28} {seconds:6.2f} s  {n / seconds:7.1f} instances/s  {n * size_mb / seconds:6.1f} MB/s", flush=True)
+            print(
+                f"  {name:<28} {seconds:6.2f} s  {n / seconds:7.1f} instances/s  {n * size_mb / seconds:6.1f} MB/s",
+                flush=True,
+            )
 
         for repeat in range(args.repeats):
             print(f"repeat {repeat + 1} (load average {os.getloadavg()[0]:.1f})")
@@ -186,11 +225,19 @@ def main() -> None:  # noqa: C901 - a linear script
                 out = base / "getscu"
                 record("getscu", run_dcmtk(["getscu", *peer, *queries], out), count_files(out))
             for w in args.workers:
-                s = pull(index_dir=work / "idx", out=base / f"get{w}", calling_aet=OUR_AET, method="get", workers=w)
+                s = pull(work / "idx", base / f"get{w}", PullSettings(method="get", workers=w), pacs=ours)
                 record(f"pull get, {w} worker(s)", s.seconds, s.arrived)
             if args.cli:
-                cli = [str(Path(sys.executable).with_name("modan-pacs")), "pull", "--index", str(work / "idx"),
-                       "--out", str(base / "cli"), "--calling-aet", OUR_AET]
+                cli = [
+                    str(Path(sys.executable).with_name("modan-pacs")),
+                    "pull",
+                    "--index",
+                    str(work / "idx"),
+                    "--out",
+                    str(base / "cli"),
+                    "--calling-aet",
+                    OUR_AET,
+                ]
                 start = time.perf_counter()
                 subprocess.run(cli, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 record("modan-pacs pull command", time.perf_counter() - start, count_files(base / "cli"))
@@ -200,13 +247,17 @@ def main() -> None:  # noqa: C901 - a linear script
                 record("movescu", run_dcmtk(cmd, out), count_files(out))
             if not args.no_move:
                 for w in args.workers:
-                    s = pull(index_dir=work / "idx", out=base / f"move{w}", calling_aet=OUR_AET, method="move",
-                             workers=w, move_port=move_port)
+                    s = pull(
+                        work / "idx",
+                        base / f"move{w}",
+                        PullSettings(method="move", workers=w, move_port=move_port),
+                        pacs=ours,
+                    )
                     record(f"pull move, {w} worker(s)", s.seconds, s.arrived)
             if args.dicomweb:
                 seconds = dicomweb_client_loop(server.dicomweb_url, server.user, server.password, studies, base / "dwc")
                 record("dicomweb-client loop", seconds, count_files(base / "dwc"))
-                s = pull(index_dir=work / "idx", out=base / "web", dicomweb=server.dicomweb_url, workers=1)
+                s = pull(work / "idx", base / "web", PullSettings(dicomweb=server.dicomweb_url, workers=1))
                 record("pull dicomweb, 1 worker", s.seconds, s.arrived)
             shutil.rmtree(base)
 
@@ -223,8 +274,13 @@ def main() -> None:  # noqa: C901 - a linear script
         print("\nratios, median of the per-repeat ratios (each repeat):")
         print(f"- pull get (1 worker) / getscu: {ratio('pull get, 1 worker(s)', 'getscu')}")
         if args.cli:
-            print(f"- modan-pacs pull command / getscu (both whole processes): {ratio('modan-pacs pull command', 'getscu')}")
-        print(f"- pull move (1 worker) / pull get (1 worker): {ratio('pull move, 1 worker(s)', 'pull get, 1 worker(s)')}")
+            print(
+                "- modan-pacs pull command / getscu (both whole processes): "
+                f"{ratio('modan-pacs pull command', 'getscu')}"
+            )
+        print(
+            f"- pull move (1 worker) / pull get (1 worker): {ratio('pull move, 1 worker(s)', 'pull get, 1 worker(s)')}"
+        )
         print(f"- movescu / getscu: {ratio('movescu', 'getscu')}")
         print(f"- pull move (1 worker) / movescu: {ratio('pull move, 1 worker(s)', 'movescu')}")
         if args.dicomweb:

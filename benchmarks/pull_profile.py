@@ -69,6 +69,7 @@ def pdu_census(pull, index: Path, out: Path, n: int) -> dict:
     from pynetdicom.pdu import P_DATA_TF
 
     import modan_pacs.pacs.retrieve as retrieve
+    from modan_pacs.pacs import PullSettings, pacs_for_index
 
     seen: dict = {"pdus": 0, "pdu_bytes": [], "pdvs": 0, "command_pdvs": 0, "data_pdvs": [], "advertised": None}
 
@@ -95,7 +96,9 @@ def pdu_census(pull, index: Path, out: Path, n: int) -> dict:
 
     retrieve.open_association = open_with_census
     try:
-        summary = pull(index_dir=index, out=out, calling_aet=OUR_AET, method="get", workers=1)
+        summary = pull(
+            index, out, PullSettings(method="get", workers=1), pacs=pacs_for_index(index, calling_aet=OUR_AET)
+        )
     finally:
         retrieve.open_association = original
     if summary.arrived != n:
@@ -107,19 +110,31 @@ def getscu_census(peer: list[str], queries: list[str], out: Path) -> dict:
     """What getscu advertises and accepts (its -d log) and, with strace, its reads per instance."""
     out.mkdir(parents=True)
     found: dict = {}
-    debug = subprocess.run(["getscu", "-d", *peer, *queries, "-od", str(out)], env=dict(os.environ, TCP_NODELAY="1"),
-                           capture_output=True, text=True)
+    debug = subprocess.run(
+        ["getscu", "-d", *peer, *queries, "-od", str(out)],
+        env=dict(os.environ, TCP_NODELAY="1"),
+        capture_output=True,
+        text=True,
+    )
     text = debug.stdout + debug.stderr
-    for key, pattern in (("'Our Max PDU Receive Size' in its log (request, then acknowledgement)", r"Our Max PDU Receive Size:\s*(\d+)"),
-                         ("'Their Max PDU Receive Size' in its log (request, then acknowledgement)", r"Their Max PDU Receive Size:\s*(\d+)")):
+    for key, pattern in (
+        ("'Our Max PDU Receive Size' in its log (request, then acknowledgement)", r"Our Max PDU Receive Size:\s*(\d+)"),
+        (
+            "'Their Max PDU Receive Size' in its log (request, then acknowledgement)",
+            r"Their Max PDU Receive Size:\s*(\d+)",
+        ),
+    ):
         values = re.findall(pattern, text)
         found[key] = ", ".join(values[:4]) if values else "not in the log"
     shutil.rmtree(out)
     if shutil.which("strace"):
         out.mkdir(parents=True)
         trace = out.parent / "getscu.strace"
-        subprocess.run(["strace", "-f", "-e", "trace=read,recvfrom", "-o", str(trace), "getscu", *peer, *queries,
-                        "-od", str(out)], env=dict(os.environ, TCP_NODELAY="1"), capture_output=True)
+        subprocess.run(
+            ["strace", "-f", "-e", "trace=read,recvfrom", "-o", str(trace), "getscu", *peer, *queries, "-od", str(out)],
+            env=dict(os.environ, TCP_NODELAY="1"),
+            capture_output=True,
+        )
         sizes = [int(m) for m in re.findall(r"(?:read|recvfrom)\(\d+, .*?\) = (\d+)", trace.read_text())]
         found["socket/file reads"] = len(sizes)
         found["reads of 16,390 bytes (a 16 KB PDU body + header)"] = sum(1 for s in sizes if s in (16384, 16378, 16390))
@@ -173,12 +188,17 @@ def _half_puller(index: str, out: str, repeats: int, barrier, results) -> None:
     """Child process of ``--process-pair``: imports first, then one pull per repeat, started at the barrier."""
     import pynetdicom  # noqa: F401
 
-    from modan_pacs.pacs import pull
+    from modan_pacs.pacs import PullSettings, pacs_for_index, pull
 
     for repeat in range(repeats):
         barrier.wait()
         start = time.perf_counter()
-        summary = pull(index_dir=index, out=f"{out}/r{repeat}", calling_aet=OUR_AET, method="get", workers=1)
+        summary = pull(
+            index,
+            f"{out}/r{repeat}",
+            PullSettings(method="get", workers=1),
+            pacs=pacs_for_index(index, calling_aet=OUR_AET),
+        )
         results.put((repeat, summary.arrived, start, time.perf_counter()))
 
 
@@ -189,6 +209,8 @@ def process_pair(pull, work: Path, n: int, repeats: int) -> None:
 
     import pandas as pd
 
+    from modan_pacs.pacs import PullSettings, pacs_for_index
+
     frame = pd.read_parquet(work / "idx" / "index.parquet")
     studies = sorted(frame["study_instance_uid"].unique())
     halves = [studies[: len(studies) // 2], studies[len(studies) // 2 :]]
@@ -197,8 +219,12 @@ def process_pair(pull, work: Path, n: int, repeats: int) -> None:
         frame[frame["study_instance_uid"].isin(half)].to_parquet(work / f"half{i}" / "index.parquet")
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(3), ctx.Queue()
-    children = [ctx.Process(target=_half_puller, args=(str(work / f"half{i}"), str(work / f"phalf{i}"), repeats, barrier,
-                                                      results)) for i in range(2)]
+    children = [
+        ctx.Process(
+            target=_half_puller, args=(str(work / f"half{i}"), str(work / f"phalf{i}"), repeats, barrier, results)
+        )
+        for i in range(2)
+    ]
     for child in children:
         child.start()
     rates: dict[str, list[float]] = defaultdict(list)
@@ -208,7 +234,12 @@ def process_pair(pull, work: Path, n: int, repeats: int) -> None:
             load = os.getloadavg()[0]
             for w in (1, 2):
                 t0 = time.perf_counter()
-                s = pull(index_dir=work / "idx", out=work / f"pair{repeat}-{w}", calling_aet=OUR_AET, method="get", workers=w)
+                s = pull(
+                    work / "idx",
+                    work / f"pair{repeat}-{w}",
+                    PullSettings(method="get", workers=w),
+                    pacs=pacs_for_index(work / "idx", calling_aet=OUR_AET),
+                )
                 if s.arrived != n:
                     raise SystemExit(f"pull get {w}: {s.arrived} of {n}")
                 rates[f"1 process, {w} association(s)"].append(n / (time.perf_counter() - t0))
@@ -218,8 +249,11 @@ def process_pair(pull, work: Path, n: int, repeats: int) -> None:
                 raise SystemExit(f"process pair: {sum(a for _, a, _, _ in got)} of {n}")
             seconds = max(end for *_, end in got) - min(start for _, _, start, _ in got)
             rates["2 processes, 1 association each"].append(n / seconds)
-            print(f"  repeat {repeat + 1} (load {load:.2f}): " + "; ".join(f"{k} {v[-1]:.0f} inst/s" for k, v in rates.items()),
-                  flush=True)
+            print(
+                f"  repeat {repeat + 1} (load {load:.2f}): "
+                + "; ".join(f"{k} {v[-1]:.0f} inst/s" for k, v in rates.items()),
+                flush=True,
+            )
     finally:
         for child in children:
             child.join(timeout=30)
@@ -237,6 +271,8 @@ def profile_run(pull, index: Path, out: Path, n: int, top: int, clock: str) -> s
     ``clock`` "cpu" times each thread's CPU (``time.thread_time``: waits and sleeps count nothing),
     "wall" its wall time (waits included).
     """
+    from modan_pacs.pacs import PullSettings, pacs_for_index
+
     timer = time.thread_time if clock == "cpu" else time.perf_counter
     profiles: dict[str, cProfile.Profile] = {}
     lock = threading.Lock()
@@ -257,7 +293,9 @@ def profile_run(pull, index: Path, out: Path, n: int, top: int, clock: str) -> s
     threading.Thread.run = profiled_run
     try:
         main.enable()
-        summary = pull(index_dir=index, out=out, calling_aet=OUR_AET, method="get", workers=1)
+        summary = pull(
+            index, out, PullSettings(method="get", workers=1), pacs=pacs_for_index(index, calling_aet=OUR_AET)
+        )
         main.disable()
     finally:
         threading.Thread.run = original_run
@@ -283,8 +321,11 @@ def profile_run(pull, index: Path, out: Path, n: int, top: int, clock: str) -> s
                 where = f"{Path(filename).parent.name}/{Path(filename).name}:{line}({fname})" if line else fname
                 width = max(width, len(where))
                 report.write(f"  {tt / n * 1e3:7.3f} tot {ct / n * 1e3:7.3f} cum {nc / n:7.1f} calls  {where}\n")
-    report.write("\nprofiled seconds by thread kind (profiler overhead included): "
-                 + ", ".join(f"{k} {v:.2f}" for k, v in totals.items()) + "\n")
+    report.write(
+        "\nprofiled seconds by thread kind (profiler overhead included): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in totals.items())
+        + "\n"
+    )
     return report.getvalue()
 
 
@@ -294,9 +335,14 @@ def census(args, pull, work: Path, n: int, peer: list[str], queries: list[str]) 
     shutil.rmtree(work / "census")
     data = seen["data_pdvs"]
     print("\n## PDU census, our C-GET (1 association)")
-    print(f"- A-ASSOCIATE maximum PDU length: ours {seen['advertised'][0]} (0 = unlimited), Orthanc's {seen['advertised'][1]}")
-    print(f"- P-DATA-TF PDUs received: {seen['pdus']} ({seen['pdus'] / n:.1f} per instance); PDVs {seen['pdvs']} "
-          f"({seen['command_pdvs']} command, {len(data)} data)")
+    print(
+        f"- A-ASSOCIATE maximum PDU length: ours {seen['advertised'][0]} (0 = unlimited), "
+        f"Orthanc's {seen['advertised'][1]}"
+    )
+    print(
+        f"- P-DATA-TF PDUs received: {seen['pdus']} ({seen['pdus'] / n:.1f} per instance); PDVs {seen['pdvs']} "
+        f"({seen['command_pdvs']} command, {len(data)} data)"
+    )
     print(f"- PDU length: max {max(seen['pdu_bytes'])}, most common {Counter(seen['pdu_bytes']).most_common(3)}")
     print(f"- data PDV payload: max {max(data)}, most common {Counter(data).most_common(3)}")
     if shutil.which("getscu"):
@@ -313,28 +359,47 @@ def main() -> None:  # noqa: C901 - a linear script
     parser.add_argument("--source", default="693_UNCR.dcm")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1])
-    parser.add_argument("--orthanc-max-pdu", type=int, default=None, help="Orthanc's MaximumPduLength (default: its 16384)")
+    parser.add_argument(
+        "--orthanc-max-pdu", type=int, default=None, help="Orthanc's MaximumPduLength (default: its 16384)"
+    )
     parser.add_argument("--getscu-max-pdu", type=int, default=None, help="getscu --max-pdu (default: its 16384)")
-    parser.add_argument("--process-pair", action="store_true",
-                        help="also: 2 processes x 1 association (half the index each) vs 1 process x 2 associations")
+    parser.add_argument(
+        "--process-pair",
+        action="store_true",
+        help="also: 2 processes x 1 association (half the index each) vs 1 process x 2 associations",
+    )
     parser.add_argument("--no-census", action="store_true", help="skip the PDU census")
     parser.add_argument("--profile", action="store_true", help="also one cProfile'd run of our C-GET")
     parser.add_argument("--top", type=int, default=18)
-    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu", help="profile CPU time per thread, or wall time")
+    parser.add_argument(
+        "--clock", choices=("cpu", "wall"), default="cpu", help="profile CPU time per thread, or wall time"
+    )
     args = parser.parse_args()
 
     import pynetdicom  # noqa: F401  (imported before timing, as in pull_bench's library calls)
     from pydicom.data import get_testdata_file
 
-    from modan_pacs.pacs import OrthancServer, PacsQuery, build_pacs_index, make_settings, pull, send_files
+    from modan_pacs.pacs import (
+        OrthancServer,
+        PacsQuery,
+        PullSettings,
+        build_pacs_index,
+        make_settings,
+        pacs_for_index,
+        pull,
+        send_files,
+    )
 
     n = args.instances
     source = Path(get_testdata_file(args.source))
     work = Path(tempfile.mkdtemp(prefix="pull-profile-"))
-    server = OrthancServer(aet=PACS_AET, modalities={OUR_AET: ("127.0.0.1", 11113)}, workdir=work / "orthanc",
-                           max_pdu=args.orthanc_max_pdu)
+    server = OrthancServer(
+        aet=PACS_AET, modalities={OUR_AET: ("127.0.0.1", 11113)}, workdir=work / "orthanc", max_pdu=args.orthanc_max_pdu
+    )
     server.start()
     try:
+        from modan_pacs.pacs import PullSettings, pacs_for_index
+
         settings = make_settings(host="127.0.0.1", port=server.dicom_port, called_aet=PACS_AET, calling_aet=OUR_AET)
         paths = make_instances(work / "src", source, n, args.per_series, args.series_per_study)
         if len(send_files(settings, paths).stored) != n:
@@ -348,9 +413,13 @@ def main() -> None:  # noqa: C901 - a linear script
         if args.getscu_max_pdu:
             peer = ["--max-pdu", str(args.getscu_max_pdu), *peer]
         orthanc_pid = server.process.pid
-        print(f"{n} instances of {source.name} ({source.stat().st_size / 1e3:.0f} kB); Orthanc MaximumPduLength "
-              f"{args.orthanc_max_pdu or 'default (16384)'}; getscu --max-pdu {args.getscu_max_pdu or 'default (16384)'}; "
-              f"load average {os.getloadavg()[0]:.2f}", flush=True)
+        print(
+            f"{n} instances of {source.name} ({source.stat().st_size / 1e3:.0f} kB); Orthanc MaximumPduLength "
+            f"{args.orthanc_max_pdu or 'default (16384)'}; "
+            f"getscu --max-pdu {args.getscu_max_pdu or 'default (16384)'}; "
+            f"load average {os.getloadavg()[0]:.2f}",
+            flush=True,
+        )
 
         if not args.no_census:
             census(args, pull, work, n, peer, queries)
@@ -365,18 +434,30 @@ def main() -> None:  # noqa: C901 - a linear script
                 out = base / "getscu"
                 out.mkdir(parents=True)
                 c0, o0, t0 = children_cpu(), orthanc_cpu(orthanc_pid), time.perf_counter()
-                subprocess.run(["getscu", *peer, *queries, "-od", str(out)], env=dict(os.environ, TCP_NODELAY="1"),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                subprocess.run(
+                    ["getscu", *peer, *queries, "-od", str(out)],
+                    env=dict(os.environ, TCP_NODELAY="1"),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
                 t, c, o = time.perf_counter() - t0, children_cpu() - c0, orthanc_cpu(orthanc_pid) - o0
                 if count_files(out) != n:
                     raise SystemExit(f"getscu: {count_files(out)} of {n}")
                 rows["getscu"].append((t, c, o))
-                print(f"  repeat {repeat + 1} (load {load:.2f}) getscu: {n / t:6.1f} inst/s; client CPU "
-                      f"{c / n * 1e3:.2f} ms/inst; Orthanc CPU {o / n * 1e3:.2f} ms/inst", flush=True)
+                print(
+                    f"  repeat {repeat + 1} (load {load:.2f}) getscu: {n / t:6.1f} inst/s; client CPU "
+                    f"{c / n * 1e3:.2f} ms/inst; Orthanc CPU {o / n * 1e3:.2f} ms/inst",
+                    flush=True,
+                )
             for w in args.workers:
                 c0, o0, t0 = self_cpu(), orthanc_cpu(orthanc_pid), time.perf_counter()
                 with ThreadCpu() as by_thread:
-                    s = pull(index_dir=work / "idx", out=base / f"get{w}", calling_aet=OUR_AET, method="get", workers=w)
+                    s = pull(
+                        work / "idx",
+                        base / f"get{w}",
+                        PullSettings(method="get", workers=w),
+                        pacs=pacs_for_index(work / "idx", calling_aet=OUR_AET),
+                    )
                 t, c, o = time.perf_counter() - t0, self_cpu() - c0, orthanc_cpu(orthanc_pid) - o0
                 by_thread.seconds["main thread (plan, waiting)"] = c - sum(by_thread.seconds.values())
                 for kind, seconds in by_thread.seconds.items():
@@ -384,18 +465,22 @@ def main() -> None:  # noqa: C901 - a linear script
                 if s.arrived != n:
                     raise SystemExit(f"pull get: {s.arrived} of {n}")
                 rows[f"pull get, {w} association(s)"].append((t, c, o))
-                print(f"  repeat {repeat + 1} (load {load:.2f}) pull get {w}: {n / t:6.1f} inst/s (library seconds "
-                      f"{s.seconds:.2f}); client CPU {c / n * 1e3:.2f} ms/inst; Orthanc CPU {o / n * 1e3:.2f} ms/inst",
-                      flush=True)
+                print(
+                    f"  repeat {repeat + 1} (load {load:.2f}) pull get {w}: {n / t:6.1f} inst/s (library seconds "
+                    f"{s.seconds:.2f}); client CPU {c / n * 1e3:.2f} ms/inst; Orthanc CPU {o / n * 1e3:.2f} ms/inst",
+                    flush=True,
+                )
             shutil.rmtree(base)
         import statistics
 
         print("\n| client | median inst/s | median client CPU ms/inst | median Orthanc CPU ms/inst |")
         print("| --- | --- | --- | --- |")
         for name, values in rows.items():
-            print(f"| {name} | {statistics.median(n / t for t, _, _ in values):.0f} | "
-                  f"{statistics.median(c for _, c, _ in values) / n * 1e3:.2f} | "
-                  f"{statistics.median(o for _, _, o in values) / n * 1e3:.2f} |")
+            print(
+                f"| {name} | {statistics.median(n / t for t, _, _ in values):.0f} | "
+                f"{statistics.median(c for _, c, _ in values) / n * 1e3:.2f} | "
+                f"{statistics.median(o for _, _, o in values) / n * 1e3:.2f} |"
+            )
 
         print("\n| our C-GET, CPU by thread | associations | median ms per instance |")
         print("| --- | --- | --- |")

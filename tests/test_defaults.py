@@ -105,3 +105,26 @@ def test_help_texts_state_the_model_defaults():
             )
             checked += 1
     assert checked >= 15, checked
+
+
+def test_pull_command_defaults_are_the_settings_defaults():
+    """`modan-pacs pull`'s option defaults are PullSettings' and PacsSettings' (the CLI states none of its own)."""
+    from cli.commands.pull import pull
+    from modan_pacs.pacs.association import PacsSettings
+    from modan_pacs.pacs.pull import PullSettings
+
+    options = inspect.signature(pull).parameters
+    pull_defaults = PullSettings()
+    for name in ("method", "workers", "select", "seed", "chunk", "move_port", "dicomweb", "dicomweb_credentials"):
+        assert options[name].default == getattr(pull_defaults, name), name
+    pacs = PacsSettings.model_fields
+    flags = {
+        "calling_aet": "calling_aet",
+        "timeout": "dimse_timeout",
+        "connect_timeout": "connection_timeout",
+        "retries": "retries",
+        "backoff": "backoff",
+    }
+    for option, field in flags.items():
+        assert options[option].default == pacs[field].default, option
+    assert pacs["acse_timeout"].default == pacs["connection_timeout"].default  # --connect-timeout sets both

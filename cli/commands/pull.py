@@ -89,41 +89,43 @@ def pull(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from modan_pacs.pacs.pull import make_pull_settings, pacs_for_index, raise_if_incomplete, summary_line
     from modan_pacs.pacs.pull import pull as run_pull
-    from modan_pacs.pacs.pull import raise_if_incomplete, summary_line
 
     console = Console()
-    options = dict(
-        index_dir=index,
-        out=out,
-        pacs=pacs,
-        called_aet=called_aet,
-        calling_aet=calling_aet,
+    settings = make_pull_settings(
         method=method,
         workers=workers,
         select=select,
-        modality=modality or (),
-        anatomy=anatomy or (),
+        modalities=modality or (),
+        anatomies=anatomy or (),
         seed=seed,
         chunk=chunk,
         move_port=move_port,
         dicomweb=dicomweb,
         dicomweb_credentials=dicomweb_credentials,
-        connection_timeout=connect_timeout,
-        acse_timeout=connect_timeout,
-        dimse_timeout=timeout,
-        retries=retries,
-        backoff=backoff,
+        dry_run=dry_run,
     )
     if dry_run:
         from modan_pacs.pacs.pull import plan_lines
 
         run_pull(
-            **options,
-            dry_run=True,
-            on_plan=lambda plan: console.print("\n".join(plan_lines(plan, out)), highlight=False),
+            index, out, settings, on_plan=lambda plan: console.print("\n".join(plan_lines(plan, out)), highlight=False)
         )
         return
+    pacs_settings = None
+    if settings.method != "dicomweb":
+        pacs_settings = pacs_for_index(
+            index,
+            address=pacs,
+            called_aet=called_aet,
+            calling_aet=calling_aet,
+            connection_timeout=connect_timeout,
+            acse_timeout=connect_timeout,
+            dimse_timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+        )
     with Progress(
         TextColumn("[bold]pulling"),
         BarColumn(),
@@ -152,15 +154,16 @@ def pull(
             )
             bar.update(task, advance=n, rate=rate)
 
-        summary = run_pull(**options, on_progress=on_progress, on_plan=on_plan)
+        summary = run_pull(index, out, settings, pacs=pacs_settings, on_progress=on_progress, on_plan=on_plan)
     console.print(summary_line(summary, out), highlight=False)
     if complete_labels:
         from modan_pacs.pacs.complete import complete_labels as complete
 
         done = complete(index, out)
         console.print(
-            f"labels completed from {done.completed:,} pulled files' headers: {done.relabelled:,} of {done.rows:,} rows "
-            f"relabelled, {done.no_pixel_data:,} without pixel data moved to the errors, {done.unreadable:,} unreadable; "
+            f"labels completed from {done.completed:,} pulled files' headers: "
+            f"{done.relabelled:,} of {done.rows:,} rows relabelled, "
+            f"{done.no_pixel_data:,} without pixel data moved to the errors, {done.unreadable:,} unreadable; "
             f"rewrote {index}",
             highlight=False,
         )

@@ -90,7 +90,10 @@ def one_line(model: type[M], what: str, **kwargs: Any) -> M:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            where, message = ".".join(str(p) for p in error["loc"]) or "value", error["msg"].removeprefix("Value error, ")
+            where, message = (
+                ".".join(str(p) for p in error["loc"]) or "value",
+                error["msg"].removeprefix("Value error, "),
+            )
             problems.append(message if message.startswith(where) else f"{where}: {message}")
         problems = "; ".join(problems)
         raise InputError(f"{what}: {problems}") from None
@@ -273,7 +276,9 @@ def _failure(settings: PacsSettings, purpose: str, assoc: Any, state: dict[str, 
         PacsError: for failures a retry cannot mend: a rejection, or a silent peer.
     """
     if assoc.is_rejected or state["reject"]:
-        raise PacsError(f"{purpose} with {settings.label} (calling AE {settings.calling_aet}) rejected: {state['reject']}")
+        raise PacsError(
+            f"{purpose} with {settings.label} (calling AE {settings.calling_aet}) rejected: {state['reject']}"
+        )
     if state["opened"] and not state["heard"]:
         # accepted TCP, then sent nothing at all: waiting again would only multiply the delay
         raise PacsError(
@@ -282,7 +287,10 @@ def _failure(settings: PacsSettings, purpose: str, assoc: Any, state: dict[str, 
         )
     if not state["opened"]:
         reason = _probe_connect(settings.host, settings.port, min(settings.connection_timeout, 2.0)) or "no answer"
-        return f"cannot connect to {settings.host}:{settings.port}: {reason} (is the PACS running, is the port right?)", False
+        return (
+            f"cannot connect to {settings.host}:{settings.port}: {reason} (is the PACS running, is the port right?)",
+            False,
+        )
     if assoc.is_aborted and not assoc.accepted_contexts:
         return (
             f"{purpose} with {settings.label} aborted during negotiation "

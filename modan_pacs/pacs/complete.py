@@ -23,8 +23,19 @@ from modan_pacs.ingest.headers import RAW_COLUMNS
 
 # header attributes taken from the file: every index column but identifiers and where it lives
 FILE_COLUMNS = tuple(
-    c for c in RAW_COLUMNS
-    if c not in {"sop_instance_uid", "series_instance_uid", "study_instance_uid", "patient_hash", "path", "location", "size", "mtime"}
+    c
+    for c in RAW_COLUMNS
+    if c
+    not in {
+        "sop_instance_uid",
+        "series_instance_uid",
+        "study_instance_uid",
+        "patient_hash",
+        "path",
+        "location",
+        "size",
+        "mtime",
+    }
 )
 
 
@@ -82,15 +93,32 @@ def complete_labels(index_dir: str | Path, store_dir: str | Path) -> LabelComple
             frame.iat[position, frame.columns.get_loc(column)] = record.get(column)
         completed += 1
     dropped = frame.iloc[no_pixels]
-    errors = pd.concat([
-        tables.errors,
-        pd.DataFrame({"path": dropped["location"].astype(object), "reason": "no_pixel_data",
-                      "detail": "the pulled file holds no pixel data"}),
-    ], ignore_index=True) if no_pixels else tables.errors  # fmt: skip
+    errors = (
+        pd.concat(
+            [
+                tables.errors,
+                pd.DataFrame(
+                    {
+                        "path": dropped["location"].astype(object),
+                        "reason": "no_pixel_data",
+                        "detail": "the pulled file holds no pixel data",
+                    }
+                ),
+            ],
+            ignore_index=True,
+        )
+        if no_pixels
+        else tables.errors
+    )
     frame = frame.drop(index=frame.index[no_pixels])
     written = write_index(frame, index_dir, tables.vocabulary, errors=errors)
     after = written.frame.set_index("sop_instance_uid")[["modality_label", "anatomy_label"]].astype(object).fillna("-")
     common = before.index.intersection(after.index)
     relabelled = int((before.loc[common] != after.loc[common]).any(axis=1).sum())
-    return LabelCompletion(rows=len(written.frame), completed=completed, relabelled=relabelled, unreadable=unreadable,
-                           no_pixel_data=len(no_pixels))
+    return LabelCompletion(
+        rows=len(written.frame),
+        completed=completed,
+        relabelled=relabelled,
+        unreadable=unreadable,
+        no_pixel_data=len(no_pixels),
+    )

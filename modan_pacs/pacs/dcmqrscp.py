@@ -99,7 +99,9 @@ def association_profile(stored: Iterable[tuple[str, str]]) -> str:
         names = dict.fromkeys(f"Only{compressed.index(ts)}" if ts in compressed else "Uncompressed" for ts in syntaxes)
         outgoing += [f"{sop}\\{name}" for name in names]
     if max(len(incoming), len(outgoing)) > 128:
-        raise PacsError(f"{len(counts)} (SOP class, syntax) pairs: more than a dcmqrscp profile's 128 presentation contexts")
+        raise PacsError(
+            f"{len(counts)} (SOP class, syntax) pairs: more than a dcmqrscp profile's 128 presentation contexts"
+        )
     lines = [_SYNTAXES]
     for n, ts in enumerate(compressed):
         lines += [f"[Only{n}]", f"TransferSyntax1 = {ts}"]
@@ -109,8 +111,15 @@ def association_profile(stored: Iterable[tuple[str, str]]) -> str:
     lines += [f"PresentationContext{n} = {text}" for n, text in enumerate(outgoing, 1)]
     lines += ["[[SCPSCURoleSelection]]", "[Roles]"]
     lines += [f"Role{n} = {uid}\\BOTH" for n, uid in enumerate(storage, 1)]
-    lines += ["[[Profiles]]", "[Archive]", "PresentationContexts = Incoming", "SCPSCURoleSelection = Roles",
-              "[Outgoing]", "PresentationContexts = Outgoing", ""]
+    lines += [
+        "[[Profiles]]",
+        "[Archive]",
+        "PresentationContexts = Incoming",
+        "SCPSCURoleSelection = Roles",
+        "[Outgoing]",
+        "PresentationContexts = Outgoing",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -197,11 +206,23 @@ class DcmqrscpServer(LocalServer):
         (self.workdir / "assoc.cfg").write_text(association_profile(classes))
         with open(self.workdir / "dcmqrscp.log", "wb") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(
-                [self.binary, "-c", str(self.workdir / "dcmqrscp.cfg"), "-xf", str(self.workdir / "assoc.cfg"),
-                 "Archive", "Outgoing", *self.extra_args, str(self.port)],
-                env=dict(os.environ, TCP_NODELAY="1"), cwd=self.workdir, start_new_session=True,
-                stdout=subprocess.DEVNULL, stderr=log,
-            )  # fmt: skip
+                [
+                    self.binary,
+                    "-c",
+                    str(self.workdir / "dcmqrscp.cfg"),
+                    "-xf",
+                    str(self.workdir / "assoc.cfg"),
+                    "Archive",
+                    "Outgoing",
+                    *self.extra_args,
+                    str(self.port),
+                ],
+                env=dict(os.environ, TCP_NODELAY="1"),
+                cwd=self.workdir,
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         self._wait_ready()
         return self
 

@@ -100,7 +100,9 @@ def query_dicomweb(
 
     query = query or PacsQuery()
     if query.filters:
-        raise InputError("DICOMweb query: filters are C-FIND matching keys; QIDO-RS takes only level, modalities and dates here")
+        raise InputError(
+            "DICOMweb query: filters are C-FIND matching keys; QIDO-RS takes only level, modalities and dates here"
+        )
     level, modalities, slices = query.level, list(query.modalities), query.date_slices()
     client = make_client(url, credentials_file)
     rows: list[dict[str, Any]] = []
@@ -131,8 +133,16 @@ def query_dicomweb(
                         get_remaining=True,
                     ):
                         series = _dataset(series_json)
-                        image_fields = ["SOPClassUID", "Rows", "Columns", "NumberOfFrames", "BitsStored",
-                                        "PhotometricInterpretation", "ViewPosition", "ImageLaterality"]
+                        image_fields = [
+                            "SOPClassUID",
+                            "Rows",
+                            "Columns",
+                            "NumberOfFrames",
+                            "BitsStored",
+                            "PhotometricInterpretation",
+                            "ViewPosition",
+                            "ImageLaterality",
+                        ]
                         for image_json in client.search_for_instances(
                             study_uid, str(series.SeriesInstanceUID), fields=image_fields, get_remaining=True
                         ):
@@ -154,7 +164,9 @@ def _dicomweb_row(url: str, phash: str | None, study: Any, series: Any, image: A
     from modan_pacs.pacs.query import _row
 
     row = _row(make_settings(host="dicomweb", port=1), phash, study, series, image, level)
-    row["location"] = f"dicomweb+{url.rstrip('/')}/studies/{row['study_instance_uid']}/series/{row['series_instance_uid']}/instances/{row['sop_instance_uid']}"
+    row["location"] = (
+        f"dicomweb+{url.rstrip('/')}/studies/{row['study_instance_uid']}/series/{row['series_instance_uid']}/instances/{row['sop_instance_uid']}"
+    )
     return row
 
 
@@ -167,8 +179,13 @@ def _encode(ds: Any) -> bytes:
 class _WadoRetrieval:
     """The shared state of one :func:`retrieve_dicomweb` call: a client per thread, totals, a stop flag."""
 
-    def __init__(self, url: str, store: Store, credentials_file: str | Path | None,
-                 on_progress: Callable[[int, int], None] | None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        url: str,
+        store: Store,
+        credentials_file: str | Path | None,
+        on_progress: Callable[[int, int], None] | None,
+    ) -> None:
         self.url, self.store, self.credentials_file, self.on_progress = url, store, credentials_file, on_progress
         self.local = threading.local()
         self.lock = threading.Lock()
@@ -244,8 +261,11 @@ def retrieve_dicomweb(
     """
     read_credentials(credentials_file)  # fail early on a bad file
     run = _WadoRetrieval(url, store, credentials_file, on_progress)
-    tasks = [(unit, None) if unit.level == "SERIES" else (unit, sop) for unit in units
-             for sop in (unit.sop_uids if unit.level != "SERIES" else [None])]  # fmt: skip
+    tasks = [
+        (unit, None) if unit.level == "SERIES" else (unit, sop)
+        for unit in units
+        for sop in (unit.sop_uids if unit.level != "SERIES" else [None])
+    ]
     problems: list[str] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(run.fetch, unit, sop) for unit, sop in tasks]

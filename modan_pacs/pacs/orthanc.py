@@ -164,7 +164,8 @@ class OrthancServer(LocalServer):
             "AuthenticationEnabled": True,
             "RegisteredUsers": {self.user: self.password},
             "DicomModalities": {
-                name.lower(): {"AET": name, "Host": host, "Port": port} for name, (host, port) in self.modalities.items()
+                name.lower(): {"AET": name, "Host": host, "Port": port}
+                for name, (host, port) in self.modalities.items()
             },
             "DicomAlwaysAllowEcho": True,
             "DicomAlwaysAllowStore": True,
@@ -212,7 +213,10 @@ class OrthancServer(LocalServer):
 
         def answers() -> bool:
             try:
-                return requests.get(f"{self.http_url}/system", auth=(self.user, self.password), timeout=1.0).status_code == 200
+                return (
+                    requests.get(f"{self.http_url}/system", auth=(self.user, self.password), timeout=1.0).status_code
+                    == 200
+                )
             except requests.RequestException:  # not listening yet: poll again
                 return False
 
@@ -231,4 +235,3 @@ class OrthancServer(LocalServer):
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
-

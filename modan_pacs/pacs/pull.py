@@ -16,8 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
 from modan_pacs.errors import InputError, PacsError
-from modan_pacs.pacs.association import make_settings, parse_address
+from modan_pacs.pacs.association import PacsSettings, make_settings, one_line, parse_address
 from modan_pacs.pacs.retrieve import (
     METHODS,
     DimseResult,
@@ -39,8 +41,73 @@ def parse_select(select: str | None) -> int | None:
         return None
     match = _PER_LABEL.match(select)
     if match is None or int(match.group(1)) < 1:
-        raise InputError(f"--select {select!r}: expected \"per-label N\" with N >= 1")
+        raise InputError(f'--select {select!r}: expected "per-label N" with N >= 1')
     return int(match.group(1))
+
+
+class PullSettings(BaseModel):
+    """What to pull and how: the one way into :func:`pull` (where the PACS is and how to talk to it
+    is a :class:`~modan_pacs.pacs.association.PacsSettings`, see :func:`pacs_for_index`).
+
+    ``method``: ``get`` (C-GET), ``move`` (C-MOVE to our storage SCP on ``move_port``) or
+    ``dicomweb`` (set by giving ``dicomweb``, the WADO-RS URL); ``workers``: parallel associations
+    (or HTTP sessions); ``select``: ``"per-label N"`` (up to N series per label pair, drawn with
+    ``seed``); ``modalities`` / ``anatomies``: label filters; ``chunk``: at most this many instances
+    per IMAGE-level request (whole series are asked for at series level); ``dry_run``: plan only.
+    Build it with :func:`make_pull_settings` for one-line :class:`InputError` messages.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str = "get"
+    workers: int = Field(default=1, ge=1)
+    select: str | None = None
+    modalities: tuple[str, ...] = ()
+    anatomies: tuple[str, ...] = ()
+    seed: int = 0
+    chunk: int = Field(default=50, ge=1)
+    move_port: int = Field(default=11113, ge=1, le=65535)
+    dicomweb: str | None = None
+    dicomweb_credentials: Path | None = None
+    dry_run: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dicomweb_url_sets_the_method(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("dicomweb"):
+            return {**data, "method": "dicomweb"}
+        return data
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, value: str) -> str:
+        if value not in METHODS:
+            raise ValueError(f"{value!r} must be get or move (or give a DICOMweb URL)")
+        return value
+
+    @field_validator("select")
+    @classmethod
+    def _select(cls, value: str | None) -> str | None:
+        try:
+            parse_select(value)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _dicomweb_needs_a_url(self) -> PullSettings:
+        if self.method == "dicomweb" and not self.dicomweb:
+            raise ValueError("method dicomweb needs the DICOMweb URL (dicomweb)")
+        return self
+
+    @property
+    def per_label(self) -> int | None:
+        return parse_select(self.select)
+
+
+def make_pull_settings(**kwargs: object) -> PullSettings:
+    """Build :class:`PullSettings`, turning validation errors into one-line :class:`InputError`."""
+    return one_line(PullSettings, "pull settings", **kwargs)
 
 
 def read_index_frame(index_dir: str | Path):
@@ -53,7 +120,9 @@ def read_index_frame(index_dir: str | Path):
     return pd.read_parquet(path)
 
 
-def select_rows(frame, *, per_label: int | None = None, modality: Sequence[str] = (), anatomy: Sequence[str] = (), seed: int = 0):
+def select_rows(
+    frame, *, per_label: int | None = None, modality: Sequence[str] = (), anatomy: Sequence[str] = (), seed: int = 0
+):
     """Rows of the index to pull: filters first, then up to ``per_label`` series per label pair."""
     import numpy as np
 
@@ -77,7 +146,9 @@ def select_rows(frame, *, per_label: int | None = None, modality: Sequence[str] 
     return rows[rows["series_instance_uid"].isin(set(keep))]
 
 
-def units_from_rows(rows, skip: set[str], frame=None, *, coarsest: str = "IMAGE", min_units: int = 1) -> tuple[list[RetrievalUnit], int]:
+def units_from_rows(
+    rows, skip: set[str], frame=None, *, coarsest: str = "IMAGE", min_units: int = 1
+) -> tuple[list[RetrievalUnit], int]:
     """Group index rows into retrieval requests, leaving out SOP UIDs in ``skip``.
 
     A study (or series) whose every instance in ``frame`` (the whole index; default ``rows``) is
@@ -191,35 +262,24 @@ def plan_pull(rows, frame, store: Store, *, method: str, workers: int, chunk: in
         each = (todo["rows"].astype("Float64") * todo["columns"].astype("Float64") * frames * per_sample).dropna()
         pixel, estimated = int(each.sum()), len(each)
     return PullPlan(
-        requested=len(rows), skipped=skipped, units=units, expected=expected_locations(todo),
-        studies=todo["study_instance_uid"].nunique(), series=todo["series_instance_uid"].nunique(),
-        bytes=size, estimated_pixel_bytes=pixel, estimated_rows=estimated,
-    )  # fmt: skip
+        requested=len(rows),
+        skipped=skipped,
+        units=units,
+        expected=expected_locations(todo),
+        studies=todo["study_instance_uid"].nunique(),
+        series=todo["series_instance_uid"].nunique(),
+        bytes=size,
+        estimated_pixel_bytes=pixel,
+        estimated_rows=estimated,
+    )
 
 
 def pull(
-    *,
     index_dir: str | Path,
     out: str | Path,
-    pacs: str | None = None,
-    called_aet: str | None = None,
-    calling_aet: str = "MODANPACS",
-    method: str = "get",
-    workers: int = 1,
-    select: str | None = None,
-    modality: Sequence[str] = (),
-    anatomy: Sequence[str] = (),
-    seed: int = 0,
-    chunk: int = 50,
-    move_port: int = 11113,
-    dicomweb: str | None = None,
-    dicomweb_credentials: str | Path | None = None,
-    connection_timeout: float = 10.0,
-    acse_timeout: float = 10.0,
-    dimse_timeout: float = 15.0,
-    retries: int = 2,
-    backoff: float = 0.5,
-    dry_run: bool = False,
+    settings: PullSettings | None = None,
+    *,
+    pacs: PacsSettings | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     on_plan: Callable[[PullPlan], None] | None = None,
 ) -> PullSummary:
@@ -228,75 +288,86 @@ def pull(
     Args:
         index_dir: index folder (``index.parquet`` with sop/series/study UIDs and SOP classes).
         out: the STORE folder (created); already-received instances are skipped.
-        pacs: ``HOST:PORT`` (default: from the index's ``location``); ``called_aet`` likewise.
-        method: ``get`` (C-GET), ``move`` (C-MOVE to our storage SCP on ``move_port``) or
-            ``dicomweb`` (set by giving ``dicomweb``).
-        workers: parallel associations (or HTTP sessions).
-        select: ``"per-label N"``; ``modality`` / ``anatomy``: label filters.
-        chunk: at most this many instances per IMAGE-level request (whole studies or series
-            selected are asked for at study or series level, in one request).
-        dry_run: plan only: ``on_plan`` gets the plan, nothing is fetched or written.
+        settings: what to pull and how (:class:`PullSettings`; None = every instance by C-GET).
+        pacs: where the PACS is and how to talk to it (C-GET / C-MOVE); None = from the index's
+            ``location`` column with default timeouts (:func:`pacs_for_index`). Not used for DICOMweb.
         on_progress: called ``(n_instances, n_bytes)`` per arrival; ``on_plan(plan)`` once.
 
     Returns:
         A :class:`PullSummary`; ``summary.complete`` is False when instances failed or were not received.
 
     Raises:
-        InputError: bad options or index. PacsError: the PACS could not be reached at all.
+        InputError: a bad index, or no PACS address known. PacsError: the PACS could not be reached at all.
     """
-    if dicomweb:
-        method = "dicomweb"
-    if method not in METHODS:
-        raise InputError(f"--method {method!r} must be one of get, move (or give --dicomweb URL)")
-    if workers < 1:
-        raise InputError(f"--workers {workers} must be >= 1")
-    if chunk < 1:
-        raise InputError(f"chunk {chunk} must be >= 1")
-    per_label = parse_select(select)
+    s = settings or PullSettings()
     frame = read_index_frame(index_dir)
-    rows = select_rows(frame, per_label=per_label, modality=modality, anatomy=anatomy, seed=seed)
+    rows = select_rows(frame, per_label=s.per_label, modality=s.modalities, anatomy=s.anatomies, seed=s.seed)
     rows = rows.drop_duplicates(subset=["sop_instance_uid"])
-    if dry_run:
+    if s.dry_run:
         store = Store.existing(out)
-        plan = plan_pull(rows, frame, store, method=method, workers=workers, chunk=chunk)
+        plan = plan_pull(rows, frame, store, method=s.method, workers=s.workers, chunk=s.chunk)
         if on_plan is not None:
             on_plan(plan)
-        return PullSummary(requested=plan.requested, skipped=plan.skipped, workers=workers, method=method,
-                           requests=len(plan.units))
+        return PullSummary(
+            requested=plan.requested, skipped=plan.skipped, workers=s.workers, method=s.method, requests=len(plan.units)
+        )
     with Store(out) as store:
-        plan = plan_pull(rows, frame, store, method=method, workers=workers, chunk=chunk)
+        plan = plan_pull(rows, frame, store, method=s.method, workers=s.workers, chunk=s.chunk)
         if on_plan is not None:
             on_plan(plan)
-        summary = PullSummary(requested=plan.requested, skipped=plan.skipped, workers=workers, method=method)
+        summary = PullSummary(requested=plan.requested, skipped=plan.skipped, workers=s.workers, method=s.method)
         if not plan.units:
             return summary
-        if method == "dicomweb":
+        if s.method == "dicomweb":
             from modan_pacs.pacs.dicomweb import retrieve_dicomweb
 
             start = time.perf_counter()
             arrived, nbytes, unrequested, problems = retrieve_dicomweb(
-                dicomweb, plan.units, store, workers=workers, credentials_file=dicomweb_credentials, on_progress=on_progress
+                s.dicomweb,
+                plan.units,
+                store,
+                workers=s.workers,
+                credentials_file=s.dicomweb_credentials,
+                on_progress=on_progress,
             )
             requests = sum(1 if u.level == "SERIES" else len(u.sop_uids) for u in plan.units)
             result = DimseResult(arrived, nbytes, unrequested, requests, problems)
         else:
-            settings = _settings_for(frame, pacs, called_aet, calling_aet, connection_timeout=connection_timeout,
-                                     acse_timeout=acse_timeout, dimse_timeout=dimse_timeout, retries=retries, backoff=backoff)
-            _fill_sop_classes(settings, plan.units)
+            pacs = pacs or pacs_for_index(frame)
+            _fill_sop_classes(pacs, plan.units)
             import pynetdicom  # noqa: F401  (imported before the clock starts: a one-off cost, not transfer time)
 
             start = time.perf_counter()
-            result = retrieve_dimse(settings, plan.units, store, expected=plan.expected, method=method, workers=workers,
-                                    move_port=move_port, on_progress=on_progress)
+            result = retrieve_dimse(
+                pacs,
+                plan.units,
+                store,
+                expected=plan.expected,
+                method=s.method,
+                workers=s.workers,
+                move_port=s.move_port,
+                on_progress=on_progress,
+            )
         summary.seconds = time.perf_counter() - start
         _account(summary, result, plan, store)
     return summary
 
 
-def _settings_for(frame, pacs: str | None, called_aet: str | None, calling_aet: str, **timeouts):
-    """PacsSettings from ``--pacs`` / ``--called-aet``, or from the index's ``location`` column."""
-    if pacs:
-        host, port = parse_address(pacs)
+def pacs_for_index(
+    index: str | Path | object, *, address: str | None = None, called_aet: str | None = None, **settings: object
+) -> PacsSettings:
+    """:class:`PacsSettings` of the PACS an index was built from: ``address`` (``HOST:PORT``) and
+    ``called_aet`` when given, else from the index's ``pacs://AET@host:port/...`` locations;
+    ``settings`` are the other :class:`PacsSettings` fields (calling AE title, timeouts, retries).
+
+    ``index`` is an index folder or its ``index.parquet`` frame.
+
+    Raises:
+        InputError: no address given and none in the index, no AE title, or a bad setting.
+    """
+    frame = read_index_frame(index) if isinstance(index, (str, Path)) else index
+    if address:
+        host, port = parse_address(address)
         aet = called_aet
     else:
         found = pacs_from_index(frame)
@@ -306,7 +377,7 @@ def _settings_for(frame, pacs: str | None, called_aet: str | None, calling_aet: 
         aet = called_aet or aet
     if not aet:
         raise InputError("--called-aet is required (the PACS's AE title)")
-    return make_settings(host=host, port=port, called_aet=aet, calling_aet=calling_aet, **timeouts)
+    return make_settings(host=host, port=port, called_aet=aet, **settings)
 
 
 def _account(summary: PullSummary, result: DimseResult, plan: PullPlan, store: Store) -> None:
@@ -340,7 +411,8 @@ def _fill_sop_classes(settings, units: list[RetrievalUnit]) -> None:
         for unit in missing:
             wanted = set(unit.sop_uids)
             unit.sop_classes = {
-                cls for series in unit.series_uids
+                cls
+                for series in unit.series_uids
                 for uid, cls in iter_instances_of_series(settings, unit.study_uid, series, session)
                 if cls and uid in wanted
             } or image_storage_classes()
@@ -351,11 +423,16 @@ def plan_lines(plan: PullPlan, store: str | Path) -> list[str]:
     if plan.bytes is not None:
         size = f"{plan.bytes / 1e6:,.1f} MB (sum of the index's file sizes)"
     elif plan.estimated_rows:
-        size = (f"size unknown (the index holds no file sizes); the pixel data of the {plan.estimated_rows:,} instances "
-                f"whose dimensions it holds, uncompressed, is about {plan.estimated_pixel_bytes / 1e6:,.1f} MB "
-                "(Rows x Columns x frames x bytes per sample)")
+        size = (
+            f"size unknown (the index holds no file sizes); the pixel data of the {plan.estimated_rows:,} instances "
+            f"whose dimensions it holds, uncompressed, is about {plan.estimated_pixel_bytes / 1e6:,.1f} MB "
+            "(Rows x Columns x frames x bytes per sample)"
+        )
     else:
-        size = "size unknown (the index holds neither file sizes nor image dimensions: index with --level image to estimate)"
+        size = (
+            "size unknown (the index holds neither file sizes nor image dimensions: "
+            "index with --level image to estimate)"
+        )
     levels = {level: sum(1 for u in plan.units if u.level == level) for level in ("SERIES", "IMAGE")}
     return [
         f"would fetch {plan.to_fetch:,} of {plan.requested:,} selected instances "
@@ -385,4 +462,3 @@ def raise_if_incomplete(summary: PullSummary, store: str | Path) -> None:
         f"pull incomplete: {summary.failed} of {summary.requested - summary.skipped} instances not received "
         f"({first}); see {Path(store) / 'pull_log.jsonl'} and re-run to resume"
     )
-

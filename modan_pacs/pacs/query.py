@@ -47,6 +47,7 @@ def _find_models() -> tuple[str, str]:
 
     return StudyRootQueryRetrieveInformationModelFind, PatientRootQueryRetrieveInformationModelFind
 
+
 # series attributes the labels use; many archives return them at IMAGE level only (or not at all)
 LABEL_SERIES_KEYS = ("Modality", "BodyPartExamined", "SeriesDescription", "ProtocolName")
 # index columns the labels are derived from, and the C-FIND key of each
@@ -83,7 +84,6 @@ IMAGE_KEYS = (
     "BitsStored",
     "PhotometricInterpretation",
 )
-
 
 
 def parse_date(value: str | dt.date | None, name: str) -> dt.date | None:
@@ -157,16 +157,45 @@ def _int(ds: Any, keyword: str) -> int | None:
 # Query/Retrieve level of the matching keys a --filter may name (PS3.4 C.6.1.1 and the modules
 # archives index at each level); any other attribute is matched at IMAGE level.
 _STUDY_LEVEL = {
-    "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "StudyDescription", "ReferringPhysicianName",
-    "ModalitiesInStudy", "SOPClassesInStudy", "PatientID", "PatientName", "PatientBirthDate", "PatientSex",
-    "PatientAge", "IssuerOfPatientID", "NameOfPhysiciansReadingStudy", "AdmittingDiagnosesDescription",
-    "InstitutionName", "RequestedProcedureDescription",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDescription",
+    "ReferringPhysicianName",
+    "ModalitiesInStudy",
+    "SOPClassesInStudy",
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "IssuerOfPatientID",
+    "NameOfPhysiciansReadingStudy",
+    "AdmittingDiagnosesDescription",
+    "InstitutionName",
+    "RequestedProcedureDescription",
 }
 _SERIES_LEVEL = {
-    "Modality", "SeriesNumber", "SeriesDescription", "SeriesDate", "SeriesTime", "BodyPartExamined", "ProtocolName",
-    "StationName", "Manufacturer", "ManufacturerModelName", "InstitutionalDepartmentName", "OperatorsName",
-    "PerformingPhysicianName", "Laterality", "PerformedProcedureStepStartDate", "PerformedProcedureStepDescription",
-    "PerformedProcedureStepID", "SoftwareVersions", "DeviceSerialNumber",
+    "Modality",
+    "SeriesNumber",
+    "SeriesDescription",
+    "SeriesDate",
+    "SeriesTime",
+    "BodyPartExamined",
+    "ProtocolName",
+    "StationName",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "InstitutionalDepartmentName",
+    "OperatorsName",
+    "PerformingPhysicianName",
+    "Laterality",
+    "PerformedProcedureStepStartDate",
+    "PerformedProcedureStepDescription",
+    "PerformedProcedureStepID",
+    "SoftwareVersions",
+    "DeviceSerialNumber",
 }
 
 
@@ -294,7 +323,9 @@ class FindSession:
     ``filters`` (from :func:`parse_filters`) are added to the matching keys of each level.
     """
 
-    def __init__(self, settings: PacsSettings, model: str = "auto", filters: dict[str, dict[str, str]] | None = None) -> None:
+    def __init__(
+        self, settings: PacsSettings, model: str = "auto", filters: dict[str, dict[str, str]] | None = None
+    ) -> None:
         if model not in QUERY_MODELS:
             raise InputError(f"query model {model!r} must be one of {', '.join(QUERY_MODELS)}")
         self.settings = settings
@@ -307,7 +338,9 @@ class FindSession:
         from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
         study_find, patient_find = _find_models()
-        wanted = {"auto": (study_find, patient_find), "study": (study_find,), "patient": (patient_find,)}[self.requested]
+        wanted = {"auto": (study_find, patient_find), "study": (study_find,), "patient": (patient_find,)}[
+            self.requested
+        ]
         self.assoc = open_association(
             self.settings, [(uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]) for uid in wanted], purpose="C-FIND"
         )
@@ -413,8 +446,13 @@ class FindSession:
         return self.find("SERIES", [k for k in keys if k not in match], match)
 
     def images(self, study: Any, series: Any, *, attributes: bool = True, extra: Sequence[str] = ()) -> list[Any]:
-        """Instances of a series; with ``attributes=False`` only SOP Instance/Class UIDs (and ``extra``) are asked for."""
-        match = {**self.filters.get("IMAGE", {}), **self._upper(study), "SeriesInstanceUID": str(series.SeriesInstanceUID)}
+        """Instances of a series; with ``attributes=False`` only SOP Instance/Class UIDs (and ``extra``)
+        are asked for."""
+        match = {
+            **self.filters.get("IMAGE", {}),
+            **self._upper(study),
+            "SeriesInstanceUID": str(series.SeriesInstanceUID),
+        }
         keys = [*IMAGE_KEYS, "AnatomicRegionSequence"] if attributes else ["SOPInstanceUID", "SOPClassUID"]
         keys += [k for k in extra if k not in keys]
         return self.find("IMAGE", [k for k in keys if k not in match], match)
@@ -576,14 +614,16 @@ def split_invalid_uids(frame, label: str):
         reasons[bad] = reasons[bad] + (keyword + " ")
     mask = reasons != ""
     rows = frame.loc[mask]
-    errors = pd.DataFrame({
-        "path": [
-            f"pacs://{label}/{safe_uid_name(a)}/{safe_uid_name(b)}/{safe_uid_name(c)}"
-            for a, b, c in zip(rows["study_instance_uid"], rows["series_instance_uid"], rows["sop_instance_uid"])
-        ],
-        "reason": "invalid_uid",
-        "detail": [f"not a valid DICOM UID: {r.strip().replace(' ', ', ')}" for r in reasons[mask]],
-    })  # fmt: skip
+    errors = pd.DataFrame(
+        {
+            "path": [
+                f"pacs://{label}/{safe_uid_name(a)}/{safe_uid_name(b)}/{safe_uid_name(c)}"
+                for a, b, c in zip(rows["study_instance_uid"], rows["series_instance_uid"], rows["sop_instance_uid"])
+            ],
+            "reason": "invalid_uid",
+            "detail": [f"not a valid DICOM UID: {r.strip().replace(' ', ', ')}" for r in reasons[mask]],
+        }
+    )
     return frame.loc[~mask].reset_index(drop=True), errors
 
 
@@ -601,7 +641,9 @@ def split_non_images(frame):
             return False
         return "Image" not in UID(str(sop_class)).name
 
-    mask = pd.Series([is_non_image(c, r) for c, r in zip(frame["sop_class_uid"], frame["rows"])], index=frame.index, dtype=bool)
+    mask = pd.Series(
+        [is_non_image(c, r) for c, r in zip(frame["sop_class_uid"], frame["rows"])], index=frame.index, dtype=bool
+    )
     errors = pd.DataFrame(
         {
             "path": frame.loc[mask, "location"].to_numpy(dtype=object),
@@ -651,7 +693,9 @@ def build_pacs_index(
     frame, non_images = split_non_images(frame)
     errors = pd.concat([bad_uids, non_images], ignore_index=True)
     if len(bad_uids):
-        LOGGER.warning("%d C-FIND rows with identifiers that are not valid DICOM UIDs kept out of the index", len(bad_uids))
+        LOGGER.warning(
+            "%d C-FIND rows with identifiers that are not valid DICOM UIDs kept out of the index", len(bad_uids)
+        )
     return ingest.write_index(frame, Path(out_dir), vocab, errors=errors)
 
 

@@ -61,10 +61,17 @@ def compressed_syntaxes() -> tuple[str, ...]:
     from pydicom import uid
 
     return (
-        uid.JPEGLosslessSV1, uid.JPEGLossless, uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit,
-        uid.JPEGLSLossless, uid.JPEGLSNearLossless, uid.JPEG2000Lossless, uid.JPEG2000,
-        uid.RLELossless, uid.DeflatedExplicitVRLittleEndian,
-    )  # fmt: skip
+        uid.JPEGLosslessSV1,
+        uid.JPEGLossless,
+        uid.JPEGBaseline8Bit,
+        uid.JPEGExtended12Bit,
+        uid.JPEGLSLossless,
+        uid.JPEGLSNearLossless,
+        uid.JPEG2000Lossless,
+        uid.JPEG2000,
+        uid.RLELossless,
+        uid.DeflatedExplicitVRLittleEndian,
+    )
 
 
 @dataclass
@@ -197,7 +204,8 @@ def group_by_contexts(units: Sequence[RetrievalUnit], per_association: int = 63)
         else:
             if len(unit.sop_classes) > per_association:
                 raise InputError(
-                    f"{unit.label} holds {len(unit.sop_classes)} SOP classes; at most {per_association} fit in one association"
+                    f"{unit.label} holds {len(unit.sop_classes)} SOP classes; "
+                    f"at most {per_association} fit in one association"
                 )
             groups.append((set(unit.sop_classes), [unit]))
     return [members for _, members in groups]
@@ -252,7 +260,10 @@ class FileMetaEncoder:
         if template is None:
             placeholder = ("9" * len(sop_instance)).encode()
             with self._lock:
-                template = self._templates[key] = (self._encode(sop_class, placeholder.decode(), transfer_syntax), placeholder)
+                template = self._templates[key] = (
+                    self._encode(sop_class, placeholder.decode(), transfer_syntax),
+                    placeholder,
+                )
         encoded, placeholder = template
         return encoded.replace(placeholder, sop_instance.encode(), 1)
 
@@ -310,7 +321,9 @@ class StoreWriter:
                 continue
             except Exception as exc:  # anything else must not stop the thread the handlers wait on
                 LOGGER.exception("writing %s failed", sop_uid)
-                self.store.record(status="failed", sop_instance_uid=sop_uid, reason=f"write failed: {type(exc).__name__}")
+                self.store.record(
+                    status="failed", sop_instance_uid=sop_uid, reason=f"write failed: {type(exc).__name__}"
+                )
                 continue
             if new:
                 self.counter.add(sum(len(p) for p in parts))
@@ -347,7 +360,9 @@ def make_store_handler(writer: StoreWriter, expected: dict[str, tuple[str, str]]
     return handle_store
 
 
-def _final_status_problem(op: str, unit: RetrievalUnit, settings: PacsSettings, final: Any, waited: float) -> str | None:
+def _final_status_problem(
+    op: str, unit: RetrievalUnit, settings: PacsSettings, final: Any, waited: float
+) -> str | None:
     from pynetdicom.status import STATUS_FAILURE, code_to_category
 
     code = getattr(final, "Status", None)
@@ -409,8 +424,12 @@ def _retrieve_units(
                 job.requests += 1
             for uid in _failed_uids(final):
                 if uid in job.expected:  # only what was asked for counts as failed
-                    job.store.record(status="failed", sop_instance_uid=uid, series_instance_uid=job.expected[uid][1],
-                                     reason=f"{op} sub-operation failed")
+                    job.store.record(
+                        status="failed",
+                        sop_instance_uid=uid,
+                        series_instance_uid=job.expected[uid][1],
+                        reason=f"{op} sub-operation failed",
+                    )
             waited = time.monotonic() - max(heard, job.counter.heard)
             problem = _final_status_problem(op, unit, job.settings, final, waited)
             if problem is not None:
@@ -459,10 +478,14 @@ def _c_get_worker(
     contexts = [(study_get, uncompressed_syntaxes()), *storage]
     roles = [build_role(sop, scp_role=True) for sop in sorted(sop_classes)]
     return _retrieve_units(
-        "C-GET", units, job,
-        open_assoc=lambda: open_association(job.settings, contexts, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)], purpose="C-GET"),
+        "C-GET",
+        units,
+        job,
+        open_assoc=lambda: open_association(
+            job.settings, contexts, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)], purpose="C-GET"
+        ),
         send=lambda assoc, unit: assoc.send_c_get(_identifier(unit), study_get),
-    )  # fmt: skip
+    )
 
 
 class MoveDestination:
@@ -473,9 +496,15 @@ class MoveDestination:
     """
 
     def __init__(
-        self, *, aet: str, port: int, peer_aet: str, writer: StoreWriter,
-        expected: dict[str, tuple[str, str]], bind: str = "0.0.0.0",
-    ) -> None:  # fmt: skip
+        self,
+        *,
+        aet: str,
+        port: int,
+        peer_aet: str,
+        writer: StoreWriter,
+        expected: dict[str, tuple[str, str]],
+        bind: str = "0.0.0.0",
+    ) -> None:
         self.aet, self.port, self.peer_aet, self.bind = aet, port, peer_aet, bind
         self.writer, self.expected = writer, expected
         self.server = None
@@ -509,7 +538,9 @@ class MoveDestination:
                 server_class=ThreadedAssociationServer,
             )
         except OSError as exc:
-            raise PacsError(f"C-MOVE destination {self.aet} cannot listen on port {self.port}: {exc.strerror}") from None
+            raise PacsError(
+                f"C-MOVE destination {self.aet} cannot listen on port {self.port}: {exc.strerror}"
+            ) from None
         ae._servers.append(self.server)  # AssociationServer.shutdown() removes itself from this list
         thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         thread.start()
@@ -526,10 +557,12 @@ def _c_move_worker(job: _Job, units: queue.SimpleQueue, destination: str) -> lis
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as study_move
 
     return _retrieve_units(
-        "C-MOVE", units, job,
+        "C-MOVE",
+        units,
+        job,
         open_assoc=lambda: open_association(job.settings, [(study_move, uncompressed_syntaxes())], purpose="C-MOVE"),
         send=lambda assoc, unit: assoc.send_c_move(_identifier(unit), destination, study_move),
-    )  # fmt: skip
+    )
 
 
 def merge_whole_series(units: Sequence[RetrievalUnit], min_units: int = 1) -> list[RetrievalUnit]:
@@ -549,7 +582,8 @@ def merge_whole_series(units: Sequence[RetrievalUnit], min_units: int = 1) -> li
         first = merged.get(unit.study_uid)
         if first is None:
             first = merged[unit.study_uid] = RetrievalUnit(
-                unit.study_uid, unit.series_uid, list(unit.sop_uids), set(unit.sop_classes), "SERIES")
+                unit.study_uid, unit.series_uid, list(unit.sop_uids), set(unit.sop_classes), "SERIES"
+            )
             out.append(first)
         else:
             first.more_series.append(str(unit.series_uid))
@@ -566,7 +600,11 @@ def split_units(units: Sequence[RetrievalUnit], chunk: int) -> list[RetrievalUni
             out.append(unit)
             continue
         for start in range(0, len(unit.sop_uids), chunk):
-            out.append(RetrievalUnit(unit.study_uid, unit.series_uid, unit.sop_uids[start : start + chunk], set(unit.sop_classes)))
+            out.append(
+                RetrievalUnit(
+                    unit.study_uid, unit.series_uid, unit.sop_uids[start : start + chunk], set(unit.sop_classes)
+                )
+            )
     return out
 
 
@@ -640,7 +678,9 @@ def _get_in_stored_syntaxes(job: _Job, units: list[RetrievalUnit]) -> None:
     for syntax in compressed_syntaxes():
         if not units:
             return
-        LOGGER.info("%d instances not delivered; asking again offering only %s", sum(len(u.sop_uids) for u in units), syntax)
+        LOGGER.info(
+            "%d instances not delivered; asking again offering only %s", sum(len(u.sop_uids) for u in units), syntax
+        )
         for group in group_by_contexts(units, per_association=127):
             classes = set().union(*(u.sop_classes for u in group))
             _c_get_worker(job, _queue(group), classes, syntax)
@@ -662,11 +702,19 @@ def _run_workers(
                 for future in as_completed(futures):
                     problems.extend(future.result())
     elif units:
-        with MoveDestination(aet=settings.calling_aet, port=move_port, peer_aet=settings.called_aet, writer=job.writer,
-                             expected=job.expected):
+        with MoveDestination(
+            aet=settings.calling_aet,
+            port=move_port,
+            peer_aet=settings.called_aet,
+            writer=job.writer,
+            expected=job.expected,
+        ):
             shared = _queue(units)
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(_c_move_worker, job, shared, settings.calling_aet) for _ in range(min(workers, len(units)))]
+                futures = [
+                    pool.submit(_c_move_worker, job, shared, settings.calling_aet)
+                    for _ in range(min(workers, len(units)))
+                ]
                 for future in as_completed(futures):
                     problems.extend(future.result())
     return problems

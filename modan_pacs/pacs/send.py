@@ -85,8 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retries", type=int, default=2, help="connection retries (exponential backoff from 1 s)")
     args = parser.parse_args(argv)
     files = [p for root in args.paths for p in (sorted(root.rglob("*")) if root.is_dir() else [root]) if p.is_file()]
-    settings = make_settings(host=args.host, port=args.port, called_aet=args.called_aet,
-                             calling_aet=args.calling_aet, retries=args.retries, backoff=1.0, dimse_timeout=10)
+    settings = make_settings(
+        host=args.host,
+        port=args.port,
+        called_aet=args.called_aet,
+        calling_aet=args.calling_aet,
+        retries=args.retries,
+        backoff=1.0,
+        dimse_timeout=10,
+    )
     try:
         report = send_files(settings, files)
     except PacsError as exc:

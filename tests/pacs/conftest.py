@@ -83,8 +83,14 @@ def loaded_pacs(request, pydicom_data_dir: Path, pydicom_extra_data_dir: Path):
     server.start()
     try:
         settings = make_settings(
-            host="127.0.0.1", port=server.dicom_port, called_aet=PACS_AET, calling_aet=OUR_AET,
-            dimse_timeout=8, acse_timeout=5, connection_timeout=5, retries=0,
+            host="127.0.0.1",
+            port=server.dicom_port,
+            called_aet=PACS_AET,
+            calling_aet=OUR_AET,
+            dimse_timeout=8,
+            acse_timeout=5,
+            connection_timeout=5,
+            retries=0,
         )
         paths = source_files(pydicom_data_dir, pydicom_extra_data_dir)
         report = send_files(settings, paths)
@@ -124,8 +130,14 @@ def loaded_dcmqrscp(request, pydicom_data_dir: Path, pydicom_extra_data_dir: Pat
     server.start()
     try:
         settings = make_settings(
-            host="127.0.0.1", port=server.port, called_aet=server.aet, calling_aet=OUR_AET,
-            dimse_timeout=8, acse_timeout=5, connection_timeout=5, retries=0,
+            host="127.0.0.1",
+            port=server.port,
+            called_aet=server.aet,
+            calling_aet=OUR_AET,
+            dimse_timeout=8,
+            acse_timeout=5,
+            connection_timeout=5,
+            retries=0,
         )
         files = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID): p for p in paths}
         yield LoadedPacs(server=server, settings=settings, move_port=move_port, files=files)

@@ -29,8 +29,19 @@ def test_wrong_port_is_a_one_line_error_and_exit_code(loaded_pacs, tmp_path, cap
         echo(_settings(loaded_pacs, port=port))
     assert "\n" not in str(err.value)
 
-    rc = main(["index", "--pacs", f"127.0.0.1:{port}", "--called-aet", "ORTHANC", "--out", str(tmp_path / "idx"),
-               "--salt-file", str(tmp_path / "salt")])
+    rc = main(
+        [
+            "index",
+            "--pacs",
+            f"127.0.0.1:{port}",
+            "--called-aet",
+            "ORTHANC",
+            "--out",
+            str(tmp_path / "idx"),
+            "--salt-file",
+            str(tmp_path / "salt"),
+        ]
+    )
     message = capsys.readouterr().err.strip()
     assert rc == PacsError.exit_code != 0
     assert "Connection refused" in message and len(message.splitlines()) == 1
@@ -82,7 +93,17 @@ def test_bad_addresses_and_ae_titles_are_input_errors():
 
 @pytest.mark.parametrize(
     "uid",
-    ["../../../../tmp/escape", "/etc/passwd", "..", ".", "", "1.2/../../3", "1.2.3\x00/..", "C:\\evil", "1." + "9" * 70],
+    [
+        "../../../../tmp/escape",
+        "/etc/passwd",
+        "..",
+        ".",
+        "",
+        "1.2/../../3",
+        "1.2.3\x00/..",
+        "C:\\evil",
+        "1." + "9" * 70,
+    ],
 )
 def test_crafted_uid_names_stay_inside_the_store(tmp_path, uid):
     from modan_pacs.pacs import Store, safe_uid_name
@@ -120,8 +141,11 @@ def test_storage_scp_files_a_crafted_uid_inside_the_store_and_refuses_strangers(
     store = Store(tmp_path / "store")
     port = free_port()
     expected = {str(ds.SOPInstanceUID): (ds.StudyInstanceUID, ds.SeriesInstanceUID)}  # as the index would hold them
-    with StoreWriter(store, _Counter()) as writer, MoveDestination(
-        aet="MODANPACS", port=port, peer_aet="ORTHANC", writer=writer, expected=expected, bind="127.0.0.1"
+    with (
+        StoreWriter(store, _Counter()) as writer,
+        MoveDestination(
+            aet="MODANPACS", port=port, peer_aet="ORTHANC", writer=writer, expected=expected, bind="127.0.0.1"
+        ),
     ):
         peer = AE(ae_title="ORTHANC")
         peer.add_requested_context(CTImageStorage, ds.file_meta.TransferSyntaxUID)
@@ -166,17 +190,33 @@ def _synthetic_series(pydicom_data_dir: Path, out: Path, n: int, per_series: int
 
 def test_server_killed_mid_pull_then_rerun_completes_without_duplicates(tmp_path, pydicom_data_dir, orthanc_available):
     from modan_pacs.errors import PacsError
-    from modan_pacs.pacs import OrthancServer, PacsQuery, build_pacs_index, make_settings, pull, send_files
+    from modan_pacs.pacs import (
+        OrthancServer,
+        PacsQuery,
+        PullSettings,
+        build_pacs_index,
+        make_settings,
+        pacs_for_index,
+        pull,
+        send_files,
+    )
     from modan_pacs.pacs.pull import raise_if_incomplete
 
     server = OrthancServer(aet="KILLME", modalities={"MODANPACS": ("127.0.0.1", 1)}, workdir=tmp_path / "orthanc")
     server.start()
     try:
-        settings = make_settings(host="127.0.0.1", port=server.dicom_port, called_aet="KILLME", dimse_timeout=5, retries=0)
+        settings = make_settings(
+            host="127.0.0.1", port=server.dicom_port, called_aet="KILLME", dimse_timeout=5, retries=0
+        )
         paths = _synthetic_series(pydicom_data_dir, tmp_path / "src", n=120, per_series=30)
         assert len(send_files(settings, paths).stored) == 120
-        build_pacs_index(make_settings(host="127.0.0.1", port=server.dicom_port, called_aet="KILLME"), PacsQuery(level="image"),
-                         out_dir=tmp_path / "idx", vocabulary=None, salt_file=tmp_path / "salt")
+        build_pacs_index(
+            make_settings(host="127.0.0.1", port=server.dicom_port, called_aet="KILLME"),
+            PacsQuery(level="image"),
+            out_dir=tmp_path / "idx",
+            vocabulary=None,
+            salt_file=tmp_path / "salt",
+        )
 
         arrivals = {"n": 0}
 
@@ -186,8 +226,13 @@ def test_server_killed_mid_pull_then_rerun_completes_without_duplicates(tmp_path
                 server.kill()  # SIGKILL while Orthanc is sending the first chunk
 
         store = tmp_path / "store"
-        summary = pull(index_dir=tmp_path / "idx", out=store, chunk=20, dimse_timeout=5, retries=0,
-                       on_progress=kill_after_ten)
+        summary = pull(
+            tmp_path / "idx",
+            store,
+            PullSettings(chunk=20),
+            pacs=pacs_for_index(tmp_path / "idx", dimse_timeout=5, retries=0),
+            on_progress=kill_after_ten,
+        )
         assert not summary.complete and 10 <= summary.arrived < 120 and summary.interrupted
         with pytest.raises(PacsError, match="pull incomplete") as err:
             raise_if_incomplete(summary, store)
@@ -195,7 +240,12 @@ def test_server_killed_mid_pull_then_rerun_completes_without_duplicates(tmp_path
         assert not list(store.rglob("*.part"))  # no half-written file survives
 
         server.start()  # same ports and storage: the PACS comes back
-        again = pull(index_dir=tmp_path / "idx", out=store, chunk=20, dimse_timeout=5, retries=1)
+        again = pull(
+            tmp_path / "idx",
+            store,
+            PullSettings(chunk=20),
+            pacs=pacs_for_index(tmp_path / "idx", dimse_timeout=5, retries=1),
+        )
         assert again.complete and again.skipped == summary.arrived
         assert summary.arrived + again.arrived == 120  # nothing was received twice
     finally:
@@ -211,7 +261,9 @@ def test_server_killed_mid_pull_then_rerun_completes_without_duplicates(tmp_path
     assert any(r["status"] == "failed" for r in log)  # the interrupted ones were recorded
 
 
-def test_orthanc_max_pdu_is_what_it_advertises_and_bounds_what_it_sends(tmp_path, pydicom_extra_data_dir, orthanc_available):
+def test_orthanc_max_pdu_is_what_it_advertises_and_bounds_what_it_sends(
+    tmp_path, pydicom_extra_data_dir, orthanc_available
+):
     """``OrthancServer(max_pdu=)`` reaches Orthanc: it advertises that length, and a C-GET by a peer
     that asks for 8 KB PDUs gets P-DATA-TF PDUs within 8 KB (the benchmarks rely on both); a
     length outside Orthanc's range is refused before starting it."""
@@ -230,8 +282,9 @@ def test_orthanc_max_pdu_is_what_it_advertises_and_bounds_what_it_sends(tmp_path
         OrthancServer(max_pdu=1024)
     source = pydicom_extra_data_dir / "693_UNCR.dcm"
     ds = dcmread(source, stop_before_pixels=True)
-    server = OrthancServer(aet="PDU", modalities={"MODANPACS": ("127.0.0.1", 1)}, workdir=tmp_path / "orthanc",
-                           max_pdu=32768)
+    server = OrthancServer(
+        aet="PDU", modalities={"MODANPACS": ("127.0.0.1", 1)}, workdir=tmp_path / "orthanc", max_pdu=32768
+    )
     server.start()
     try:
         settings = make_settings(host="127.0.0.1", port=server.dicom_port, called_aet="PDU", max_pdu=8192)
@@ -247,9 +300,16 @@ def test_orthanc_max_pdu_is_what_it_advertises_and_bounds_what_it_sends(tmp_path
             received.append(len(event.request.DataSet.getvalue()))
             return 0x0000
 
-        contexts = [(get_model, [ExplicitVRLittleEndian]), (ds.SOPClassUID, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]
-        assoc = open_association(settings, contexts, ext_neg=[build_role(ds.SOPClassUID, scp_role=True)],
-                                 evt_handlers=[(evt.EVT_PDU_RECV, on_pdu), (evt.EVT_C_STORE, on_store)])
+        contexts = [
+            (get_model, [ExplicitVRLittleEndian]),
+            (ds.SOPClassUID, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]),
+        ]
+        assoc = open_association(
+            settings,
+            contexts,
+            ext_neg=[build_role(ds.SOPClassUID, scp_role=True)],
+            evt_handlers=[(evt.EVT_PDU_RECV, on_pdu), (evt.EVT_C_STORE, on_store)],
+        )
         try:
             assert assoc.acceptor.maximum_length == 32768
             assert assoc.requestor.maximum_length == 8192

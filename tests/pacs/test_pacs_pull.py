@@ -19,7 +19,10 @@ def pacs_index(loaded_pacs, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pacs_index")
     s = loaded_pacs.settings
     build_pacs_index(
-        s, PacsQuery(level="image"), out_dir=out, vocabulary=None,
+        s,
+        PacsQuery(level="image"),
+        out_dir=out,
+        vocabulary=None,
         salt_file=tmp_path_factory.mktemp("salt") / "salt",
     )
     return out
@@ -58,14 +61,16 @@ def _assert_pixels_equal_sources(loaded_pacs, store: Path, expected_uids: set[st
 
 @pytest.mark.parametrize("method", ["get", "move"])
 def test_series_pull_gives_the_source_pixels(loaded_pacs, pacs_index, tmp_path, method):
-    from modan_pacs.pacs import pull
+    from modan_pacs.pacs import PullSettings, pull
 
     series_uid = _series_uid_of(loaded_pacs, "98892001/CT5N")
     index = _one_series_index(pacs_index, tmp_path, series_uid)
     s = loaded_pacs.settings
     summary = pull(
-        index_dir=index, out=tmp_path / "store", pacs=f"{s.host}:{s.port}", called_aet=s.called_aet,
-        calling_aet=s.calling_aet, method=method, move_port=loaded_pacs.move_port, dimse_timeout=8, retries=0,
+        index,
+        tmp_path / "store",
+        PullSettings(method=method, move_port=loaded_pacs.move_port),
+        pacs=s.model_copy(update={"dimse_timeout": 8, "retries": 0}),
     )
     expected = {u for u, p in loaded_pacs.files.items() if "98892001/CT5N" in str(p)}
     assert len(expected) == 5
@@ -76,27 +81,32 @@ def test_series_pull_gives_the_source_pixels(loaded_pacs, pacs_index, tmp_path, 
 
 
 def test_parallel_pull_of_everything_then_resume_skips_all(loaded_pacs, pacs_index, tmp_path):
-    from modan_pacs.pacs import pull
+    from modan_pacs.pacs import PullSettings, pacs_for_index, pull
 
     store = tmp_path / "store"
-    first = pull(index_dir=pacs_index, out=store, calling_aet=loaded_pacs.settings.calling_aet, workers=3, chunk=7,
-                 dimse_timeout=8, retries=0)  # PACS address and AE title from the index's location column
+    # PACS address and AE title from the index's location column
+    pacs = pacs_for_index(pacs_index, calling_aet=loaded_pacs.settings.calling_aet, dimse_timeout=8, retries=0)
+    first = pull(pacs_index, store, PullSettings(workers=3, chunk=7), pacs=pacs)
     n_index = len(__import__("pandas").read_parquet(pacs_index / "index.parquet"))
     assert first.complete and first.arrived == n_index
     files_before = sorted(store.rglob("*.dcm"))
     assert len(files_before) == n_index
-    second = pull(index_dir=pacs_index, out=store, calling_aet=loaded_pacs.settings.calling_aet, dimse_timeout=8, retries=0)
+    second = pull(pacs_index, store, pacs=pacs)
     assert second.arrived == 0 and second.skipped == n_index and second.complete
     assert sorted(store.rglob("*.dcm")) == files_before
 
 
 def test_store_is_indexable_with_the_folder_index(loaded_pacs, pacs_index, tmp_path):
     from modan_pacs.ingest import build_index, load_index
-    from modan_pacs.pacs import pull
+    from modan_pacs.pacs import PullSettings, pacs_for_index, pull
 
     store = tmp_path / "store"
-    summary = pull(index_dir=pacs_index, out=store, calling_aet="MODANPACS", select="per-label 1", workers=2,
-                   dimse_timeout=8, retries=0)
+    summary = pull(
+        pacs_index,
+        store,
+        PullSettings(select="per-label 1", workers=2),
+        pacs=pacs_for_index(pacs_index, dimse_timeout=8, retries=0),
+    )
     assert summary.complete and summary.arrived > 0
     build_index(store, tmp_path / "store_index", workers=1, salt_file=tmp_path / "salt")
     store_index = load_index(tmp_path / "store_index")
@@ -135,8 +145,23 @@ def test_cli_pull_prints_a_summary_and_exits_zero(loaded_pacs, pacs_index, tmp_p
     series_uid = _series_uid_of(loaded_pacs, "77654033/CT2")
     index = _one_series_index(pacs_index, tmp_path, series_uid)
     s = loaded_pacs.settings
-    rc = main(["pull", "--index", str(index), "--out", str(tmp_path / "store"), "--pacs", f"{s.host}:{s.port}",
-               "--called-aet", s.called_aet, "--workers", "2", "--timeout", "8"])
+    rc = main(
+        [
+            "pull",
+            "--index",
+            str(index),
+            "--out",
+            str(tmp_path / "store"),
+            "--pacs",
+            f"{s.host}:{s.port}",
+            "--called-aet",
+            s.called_aet,
+            "--workers",
+            "2",
+            "--timeout",
+            "8",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     assert "4 arrived" in out and "instances/s" in out
@@ -144,7 +169,7 @@ def test_cli_pull_prints_a_summary_and_exits_zero(loaded_pacs, pacs_index, tmp_p
 
 
 def test_dicomweb_search_and_retrieval(loaded_pacs, pacs_index, tmp_path, monkeypatch):
-    from modan_pacs.pacs import PacsQuery, pull, query_pacs
+    from modan_pacs.pacs import PacsQuery, PullSettings, pull, query_pacs
     from modan_pacs.pacs.dicomweb import PASSWORD_ENV, USER_ENV, query_dicomweb
 
     server = loaded_pacs.server
@@ -159,7 +184,7 @@ def test_dicomweb_search_and_retrieval(loaded_pacs, pacs_index, tmp_path, monkey
 
     series_uid = _series_uid_of(loaded_pacs, "98892003/MR700")
     index = _one_series_index(pacs_index, tmp_path, series_uid)
-    summary = pull(index_dir=index, out=tmp_path / "store", dicomweb=server.dicomweb_url, workers=2)
+    summary = pull(index, tmp_path / "store", PullSettings(dicomweb=server.dicomweb_url, workers=2))
     expected = {u for u, p in loaded_pacs.files.items() if "98892003/MR700" in str(p)}
     assert summary.complete and summary.arrived == len(expected) == 7
     _assert_pixels_equal_sources(loaded_pacs, tmp_path / "store", expected)
@@ -167,7 +192,7 @@ def test_dicomweb_search_and_retrieval(loaded_pacs, pacs_index, tmp_path, monkey
     creds = tmp_path / "creds"
     creds.write_text(f"{server.user}:{server.password}\n")
     monkeypatch.delenv(USER_ENV)
-    again = pull(index_dir=index, out=tmp_path / "store2", dicomweb=server.dicomweb_url, dicomweb_credentials=creds)
+    again = pull(index, tmp_path / "store2", PullSettings(dicomweb=server.dicomweb_url, dicomweb_credentials=creds))
     assert again.complete and again.arrived == 7
 
     # part of a series missing: one WADO-RS request per instance instead of the series request
@@ -177,7 +202,7 @@ def test_dicomweb_search_and_retrieval(loaded_pacs, pacs_index, tmp_path, monkey
     removed = sorted((tmp_path / "store3").rglob("*.dcm"))[:3]
     for path in removed:
         path.unlink()
-    third = pull(index_dir=index, out=tmp_path / "store3", dicomweb=server.dicomweb_url, dicomweb_credentials=creds)
+    third = pull(index, tmp_path / "store3", PullSettings(dicomweb=server.dicomweb_url, dicomweb_credentials=creds))
     assert third.complete and third.arrived == 3 and third.skipped == 4 and third.requests == 3
     assert all(path.is_file() for path in removed)
 
@@ -202,16 +227,34 @@ def test_dry_run_prints_the_plan_and_fetches_nothing(loaded_pacs, pacs_index, tm
     out = " ".join(capsys.readouterr().out.split())
     assert rc == 0 and not store.exists()
     assert f"would fetch {len(frame)} of {len(frame)} selected instances (0 already in {store})" in out
-    assert f"from {frame['study_instance_uid'].nunique()} studies, {frame['series_instance_uid'].nunique()} series" in out
+    assert (
+        f"from {frame['study_instance_uid'].nunique()} studies, {frame['series_instance_uid'].nunique()} series" in out
+    )
     # a PACS index has no file sizes; its image-level rows give the uncompressed pixel bytes
-    pixels = (frame["rows"] * frame["columns"] * frame["number_of_frames"].fillna(1) * ((frame["bits_stored"] + 7) // 8)).sum()
+    pixels = (
+        frame["rows"] * frame["columns"] * frame["number_of_frames"].fillna(1) * ((frame["bits_stored"] + 7) // 8)
+    ).sum()
     n_known = int(frame["rows"].notna().sum())
     assert "size unknown" in out and f"the {n_known} instances whose dimensions it holds" in out
     assert f"about {pixels / 1e6:,.1f} MB" in out
     series = _series_uid_of(loaded_pacs, "77654033/CT2")
     index = _one_series_index(pacs_index, tmp_path, series)
-    assert main(["pull", "--index", str(index), "--out", str(store), "--pacs", f"{loaded_pacs.settings.host}:{loaded_pacs.settings.port}",
-                 "--called-aet", loaded_pacs.settings.called_aet]) == 0
+    assert (
+        main(
+            [
+                "pull",
+                "--index",
+                str(index),
+                "--out",
+                str(store),
+                "--pacs",
+                f"{loaded_pacs.settings.host}:{loaded_pacs.settings.port}",
+                "--called-aet",
+                loaded_pacs.settings.called_aet,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["pull", "--index", str(pacs_index), "--out", str(store), "--dry-run"]) == 0
     out = " ".join(capsys.readouterr().out.split())

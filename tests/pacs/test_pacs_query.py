@@ -67,8 +67,11 @@ def test_date_and_modality_slices_match_a_header_count(loaded_pacs):
     # 2001-01-01 .. 2004-12-31 in 200-day windows: 8 separate queries whose union is the range
     assert len(date_slices(dt.date(2001, 1, 1), dt.date(2004, 12, 31), 200)) == 8
     calls = []
-    frame = query_pacs(loaded_pacs.settings, PacsQuery(date_from="2001-01-01", date_to="20041231", slice_days=200),
-                       progress=lambda *args: calls.append(args))
+    frame = query_pacs(
+        loaded_pacs.settings,
+        PacsQuery(date_from="2001-01-01", date_to="20041231", slice_days=200),
+        progress=lambda *args: calls.append(args),
+    )
     assert calls == [(k, 8, f"C-FIND {loaded_pacs.settings.label}") for k in range(9)]  # progress: slices done
     expected = {u for u, h in headers.items() if in_range(h, "20010101", "20041231")}
     assert set(frame["sop_instance_uid"]) == expected and expected
@@ -88,7 +91,10 @@ def test_pacs_index_labels_equal_folder_index_labels(loaded_pacs, tmp_path):
     build_index(folder, tmp_path / "folder_index", workers=1, salt_file=salt)
     s = loaded_pacs.settings
     build_pacs_index(
-        s, PacsQuery(level="image"), out_dir=tmp_path / "pacs_index", vocabulary=None,
+        s,
+        PacsQuery(level="image"),
+        out_dir=tmp_path / "pacs_index",
+        vocabulary=None,
         salt_file=salt,
     )
     from_folder = load_index(tmp_path / "folder_index")
@@ -108,7 +114,9 @@ def test_pacs_index_labels_equal_folder_index_labels(loaded_pacs, tmp_path):
     for uid in common:
         assert (pacs_labels[uid] == folder_labels[uid]).all(), uid
     for column in ("modality_label", "anatomy_label", "anatomy_source", "patient_hash", "body_part_examined"):
-        assert folder_rows.loc[common, column].fillna("-").tolist() == pacs_rows.loc[common, column].fillna("-").tolist(), column
+        assert (
+            folder_rows.loc[common, column].fillna("-").tolist() == pacs_rows.loc[common, column].fillna("-").tolist()
+        ), column
 
 
 def test_pacs_index_holds_no_raw_patient_id(loaded_pacs, tmp_path):
@@ -118,7 +126,10 @@ def test_pacs_index_holds_no_raw_patient_id(loaded_pacs, tmp_path):
 
     s = loaded_pacs.settings
     build_pacs_index(
-        s, PacsQuery(level="series"), out_dir=tmp_path / "idx", vocabulary=None,
+        s,
+        PacsQuery(level="series"),
+        out_dir=tmp_path / "idx",
+        vocabulary=None,
         salt_file=tmp_path / "salt",
     )
     text = (tmp_path / "idx" / "index.parquet").read_bytes()
@@ -144,16 +155,36 @@ def test_find_filters_on_any_key_at_its_level(loaded_pacs, tmp_path, capsys):
 
     frame = query_pacs(loaded_pacs.settings, PacsQuery(level="series", filters=["StudyDescription=*Brain*"]))
     assert sorted(frame["sop_instance_uid"]) == expected(lambda h: "Brain" in str(h.get("StudyDescription", "")))
-    frame = query_pacs(loaded_pacs.settings, PacsQuery(level="series", filters={"SeriesDescription": "Cervical*", "Modality": "CR"}))
+    frame = query_pacs(
+        loaded_pacs.settings, PacsQuery(level="series", filters={"SeriesDescription": "Cervical*", "Modality": "CR"})
+    )
     assert sorted(frame["sop_instance_uid"]) == expected(
-        lambda h: str(h.get("SeriesDescription", "")).startswith("Cervical") and h.get("Modality") == "CR")
+        lambda h: str(h.get("SeriesDescription", "")).startswith("Cervical") and h.get("Modality") == "CR"
+    )
     assert len(frame) == 3
     s = loaded_pacs.settings
-    rc = main(["index", "--pacs", f"{s.host}:{s.port}", "--called-aet", s.called_aet, "--out", str(tmp_path / "idx"),
-               "--salt-file", str(tmp_path / "salt"), "--filter", "StudyDescription=*Brain*", "--filter", "Modality=MR"])
+    rc = main(
+        [
+            "index",
+            "--pacs",
+            f"{s.host}:{s.port}",
+            "--called-aet",
+            s.called_aet,
+            "--out",
+            str(tmp_path / "idx"),
+            "--salt-file",
+            str(tmp_path / "salt"),
+            "--filter",
+            "StudyDescription=*Brain*",
+            "--filter",
+            "Modality=MR",
+        ]
+    )
     assert rc == 0
     got = sorted(pd.read_parquet(tmp_path / "idx" / "index.parquet")["sop_instance_uid"])
-    assert got == expected(lambda h: "Brain" in str(h.get("StudyDescription", "")) and h.get("Modality") == "MR") and got
+    assert (
+        got == expected(lambda h: "Brain" in str(h.get("StudyDescription", "")) and h.get("Modality") == "MR") and got
+    )
     rc = main(["index", "--pacs", f"{s.host}:{s.port}", "--out", str(tmp_path / "idx2"), "--filter", "Nonsense=1"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "--filter Nonsense=1" in err and len(err.splitlines()) == 1

@@ -105,10 +105,15 @@ def fake_archive(pydicom_data_dir):
     ae = AE(ae_title="FAKE")
     ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
     ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
-    ae.add_supported_context(CTImageStorage, instances[BAD_SOP].file_meta.TransferSyntaxUID, scp_role=True, scu_role=True)
+    ae.add_supported_context(
+        CTImageStorage, instances[BAD_SOP].file_meta.TransferSyntaxUID, scp_role=True, scu_role=True
+    )
     port = free_port()
-    server = ae.start_server(("127.0.0.1", port), block=False,
-                             evt_handlers=[(evt.EVT_C_FIND, archive.on_find), (evt.EVT_C_GET, archive.on_get)])
+    server = ae.start_server(
+        ("127.0.0.1", port),
+        block=False,
+        evt_handlers=[(evt.EVT_C_FIND, archive.on_find), (evt.EVT_C_GET, archive.on_get)],
+    )
     try:
         yield port, instances, extra
     finally:
@@ -120,8 +125,23 @@ def test_invalid_uids_stay_out_of_the_index_and_are_counted(fake_archive, tmp_pa
     from modan_pacs.cli.main import main
 
     port, instances, _ = fake_archive
-    rc = main(["index", "--pacs", f"127.0.0.1:{port}", "--called-aet", "FAKE", "--level", "image",
-               "--out", str(tmp_path / "idx"), "--salt-file", str(tmp_path / "salt"), "--timeout", "5"])
+    rc = main(
+        [
+            "index",
+            "--pacs",
+            f"127.0.0.1:{port}",
+            "--called-aet",
+            "FAKE",
+            "--level",
+            "image",
+            "--out",
+            str(tmp_path / "idx"),
+            "--salt-file",
+            str(tmp_path / "salt"),
+            "--timeout",
+            "5",
+        ]
+    )
     out = " ".join(capsys.readouterr().out.split())
     assert rc == 0
     frame = pd.read_parquet(tmp_path / "idx" / "index.parquet")
@@ -130,24 +150,34 @@ def test_invalid_uids_stay_out_of_the_index_and_are_counted(fake_archive, tmp_pa
     assert frame["sop_instance_uid"].tolist() == valid
     bad = errors[errors["reason"] == "invalid_uid"]
     assert len(bad) == 2 and sorted(bad["detail"]) == [
-        "not a valid DICOM UID: SOPInstanceUID", "not a valid DICOM UID: SeriesInstanceUID"]
+        "not a valid DICOM UID: SOPInstanceUID",
+        "not a valid DICOM UID: SeriesInstanceUID",
+    ]
     assert not bad["path"].str.contains(r"\.\./|2{100}").any()  # the raw values are not echoed
     assert re.search(r"invalid_uid\W+2\b", out)
 
 
 def test_an_instance_nobody_asked_for_is_not_stored_and_is_counted(fake_archive, tmp_path):
-    from modan_pacs.pacs import PacsQuery, build_pacs_index, make_settings, pull
+    from modan_pacs.pacs import PacsQuery, build_pacs_index, make_settings, pacs_for_index, pull
 
     port, instances, extra = fake_archive
-    build_pacs_index(make_settings(host="127.0.0.1", port=port, called_aet="FAKE", dimse_timeout=5), PacsQuery(level="image"),
-                     out_dir=tmp_path / "idx", salt_file=tmp_path / "salt")
-    summary = pull(index_dir=tmp_path / "idx", out=tmp_path / "store", dimse_timeout=5, retries=0)
+    build_pacs_index(
+        make_settings(host="127.0.0.1", port=port, called_aet="FAKE", dimse_timeout=5),
+        PacsQuery(level="image"),
+        out_dir=tmp_path / "idx",
+        salt_file=tmp_path / "salt",
+    )
+    summary = pull(
+        tmp_path / "idx", tmp_path / "store", pacs=pacs_for_index(tmp_path / "idx", dimse_timeout=5, retries=0)
+    )
     # the index holds the one valid instance of its series, so the series is asked for whole: the archive
     # sends it, the ``../../x`` instance (kept out of the index) and the extra one; only the first is kept
     assert summary.complete and summary.arrived == 1 and summary.unrequested == 2
     stored = list((tmp_path / "store").rglob("*.dcm"))
     assert len(stored) == 1 and dcmread(stored[0]).SOPInstanceUID != extra.SOPInstanceUID
-    assert all(store_root_holds(tmp_path / "store", p) for p in (tmp_path).rglob("*") if p.is_file() and "store" in p.parts)
+    assert all(
+        store_root_holds(tmp_path / "store", p) for p in (tmp_path).rglob("*") if p.is_file() and "store" in p.parts
+    )
 
 
 def store_root_holds(root, path) -> bool:
@@ -159,11 +189,15 @@ def test_an_archive_that_stops_answering_a_c_get_fails_within_the_timeout(fake_a
     import threading
     import time
 
-    from modan_pacs.pacs import PacsQuery, build_pacs_index, make_settings, pull
+    from modan_pacs.pacs import PacsQuery, build_pacs_index, make_settings, pacs_for_index, pull
 
     port, instances, _ = fake_archive
-    build_pacs_index(make_settings(host="127.0.0.1", port=port, called_aet="FAKE", dimse_timeout=5), PacsQuery(level="image"),
-                     out_dir=tmp_path / "idx", salt_file=tmp_path / "salt")
+    build_pacs_index(
+        make_settings(host="127.0.0.1", port=port, called_aet="FAKE", dimse_timeout=5),
+        PacsQuery(level="image"),
+        out_dir=tmp_path / "idx",
+        salt_file=tmp_path / "salt",
+    )
     release = threading.Event()
     archive = FakeArchive.current
 
@@ -174,7 +208,9 @@ def test_an_archive_that_stops_answering_a_c_get_fails_within_the_timeout(fake_a
     archive.on_get_impl = hang
     try:
         start = time.perf_counter()
-        summary = pull(index_dir=tmp_path / "idx", out=tmp_path / "store", dimse_timeout=1, retries=0)
+        summary = pull(
+            tmp_path / "idx", tmp_path / "store", pacs=pacs_for_index(tmp_path / "idx", dimse_timeout=1, retries=0)
+        )
         elapsed = time.perf_counter() - start
     finally:
         release.set()

@@ -68,8 +68,25 @@ def test_index_pacs_takes_the_timeout_options(silent_port, tmp_path, capsys):
     from modan_pacs.cli.main import main
 
     start = time.perf_counter()
-    rc = main(["index", "--pacs", f"127.0.0.1:{silent_port}", "--connect-timeout", "1", "--timeout", "2",
-               "--retries", "0", "--backoff", "0.1", "--out", str(tmp_path / "idx"), "--salt-file", str(tmp_path / "salt")])
+    rc = main(
+        [
+            "index",
+            "--pacs",
+            f"127.0.0.1:{silent_port}",
+            "--connect-timeout",
+            "1",
+            "--timeout",
+            "2",
+            "--retries",
+            "0",
+            "--backoff",
+            "0.1",
+            "--out",
+            str(tmp_path / "idx"),
+            "--salt-file",
+            str(tmp_path / "salt"),
+        ]
+    )
     elapsed = time.perf_counter() - start
     message = capsys.readouterr().err.strip()
     assert rc == PacsError.exit_code
@@ -82,11 +99,18 @@ def test_pull_from_a_silent_peer_fails_within_the_timeout(silent_port, tmp_path,
 
     index = tmp_path / "idx"
     index.mkdir()
-    pd.DataFrame({
-        "sop_instance_uid": ["1.2.3.1"], "series_instance_uid": ["1.2.3"], "study_instance_uid": ["1.2"],
-        "sop_class_uid": ["1.2.840.10008.5.1.4.1.1.2"], "modality_label": ["CT"], "anatomy_label": ["chest"],
-        "modality": ["CT"], "location": [f"pacs://SILENT@127.0.0.1:{silent_port}/1.2/1.2.3/1.2.3.1"],
-    }).to_parquet(index / "index.parquet")  # fmt: skip
+    pd.DataFrame(
+        {
+            "sop_instance_uid": ["1.2.3.1"],
+            "series_instance_uid": ["1.2.3"],
+            "study_instance_uid": ["1.2"],
+            "sop_class_uid": ["1.2.840.10008.5.1.4.1.1.2"],
+            "modality_label": ["CT"],
+            "anatomy_label": ["chest"],
+            "modality": ["CT"],
+            "location": [f"pacs://SILENT@127.0.0.1:{silent_port}/1.2/1.2.3/1.2.3.1"],
+        }
+    ).to_parquet(index / "index.parquet")
     start = time.perf_counter()
     rc = main(["pull", "--index", str(index), "--out", str(tmp_path / "store"), "--connect-timeout", "1"])
     elapsed = time.perf_counter() - start
@@ -115,7 +139,9 @@ def test_peer_that_accepts_the_association_but_never_answers_a_query():
     port = free_port()
     server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_FIND, hang)])
     try:
-        settings = make_settings(host="127.0.0.1", port=port, called_aet="HUNG", dimse_timeout=1, acse_timeout=2, retries=0)
+        settings = make_settings(
+            host="127.0.0.1", port=port, called_aet="HUNG", dimse_timeout=1, acse_timeout=2, retries=0
+        )
         start = time.perf_counter()
         with pytest.raises(PacsError, match=rf"C-FIND STUDY: no answer from 127.0.0.1:{port} within 1 s"):
             query_pacs(settings, PacsQuery(level="study"))

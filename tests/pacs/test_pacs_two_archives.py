@@ -41,17 +41,26 @@ def test_find_at_each_level_lists_every_instance(archive, level):
 @pytest.mark.parametrize("method", ["get", "move"])
 def test_pull_everything(archive, tmp_path, method):
     """C-GET and C-MOVE bring every instance; from dcmqrscp, which never transcodes, every element
-    (trailing padding and group lengths aside) equals the file it holds (the JPEG lossless one included; dcmtk re-encodes sequence lengths);
+    (trailing padding and group lengths aside) equals the file it holds (the JPEG lossless one included;
+    dcmtk re-encodes sequence lengths);
     from Orthanc the pixels equal the source's."""
     import numpy as np
 
-    from modan_pacs.pacs import PacsQuery, build_pacs_index, pull
+    from modan_pacs.pacs import PacsQuery, PullSettings, build_pacs_index, pacs_for_index, pull
 
     s = archive.settings
-    build_pacs_index(s.model_copy(update={"dimse_timeout": 8}), PacsQuery(level="series"),
-                     out_dir=tmp_path / "idx", salt_file=tmp_path / "salt")
-    summary = pull(index_dir=tmp_path / "idx", out=tmp_path / "store", method=method, move_port=archive.move_port,
-                   dimse_timeout=8, retries=0)
+    build_pacs_index(
+        s.model_copy(update={"dimse_timeout": 8}),
+        PacsQuery(level="series"),
+        out_dir=tmp_path / "idx",
+        salt_file=tmp_path / "salt",
+    )
+    summary = pull(
+        tmp_path / "idx",
+        tmp_path / "store",
+        PullSettings(method=method, move_port=archive.move_port),
+        pacs=pacs_for_index(tmp_path / "idx", dimse_timeout=8, retries=0),
+    )
     assert summary.complete, summary.interrupted[:2]
     assert summary.unrequested == 0
     stored = {p.stem: p for p in (tmp_path / "store").rglob("*.dcm")}
@@ -83,8 +92,23 @@ def test_missing_attributes_are_counted_and_completed_from_the_pulled_files(arch
 
     s = archive.settings
     salt = tmp_path / "salt"
-    rc = main(["index", "--pacs", f"{s.host}:{s.port}", "--called-aet", s.called_aet, "--level", "series",
-               "--out", str(tmp_path / "idx"), "--salt-file", str(salt), "--timeout", "8"])
+    rc = main(
+        [
+            "index",
+            "--pacs",
+            f"{s.host}:{s.port}",
+            "--called-aet",
+            s.called_aet,
+            "--level",
+            "series",
+            "--out",
+            str(tmp_path / "idx"),
+            "--salt-file",
+            str(salt),
+            "--timeout",
+            "8",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     frame = pd.read_parquet(tmp_path / "idx" / "index.parquet")
@@ -97,8 +121,20 @@ def test_missing_attributes_are_counted_and_completed_from_the_pulled_files(arch
     else:  # Orthanc answers them: only rows whose files lack the attribute are missing
         assert missing["BodyPartExamined"] == sum(1 for h in indexed.values() if not h.get("BodyPartExamined"))
 
-    rc = main(["pull", "--index", str(tmp_path / "idx"), "--out", str(tmp_path / "store"), "--timeout", "8",
-               "--move-port", str(archive.move_port), "--complete-labels"])
+    rc = main(
+        [
+            "pull",
+            "--index",
+            str(tmp_path / "idx"),
+            "--out",
+            str(tmp_path / "store"),
+            "--timeout",
+            "8",
+            "--move-port",
+            str(archive.move_port),
+            "--complete-labels",
+        ]
+    )
     out = " ".join(capsys.readouterr().out.split())
     assert rc == 0 and f"labels completed from {len(frame)} pulled files" in out
     build_index(tmp_path / "store", tmp_path / "folder_idx", workers=1, salt_file=salt)

@@ -48,12 +48,14 @@ def test_units_skip_received_instances_and_split_into_chunks():
     from modan_pacs.pacs.pull import units_from_rows
     from modan_pacs.pacs.retrieve import split_units
 
-    rows = pd.DataFrame({
-        "study_instance_uid": ["1"] * 5 + ["1"] * 2,
-        "series_instance_uid": ["1.1"] * 5 + ["1.2"] * 2,
-        "sop_instance_uid": [f"1.1.{i}" for i in range(5)] + ["1.2.0", "1.2.1"],
-        "sop_class_uid": ["1.2.840.10008.5.1.4.1.1.2"] * 5 + ["1.2.840.10008.5.1.4.1.1.4"] * 2,
-    })
+    rows = pd.DataFrame(
+        {
+            "study_instance_uid": ["1"] * 5 + ["1"] * 2,
+            "series_instance_uid": ["1.1"] * 5 + ["1.2"] * 2,
+            "sop_instance_uid": [f"1.1.{i}" for i in range(5)] + ["1.2.0", "1.2.1"],
+            "sop_class_uid": ["1.2.840.10008.5.1.4.1.1.2"] * 5 + ["1.2.840.10008.5.1.4.1.1.4"] * 2,
+        }
+    )
     units, skipped = units_from_rows(rows, skip={"1.1.0", "1.2.0", "1.2.1"})
     assert skipped == 3 and len(units) == 1 and units[0].sop_uids == ["1.1.1", "1.1.2", "1.1.3", "1.1.4"]
     chunks = split_units(units, 3)
@@ -116,8 +118,15 @@ def test_dicomweb_credentials_from_file_or_environment(tmp_path, monkeypatch):
 def test_filters_go_to_the_level_of_their_attribute():
     from modan_pacs.pacs.query import parse_filters
 
-    parsed = parse_filters(["StudyDescription=*KNEE*", "0008,1010=CT01", "SeriesDescription=AX*", "ImageType=ORIGINAL*",
-                            "AccessionNumber=A=1"])
+    parsed = parse_filters(
+        [
+            "StudyDescription=*KNEE*",
+            "0008,1010=CT01",
+            "SeriesDescription=AX*",
+            "ImageType=ORIGINAL*",
+            "AccessionNumber=A=1",
+        ]
+    )
     assert parsed == {
         "STUDY": {"StudyDescription": "*KNEE*", "AccessionNumber": "A=1"},
         "SERIES": {"StationName": "CT01", "SeriesDescription": "AX*"},
@@ -132,14 +141,25 @@ def test_pacs_query_is_the_one_checked_way_in():
     """Every C-FIND walk setting goes through :class:`PacsQuery`; a bad value is one line naming the field."""
     from modan_pacs.pacs.query import PacsQuery, make_query
 
-    query = make_query(level="series", modalities="ct, mr", date_from="2020-01-01", date_to="20200315",
-                       filters={"StudyDescription": "*KNEE*"})
+    query = make_query(
+        level="series",
+        modalities="ct, mr",
+        date_from="2020-01-01",
+        date_to="20200315",
+        filters={"StudyDescription": "*KNEE*"},
+    )
     assert query.modalities == ("CT", "MR") and query.date_from == dt.date(2020, 1, 1)
     assert query.date_slices() == ["20200101-20200130", "20200131-20200229", "20200301-20200315"]
     assert query.filters_by_level()["STUDY"] == {"StudyDescription": "*KNEE*"}
     assert PacsQuery().level == "image" and PacsQuery().date_slices() == [""]
-    bad = {"level": "patient", "query_model": "x", "date_to": "2020-02-30", "slice_days": -1, "filters": ["NotAKeyword=1"],
-           "colour": "red"}
+    bad = {
+        "level": "patient",
+        "query_model": "x",
+        "date_to": "2020-02-30",
+        "slice_days": -1,
+        "filters": ["NotAKeyword=1"],
+        "colour": "red",
+    }
     for field, value in bad.items():
         with pytest.raises(InputError, match=field) as err:
             make_query(**{field: value})
@@ -173,12 +193,14 @@ def test_cached_file_meta_equals_pynetdicoms_encoding():
 def test_plan_asks_whole_series_at_series_level_and_lists_the_rest():
     from modan_pacs.pacs.pull import units_from_rows
 
-    frame = pd.DataFrame({
-        "study_instance_uid": ["1"] * 6,
-        "series_instance_uid": ["1.1"] * 3 + ["1.2"] * 3,
-        "sop_instance_uid": [f"1.1.{i}" for i in range(3)] + [f"1.2.{i}" for i in range(3)],
-        "sop_class_uid": ["1.2.840.10008.5.1.4.1.1.2"] * 6,
-    })
+    frame = pd.DataFrame(
+        {
+            "study_instance_uid": ["1"] * 6,
+            "series_instance_uid": ["1.1"] * 3 + ["1.2"] * 3,
+            "sop_instance_uid": [f"1.1.{i}" for i in range(3)] + [f"1.2.{i}" for i in range(3)],
+            "sop_class_uid": ["1.2.840.10008.5.1.4.1.1.2"] * 6,
+        }
+    )
     units, _ = units_from_rows(frame.iloc[[0, 1, 2, 3]], set(), frame, coarsest="SERIES")
     assert [(u.level, u.series_uid, len(u.sop_uids)) for u in units] == [("SERIES", "1.1", 3), ("IMAGE", "1.2", 1)]
     units, _ = units_from_rows(frame, {"1.1.0"}, frame, coarsest="SERIES")  # a received instance: list the rest
@@ -218,9 +240,39 @@ def test_whole_series_of_a_study_go_in_one_request():
     ]
     merged = merge_whole_series(units)
     assert [(u.study_uid, u.series_uids, u.level) for u in merged] == [
-        ("1", ["1.1", "1.3"], "SERIES"), ("1", ["1.2"], "IMAGE"), ("2", ["2.1"], "SERIES")]
+        ("1", ["1.1", "1.3"], "SERIES"),
+        ("1", ["1.2"], "IMAGE"),
+        ("2", ["2.1"], "SERIES"),
+    ]
     assert merged[0].sop_uids == ["1.1.0", "1.1.1", "1.3.0"] and merged[0].sop_classes == {"a", "c"}
     identifier = _identifier(merged[0])
     assert identifier.QueryRetrieveLevel == "SERIES" and list(identifier.SeriesInstanceUID) == ["1.1", "1.3"]
     assert "SOPInstanceUID" not in identifier
     assert merge_whole_series(units, min_units=4) == units  # parallel associations keep one unit each
+
+
+def test_pull_settings_are_the_one_checked_way_in(tmp_path):
+    """Every pull option goes through PullSettings; a DICOMweb URL sets the method; the PACS comes from the index."""
+    from modan_pacs.pacs.pull import PullSettings, make_pull_settings, pacs_for_index
+
+    assert PullSettings(dicomweb="http://h/dicom-web").method == "dicomweb"
+    assert make_pull_settings(select="per-label 3").per_label == 3 and PullSettings().per_label is None
+    bad = {"method": "ftp", "workers": 0, "chunk": 0, "select": "per-series 3", "move_port": 70000, "colour": "red"}
+    for field, value in bad.items():
+        with pytest.raises(InputError, match=field) as err:
+            make_pull_settings(**{field: value})
+        assert "\n" not in str(err.value) and str(err.value).startswith("pull settings: ")
+    with pytest.raises(InputError, match="DICOMweb URL"):
+        make_pull_settings(method="dicomweb")
+    frame = pd.DataFrame({"location": ["pacs://ORTHANC@10.0.0.5:4242/1.2/1.2.3/1.2.3.4"]})
+    pacs = pacs_for_index(frame, calling_aet="ME", dimse_timeout=3)
+    assert (pacs.host, pacs.port, pacs.called_aet, pacs.calling_aet, pacs.dimse_timeout) == (
+        "10.0.0.5",
+        4242,
+        "ORTHANC",
+        "ME",
+        3,
+    )
+    assert pacs_for_index(frame, address="h:11112", called_aet="X").label == "X@h:11112"
+    with pytest.raises(InputError, match="--pacs HOST:PORT is required"):
+        pacs_for_index(pd.DataFrame({"location": [None]}))
