@@ -113,6 +113,9 @@ def set_tcp_nodelay(event: Any) -> None:
 
 
 DUL_POLL_DELAY = 0.0001
+#: pynetdicom versions whose private attributes :func:`shorten_idle_poll` and
+#: :func:`guard_reactor_race` were checked against (pyproject pins this range)
+PYNETDICOM_CHECKED = ">=3.0,<3.1"
 
 
 def shorten_idle_poll(assoc: Any) -> None:
@@ -121,7 +124,9 @@ def shorten_idle_poll(assoc: Any) -> None:
     The DUL reactor sleeps ``_run_loop_delay`` (1 ms in pynetdicom 3.0) whenever a loop found
     nothing to do, which adds up to 1 ms to each C-STORE response and each incoming PDU: about
     a fifth of the time per 0.5 MB instance of a C-GET on loopback. pynetdicom has no public
-    setting for it (checked on 3.0.4); the attribute is read on every loop.
+    setting for it; the attribute is read on every loop. Upstream: pydicom/pynetdicom#139 (an open
+    pull request to shorten this sleep) and pydicom/pynetdicom#650 (storescu ~35x slower than
+    dcmtk's). Checked with :data:`PYNETDICOM_CHECKED` (pyproject pins it; a test checks the attribute).
     """
     assoc.dul._run_loop_delay = DUL_POLL_DELAY
 
@@ -159,6 +164,9 @@ def guard_reactor_race(assoc: Any) -> None:
     "Received unexpected C-FIND service message" and dropped, so a C-FIND silently loses one
     result. Here such a response is put back at the head of the DIMSE queue for the waiting
     ``send_c_*`` generator; real requests (e.g. C-STORE during C-GET) still go to pynetdicom.
+    Upstream: pydicom/pynetdicom#875 (sporadic "Received unexpected C-FIND service message" with
+    C-FINDs in a row; closed without a fix). Uses ``Association._serve_request`` and
+    ``DIMSEServiceProvider.msg_queue``, checked with :data:`PYNETDICOM_CHECKED` (a test checks both).
     """
     serve = assoc._serve_request
     messages = assoc.dimse.msg_queue

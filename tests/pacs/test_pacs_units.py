@@ -276,3 +276,22 @@ def test_pull_settings_are_the_one_checked_way_in(tmp_path):
     assert pacs_for_index(frame, address="h:11112", called_aet="X").label == "X@h:11112"
     with pytest.raises(InputError, match="--pacs HOST:PORT is required"):
         pacs_for_index(pd.DataFrame({"location": [None]}))
+
+
+def test_patched_pynetdicom_internals_exist_in_the_checked_versions():
+    """The private pynetdicom attributes association.py patches exist in the installed version, which is
+    inside the range they were checked with (a pynetdicom upgrade fails here, not silently)."""
+    from importlib.metadata import version
+
+    from packaging.specifiers import SpecifierSet
+    from pynetdicom import AE, _config
+    from pynetdicom.association import Association
+
+    from modan_pacs.pacs.association import PYNETDICOM_CHECKED
+
+    assert version("pynetdicom") in SpecifierSet(PYNETDICOM_CHECKED)
+    assoc = Association(AE(), "requestor")
+    assert isinstance(assoc.dul._run_loop_delay, float) and callable(assoc._serve_request)
+    queue = assoc.dimse.msg_queue
+    assert hasattr(queue, "mutex") and hasattr(queue, "not_empty") and hasattr(queue.queue, "appendleft")
+    assert _config.LOG_HANDLER_LEVEL in ("standard", "none")
