@@ -98,21 +98,14 @@ def index(
         )
     vocabulary = Vocabulary.load(vocab)
     if pacs is not None:
+        from modan_pacs.cli.network import network_settings
+
         from modan_pacs.pacs.association import make_settings, parse_address
         from modan_pacs.pacs.query import make_query
 
         host, port = parse_address(pacs)
-        settings = make_settings(
-            host=host,
-            port=port,
-            called_aet=called_aet,
-            calling_aet=calling_aet,
-            connection_timeout=connect_timeout,
-            acse_timeout=connect_timeout,
-            dimse_timeout=timeout,
-            retries=retries,
-            backoff=backoff,
-        )
+        network = network_settings(connect_timeout=connect_timeout, timeout=timeout, retries=retries, backoff=backoff)
+        settings = make_settings(host=host, port=port, called_aet=called_aet, calling_aet=calling_aet, **network)
         query = make_query(
             level=level, modalities=modality or (), date_from=date_from, date_to=date_to, filters=filters or ()
         )

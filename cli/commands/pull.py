@@ -115,17 +115,10 @@ def pull(
         return
     pacs_settings = None
     if settings.method != "dicomweb":
-        pacs_settings = pacs_for_index(
-            index,
-            address=pacs,
-            called_aet=called_aet,
-            calling_aet=calling_aet,
-            connection_timeout=connect_timeout,
-            acse_timeout=connect_timeout,
-            dimse_timeout=timeout,
-            retries=retries,
-            backoff=backoff,
-        )
+        from modan_pacs.cli.network import network_settings
+
+        network = network_settings(connect_timeout=connect_timeout, timeout=timeout, retries=retries, backoff=backoff)
+        pacs_settings = pacs_for_index(index, address=pacs, called_aet=called_aet, calling_aet=calling_aet, **network)
     with Progress(
         TextColumn("[bold]pulling"),
         BarColumn(),

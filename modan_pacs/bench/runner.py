@@ -405,16 +405,17 @@ def _run_fold(
             spec, imagenet_conv1=cfg.imagenet_conv1, scratch_stem=cfg.scratch_stem, imagenet_norm=cfg.imagenet_norm
         )
 
+    # the protocol's optimisation settings; fine-tuning and linear probing differ only in the rate
+    settings = FitSettings(
+        lr=cfg.lr if regime == "finetune" else cfg.probe_lr,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        step_size=cfg.step_size,
+        gamma=cfg.gamma,
+        best_epoch=cfg.best_epoch,
+        eval_batch_size=cfg.feature_batch_size,
+    )
     if regime == "finetune":
-        settings = FitSettings(
-            lr=cfg.lr,
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            step_size=cfg.step_size,
-            gamma=cfg.gamma,
-            best_epoch=cfg.best_epoch,
-            eval_batch_size=cfg.feature_batch_size,
-        )
         encoder = fresh_encoder()
         torch.manual_seed(head_seed)
         head = make_head(cfg.head)
@@ -430,15 +431,6 @@ def _run_fold(
             generator=generator,
             device=device,
         )
-    settings = FitSettings(
-        lr=cfg.probe_lr,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        step_size=cfg.step_size,
-        gamma=cfg.gamma,
-        best_epoch=cfg.best_epoch,
-        eval_batch_size=cfg.feature_batch_size,
-    )
     if cfg.probe_path == "features":
         if is_deterministic(spec, cfg.imagenet_conv1):
             features = store.get(
