@@ -170,15 +170,17 @@ def wrap_pool_as_export(
                 header.update(body_part=None, anatomic_region=None, protocol_name=None, series_description="Series 1")
             modality = str(header.pop("modality", modality))
             patient = f"{pool[:12]}_{(rec.patient_id if isinstance(rec.patient_id, str) and rec.patient_id else i):}"
-            pixels = load_gray(data_dir / rec.path)
+            # drawn whether or not the file is written, so that a re-run (files already there) draws the
+            # same stream and returns the same truth table
+            study_description = str(rng.choice(["", "OUTPATIENT", "ROUTINE", "Imaging"])) or None
             target = out_dir / pool / f"P{i // 4:04d}" / f"IM{i:05d}"  # no extension, like many exports
             if not target.exists():
                 write_dicom_image(
                     target,
-                    pixels,
+                    load_gray(data_dir / rec.path),
                     modality=modality,
                     patient_id=patient,
-                    study_description=str(rng.choice(["", "OUTPATIENT", "ROUTINE", "Imaging"])) or None,
+                    study_description=study_description,
                     sop_instance_uid=generate_uid(entropy_srcs=[pool, str(i)]),
                     # one series per image: the pool's MR images are single slices of different
                     # patients, which the cache would otherwise stack into one volume

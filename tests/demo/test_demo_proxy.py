@@ -83,6 +83,10 @@ def test_a_share_of_the_pool_can_be_written_without_anatomy(shared_data, tmp_pat
 
     truth = wrap_pool_as_export(shared_data, tmp_path / "export", seed=0, no_anatomy_share=0.3)
     assert 0.25 < (~truth["anatomy_in_header"]).mean() < 0.35
+    # a re-run (files already written, as when a study resumes) returns the same truth table
+    pd.testing.assert_frame_equal(
+        wrap_pool_as_export(shared_data, tmp_path / "export", seed=0, no_anatomy_share=0.3), truth
+    )
     frame = build_index(tmp_path / "export", tmp_path / "index", workers=1, salt_file=tmp_path / "salt").tables.frame
     found = truth.join(frame.set_index("path")[["anatomy_label", "anatomy_source"]], on="path")
     hidden = found[~found["anatomy_in_header"]]
