@@ -460,7 +460,7 @@ def _iter_results(
     stall_after = settings.unit_timeout * chunk if settings.unit_timeout > 0 else None
     while remaining:
         suspects: list[int] = []
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_silence_native_stderr) as pool:
             pending: dict = {}
             last_progress = time.monotonic()
             try:
@@ -484,6 +484,21 @@ def _iter_results(
         yield from _isolate(suspects, units, settings)
 
 
+def _silence_native_stderr() -> None:
+    """Decoding-process initializer: file descriptor 2 goes to /dev/null.
+
+    The C decoders (libjpeg, OpenJPEG, GDCM) print their complaints straight to file descriptor 2
+    ("Unsupported JPEG data precision 12", "Invalid number of tiles"), past Python's logging, where
+    they land on the user's terminal once per attempt. Each failure is already recorded, with its
+    reason, in ``errors.parquet``; a worker that dies is recorded by the pool.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+    finally:
+        os.close(devnull)
+
+
 def _kill_worker_processes() -> None:
     """SIGKILL this process's multiprocessing children: the decoding pool's workers (a cache build
     starts no other children)."""
@@ -501,7 +516,7 @@ def _isolate(
     from concurrent.futures import TimeoutError as FutureTimeout
 
     for i in suspects:
-        with ProcessPoolExecutor(max_workers=1) as pool:
+        with ProcessPoolExecutor(max_workers=1, initializer=_silence_native_stderr) as pool:
             future = pool.submit(_decode_chunk, [units[i]], settings)
             try:
                 (result,) = future.result(timeout=settings.unit_timeout or None)

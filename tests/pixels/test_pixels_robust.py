@@ -129,3 +129,19 @@ def test_a_hanging_unit_is_stopped_and_recorded(tmp_path, index_folder, monkeypa
     errors = pd.read_parquet(tmp_path / "cache" / "errors.parquet")
     assert errors.loc[errors["code"] == "timeout", "path"].tolist() == [str(hang)]
     assert result.n_rows == len(names)
+
+
+def test_native_decoder_messages_stay_off_the_terminal(tmp_path, index_folder, capfd):
+    """The C decoders print their complaints to file descriptor 2 (libjpeg: "Unsupported JPEG data
+    precision 12"); the decoding processes send it to /dev/null, since every failure is a row of
+    errors.parquet with its reason."""
+    folder = tmp_path / "in"
+    for name in ("JPEG-lossy.dcm", "CT_small.dcm"):
+        copy_to(folder, get_testdata_file(name))
+    index = index_folder(folder)
+    capfd.readouterr()
+    settings = CacheSettings(size=16, secondary_capture="all")
+    result = build_cache_from_index(index, tmp_path / "cache", settings, workers=2)
+    err = capfd.readouterr().err
+    assert result.n_rows == 2, result
+    assert "JPEG" not in err and "precision" not in err, err
