@@ -6,7 +6,8 @@ into studies of several series with new UIDs), builds an image-level index by C-
 each repeat and in interleaved order, retrieves everything into a fresh folder with:
 
 - ``getscu`` (dcmtk): one process, one association, one study-level C-GET per study;
-- ``modan-pacs pull --method get`` (library call) with each ``--workers`` value;
+- ``modan-pacs pull --method get`` (library call) with each ``--workers`` value, once per
+  ``--engines`` value (``pynetdicom``, and ``dcmtk``: getscu processes driven by the pull);
 - ``movescu`` (dcmtk): one process with its own storage SCP, one study-level C-MOVE per study;
 - ``modan-pacs pull --method move``;
 - optionally ``modan-pacs pull --dicomweb`` and a plain dicomweb-client loop (one
@@ -22,6 +23,7 @@ getscu and movescu (default: dcmtk's 16384). Our client proposes an unlimited PD
 
 Usage:
     .venv/bin/python benchmarks/pull_bench.py --instances 192 --repeats 5 --workers 1 2 --dicomweb [--cli]
+        [--engines pynetdicom dcmtk]
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ from pathlib import Path
 
 OUR_AET = "MODANPACS"
 PACS_AET = "ORTHANC"
+
+
+ENGINE_TAG = {"pynetdicom": "", "dcmtk": " (dcmtk engine)"}
 
 
 def make_instances(out: Path, source: Path, n: int, per_series: int, series_per_study: int) -> list[Path]:
@@ -128,6 +133,9 @@ def main() -> None:  # noqa: C901 - a linear script
     parser.add_argument("--source", default="693_UNCR.dcm", help="pydicom-data or pydicom test file to copy")
     parser.add_argument("--workers", type=int, nargs="+", default=[1])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--engines", nargs="+", default=["pynetdicom"], choices=["pynetdicom", "dcmtk"], help="pull --engine values"
+    )
     parser.add_argument(
         "--orthanc-max-pdu",
         type=int,
@@ -224,9 +232,10 @@ def main() -> None:  # noqa: C901 - a linear script
             if have_getscu:
                 out = base / "getscu"
                 record("getscu", run_dcmtk(["getscu", *peer, *queries], out), count_files(out))
-            for w in args.workers:
-                s = pull(work / "idx", base / f"get{w}", PullSettings(method="get", workers=w), pacs=ours)
-                record(f"pull get, {w} worker(s)", s.seconds, s.arrived)
+            for engine in args.engines:
+                for w in args.workers:
+                    s = pull(work / "idx", base / f"{engine}{w}", PullSettings(engine=engine, workers=w), pacs=ours)
+                    record(f"pull get{ENGINE_TAG[engine]}, {w} worker(s)", s.seconds, s.arrived)
             if args.cli:
                 cli = [
                     str(Path(sys.executable).with_name("modan-pacs")),
@@ -287,6 +296,14 @@ def main() -> None:  # noqa: C901 - a linear script
             print(f"- pull dicomweb / dicomweb-client loop: {ratio('pull dicomweb, 1 worker', 'dicomweb-client loop')}")
         for w in args.workers[1:]:
             print(f"- pull get {w} workers / 1 worker: {ratio(f'pull get, {w} worker(s)', 'pull get, 1 worker(s)')}")
+        if "dcmtk" in args.engines:
+            dcmtk = "pull get (dcmtk engine), {} worker(s)"
+            print(f"- pull get, dcmtk engine (1 worker) / getscu: {ratio(dcmtk.format(1), 'getscu')}")
+            print(
+                f"- pull move (1 worker) / pull get, dcmtk engine: {ratio('pull move, 1 worker(s)', dcmtk.format(1))}"
+            )
+            for w in args.workers[1:]:
+                print(f"- pull get, dcmtk engine, {w} workers / 1 worker: {ratio(dcmtk.format(w), dcmtk.format(1))}")
         print("load average (1, 5, 15 min) at the end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     finally:
         server.stop()

@@ -26,7 +26,17 @@ def pull(
         typer.Option("--calling-aet", help="Our AE title; the PACS must know it (and, for C-MOVE, where it listens)."),
     ] = "MODANPACS",
     method: Annotated[str, typer.Option("--method", help="get (C-GET) or move (C-MOVE to our storage SCP).")] = "get",
-    workers: Annotated[int, typer.Option("--workers", "-w", help="Parallel associations (or HTTP sessions).")] = 1,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="Who speaks DIMSE for --method get: pynetdicom, or dcmtk (getscu processes, bit-preserving; "
+            "needs dcmtk installed; about 2x faster per association, see docs/benchmarks/pull.md).",
+        ),
+    ] = "pynetdicom",
+    workers: Annotated[
+        int, typer.Option("--workers", "-w", help="Parallel associations (or HTTP sessions, or getscu processes).")
+    ] = 1,
     select: Annotated[
         Optional[str],
         typer.Option("--select", help='Selection on the index labels, e.g. "per-label 100" (series per label pair).'),
@@ -95,6 +105,7 @@ def pull(
     console = Console()
     settings = make_pull_settings(
         method=method,
+        engine=engine,
         workers=workers,
         select=select,
         modalities=modality or (),

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from modan_pacs.errors import InputError, PacsError
 from modan_pacs.pacs.association import PacsSettings, make_settings, one_line, parse_address
+from modan_pacs.pacs.getscu import ENGINES, retrieve_getscu
 from modan_pacs.pacs.retrieve import (
     METHODS,
     DimseResult,
@@ -53,13 +54,16 @@ class PullSettings(BaseModel):
     ``dicomweb`` (set by giving ``dicomweb``, the WADO-RS URL); ``workers``: parallel associations
     (or HTTP sessions); ``select``: ``"per-label N"`` (up to N series per label pair, drawn with
     ``seed``); ``modalities`` / ``anatomies``: label filters; ``chunk``: at most this many instances
-    per IMAGE-level request (whole series are asked for at series level); ``dry_run``: plan only.
+    per IMAGE-level request (whole series are asked for at series level); ``engine``: who speaks
+    DIMSE for a C-GET, ``pynetdicom`` or ``dcmtk`` (getscu processes, :mod:`~modan_pacs.pacs.getscu`);
+    ``dry_run``: plan only.
     Build it with :func:`make_pull_settings` for one-line :class:`InputError` messages.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: str = "get"
+    engine: str = "pynetdicom"
     workers: int = Field(default=1, ge=1)
     select: str | None = None
     modalities: tuple[str, ...] = ()
@@ -85,6 +89,13 @@ class PullSettings(BaseModel):
             raise ValueError(f"{value!r} must be get or move (or give a DICOMweb URL)")
         return value
 
+    @field_validator("engine")
+    @classmethod
+    def _engine(cls, value: str) -> str:
+        if value not in ENGINES:
+            raise ValueError(f"{value!r} must be one of {', '.join(ENGINES)}")
+        return value
+
     @field_validator("select")
     @classmethod
     def _select(cls, value: str | None) -> str | None:
@@ -98,6 +109,8 @@ class PullSettings(BaseModel):
     def _dicomweb_needs_a_url(self) -> PullSettings:
         if self.method == "dicomweb" and not self.dicomweb:
             raise ValueError("method dicomweb needs the DICOMweb URL (dicomweb)")
+        if self.engine == "dcmtk" and self.method != "get":
+            raise ValueError(f"engine dcmtk runs C-GET (getscu) only, not method {self.method}")
         return self
 
     @property
@@ -338,16 +351,21 @@ def pull(
             import pynetdicom  # noqa: F401  (imported before the clock starts: a one-off cost, not transfer time)
 
             start = time.perf_counter()
-            result = retrieve_dimse(
-                pacs,
-                plan.units,
-                store,
-                expected=plan.expected,
-                method=s.method,
-                workers=s.workers,
-                move_port=s.move_port,
-                on_progress=on_progress,
-            )
+            if s.engine == "dcmtk":
+                result = retrieve_getscu(
+                    pacs, plan.units, store, expected=plan.expected, workers=s.workers, on_progress=on_progress
+                )
+            else:
+                result = retrieve_dimse(
+                    pacs,
+                    plan.units,
+                    store,
+                    expected=plan.expected,
+                    method=s.method,
+                    workers=s.workers,
+                    move_port=s.move_port,
+                    on_progress=on_progress,
+                )
         summary.seconds = time.perf_counter() - start
         _account(summary, result, plan, store)
     return summary

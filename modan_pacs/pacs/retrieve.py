@@ -654,14 +654,20 @@ def retrieve_dimse(
 
 
 def _missing_units(job: _Job, units: Sequence[RetrievalUnit]) -> list[RetrievalUnit]:
-    """IMAGE-level units for the instances of ``units`` that have not arrived, by series."""
-    arrived = job.store.arrived
+    return missing_units(units, job.store, job.expected)
+
+
+def missing_units(
+    units: Sequence[RetrievalUnit], store: Store, expected: dict[str, tuple[str, str]]
+) -> list[RetrievalUnit]:
+    """IMAGE-level units (at most 50 instances each) for the instances of ``units`` not in ``store``, by series."""
+    arrived = store.arrived
     by_series: dict[tuple[str, str], RetrievalUnit] = {}
     for unit in units:
         for uid in unit.sop_uids:
-            if uid in arrived or uid not in job.expected:
+            if uid in arrived or uid not in expected:
                 continue
-            study, series = job.expected[uid]
+            study, series = expected[uid]
             missing = by_series.setdefault((study, series), RetrievalUnit(study, series, [], set(unit.sop_classes)))
             missing.sop_uids.append(uid)
     return split_units(list(by_series.values()), 50)

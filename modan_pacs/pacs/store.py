@@ -7,7 +7,9 @@ component); anything else (``/``, ``..``, spaces, NUL, a leading dot, ...) becom
 outside STORE. Every final path is also checked to lie inside STORE before writing.
 
 Writes go to a hidden temporary file in the target folder and are renamed into place
-(``os.replace``), so a crash never leaves a partial ``.dcm``. ``STORE/pull_log.jsonl`` records each
+(``os.replace``), so a crash never leaves a partial ``.dcm``; files an external receiver (dcmtk's
+getscu) wrote into a hidden ``.incoming-*`` folder of the store are renamed into place once known
+complete. ``STORE/pull_log.jsonl`` records each
 arrival or failure (UIDs, relative path, bytes, reason, time); it holds no patient data.
 """
 
@@ -17,6 +19,8 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -26,6 +30,7 @@ from typing import Any
 from modan_pacs.errors import InputError, PacsError
 
 LOG_NAME = "pull_log.jsonl"
+INCOMING_PREFIX = ".incoming-"  # folders an external receiver (getscu) writes into
 _VALID_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 _UNSAFE = re.compile(r"[^0-9A-Za-z]+")
 
@@ -84,6 +89,8 @@ class Store:
     def _remove_stale_temporaries(self) -> None:
         for tmp in self.root.glob("*/*/.*.part"):
             tmp.unlink(missing_ok=True)
+        for folder in self.root.glob(f"{INCOMING_PREFIX}*"):
+            shutil.rmtree(folder, ignore_errors=True)
 
     def path_for(self, study_uid: Any, series_uid: Any, sop_uid: Any) -> Path:
         """Final path of one instance; raises if it would not lie inside STORE.
@@ -131,15 +138,46 @@ class Store:
         with open(tmp, "wb") as handle:
             handle.writelines(parts)
         os.replace(tmp, path)
+        self._arrival(study_uid, series_uid, key, path, sum(len(p) for p in parts))
+        return path, True
+
+    def move_in(self, study_uid: Any, series_uid: Any, sop_uid: Any, source: Path) -> tuple[Path, bool]:
+        """Rename a complete file received elsewhere in the store (:meth:`incoming_folder`) into place.
+
+        Returns ``(path, new)``; when the instance was already there, ``source`` is removed.
+        """
+        path = self.path_for(study_uid, series_uid, sop_uid)
+        key = str(sop_uid)
+        with self._lock:
+            if key in self._arrived and path.is_file():
+                source.unlink(missing_ok=True)
+                return path, False
+        folder = path.parent
+        if folder not in self._folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._folders.add(folder)
+        size = source.stat().st_size
+        os.replace(source, path)
+        self._arrival(study_uid, series_uid, key, path, size)
+        return path, True
+
+    def incoming_folder(self) -> Path:
+        """A new hidden folder inside the store for an external receiver (getscu) to write into.
+
+        Inside the store, so :meth:`move_in` is a rename on one file system; left-overs of a run
+        that was killed are removed when the store is next opened.
+        """
+        return Path(tempfile.mkdtemp(prefix=INCOMING_PREFIX, dir=self.root))
+
+    def _arrival(self, study_uid: Any, series_uid: Any, key: str, path: Path, size: int) -> None:
         self.record(
             status="arrived",
             sop_instance_uid=key,
             series_instance_uid=str(series_uid),
             study_instance_uid=str(study_uid),
             path=str(path.relative_to(self.root)),
-            bytes=sum(len(p) for p in parts),
+            bytes=size,
         )
-        return path, True
 
     def record(self, *, status: str, sop_instance_uid: str | None, **fields: Any) -> None:
         """Append one record (``arrived`` or ``failed``) to the pull log."""

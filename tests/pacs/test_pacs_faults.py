@@ -325,3 +325,68 @@ def test_orthanc_max_pdu_is_what_it_advertises_and_bounds_what_it_sends(
         assert len(sizes) >= received[0] // 8192  # the 0.5 MB data set came in 8 KB pieces
     finally:
         server.stop(grace=2)
+
+
+def test_dcmtk_engine_archive_killed_mid_pull_keeps_whole_files_and_rerun_completes(
+    tmp_path, pydicom_data_dir, orthanc_available, binary
+):
+    """getscu loses its archive while receiving: the files it finished move into the store, the one
+    it was writing does not; a re-run brings the rest, nothing twice."""
+    import threading
+
+    from modan_pacs.errors import PacsError
+    from modan_pacs.pacs import (
+        OrthancServer,
+        PacsQuery,
+        PullSettings,
+        build_pacs_index,
+        make_settings,
+        pacs_for_index,
+        pull,
+        send_files,
+    )
+    from modan_pacs.pacs.pull import raise_if_incomplete
+    from modan_pacs.pacs.store import INCOMING_PREFIX
+
+    binary("getscu")
+    server = OrthancServer(aet="KILLME", modalities={"MODANPACS": ("127.0.0.1", 1)}, workdir=tmp_path / "orthanc")
+    server.start()
+    store = tmp_path / "store"
+    try:
+        settings = make_settings(host="127.0.0.1", port=server.dicom_port, called_aet="KILLME", retries=0)
+        paths = _synthetic_series(pydicom_data_dir, tmp_path / "src", n=400, per_series=100)
+        assert len(send_files(settings, paths).stored) == 400
+        build_pacs_index(settings, PacsQuery(level="image"), out_dir=tmp_path / "idx", salt_file=tmp_path / "salt")
+        pacs = pacs_for_index(tmp_path / "idx", dimse_timeout=5, retries=0)
+        killed = threading.Event()
+
+        def kill_after_ten() -> None:
+            while not killed.is_set():
+                if len(list(store.glob(f"{INCOMING_PREFIX}*/received/*"))) >= 10:
+                    server.kill()  # SIGKILL while getscu receives
+                    killed.set()
+                time.sleep(0.001)
+
+        watcher = threading.Thread(target=kill_after_ten, daemon=True)
+        watcher.start()
+        first = pull(tmp_path / "idx", store, PullSettings(engine="dcmtk"), pacs=pacs)
+        killed.set()
+        watcher.join()
+        assert not first.complete and first.failed == 400 - first.arrived and first.arrived < 400
+        assert first.interrupted[0].startswith("getscu exited with")  # then pynetdicom's "cannot connect"
+        assert any("cannot connect" in line for line in first.interrupted[1:])
+        with pytest.raises(PacsError, match="pull incomplete"):
+            raise_if_incomplete(first, store)
+        kept = sorted(store.rglob("*.dcm"))
+        assert 10 <= len(kept) < 400 and not list(store.glob(f"{INCOMING_PREFIX}*"))
+        for path in kept:
+            assert dcmread(path).pixel_array.shape == (128, 128)  # whole files only
+
+        server.start()  # same ports and storage: the archive comes back
+        again = pull(tmp_path / "idx", store, PullSettings(engine="dcmtk"), pacs=pacs)
+        assert again.complete and again.skipped == len(kept) and again.arrived == 400 - len(kept)
+    finally:
+        server.stop(remove=True)
+    log = [json.loads(line) for line in (store / "pull_log.jsonl").read_text().splitlines()]
+    arrived = [r["sop_instance_uid"] for r in log if r["status"] == "arrived"]
+    assert len(arrived) == len(set(arrived)) == 400  # one arrival record per instance

@@ -96,6 +96,39 @@ def test_parallel_pull_of_everything_then_resume_skips_all(loaded_pacs, pacs_ind
     assert sorted(store.rglob("*.dcm")) == files_before
 
 
+def _data_set_bytes(path: Path) -> bytes:
+    """A DICOM file's bytes after its file meta (the data set as the archive sent it)."""
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    with open(path, "rb") as handle:
+        read_preamble(handle, False)
+        _read_file_meta_info(handle)
+        return handle.read()
+
+
+def test_dcmtk_engine_stores_the_bytes_pynetdicom_stores_and_resumes(loaded_pacs, pacs_index, tmp_path, binary):
+    """getscu (bit-preserving) and our pynetdicom receiver write the same data set bytes for every
+    instance of the archive; the store has the same layout and log; a re-run fetches nothing."""
+    from modan_pacs.pacs import PullSettings, pacs_for_index, pull
+    from modan_pacs.pacs.store import INCOMING_PREFIX
+
+    binary("getscu")
+    pacs = pacs_for_index(pacs_index, calling_aet=loaded_pacs.settings.calling_aet, dimse_timeout=8, retries=0)
+    n_index = len(__import__("pandas").read_parquet(pacs_index / "index.parquet"))
+    ours = pull(pacs_index, tmp_path / "ours", PullSettings(), pacs=pacs)
+    dcmtk = pull(pacs_index, tmp_path / "dcmtk", PullSettings(engine="dcmtk", workers=2), pacs=pacs)
+    assert ours.complete and dcmtk.complete and dcmtk.arrived == ours.arrived == n_index
+    assert dcmtk.bytes == sum(p.stat().st_size for p in (tmp_path / "dcmtk").rglob("*.dcm"))
+    mine = {p.relative_to(tmp_path / "ours"): p for p in (tmp_path / "ours").rglob("*.dcm")}
+    theirs = {p.relative_to(tmp_path / "dcmtk"): p for p in (tmp_path / "dcmtk").rglob("*.dcm")}
+    assert set(mine) == set(theirs) and len(mine) == n_index
+    for relative, path in mine.items():
+        assert _data_set_bytes(theirs[relative]) == _data_set_bytes(path), relative
+    assert not list((tmp_path / "dcmtk").glob(f"{INCOMING_PREFIX}*"))
+    again = pull(pacs_index, tmp_path / "dcmtk", PullSettings(engine="dcmtk"), pacs=pacs)
+    assert again.arrived == 0 and again.skipped == n_index and again.complete
+
+
 def test_store_is_indexable_with_the_folder_index(loaded_pacs, pacs_index, tmp_path):
     from modan_pacs.ingest import build_index, load_index
     from modan_pacs.pacs import PullSettings, pacs_for_index, pull
@@ -166,6 +199,16 @@ def test_cli_pull_prints_a_summary_and_exits_zero(loaded_pacs, pacs_index, tmp_p
     assert rc == 0
     assert "4 arrived" in out and "instances/s" in out
     assert len(list((tmp_path / "store").rglob("*.dcm"))) == 4
+
+
+def test_cli_engine_dcmtk_with_move_is_a_one_line_usage_error(pacs_index, tmp_path, run_cli):
+    code, out, err = run_cli(
+        "pull", "--index", pacs_index, "--out", tmp_path / "store", "--engine", "dcmtk", "--method", "move"
+    )
+    assert code != 0 and "Traceback" not in out + err
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert len(lines) == 1 and "engine dcmtk runs C-GET (getscu) only" in lines[0], lines
+    assert not (tmp_path / "store").exists()
 
 
 def test_dicomweb_search_and_retrieval(loaded_pacs, pacs_index, tmp_path, monkeypatch):

@@ -295,3 +295,80 @@ def test_patched_pynetdicom_internals_exist_in_the_checked_versions():
     queue = assoc.dimse.msg_queue
     assert hasattr(queue, "mutex") and hasattr(queue, "not_empty") and hasattr(queue.queue, "appendleft")
     assert _config.LOG_HANDLER_LEVEL in ("standard", "none")
+
+
+def test_a_file_cut_anywhere_is_not_complete(tmp_path, pydicom_data_dir):
+    """What the dcmtk engine keeps from a getscu that did not end cleanly: only whole files."""
+    from modan_pacs.pacs.getscu import is_complete
+
+    raw = (pydicom_data_dir / "CT_small.dcm").read_bytes()
+    whole = tmp_path / "whole.dcm"
+    whole.write_bytes(raw)
+    assert is_complete(whole)
+    for cut in (0, 100, 131, 300, len(raw) // 2, len(raw) - 1):
+        part = tmp_path / f"cut{cut}.dcm"
+        part.write_bytes(raw[:cut])
+        assert not is_complete(part), cut
+    sequence = tmp_path / "sq.dcm"  # an undefined-length sequence cut before its delimiter
+    from pydicom import dcmread
+    from pydicom.dataset import Dataset
+
+    ds = dcmread(whole)
+    item = Dataset()
+    item.CodeValue = "121327"
+    ds.ProcedureCodeSequence = [item]
+    del ds.PixelData
+    ds.save_as(sequence, implicit_vr=False, little_endian=True)
+    text = sequence.read_bytes()
+    assert is_complete(sequence)
+    sequence.write_bytes(text[: text.index(b"121327") + 3])
+    assert not is_complete(sequence)
+
+
+def test_getscu_batches_keep_request_order_and_feed_every_worker():
+    from modan_pacs.pacs.getscu import batches
+    from modan_pacs.pacs.retrieve import RetrievalUnit
+
+    units = [RetrievalUnit("1", f"1.{i}", [f"1.{i}.{k}" for k in range(40)], level="SERIES") for i in range(10)]
+    one = batches(units, workers=1, size=100)
+    assert [len(b) for b in one] == [2, 2, 2, 2, 2] and [u for b in one for u in b] == units
+    four = batches(units, workers=4, size=256)  # 400 instances: at most 100 per batch so all 4 work
+    assert len(four) >= 4 and [u for b in four for u in b] == units
+    assert batches([], workers=2) == []
+
+
+def test_engine_settings_and_a_missing_getscu_are_one_line_errors(monkeypatch):
+    from modan_pacs.pacs import getscu
+    from modan_pacs.pacs.pull import make_pull_settings
+
+    with pytest.raises(InputError, match="engine dcmtk runs C-GET"):
+        make_pull_settings(engine="dcmtk", method="move")
+    with pytest.raises(InputError, match="must be one of pynetdicom, dcmtk"):
+        make_pull_settings(engine="gdcm")
+    monkeypatch.setattr(getscu.shutil, "which", lambda name: None)
+    with pytest.raises(InputError, match=r"getscu on PATH \(apt-get install dcmtk\)") as err:
+        getscu.getscu_binary()
+    assert "\n" not in str(err.value)
+
+
+def test_getscu_files_move_in_only_when_whole(tmp_path, pydicom_data_dir):
+    from modan_pacs.pacs import Store
+    from modan_pacs.pacs.association import make_settings
+    from modan_pacs.pacs.getscu import GetscuEngine
+    from modan_pacs.pacs.retrieve import _Counter
+    from modan_pacs.pacs.store import INCOMING_PREFIX
+
+    raw = (pydicom_data_dir / "CT_small.dcm").read_bytes()
+    store = Store(tmp_path / "store")
+    expected = {"1.5": ("1", "1.2"), "1.6": ("1", "1.2")}
+    counter = _Counter()
+    engine = GetscuEngine(make_settings(host="127.0.0.1", port=104), store, expected, counter)
+    received = store.incoming_folder()
+    assert received.name.startswith(INCOMING_PREFIX) and received.parent == store.root
+    (received / "1.5").write_bytes(raw)
+    (received / "1.6").write_bytes(raw[: len(raw) // 2])  # the file being written when getscu died
+    (received / "9.9").write_bytes(raw)  # nobody asked for it
+    engine._adopt(received, trust=False)
+    assert store.arrived == {"1.5"} and counter.arrived == 1 and counter.unrequested == 1
+    assert (store.root / "1" / "1.2" / "1.5.dcm").read_bytes() == raw
+    assert Store(tmp_path / "store").arrived == {"1.5"} and not received.exists()  # left-overs go on reopening
