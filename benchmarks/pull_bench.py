@@ -5,7 +5,8 @@ instances (by default pydicom-data's ``693_UNCR.dcm``, a 512x512 16-bit CT of 52
 into studies of several series with new UIDs), builds an image-level index by C-FIND, then, for
 each repeat and in interleaved order, retrieves everything into a fresh folder with:
 
-- ``getscu`` (dcmtk): one process, one association, one study-level C-GET per study;
+- ``getscu`` (dcmtk): one process, one association, one study-level C-GET per study; with
+  ``--engines ... dcmtk`` also getscu with the flags that engine passes (``+B --max-pdu 131072``);
 - ``modan-pacs pull --method get`` (library call) with each ``--workers`` value, once per
   ``--engines`` value (``pynetdicom``, and ``dcmtk``: getscu processes driven by the pull);
 - ``movescu`` (dcmtk): one process with its own storage SCP, one study-level C-MOVE per study;
@@ -232,6 +233,14 @@ def main() -> None:  # noqa: C901 - a linear script
             if have_getscu:
                 out = base / "getscu"
                 record("getscu", run_dcmtk(["getscu", *peer, *queries], out), count_files(out))
+                if "dcmtk" in args.engines:  # the flags the dcmtk engine gives getscu
+                    out = base / "getscu-engine-flags"
+                    flags = ["+B", "--max-pdu", "131072"]
+                    record(
+                        "getscu +B --max-pdu 131072",
+                        run_dcmtk(["getscu", *flags, *peer, *queries], out),
+                        count_files(out),
+                    )
             for engine in args.engines:
                 for w in args.workers:
                     s = pull(work / "idx", base / f"{engine}{w}", PullSettings(engine=engine, workers=w), pacs=ours)
@@ -299,6 +308,10 @@ def main() -> None:  # noqa: C901 - a linear script
         if "dcmtk" in args.engines:
             dcmtk = "pull get (dcmtk engine), {} worker(s)"
             print(f"- pull get, dcmtk engine (1 worker) / getscu: {ratio(dcmtk.format(1), 'getscu')}")
+            same = "getscu +B --max-pdu 131072"
+            print(
+                f"- pull get, dcmtk engine (1 worker) / getscu with the engine's flags: {ratio(dcmtk.format(1), same)}"
+            )
             print(
                 f"- pull move (1 worker) / pull get, dcmtk engine: {ratio('pull move, 1 worker(s)', dcmtk.format(1))}"
             )
