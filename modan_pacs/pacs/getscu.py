@@ -111,10 +111,11 @@ def is_complete(path: Path) -> bool:
     return "SOPInstanceUID" in ds
 
 
-def batches(units: Sequence[RetrievalUnit], workers: int, size: int = BATCH_INSTANCES) -> list[list[RetrievalUnit]]:
-    """Requests in order, cut into batches of about ``size`` instances (smaller so every worker gets one)."""
+def batches(units: Sequence[RetrievalUnit], workers: int, size: int | None = None) -> list[list[RetrievalUnit]]:
+    """Requests in order, cut into batches of about ``size`` instances (default :data:`BATCH_INSTANCES`;
+    smaller so that every worker gets one)."""
     total = sum(len(u.sop_uids) for u in units)
-    size = max(1, min(size, math.ceil(total / max(workers, 1))))
+    size = max(1, min(size or BATCH_INSTANCES, math.ceil(total / max(workers, 1))))
     out: list[list[RetrievalUnit]] = [[]]
     count = 0
     for unit in units:

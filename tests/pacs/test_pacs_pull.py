@@ -129,6 +129,59 @@ def test_dcmtk_engine_stores_the_bytes_pynetdicom_stores_and_resumes(loaded_pacs
     assert again.arrived == 0 and again.skipped == n_index and again.complete
 
 
+def _children_named(name: str) -> list[int]:
+    """PIDs of this process's child processes whose command is ``name`` (Linux /proc)."""
+    import os
+
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)
+            comm = fields[0].split("(", 1)[1]
+            ppid = int(fields[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if comm == name and ppid == os.getpid():
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_dcmtk_engine_interrupted_leaves_no_partial_state_and_resumes(
+    loaded_pacs, pacs_index, tmp_path, binary, monkeypatch
+):
+    """Ctrl-C during a dcmtk-engine pull: getscu processes are killed, no incoming folder or partial file
+    stays, what was logged is kept, and a re-run brings the rest with no instance twice."""
+    import json
+
+    from modan_pacs.pacs import PullSettings, pacs_for_index, pull
+    from modan_pacs.pacs import getscu as engine
+    from modan_pacs.pacs.store import INCOMING_PREFIX
+
+    binary("getscu")
+    monkeypatch.setattr(engine, "BATCH_INSTANCES", 10)
+    pacs = pacs_for_index(pacs_index, calling_aet=loaded_pacs.settings.calling_aet, dimse_timeout=8, retries=0)
+    n_index = len(__import__("pandas").read_parquet(pacs_index / "index.parquet"))
+    seen = {"n": 0}
+
+    def interrupt(n: int, nbytes: int) -> None:
+        seen["n"] += n
+        if seen["n"] >= 5:
+            raise KeyboardInterrupt
+
+    store = tmp_path / "store"
+    with pytest.raises(KeyboardInterrupt):
+        pull(pacs_index, store, PullSettings(engine="dcmtk", workers=2), pacs=pacs, on_progress=interrupt)
+    assert not list(store.glob(f"{INCOMING_PREFIX}*")) and not list(store.rglob("*.part"))
+    assert not _children_named("getscu")  # none left running
+    kept = len(list(store.rglob("*.dcm")))
+    assert 5 <= kept < n_index
+    again = pull(pacs_index, store, PullSettings(engine="dcmtk", workers=2), pacs=pacs)
+    assert again.complete and again.skipped == kept and again.arrived == n_index - kept
+    log = [json.loads(line) for line in (store / "pull_log.jsonl").read_text().splitlines()]
+    arrived = [r["sop_instance_uid"] for r in log if r["status"] == "arrived"]
+    assert len(arrived) == len(set(arrived)) == n_index
+
+
 def test_store_is_indexable_with_the_folder_index(loaded_pacs, pacs_index, tmp_path):
     from modan_pacs.ingest import build_index, load_index
     from modan_pacs.pacs import PullSettings, pacs_for_index, pull
