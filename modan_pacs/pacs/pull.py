@@ -328,7 +328,8 @@ def pull(
         plan = plan_pull(rows, frame, store, method=s.method, workers=s.workers, chunk=s.chunk)
         if on_plan is not None:
             on_plan(plan)
-        summary = PullSummary(requested=plan.requested, skipped=plan.skipped, workers=s.workers, method=s.method)
+        method = f"{s.method} via getscu" if s.engine == "dcmtk" else s.method
+        summary = PullSummary(requested=plan.requested, skipped=plan.skipped, workers=s.workers, method=method)
         if not plan.units:
             return summary
         if s.method == "dicomweb":

@@ -225,8 +225,12 @@ def test_per_label_selection_keeps_at_most_n_series_per_label(pacs_index):
     assert set(ct["modality_label"]) == {"CT"} and len(ct) == (frame["modality_label"] == "CT").sum()
 
 
-def test_cli_pull_prints_a_summary_and_exits_zero(loaded_pacs, pacs_index, tmp_path, capsys):
+@pytest.mark.parametrize("engine", ["pynetdicom", "dcmtk"])
+def test_cli_pull_prints_a_summary_and_exits_zero(loaded_pacs, pacs_index, tmp_path, capsys, engine, binary):
     from modan_pacs.cli.main import main
+
+    if engine == "dcmtk":
+        binary("getscu")
 
     series_uid = _series_uid_of(loaded_pacs, "77654033/CT2")
     index = _one_series_index(pacs_index, tmp_path, series_uid)
@@ -246,11 +250,14 @@ def test_cli_pull_prints_a_summary_and_exits_zero(loaded_pacs, pacs_index, tmp_p
             "2",
             "--timeout",
             "8",
+            "--engine",
+            engine,
         ]
     )
     out = capsys.readouterr().out
     assert rc == 0
     assert "4 arrived" in out and "instances/s" in out
+    assert ("get via getscu)" in out) == (engine == "dcmtk")
     assert len(list((tmp_path / "store").rglob("*.dcm"))) == 4
 
 
