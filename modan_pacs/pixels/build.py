@@ -26,11 +26,13 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -497,6 +499,20 @@ def _silence_native_stderr() -> None:
         os.dup2(devnull, 2)
     finally:
         os.close(devnull)
+
+
+@contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 goes to /dev/null inside the block, in this process (see
+    :func:`_silence_native_stderr`); for a decode whose failure the caller already handles."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        _silence_native_stderr()
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _kill_worker_processes() -> None:

@@ -18,12 +18,14 @@ __all__ = ["write_montage"]
 
 
 def _excluded_thumbnail(path: str, slice_index, size: int) -> np.ndarray | None:
+    from modan_pacs.pixels.build import native_stderr_silenced
     from modan_pacs.pixels.decode import display_frames, fit_square, read_dicom_frames
 
     # the slice index is a frame of the file, or a position in its series (then the file has one frame)
     for frames in ([int(slice_index)] if pd.notna(slice_index) else [], "middle"):
         try:
-            decoded, raw = read_dicom_frames(path, frames or "middle")
+            with native_stderr_silenced():  # the C decoders' complaints about this file are known: it was excluded
+                decoded, raw = read_dicom_frames(path, frames or "middle")
             return fit_square(display_frames(decoded, raw=raw)[0], size)
         except Exception:  # a thumbnail is best effort: the tile says the input has no decodable pixels
             continue

@@ -145,3 +145,25 @@ def test_native_decoder_messages_stay_off_the_terminal(tmp_path, index_folder, c
     err = capfd.readouterr().err
     assert result.n_rows == 2, result
     assert "JPEG" not in err and "precision" not in err, err
+
+
+def test_the_montage_of_excluded_inputs_keeps_decoder_messages_off_the_terminal(tmp_path, index_folder, capfd):
+    """The montage decodes a few excluded inputs in this process for their thumbnails (a JPEG
+    secondary capture here): the C decoders' messages about them stay off the terminal too."""
+    folder = tmp_path / "in"
+    for name in ("JPEG-lossy.dcm", "CT_small.dcm"):
+        copy_to(folder, get_testdata_file(name))
+    index = index_folder(folder)
+    capfd.readouterr()
+    result = build_cache_from_index(index, tmp_path / "cache", CacheSettings(size=16), workers=1, montage=True)
+    captured = capfd.readouterr()
+    errors = pd.read_parquet(tmp_path / "cache" / "errors.parquet")
+    assert result.n_rows == 1 and errors["code"].tolist() == ["secondary_capture"]
+    assert (tmp_path / "cache" / "montage.png").is_file()
+    assert "JPEG" not in captured.err and "precision" not in captured.err, captured.err
+    print("still here")  # fd 2 and stdout work again after the montage
+    import sys
+
+    print("stderr back", file=sys.stderr)
+    again = capfd.readouterr()
+    assert "still here" in again.out and "stderr back" in again.err
