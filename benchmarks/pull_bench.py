@@ -246,19 +246,23 @@ def main() -> None:  # noqa: C901 - a linear script
                     s = pull(work / "idx", base / f"{engine}{w}", PullSettings(engine=engine, workers=w), pacs=ours)
                     record(f"pull get{ENGINE_TAG[engine]}, {w} worker(s)", s.seconds, s.arrived)
             if args.cli:
-                cli = [
-                    str(Path(sys.executable).with_name("modan-pacs")),
-                    "pull",
-                    "--index",
-                    str(work / "idx"),
-                    "--out",
-                    str(base / "cli"),
-                    "--calling-aet",
-                    OUR_AET,
-                ]
-                start = time.perf_counter()
-                subprocess.run(cli, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                record("modan-pacs pull command", time.perf_counter() - start, count_files(base / "cli"))
+                for engine in args.engines:
+                    cli = [
+                        str(Path(sys.executable).with_name("modan-pacs")),
+                        "pull",
+                        "--index",
+                        str(work / "idx"),
+                        "--out",
+                        str(base / f"cli-{engine}"),
+                        "--calling-aet",
+                        OUR_AET,
+                        "--engine",
+                        engine,
+                    ]
+                    start = time.perf_counter()
+                    subprocess.run(cli, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    seconds = time.perf_counter() - start
+                    record(f"modan-pacs pull command{ENGINE_TAG[engine]}", seconds, count_files(base / f"cli-{engine}"))
             if have_movescu:
                 out = base / "movescu"
                 cmd = ["movescu", *peer, "-aem", OUR_AET, "--port", str(move_port), *queries]
@@ -291,11 +295,9 @@ def main() -> None:  # noqa: C901 - a linear script
             print(f"| {name} | {statistics.median(values):.0f} | {', '.join(f'{v:.0f}' for v in values)} |")
         print("\nratios, median of the per-repeat ratios (each repeat):")
         print(f"- pull get (1 worker) / getscu: {ratio('pull get, 1 worker(s)', 'getscu')}")
-        if args.cli:
-            print(
-                "- modan-pacs pull command / getscu (both whole processes): "
-                f"{ratio('modan-pacs pull command', 'getscu')}"
-            )
+        for engine in args.engines if args.cli else ():
+            command = f"modan-pacs pull command{ENGINE_TAG[engine]}"
+            print(f"- {command} / getscu (both whole processes): {ratio(command, 'getscu')}")
         print(
             f"- pull move (1 worker) / pull get (1 worker): {ratio('pull move, 1 worker(s)', 'pull get, 1 worker(s)')}"
         )
