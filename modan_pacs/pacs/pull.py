@@ -349,14 +349,15 @@ def pull(
         else:
             pacs = pacs or pacs_for_index(frame)
             _fill_sop_classes(pacs, plan.units)
-            import pynetdicom  # noqa: F401  (imported before the clock starts: a one-off cost, not transfer time)
-
-            start = time.perf_counter()
-            if s.engine == "dcmtk":
+            if s.engine == "dcmtk":  # pynetdicom is imported only if getscu leaves instances to it
+                start = time.perf_counter()
                 result = retrieve_getscu(
                     pacs, plan.units, store, expected=plan.expected, workers=s.workers, on_progress=on_progress
                 )
             else:
+                import pynetdicom  # noqa: F401  (imported before the clock starts: a one-off cost, not transfer time)
+
+                start = time.perf_counter()
                 result = retrieve_dimse(
                     pacs,
                     plan.units,
