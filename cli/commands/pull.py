@@ -31,7 +31,7 @@ def pull(
         typer.Option(
             "--engine",
             help="Who speaks DIMSE for --method get: pynetdicom, or dcmtk (getscu processes, bit-preserving; "
-            "needs dcmtk installed; about 2x faster per association, see docs/benchmarks/pull.md).",
+            "needs dcmtk installed; about 3x faster per association, see docs/benchmarks/pull.md).",
         ),
     ] = "pynetdicom",
     workers: Annotated[
