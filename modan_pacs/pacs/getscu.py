@@ -12,7 +12,7 @@ getscu do the network part and keeps everything else of a pull:
 - when the process has ended, each file is renamed into ``STUDY/SERIES/SOP.dcm`` (the folders
   named by the index, as for pynetdicom) and logged in ``pull_log.jsonl``; an instance nobody
   asked for is deleted and counted. If getscu did not end cleanly, only files that parse to
-  their declared lengths are kept (:func:`is_complete`); the rest are fetched again by a re-run;
+  their declared lengths are kept (:func:`is_complete`); the rest count as not received;
 - instances getscu did not bring are asked for again through pynetdicom, which also offers the
   compressed syntaxes (getscu offers uncompressed ones only, and an archive that does not
   transcode refuses what it holds compressed); that second pass is logged with its count. What is
