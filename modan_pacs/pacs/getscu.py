@@ -42,7 +42,15 @@ from pathlib import Path
 
 from modan_pacs.errors import InputError
 from modan_pacs.pacs.association import PacsSettings
-from modan_pacs.pacs.retrieve import DimseResult, RetrievalUnit, _Counter, _identifier, missing_units, retrieve_dimse
+from modan_pacs.pacs.retrieve import (
+    DimseResult,
+    RetrievalUnit,
+    _Counter,
+    _identifier,
+    fill_sop_classes,
+    missing_units,
+    retrieve_dimse,
+)
 from modan_pacs.pacs.store import Store
 
 LOGGER = logging.getLogger(__name__)
@@ -210,7 +218,11 @@ class GetscuEngine:
             if not trust and not is_complete(path):
                 continue
             size = path.stat().st_size
-            _, new = self.store.move_in(where[0], where[1], path.name, path)
+            try:
+                _, new = self.store.move_in(where[0], where[1], path.name, path)
+            except OSError as exc:  # as the pynetdicom engine's writer: logged, not received, a re-run fetches it
+                self.store.record(status="failed", sop_instance_uid=path.name, reason=f"move failed: {exc.strerror}")
+                continue
             if new:
                 self.counter.add(size)
 
@@ -255,6 +267,7 @@ def retrieve_getscu(
         "getscu did not bring %d instance(s); asking for them through pynetdicom (compressed syntaxes offered)",
         sum(len(u.sop_uids) for u in missing),
     )
+    fill_sop_classes(settings, missing)
     again = retrieve_dimse(settings, missing, store, expected=expected, method="get", on_progress=on_progress)
     still = bool(missing_units(units, store, expected))
     return DimseResult(

@@ -26,6 +26,7 @@ from modan_pacs.pacs.retrieve import (
     DimseResult,
     PullSummary,
     RetrievalUnit,
+    fill_sop_classes,
     merge_whole_series,
     retrieve_dimse,
     split_units,
@@ -185,7 +186,7 @@ def units_from_rows(
         skipped += len(study_rows) - len(wanted_study)
         if not wanted_study:
             continue
-        typed = study_rows["sop_class_uid"].notna().all()  # else _fill_sop_classes asks per series
+        typed = study_rows["sop_class_uid"].notna().all()  # else fill_sop_classes asks per series
         if coarsest == "STUDY" and typed and len(set(wanted_study)) == study_size[study]:
             classes = set(study_rows["sop_class_uid"].dropna())
             units.append(RetrievalUnit(str(study), None, [str(u) for u in wanted_study], classes, level="STUDY"))
@@ -348,13 +349,13 @@ def pull(
             result = DimseResult(arrived, nbytes, unrequested, requests, problems)
         else:
             pacs = pacs or pacs_for_index(frame)
-            _fill_sop_classes(pacs, plan.units)
-            if s.engine == "dcmtk":  # pynetdicom is imported only if getscu leaves instances to it
+            if s.engine == "dcmtk":  # pynetdicom (and the SOP classes it needs) only if getscu leaves instances to it
                 start = time.perf_counter()
                 result = retrieve_getscu(
                     pacs, plan.units, store, expected=plan.expected, workers=s.workers, on_progress=on_progress
                 )
             else:
+                fill_sop_classes(pacs, plan.units)
                 import pynetdicom  # noqa: F401  (imported before the clock starts: a one-off cost, not transfer time)
 
                 start = time.perf_counter()
@@ -412,30 +413,6 @@ def _account(summary: PullSummary, result: DimseResult, plan: PullPlan, store: S
     for uid in sorted(missing):
         store.record(status="failed", sop_instance_uid=uid, reason="not received" + first)
     summary.failed = len(missing)
-
-
-def _fill_sop_classes(settings, units: list[RetrievalUnit]) -> None:
-    """Ask the PACS (IMAGE-level C-FIND) for the SOP classes of units whose index rows lack them.
-
-    C-GET needs a storage context per SOP class; an index built elsewhere may not carry them, and
-    some archives (dcmqrscp) do not return them either: those units get every image storage class
-    of pynetdicom's default list, as getscu proposes its fixed list.
-    """
-    missing = [unit for unit in units if not unit.sop_classes]
-    if not missing:
-        return
-    from modan_pacs.pacs.query import FindSession, iter_instances_of_series
-    from modan_pacs.pacs.retrieve import image_storage_classes
-
-    with FindSession(settings) as session:
-        for unit in missing:
-            wanted = set(unit.sop_uids)
-            unit.sop_classes = {
-                cls
-                for series in unit.series_uids
-                for uid, cls in iter_instances_of_series(settings, unit.study_uid, series, session)
-                if cls and uid in wanted
-            } or image_storage_classes()
 
 
 def plan_lines(plan: PullPlan, store: str | Path) -> list[str]:

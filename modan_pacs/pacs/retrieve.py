@@ -183,6 +183,29 @@ def image_storage_classes() -> set[str]:
     return {cx.abstract_syntax for cx in StoragePresentationContexts if "Image" in UID(cx.abstract_syntax).name}
 
 
+def fill_sop_classes(settings: PacsSettings, units: Sequence[RetrievalUnit]) -> None:
+    """Ask the PACS (IMAGE-level C-FIND) for the SOP classes of units whose index rows lack them.
+
+    C-GET needs a storage context per SOP class; an index built elsewhere may not carry them, and
+    some archives (dcmqrscp) do not return them either: those units get every image storage class
+    of pynetdicom's default list, as getscu proposes its fixed list.
+    """
+    missing = [unit for unit in units if not unit.sop_classes]
+    if not missing:
+        return
+    from modan_pacs.pacs.query import FindSession, iter_instances_of_series
+
+    with FindSession(settings) as session:
+        for unit in missing:
+            wanted = set(unit.sop_uids)
+            unit.sop_classes = {
+                cls
+                for series in unit.series_uids
+                for uid, cls in iter_instances_of_series(settings, unit.study_uid, series, session)
+                if cls and uid in wanted
+            } or image_storage_classes()
+
+
 def storage_contexts(sop_classes: Iterable[str]) -> list[tuple[str, Sequence[str]]]:
     """Two contexts per storage SOP class: uncompressed syntaxes, and compressed ones."""
     contexts: list[tuple[str, Sequence[str]]] = []

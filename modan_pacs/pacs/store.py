@@ -124,15 +124,10 @@ class Store:
 
         ``data`` is the file's bytes, or its parts in order (written without joining them).
         """
-        path = self.path_for(study_uid, series_uid, sop_uid)
-        key = str(sop_uid)
-        with self._lock:
-            if key in self._arrived and path.is_file():
-                return path, False
+        path, key, there = self._target(study_uid, series_uid, sop_uid)
+        if there:
+            return path, False
         folder = path.parent
-        if folder not in self._folders:
-            folder.mkdir(parents=True, exist_ok=True)
-            self._folders.add(folder)
         parts = (data,) if isinstance(data, (bytes, bytearray, memoryview)) else tuple(data)
         tmp = folder / f".{path.stem}.{os.getpid()}.{threading.get_ident()}.part"
         with open(tmp, "wb") as handle:
@@ -146,16 +141,10 @@ class Store:
 
         Returns ``(path, new)``; when the instance was already there, ``source`` is removed.
         """
-        path = self.path_for(study_uid, series_uid, sop_uid)
-        key = str(sop_uid)
-        with self._lock:
-            if key in self._arrived and path.is_file():
-                source.unlink(missing_ok=True)
-                return path, False
-        folder = path.parent
-        if folder not in self._folders:
-            folder.mkdir(parents=True, exist_ok=True)
-            self._folders.add(folder)
+        path, key, there = self._target(study_uid, series_uid, sop_uid)
+        if there:
+            source.unlink(missing_ok=True)
+            return path, False
         size = source.stat().st_size
         os.replace(source, path)
         self._arrival(study_uid, series_uid, key, path, size)
@@ -168,6 +157,18 @@ class Store:
         that was killed are removed when the store is next opened.
         """
         return Path(tempfile.mkdtemp(prefix=INCOMING_PREFIX, dir=self.root))
+
+    def _target(self, study_uid: Any, series_uid: Any, sop_uid: Any) -> tuple[Path, str, bool]:
+        """``(final path, SOP UID key, already there)``; when not there, its folder exists afterwards."""
+        path = self.path_for(study_uid, series_uid, sop_uid)
+        key = str(sop_uid)
+        with self._lock:
+            if key in self._arrived and path.is_file():
+                return path, key, True
+        if path.parent not in self._folders:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(path.parent)
+        return path, key, False
 
     def _arrival(self, study_uid: Any, series_uid: Any, key: str, path: Path, size: int) -> None:
         self.record(
